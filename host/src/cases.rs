@@ -1,0 +1,486 @@
+//! Table-driven policy tests: a TOML cases file of request + state →
+//! expected verdict, run through the real host.
+//!
+//! Keys are the WIT field names (kebab-case). A case only states what differs
+//! from the defaults: built-in defaults, then the file's `[defaults]`, then
+//! the case itself, merged table by table. A misspelt key is an error that
+//! names the case and the full key path, never a silently ignored field.
+//!
+//! ```toml
+//! [config]                       # policy parameters, given to the policy as JSON
+//! downgrade-at-percent = 80
+//!
+//! [defaults.state.budget]
+//! limit = 100_000_000_000        # $100
+//!
+//! [[case]]
+//! name = "downgrades at 85%"
+//! state.budget.spent = 85_000_000_000
+//! expect = { action = "downgrade", model = "amazon.nova-micro-v1:0" }
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+use crate::contract::{Action, RejectKind, Request, TenantState};
+use crate::decision::Decision;
+use crate::ids::ModelId;
+use crate::version::PolicyVersion;
+
+/// Defaults under every case: a plausible request against a $100 monthly
+/// budget in January 2026.
+const BUILTIN_DEFAULTS: &str = r#"
+[request]
+tenant-id = "tenant"
+operation = "converse"
+model-id = "anthropic.claude-3-5-haiku-20241022-v1:0"
+estimated-input-tokens = 1000
+max-output-tokens = 1000
+now-ms = 1767225600000
+
+[state.plan]
+tier = "pro"
+
+[state.budget]
+limit = 100_000_000_000
+period = "monthly"
+period-start-ms = 1767225600000
+period-end-ms = 1769904000000
+"#;
+
+/// A parsed cases file.
+#[derive(Debug, Clone)]
+pub struct CasesFile {
+    pub cases: Vec<Case>,
+}
+
+/// One case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub request: Request,
+    pub state: TenantState,
+    /// The policy parameters (JSON) this case pins; `None` uses the
+    /// version's own config.
+    pub config: Option<String>,
+    pub expect: Expectation,
+}
+
+/// What a case expects of the decision. Unset fields are not checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Expectation {
+    pub action: ExpectedAction,
+    /// Downgrade target.
+    pub model: Option<String>,
+    /// Throttle delay.
+    pub retry_after_ms: Option<u64>,
+    /// Rejection kind.
+    pub reject: Option<RejectKind>,
+    /// A substring of the reason.
+    pub reason_contains: Option<String>,
+    /// The verdict's output token cap.
+    pub max_output_tokens: Option<u64>,
+    /// Pairs that must be among the verdict's metadata.
+    #[serde(default)]
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectedAction {
+    Admit,
+    Downgrade,
+    Throttle,
+    Reject,
+}
+
+/// A cases file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CasesError {
+    #[error("cannot read cases file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: {location}: {message}")]
+    Case {
+        origin: String,
+        location: String,
+        message: String,
+    },
+}
+
+impl CasesFile {
+    pub fn load(path: &Path) -> Result<Self, CasesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CasesError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses a cases file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, CasesError> {
+        let syntax = |message: String| CasesError::Syntax {
+            origin: origin.to_owned(),
+            message,
+        };
+        let mut file: Table = text.parse().map_err(|e: toml::de::Error| syntax(e.to_string()))?;
+        for key in file.keys() {
+            if !matches!(key.as_str(), "config" | "defaults" | "case") {
+                return Err(syntax(format!(
+                    "unknown top-level key `{key}`; expected `config`, `defaults` or `[[case]]`"
+                )));
+            }
+        }
+        let file_config = match file.remove("config") {
+            Some(Value::Table(t)) => Some(to_json(&t)),
+            Some(_) => return Err(syntax("`config` must be a table of policy parameters".into())),
+            None => None,
+        };
+        let mut defaults: Table = BUILTIN_DEFAULTS
+            .parse()
+            .map_err(|e: toml::de::Error| syntax(e.to_string()))?;
+        match file.remove("defaults") {
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    if !matches!(key.as_str(), "request" | "state") {
+                        return Err(syntax(format!(
+                            "unknown key `defaults.{key}`; expected `defaults.request` or `defaults.state`"
+                        )));
+                    }
+                }
+                merge(&mut defaults, t);
+            }
+            Some(_) => return Err(syntax("`defaults` must be a table".into())),
+            None => {}
+        }
+        let raw_cases = match file.remove("case") {
+            Some(Value::Array(cases)) => cases,
+            Some(_) => {
+                return Err(syntax(
+                    "`case` must be an array of tables: write each as `[[case]]`".into(),
+                ));
+            }
+            None => return Err(syntax("no cases: add at least one `[[case]]`".into())),
+        };
+        let mut cases = Vec::with_capacity(raw_cases.len());
+        for (index, raw) in raw_cases.into_iter().enumerate() {
+            cases.push(parse_case(index, raw, &defaults, file_config.as_deref(), origin)?);
+        }
+        Ok(CasesFile { cases })
+    }
+}
+
+fn parse_case(
+    index: usize,
+    raw: Value,
+    defaults: &Table,
+    file_config: Option<&str>,
+    origin: &str,
+) -> Result<Case, CasesError> {
+    let Value::Table(mut raw) = raw else {
+        return Err(CasesError::Syntax {
+            origin: origin.to_owned(),
+            message: format!("case #{} is not a table", index + 1),
+        });
+    };
+    let name = match raw.remove("name") {
+        Some(Value::String(name)) => name,
+        _ => format!("#{}", index + 1),
+    };
+    let fail = |message: String| CasesError::Case {
+        origin: origin.to_owned(),
+        location: format!("case #{} {name:?}", index + 1),
+        message,
+    };
+    for key in raw.keys() {
+        if !matches!(key.as_str(), "request" | "state" | "config" | "expect") {
+            return Err(fail(format!(
+                "unknown key `{key}`; a case has `name`, `request`, `state`, `config` and `expect`"
+            )));
+        }
+    }
+    let mut merged = defaults.clone();
+    let expect = raw.remove("expect").ok_or_else(|| fail("missing `expect`".into()))?;
+    let config = match raw.remove("config") {
+        Some(Value::Table(t)) => Some(to_json(&t)),
+        Some(_) => return Err(fail("`config` must be a table".into())),
+        None => file_config.map(str::to_owned),
+    };
+    merge(&mut merged, raw);
+
+    let request_table = merged.remove("request").unwrap_or_else(|| Value::Table(Table::new()));
+    let mut request: Request = from_value(request_table, "request").map_err(&fail)?;
+    if request.base_model_id.is_empty() {
+        request.base_model_id = ModelId::new(&request.model_id).without_region_prefix().to_owned();
+    }
+    if request.request_id.is_empty() {
+        request.request_id = format!("case-{}", index + 1);
+    }
+    request.config = config.clone().unwrap_or_default();
+    let state_table = merged.remove("state").unwrap_or_else(|| Value::Table(Table::new()));
+    let state: TenantState = from_value(state_table, "state").map_err(&fail)?;
+    let expect: Expectation = from_value(expect, "expect").map_err(&fail)?;
+    Ok(Case {
+        name,
+        request,
+        state,
+        config,
+        expect,
+    })
+}
+
+/// Deserializes with the full key path in the error ("state.budget.spnt").
+fn from_value<T: serde::de::DeserializeOwned>(value: Value, root: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let at = if path == "." {
+            root.to_owned()
+        } else {
+            format!("{root}.{path}")
+        };
+        format!("{at}: {}", err.inner())
+    })
+}
+
+/// Deep-merges `over` into `base`; `over` wins.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn to_json(table: &Table) -> String {
+    // A TOML table is always representable as JSON.
+    serde_json::to_string(table).unwrap_or_default()
+}
+
+/// One field where a decision differed from the expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub field: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    pub name: String,
+    pub decision: Decision,
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl CaseOutcome {
+    pub fn passed(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+impl fmt::Display for CaseOutcome {
+    /// `ok   name` or `FAIL name` followed by a `-expected / +actual` diff.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.passed() {
+            return write!(
+                f,
+                "ok   {} → {} ({:?})",
+                self.name,
+                describe(&self.decision.action),
+                self.decision.elapsed
+            );
+        }
+        write!(f, "FAIL {}", self.name)?;
+        for m in &self.mismatches {
+            write!(
+                f,
+                "\n       - {}: {}\n       + {}: {}",
+                m.field, m.expected, m.field, m.actual
+            )?;
+        }
+        write!(f, "\n       reason: {}", self.decision.reason)
+    }
+}
+
+/// Runs every case against a version and reports each outcome.
+pub fn run(version: &PolicyVersion, cases: &CasesFile) -> Vec<CaseOutcome> {
+    cases
+        .cases
+        .iter()
+        .map(|case| {
+            let decision = match &case.config {
+                Some(_) => version.decide_as_is(&case.request, &case.state),
+                None => {
+                    let mut request = case.request.clone();
+                    version.decide(&mut request, &case.state)
+                }
+            };
+            let mismatches = compare(&case.expect, &decision);
+            CaseOutcome {
+                name: case.name.clone(),
+                decision,
+                mismatches,
+            }
+        })
+        .collect()
+}
+
+fn compare(expect: &Expectation, decision: &Decision) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let mut check = |field: &'static str, expected: String, actual: String| {
+        if expected != actual {
+            out.push(Mismatch {
+                field,
+                expected,
+                actual,
+            });
+        }
+    };
+    let actual_action = match decision.action {
+        Action::Admit => ExpectedAction::Admit,
+        Action::Downgrade(_) => ExpectedAction::Downgrade,
+        Action::Throttle(_) => ExpectedAction::Throttle,
+        Action::Reject(_) => ExpectedAction::Reject,
+    };
+    if actual_action != expect.action {
+        let expected = format!("{:?}", expect.action).to_lowercase();
+        check("action", expected, describe(&decision.action));
+        return out;
+    }
+    match (&decision.action, expect) {
+        (
+            Action::Downgrade(model),
+            Expectation {
+                model: Some(expected), ..
+            },
+        ) => check("model", expected.clone(), model.clone()),
+        (
+            Action::Throttle(ms),
+            Expectation {
+                retry_after_ms: Some(expected),
+                ..
+            },
+        ) => check("retry-after-ms", expected.to_string(), ms.to_string()),
+        (
+            Action::Reject(kind),
+            Expectation {
+                reject: Some(expected), ..
+            },
+        ) => check("reject", expected.as_str().into(), kind.as_str().into()),
+        _ => {}
+    }
+    if let Some(needle) = &expect.reason_contains
+        && !decision.reason.contains(needle.as_str())
+    {
+        check(
+            "reason",
+            format!("contains {needle:?}"),
+            format!("{:?}", decision.reason),
+        );
+    }
+    if let Some(cap) = expect.max_output_tokens {
+        check(
+            "max-output-tokens",
+            cap.to_string(),
+            decision.max_output_tokens.map_or("none".into(), |c| c.to_string()),
+        );
+    }
+    for pair in &expect.metadata {
+        if !decision.metadata.contains(pair) {
+            check(
+                "metadata",
+                format!("contains {}={}", pair.0, pair.1),
+                format!("{:?}", decision.metadata),
+            );
+        }
+    }
+    out
+}
+
+/// `admit`, `downgrade → model`, `throttle 1500 ms`, `reject (budget-exhausted)`.
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::Admit => "admit".into(),
+        Action::Downgrade(model) => format!("downgrade → {model}"),
+        Action::Throttle(ms) => format!("throttle {ms} ms"),
+        Action::Reject(kind) => format!("reject ({})", kind.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[config]
+downgrade-at-percent = 80
+
+[defaults.request]
+model-id = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+
+[[case]]
+name = "admits"
+state.budget.spent = 10
+expect = { action = "admit" }
+
+[[case]]
+name = "downgrades"
+config = { downgrade-at-percent = 50 }
+[case.request]
+worst-case-cost = 5
+[case.state.budget]
+spent = 90
+[case.expect]
+action = "downgrade"
+model = "amazon.nova-micro-v1:0"
+"#;
+
+    #[test]
+    fn merges_defaults_and_cases() {
+        let file = CasesFile::parse(FILE, "test.toml").expect("parses");
+        assert_eq!(file.cases.len(), 2);
+        let first = &file.cases[0];
+        assert_eq!(first.name, "admits");
+        assert_eq!(first.request.model_id, "us.anthropic.claude-sonnet-4-20250514-v1:0");
+        assert_eq!(first.request.base_model_id, "anthropic.claude-sonnet-4-20250514-v1:0");
+        assert_eq!(first.request.estimated_input_tokens, 1000);
+        assert_eq!(first.state.budget.spent, 10);
+        assert_eq!(first.state.budget.limit, 100_000_000_000);
+        assert_eq!(first.config.as_deref(), Some(r#"{"downgrade-at-percent":80}"#));
+        let second = &file.cases[1];
+        assert_eq!(second.config.as_deref(), Some(r#"{"downgrade-at-percent":50}"#));
+        assert_eq!(second.request.worst_case_cost, 5);
+        assert_eq!(second.expect.model.as_deref(), Some("amazon.nova-micro-v1:0"));
+    }
+
+    #[test]
+    fn a_typo_names_the_case_and_key_path() {
+        let text = FILE.replace("[case.state.budget]\nspent", "[case.state.budget]\nspnt");
+        let err = CasesFile::parse(&text, "test.toml").unwrap_err().to_string();
+        assert!(err.contains("case #2 \"downgrades\""), "{err}");
+        assert!(err.contains("state.budget.spnt"), "{err}");
+        assert!(err.contains("unknown field `spnt`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_and_wrong_values_are_explained() {
+        let err = CasesFile::parse("[[case]\nname=", "bad.toml").unwrap_err().to_string();
+        assert!(err.starts_with("bad.toml:"), "{err}");
+        let err = CasesFile::parse(&FILE.replace("action = \"admit\"", "action = \"allow\""), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expect.action") && err.contains("allow"), "{err}");
+        let err = CasesFile::parse("[defaults.requests]\n[[case]]\nexpect={action=\"admit\"}", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defaults.requests"), "{err}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Identifiers that cross the API: a tenant and a model are not just strings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A tenant's id as the operator configured it. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Tenant ids are 1–128 characters of `[A-Za-z0-9._-]`, so they are safe
+    /// in file names, metric labels and Bedrock request metadata.
+    pub fn new(id: &str) -> Result<Self, InvalidId> {
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(TenantId(Arc::from(id)))
+        } else {
+            Err(InvalidId {
+                kind: "tenant id",
+                value: id.chars().take(64).collect(),
+                rule: "1-128 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Bedrock model id, regional inference profile id or inference profile ARN.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelId(Arc<str>);
+
+impl ModelId {
+    pub fn new(id: &str) -> Self {
+        ModelId(Arc::from(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id without a cross-region inference prefix (`us.`, `eu.`, `apac.`,
+    /// `global.`, ...), i.e. the base model it runs on.
+    pub fn without_region_prefix(&self) -> &str {
+        const PREFIXES: [&str; 7] = ["us.", "eu.", "apac.", "global.", "us-gov.", "ca.", "jp."];
+        PREFIXES.iter().find_map(|p| self.0.strip_prefix(p)).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ModelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An id that breaks its rules.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid {kind} {value:?}: expected {rule}")]
+pub struct InvalidId {
+    kind: &'static str,
+    value: String,
+    rule: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_checked() {
+        assert!(TenantId::new("acme-corp_1.eu").is_ok());
+        assert!(TenantId::new("").is_err());
+        assert!(TenantId::new("a/b").is_err());
+        let err = TenantId::new("bad tenant").unwrap_err().to_string();
+        assert!(err.contains("bad tenant") && err.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn strips_regional_prefix() {
+        let m = ModelId::new("us.anthropic.claude-3-5-haiku-20241022-v1:0");
+        assert_eq!(m.without_region_prefix(), "anthropic.claude-3-5-haiku-20241022-v1:0");
+        let m = ModelId::new("amazon.nova-micro-v1:0");
+        assert_eq!(m.without_region_prefix(), "amazon.nova-micro-v1:0");
+    }
+}

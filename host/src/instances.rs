@@ -1,0 +1,205 @@
+//! Running one call of a policy: where its instance comes from, the limits
+//! it runs under, and how a failure is classified.
+//!
+//! Two strategies, chosen per policy version (see `benches/RESULTS.md` for
+//! the measurements behind the default):
+//! - `Pooled` (default): a small stack of warm instances per version. A call
+//!   pops one (or instantiates if none is idle), runs, and pushes it back.
+//!   An instance that failed in any way is dropped, never reused.
+//! - `Fresh`: a new instance from the `InstancePre` for every call, dropped
+//!   after. Strongest isolation between calls, about 10x the cost.
+//!
+//! Either way each call resets the store's epoch deadline, so a call gets its
+//! full time budget however long the instance has lived.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
+
+use crate::component::PolicyComponent;
+use crate::contract::{Request, TenantState, Verdict};
+use crate::decision::{FailureKind, PolicyFailure};
+use crate::engine::PolicyEngine;
+use crate::sandbox::CallContext;
+
+/// Where a call's instance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "strategy")]
+pub enum InstanceStrategy {
+    /// A fresh instance for every decision.
+    Fresh,
+    /// Reuse up to `max_idle` warm instances per policy version.
+    Pooled { max_idle: usize },
+}
+
+impl Default for InstanceStrategy {
+    fn default() -> Self {
+        InstanceStrategy::Pooled { max_idle: 4 }
+    }
+}
+
+/// The per-call limits a tenant's policy runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Epoch ticks (milliseconds) a call may run.
+    pub deadline_ticks: u64,
+    /// Linear memory cap in bytes.
+    pub memory_bytes: usize,
+}
+
+/// A live instance with its store.
+struct Warm {
+    store: Store<CallContext>,
+    instance: Instance,
+    decide: Func,
+}
+
+/// The instances of one policy version.
+pub(crate) struct Instances {
+    engine: PolicyEngine,
+    component: Arc<PolicyComponent>,
+    label: Arc<str>,
+    limits: CallLimits,
+    strategy: InstanceStrategy,
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl Instances {
+    pub(crate) fn new(
+        engine: PolicyEngine,
+        component: Arc<PolicyComponent>,
+        label: Arc<str>,
+        limits: CallLimits,
+        strategy: InstanceStrategy,
+    ) -> Self {
+        Instances {
+            engine,
+            component,
+            label,
+            limits,
+            strategy,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `decide` under the version's limits.
+    pub(crate) fn decide(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
+        let mut warm = match self.take_idle() {
+            Some(warm) => warm,
+            None => self.instantiate()?,
+        };
+        warm.store.data_mut().begin_call();
+        warm.store.set_epoch_deadline(self.limits.deadline_ticks);
+        // SAFETY: the engine type-checked `decide` against exactly these
+        // parameter and result types when the component was loaded.
+        let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> = unsafe { TypedFunc::new_unchecked(warm.decide) };
+        let result = typed.call(&mut warm.store, (request, state));
+        warm.store.data_mut().end_call();
+        match result {
+            Ok((verdict,)) => {
+                self.give_back(warm);
+                Ok(verdict)
+            }
+            Err(err) => Err(self.classify(err, &warm.store)),
+        }
+    }
+
+    /// Calls `validate-config` in a fresh instance; `Ok` when the policy has
+    /// no such export.
+    pub(crate) fn validate_config(&self, config: &str) -> Result<Result<(), String>, PolicyFailure> {
+        let Some(index) = self.component.validate_config else {
+            return Ok(Ok(()));
+        };
+        let mut warm = self.instantiate()?;
+        warm.store.set_epoch_deadline(self.limits.deadline_ticks);
+        let func = func(&mut warm.store, warm.instance, index)?;
+        // SAFETY: type-checked at load, as for `decide`.
+        let typed: TypedFunc<(&str,), (Result<(), String>,)> = unsafe { TypedFunc::new_unchecked(func) };
+        match typed.call(&mut warm.store, (config,)) {
+            Ok((verdict,)) => Ok(verdict),
+            Err(err) => Err(self.classify(err, &warm.store)),
+        }
+    }
+
+    pub(crate) fn instantiate_only(&self) {
+        let _ = self.instantiate();
+    }
+
+    fn take_idle(&self) -> Option<Warm> {
+        match self.strategy {
+            InstanceStrategy::Fresh => None,
+            InstanceStrategy::Pooled { .. } => self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop(),
+        }
+    }
+
+    fn give_back(&self, warm: Warm) {
+        if let InstanceStrategy::Pooled { max_idle } = self.strategy {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < max_idle {
+                idle.push(warm);
+            }
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, PolicyFailure> {
+        let engine = self.engine.wasmtime();
+        let context = CallContext::new(
+            Arc::clone(&self.label),
+            Arc::clone(self.engine.prices()),
+            self.limits.memory_bytes,
+        );
+        let mut store = Store::new(engine, context);
+        store.limiter(|cx| cx);
+        store.set_epoch_deadline(self.limits.deadline_ticks);
+        let instance = match self.component.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                return Err(PolicyFailure {
+                    kind: FailureKind::Capacity,
+                    detail: format!(
+                        "no instance slot free ({err}); raise the engine's max_instances or lower per-version idle instances"
+                    ),
+                });
+            }
+            Err(err) => return Err(self.classify(err, &store)),
+        };
+        let decide = func(&mut store, instance, self.component.decide)?;
+        Ok(Warm {
+            store,
+            instance,
+            decide,
+        })
+    }
+
+    fn classify(&self, err: wasmtime::Error, store: &Store<CallContext>) -> PolicyFailure {
+        let deadline_ms = self.limits.deadline_ticks;
+        let (kind, detail) = if store.data().memory_exceeded {
+            (
+                FailureKind::MemoryLimit,
+                format!("exceeded its memory limit of {} MiB", self.limits.memory_bytes >> 20),
+            )
+        } else {
+            match err.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => (FailureKind::Timeout, format!("ran past its {deadline_ms} ms deadline")),
+                Some(Trap::StackOverflow) => (FailureKind::StackOverflow, "exhausted its stack".to_owned()),
+                Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
+                None => (FailureKind::Trap, format!("{err:#}")),
+            }
+        };
+        PolicyFailure { kind, detail }
+    }
+}
+
+fn func(
+    store: &mut Store<CallContext>,
+    instance: Instance,
+    index: ComponentExportIndex,
+) -> Result<Func, PolicyFailure> {
+    // Present by construction: the export was found when the component loaded.
+    instance.get_func(&mut *store, index).ok_or_else(|| PolicyFailure {
+        kind: FailureKind::Trap,
+        detail: "an export checked at load time is missing from the instance".into(),
+    })
+}

@@ -1,0 +1,142 @@
+//! What a policy runs with: its per-call limits and the two host functions.
+//!
+//! Invariants:
+//! - A policy gets exactly the `tollgate:policy/host` interface: `log` and
+//!   `price`. No WASI, files, sockets, environment, clocks or randomness.
+//! - Memory growth past the tenant's cap traps at once (and is recorded, so
+//!   the failure is reported as a memory limit, not a generic trap).
+//! - Host functions bound what a policy can make the host do: log lines are
+//!   cut and counted per decision.
+
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::Linker;
+
+use crate::contract::{LogLevel, ModelPrice, names};
+use crate::pricing::PriceBook;
+
+/// Longest log message kept from a policy, in bytes.
+pub const MAX_LOG_BYTES: usize = 1024;
+/// Log messages kept per decision; the rest are counted and dropped.
+pub const MAX_LOGS_PER_CALL: u32 = 16;
+
+/// Store data for one policy instance.
+pub struct CallContext {
+    /// "tenant@vN", for log lines.
+    label: Arc<str>,
+    prices: Arc<dyn PriceBook>,
+    memory_cap: usize,
+    /// Set when the policy tried to grow memory past `memory_cap`.
+    pub(crate) memory_exceeded: bool,
+    logs_left: u32,
+    logs_dropped: u32,
+}
+
+impl CallContext {
+    pub(crate) fn new(label: Arc<str>, prices: Arc<dyn PriceBook>, memory_cap: usize) -> Self {
+        CallContext {
+            label,
+            prices,
+            memory_cap,
+            memory_exceeded: false,
+            logs_left: MAX_LOGS_PER_CALL,
+            logs_dropped: 0,
+        }
+    }
+
+    /// Resets the per-call budgets of a reused instance.
+    pub(crate) fn begin_call(&mut self) {
+        self.memory_exceeded = false;
+        self.logs_left = MAX_LOGS_PER_CALL;
+        self.logs_dropped = 0;
+    }
+
+    /// Reports log lines dropped during the call that just ended.
+    pub(crate) fn end_call(&mut self) {
+        if self.logs_dropped > 0 {
+            tracing::warn!(policy = %self.label, dropped = self.logs_dropped, "policy log lines over the per-decision limit were dropped");
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        if self.logs_left == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.logs_left -= 1;
+        let message = truncate_utf8(message, MAX_LOG_BYTES);
+        let policy = &*self.label;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "tollgate::policy", policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "tollgate::policy", policy, "{message}"),
+            LogLevel::Info => tracing::info!(target: "tollgate::policy", policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "tollgate::policy", policy, "{message}"),
+            LogLevel::Error => tracing::error!(target: "tollgate::policy", policy, "{message}"),
+        }
+    }
+}
+
+impl ResourceLimiter for CallContext {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "policy memory limit of {} bytes exceeded (grow from {current} to {desired} bytes)",
+                self.memory_cap
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a policy needs few.
+        const MAX_TABLE_ELEMENTS: usize = 100_000;
+        if desired > MAX_TABLE_ELEMENTS {
+            self.memory_exceeded = true;
+            wasmtime::bail!("policy table limit of {MAX_TABLE_ELEMENTS} elements exceeded");
+        }
+        Ok(true)
+    }
+}
+
+/// The linker every policy is instantiated with: the host interface and the
+/// type-only interface, nothing else.
+pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<CallContext>> {
+    let mut linker = Linker::<CallContext>::new(engine);
+    linker.instance(names::TYPES_INTERFACE)?;
+    let mut host = linker.instance(names::HOST_INTERFACE)?;
+    host.func_wrap("log", |mut cx, (level, message): (LogLevel, String)| {
+        cx.data_mut().log(level, &message);
+        Ok(())
+    })?;
+    host.func_wrap("price", |cx, (model,): (String,)| {
+        let price: Option<ModelPrice> = cx.data().prices.price(&model);
+        Ok((price,))
+    })?;
+    Ok(linker)
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+}

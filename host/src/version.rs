@@ -1,0 +1,215 @@
+//! One version of one tenant's policy: a checked component bound to the
+//! tenant's parameters, limits and failure mode.
+//!
+//! Invariants:
+//! - Immutable once built; shared behind `Arc` by the registry and by every
+//!   decision that started on it, so a hot swap never changes a running call.
+//! - Its config has passed the component's `validate-config` before the
+//!   version exists.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::PolicyComponent;
+use crate::contract::{Request, TenantState};
+use crate::decision::{Decision, FailureMode, PolicyFailure, check_verdict};
+use crate::engine::PolicyEngine;
+use crate::ids::TenantId;
+use crate::instances::{CallLimits, InstanceStrategy, Instances};
+
+/// Which version of which tenant's policy; shown as `tenant@v3`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyVersionId {
+    pub tenant: TenantId,
+    /// Per-tenant sequence number, from 1.
+    pub number: u32,
+    /// First 12 hex digits of the component's sha256.
+    pub digest: Arc<str>,
+}
+
+impl fmt::Display for PolicyVersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@v{}", self.tenant, self.number)
+    }
+}
+
+/// How a tenant runs its policy: parameters, limits and failure mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// The policy's parameters: a JSON document handed to the policy as
+    /// `request.config` ("" for none).
+    pub config: String,
+    /// What the decision is when the policy fails.
+    pub failure_mode: FailureMode,
+    /// How long one decision may run, in milliseconds (1-1000).
+    pub deadline_ms: u64,
+    /// Linear memory cap per instance, in MiB.
+    pub memory_limit_mib: u32,
+    /// Fresh or pooled instances.
+    #[serde(flatten)]
+    pub instances: InstanceStrategy,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            config: String::new(),
+            failure_mode: FailureMode::Closed,
+            deadline_ms: 5,
+            memory_limit_mib: 16,
+            instances: InstanceStrategy::default(),
+        }
+    }
+}
+
+/// A version that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("deadline-ms = {0} is out of range: use 1 to 1000 milliseconds")]
+    Deadline(u64),
+    #[error("memory-limit-mib = {asked} is out of range: use 1 to {max} (the engine's per-instance maximum)")]
+    Memory { asked: u32, max: usize },
+    #[error("the policy refused its config: {0}. Fix the tenant's policy parameters")]
+    ConfigRefused(String),
+    #[error("the policy failed while checking its config ({0})")]
+    ConfigCheckFailed(PolicyFailure),
+}
+
+/// A tenant's policy version, ready to decide.
+pub struct PolicyVersion {
+    id: PolicyVersionId,
+    component: Arc<PolicyComponent>,
+    settings: PolicySettings,
+    instances: Instances,
+    created_at: SystemTime,
+    source: String,
+}
+
+impl PolicyVersion {
+    /// Binds a component to a tenant's settings, after checking the settings
+    /// and running the policy's `validate-config` on them.
+    pub fn build(
+        engine: &PolicyEngine,
+        component: Arc<PolicyComponent>,
+        tenant: TenantId,
+        number: u32,
+        settings: PolicySettings,
+        source: String,
+    ) -> Result<Self, VersionError> {
+        if !(1..=1000).contains(&settings.deadline_ms) {
+            return Err(VersionError::Deadline(settings.deadline_ms));
+        }
+        let max_mib = engine.settings().max_memory_bytes >> 20;
+        let memory_bytes = (settings.memory_limit_mib as usize) << 20;
+        if settings.memory_limit_mib == 0 || memory_bytes > engine.settings().max_memory_bytes {
+            return Err(VersionError::Memory {
+                asked: settings.memory_limit_mib,
+                max: max_mib,
+            });
+        }
+        let id = PolicyVersionId {
+            tenant,
+            number,
+            digest: Arc::from(component.short_digest()),
+        };
+        let limits = CallLimits {
+            deadline_ticks: settings.deadline_ms,
+            memory_bytes,
+        };
+        let instances = Instances::new(
+            engine.clone(),
+            Arc::clone(&component),
+            Arc::from(id.to_string()),
+            limits,
+            settings.instances,
+        );
+        match instances.validate_config(&settings.config) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(VersionError::ConfigRefused(message)),
+            Err(failure) => return Err(VersionError::ConfigCheckFailed(failure)),
+        }
+        Ok(PolicyVersion {
+            id,
+            component,
+            settings,
+            instances,
+            created_at: SystemTime::now(),
+            source,
+        })
+    }
+
+    pub fn id(&self) -> &PolicyVersionId {
+        &self.id
+    }
+
+    pub fn component(&self) -> &Arc<PolicyComponent> {
+        &self.component
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+
+    /// Where the policy came from (a path, "admin API", ...).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Decides one call. The tenant id and this version's config are written
+    /// into the request first, so the policy always sees its own parameters.
+    pub fn decide(&self, request: &mut Request, state: &TenantState) -> Decision {
+        request.tenant_id.clear();
+        request.tenant_id.push_str(self.id.tenant.as_str());
+        request.config.clear();
+        request.config.push_str(&self.settings.config);
+        self.decide_as_is(request, state)
+    }
+
+    /// Decides with the request exactly as given (its `config` included);
+    /// for test cases that pin their own parameters.
+    pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
+        let start = Instant::now();
+        let outcome = self
+            .instances
+            .decide(request, state)
+            .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
+        let elapsed = start.elapsed();
+        match outcome {
+            Ok(verdict) => Decision::from_verdict(verdict, self.id.clone(), elapsed),
+            Err(failure) => {
+                tracing::warn!(policy = %self.id, failure = %failure, "policy failed; applying the tenant's failure mode");
+                Decision::from_failure(failure, self.settings.failure_mode, self.id.clone(), elapsed)
+            }
+        }
+    }
+
+    /// Creates and drops one instance, for measuring the fresh strategy's
+    /// floor. Not part of the decision path.
+    #[doc(hidden)]
+    pub fn instantiate_for_bench(&self) {
+        self.instances.instantiate_only();
+    }
+
+    /// The deadline a decision runs under.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.settings.deadline_ms)
+    }
+}
+
+impl fmt::Debug for PolicyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyVersion")
+            .field("id", &self.id)
+            .field("settings", &self.settings)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}

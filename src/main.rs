@@ -1,0 +1,133 @@
+//! The `tollgate` command: policy tooling and the demo.
+
+mod demo;
+mod policy_build;
+mod policy_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Per-tenant WebAssembly cost policies in front of Amazon Bedrock"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the example policies and show their decisions live.
+    Demo {
+        /// The policies workspace to build (default: this checkout's `policies/`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Build, check, test and benchmark policy components.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Compile a Rust policy crate or workspace to components.
+    Build {
+        /// Directory with the policy's Cargo.toml.
+        dir: PathBuf,
+        /// Where to write the components (default: <target-dir>/components).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check that a file is a valid policy: world, imports, exports.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Run a cases file against a policy; fails with a diff on any mismatch.
+    Test {
+        file: PathBuf,
+        cases: PathBuf,
+        /// Policy parameters (JSON) for cases that do not pin their own.
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Measure decisions per second and latency percentiles.
+    Bench {
+        file: PathBuf,
+        /// Use the first case of this cases file as the request and state.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<String>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// A fresh instance per decision instead of reused ones.
+        #[arg(long)]
+        fresh: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,tollgate=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { policies } => demo::run(policies),
+        Command::Policy(PolicyCommand::Build { dir, out }) => {
+            for path in policy_build::build(&dir, out.as_deref())? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Check { file, cache_dir }) => {
+            policy_cmd::check(&policy_cmd::engine(cache_dir.as_deref())?, &file)
+        }
+        Command::Policy(PolicyCommand::Test { file, cases, config }) => {
+            policy_cmd::test(&policy_cmd::engine(None)?, &file, &cases, config.as_deref())
+        }
+        Command::Policy(PolicyCommand::Bench {
+            file,
+            cases,
+            config,
+            seconds,
+            threads,
+            fresh,
+        }) => {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+                anyhow::bail!("--seconds must be between 0 and 3600");
+            }
+            let options = policy_cmd::BenchOptions {
+                cases,
+                config,
+                duration: Duration::from_secs_f64(seconds),
+                threads,
+                fresh,
+            };
+            policy_cmd::bench(&policy_cmd::engine(None)?, &file, &options)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Hostile policies are contained: each one is stopped within its deadline
+//! plus a margin, its tenant's failure mode applies, a well-behaved tenant
+//! deciding at the same time is unaffected, and the process survives.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use support::*;
+use tollgate_host::{Action, FailureKind, FailureMode, LoadError, PolicySettings, RegistryError, RejectKind};
+
+/// Generous for a loaded 2-core CI machine; the deadline itself is 5 ms.
+const MARGIN: Duration = Duration::from_millis(250);
+
+fn contained(policy: &str, expected: FailureKind) {
+    let registry = Arc::new(tollgate_host::Registry::new(engine()));
+    // The good tenant's deadline is generous: this test runs many busy
+    // threads on two cores, and the point is isolation, not CPU share.
+    register(
+        &registry,
+        "good",
+        "budget-guard",
+        PolicySettings {
+            deadline_ms: 200,
+            ..PolicySettings::default()
+        },
+    );
+    register(&registry, "closed", policy, PolicySettings::default());
+    register(
+        &registry,
+        "open",
+        policy,
+        PolicySettings {
+            failure_mode: FailureMode::Open,
+            ..PolicySettings::default()
+        },
+    );
+
+    // A well-behaved tenant decides continuously while the hostile one runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let good_decisions = Arc::new(AtomicU64::new(0));
+    let good = {
+        let (registry, stop, count) = (Arc::clone(&registry), Arc::clone(&stop), Arc::clone(&good_decisions));
+        std::thread::spawn(move || {
+            let tenant = tenant("good");
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) || count.load(Ordering::Relaxed) < 50 {
+                let d = registry
+                    .decide(&tenant, &mut request(), &state())
+                    .expect("good tenant exists");
+                if d.failure.is_some() || d.action != Action::Admit {
+                    failures.push(format!("{:?}: {}", d.action, d.reason));
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        })
+    };
+
+    for round in 0..3 {
+        let closed = registry
+            .decide(&tenant("closed"), &mut request(), &state())
+            .expect("tenant");
+        let failure = closed
+            .failure
+            .as_ref()
+            .unwrap_or_else(|| panic!("{policy} was not stopped: {closed:?}"));
+        assert_eq!(failure.kind, expected, "{policy} round {round}: {failure}");
+        assert_eq!(closed.action, Action::Reject(RejectKind::Denied), "fail-closed rejects");
+        assert!(
+            closed.reason.contains("closed@v1") && closed.reason.contains("failing closed"),
+            "{}",
+            closed.reason
+        );
+        assert!(
+            closed.elapsed < Duration::from_millis(5) + MARGIN,
+            "{policy} took {:?} to stop",
+            closed.elapsed
+        );
+
+        let open = registry
+            .decide(&tenant("open"), &mut request(), &state())
+            .expect("tenant");
+        assert_eq!(open.failure.as_ref().map(|f| f.kind), Some(expected));
+        assert_eq!(open.action, Action::Admit, "fail-open admits");
+        assert!(
+            open.metadata
+                .contains(&("tollgate-policy-failure".into(), expected.as_str().into())),
+            "fail-open flags the decision: {:?}",
+            open.metadata
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = good.join().expect("good tenant thread");
+    assert!(failures.is_empty(), "the good tenant was affected: {failures:?}");
+    assert!(good_decisions.load(Ordering::Relaxed) >= 50);
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline() {
+    contained("spin", FailureKind::Timeout);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    contained("memory-bomb", FailureKind::MemoryLimit);
+}
+
+#[test]
+fn a_trap_is_contained() {
+    contained("trap", FailureKind::Trap);
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack_safely() {
+    contained("deep-recursion", FailureKind::StackOverflow);
+}
+
+#[test]
+fn huge_output_is_refused() {
+    contained("huge-strings", FailureKind::OversizedOutput);
+}
+
+#[test]
+fn a_forbidden_import_is_refused_at_load_naming_it() {
+    let registry = tollgate_host::Registry::new(engine());
+    let err = registry
+        .register(
+            &tenant("t"),
+            &wasm("forbidden-import"),
+            PolicySettings::default(),
+            "x",
+            None,
+        )
+        .unwrap_err();
+    match &err {
+        RegistryError::Load {
+            source: LoadError::ForbiddenImport { name, .. },
+            ..
+        } => assert!(name.contains("evil:exfil/net"), "{name}"),
+        other => panic!("expected a forbidden import, got {other}"),
+    }
+    assert!(err.to_string().contains("evil:exfil/net"), "{err}");
+    assert!(registry.active(&tenant("t")).is_none(), "nothing was activated");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let err = engine().load(&wasm("wrong-world")).unwrap_err();
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("no `decide` export") && text.contains("`run`"), "{text}");
+}
+
+#[test]
+fn garbage_and_core_modules_are_refused_with_advice() {
+    let engine = engine();
+    let err = engine.load(b"definitely not wasm").unwrap_err().to_string();
+    assert!(err.contains("not a WebAssembly file"), "{err}");
+    let _ = components();
+    let core = std::fs::read(repo().join("policies/target/wasm32-unknown-unknown/release/allow_all.wasm"))
+        .expect("core module");
+    let err = engine.load(&core).unwrap_err().to_string();
+    assert!(
+        err.contains("core WebAssembly module") && err.contains("tollgate policy build"),
+        "{err}"
+    );
+}
