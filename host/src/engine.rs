@@ -22,7 +22,7 @@ use crate::artifact_cache::{ArtifactCache, content_digest};
 use crate::component::{Item, LoadOrigin, PolicyComponent, item_kind};
 use crate::contract::{Request, TenantState, Verdict, names};
 use crate::epoch_ticker::EpochTicker;
-use crate::pricing::{PriceBook, StaticPrices};
+use crate::pricing::{Catalog, PriceBook};
 use crate::sandbox::{CallContext, policy_linker};
 
 /// Engine-wide settings. Per-tenant limits live in [`crate::Limits`].
@@ -144,7 +144,7 @@ impl PolicyEngine {
     pub fn builder() -> PolicyEngineBuilder {
         PolicyEngineBuilder {
             settings: EngineSettings::default(),
-            prices: Arc::new(StaticPrices::examples()),
+            prices: Arc::new(Catalog::embedded()),
         }
     }
 

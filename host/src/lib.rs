@@ -29,6 +29,7 @@
 //! (verdicts and failure modes), [`cases`] (table-driven policy tests),
 //! [`policy_dir`] (loading tenants' policies from a directory).
 
+pub mod alerts;
 pub mod artifact_cache;
 pub mod cases;
 pub mod component;
@@ -36,6 +37,7 @@ pub mod contract;
 pub mod decision;
 pub mod engine;
 pub mod epoch_ticker;
+pub mod estimate;
 pub mod ids;
 pub mod instances;
 pub mod money;
@@ -52,10 +54,11 @@ pub use contract::{
 };
 pub use decision::{Decision, FailureKind, FailureMode, PolicyFailure};
 pub use engine::{EngineSettings, LoadError, PolicyEngine};
+pub use estimate::{Estimate, Estimator};
 pub use ids::{ModelId, TenantId};
 pub use instances::InstanceStrategy;
 pub use money::NanoUsd;
-pub use pricing::{PriceBook, StaticPrices};
+pub use pricing::{Catalog, CatalogError, Price, PriceBook, StaticPrices, UnknownModel, Usage};
 pub use registry::{Registry, RegistryError};
 
 pub use version::{PolicySettings, PolicyVersion, PolicyVersionId};
