@@ -29,6 +29,7 @@
 //! (verdicts and failure modes), [`cases`] (table-driven policy tests),
 //! [`policy_dir`] (loading tenants' policies from a directory).
 
+pub mod accounting;
 pub mod alerts;
 pub mod artifact_cache;
 pub mod cases;
@@ -40,6 +41,7 @@ pub mod epoch_ticker;
 pub mod estimate;
 pub mod ids;
 pub mod instances;
+pub mod ledger;
 pub mod money;
 pub mod policy_dir;
 pub mod pricing;

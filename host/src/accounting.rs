@@ -1,0 +1,121 @@
+//! The budget brain as one object: the ledger that holds and charges money,
+//! and the alerts that watch where spend is heading. It builds the
+//! `tenant-state` a policy sees and keeps the two in step, so a charge is
+//! never recorded in one and missed by the other.
+
+use std::sync::Arc;
+
+use crate::alerts::{Alerts, Assessment, Level};
+use crate::contract::{self, AlertLevel, TenantState};
+use crate::ids::TenantId;
+use crate::ledger::{
+    Actual, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
+    ReserveRequest, Settled, TenantLedgerState,
+};
+
+/// Ledger and alerts for every tenant. `Send + Sync`; share it in an `Arc`.
+pub struct Accounting<S> {
+    ledger: Ledger<S>,
+    alerts: Arc<Alerts>,
+}
+
+impl<S: LedgerStore> Accounting<S> {
+    pub fn new(ledger: Ledger<S>, alerts: Arc<Alerts>) -> Self {
+        Accounting { ledger, alerts }
+    }
+
+    pub fn ledger(&self) -> &Ledger<S> {
+        &self.ledger
+    }
+
+    pub fn alerts(&self) -> &Arc<Alerts> {
+        &self.alerts
+    }
+
+    /// The state a policy decides on, in one call: the ledger's figures from
+    /// memory, the indicators and the alert levels (re-assessed, so a level
+    /// change is published as soon as a call sees it).
+    pub fn tenant_state(&self, tenant: &TenantId, tier: &str, now_ms: u64) -> Result<TenantState, LedgerError> {
+        let ledger = self.ledger.snapshot(tenant, now_ms)?;
+        let assessment = self
+            .alerts
+            .assess(tenant, now_ms, ledger.spent, ledger.limit, ledger.period_end_ms);
+        Ok(build_state(tier, &ledger, &assessment))
+    }
+
+    pub fn reserve(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
+        self.ledger.reserve(tenant, request)
+    }
+
+    /// Charges the real usage and feeds it to the burn-rate history.
+    pub fn settle(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let settled = self.ledger.settle(tenant, id, actual, now_ms)?;
+        self.alerts.record_spend(tenant, now_ms, settled.charged);
+        Ok(settled)
+    }
+
+    pub fn release(&self, tenant: &TenantId, id: ReservationId, now_ms: u64) -> Result<Released, LedgerError> {
+        self.ledger.release(tenant, id, now_ms)
+    }
+
+    pub fn expire(&self, now_ms: u64) -> Result<usize, LedgerError> {
+        self.ledger.expire(now_ms)
+    }
+}
+
+/// Maps the ledger's figures and the alert assessment onto the contract.
+pub fn build_state(tier: &str, ledger: &TenantLedgerState, assessment: &Assessment) -> TenantState {
+    let indicators = &assessment.indicators;
+    TenantState {
+        plan: contract::Plan {
+            tier: tier.to_owned(),
+            included_tokens: ledger.included_tokens,
+            used_tokens: ledger.used_tokens,
+        },
+        budget: contract::Budget {
+            limit: ledger.limit.get(),
+            spent: ledger.spent.get(),
+            reserved: ledger.reserved.get(),
+            period: period(ledger.period),
+            period_start_ms: ledger.period_start_ms,
+            period_end_ms: ledger.period_end_ms,
+        },
+        indicators: contract::Indicators {
+            burn_rate_short: indicators.burn_rate_short.get(),
+            burn_rate_long: indicators.burn_rate_long.get(),
+            baseline_burn_rate: indicators.baseline_burn_rate.get(),
+            forecast_spend: indicators.forecast_spend.get(),
+        },
+        window: contract::RateWindow {
+            requests: ledger.window_requests,
+            tokens: ledger.window_tokens,
+            rpm_limit: ledger.rpm,
+            tpm_limit: ledger.tpm,
+        },
+        alert: level(assessment.level),
+        aggregate_alert: level(assessment.aggregate),
+    }
+}
+
+fn period(period: Period) -> contract::Period {
+    match period {
+        Period::Daily => contract::Period::Daily,
+        Period::Weekly => contract::Period::Weekly,
+        Period::Monthly => contract::Period::Monthly,
+    }
+}
+
+fn level(level: Level) -> AlertLevel {
+    match level {
+        Level::Green => AlertLevel::Green,
+        Level::Yellow => AlertLevel::Yellow,
+        Level::Orange => AlertLevel::Orange,
+        Level::Red => AlertLevel::Red,
+    }
+}

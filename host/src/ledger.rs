@@ -1,0 +1,172 @@
+//! The ledger: two-phase accounting that a budget cannot be overspent through.
+//!
+//! Before a call, [`Ledger::reserve`] holds its worst-case cost against the
+//! tenant's budget and its estimated tokens against the per-minute windows —
+//! all or nothing, or an error naming the limit that would break. After the
+//! call, [`Ledger::settle`] charges the real usage; on failure,
+//! [`Ledger::release`] returns the hold; a reservation neither settled nor
+//! released expires after [`LedgerSettings::reservation_ttl_ms`]. Invariants:
+//! `spent + reserved <= limit` holds for every admission (only a settle that
+//! costs more than its estimate can push `spent` past the limit), and
+//! `reserved` is always the sum of the open reservations.
+//!
+//! ```
+//! use tollgate_host::ids::TenantId;
+//! use tollgate_host::ledger::{Actual, Ledger, LedgerSettings, MemoryStore, ReserveRequest, TenantLimits};
+//! use tollgate_host::money::NanoUsd;
+//!
+//! let ledger = Ledger::new(MemoryStore::new(), LedgerSettings::default());
+//! let acme = TenantId::new("acme").unwrap();
+//! ledger.set_limits(&acme, TenantLimits::monthly(NanoUsd::from_usd(10)));
+//! let now_ms = 1_750_000_000_000;
+//! let r = ledger.reserve(&acme, ReserveRequest { cost: NanoUsd::from_cents(3), tokens: 2_000, now_ms }).unwrap();
+//! ledger.settle(&acme, r.id, Actual { cost: NanoUsd::from_cents(1), tokens: 700 }, now_ms + 900).unwrap();
+//! assert_eq!(ledger.snapshot(&acme, now_ms + 1_000).unwrap().spent, NanoUsd::from_cents(1));
+//! ```
+//!
+//! Modules: [`period`] (calendar periods), [`window`] (RPM/TPM minutes),
+//! [`reservation`], [`limits`], [`error`], [`store`] (the trait),
+//! [`memory`] and [`durable`] (redb) stores.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use crate::ids::TenantId;
+
+#[path = "ledger/book.rs"]
+mod book;
+#[path = "ledger/durable.rs"]
+pub mod durable;
+#[path = "ledger/error.rs"]
+pub mod error;
+#[path = "ledger/group_commit.rs"]
+mod group_commit;
+#[path = "ledger/limits.rs"]
+pub mod limits;
+#[path = "ledger/memory.rs"]
+pub mod memory;
+#[path = "ledger/period.rs"]
+pub mod period;
+#[path = "ledger/reservation.rs"]
+pub mod reservation;
+#[path = "ledger/store.rs"]
+pub mod store;
+#[path = "ledger/window.rs"]
+pub mod window;
+
+pub use durable::DurableStore;
+pub use error::{LedgerError, ReserveError, StoreError};
+pub use limits::TenantLimits;
+pub use memory::MemoryStore;
+pub use period::{Period, PeriodBounds, PeriodTotals};
+pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
+pub use store::{LedgerStore, TenantLedgerState};
+
+/// How the ledger behaves, whatever its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// A reservation not settled or released within this time expires and
+    /// its hold returns to the budget. Longer than the longest call.
+    pub reservation_ttl_ms: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        // Bedrock calls (streams included) finish well within 15 minutes.
+        LedgerSettings {
+            reservation_ttl_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+/// Tenants' limits in front of a store. Cheap to share between threads.
+pub struct Ledger<S> {
+    store: S,
+    settings: LedgerSettings,
+    limits: RwLock<HashMap<TenantId, TenantLimits>>,
+}
+
+impl<S: LedgerStore> Ledger<S> {
+    pub fn new(store: S, settings: LedgerSettings) -> Self {
+        Ledger {
+            store,
+            settings,
+            limits: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn settings(&self) -> LedgerSettings {
+        self.settings
+    }
+
+    /// Set or replace a tenant's limits. A lower budget never cancels holds
+    /// already granted; a new period kind or time zone starts a new period.
+    pub fn set_limits(&self, tenant: &TenantId, limits: TenantLimits) {
+        self.limits
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.clone(), limits);
+    }
+
+    pub fn limits(&self, tenant: &TenantId) -> Option<TenantLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+    }
+
+    /// Hold a call's worst case, or say which limit it would break.
+    pub fn reserve(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
+        let limits = self
+            .limits(tenant)
+            .ok_or_else(|| ReserveError::UnknownTenant { tenant: tenant.clone() })?;
+        self.store
+            .reserve(tenant, &limits, request, self.settings.reservation_ttl_ms)
+    }
+
+    /// Charge a call's real usage in place of its hold. An id that is not
+    /// open is an error, never a second charge.
+    pub fn settle(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let limits = self.known(tenant)?;
+        self.store.settle(tenant, &limits, id, actual, now_ms)
+    }
+
+    /// Return a failed call's hold without charging it.
+    pub fn release(&self, tenant: &TenantId, id: ReservationId, now_ms: u64) -> Result<Released, LedgerError> {
+        let limits = self.known(tenant)?;
+        self.store.release(tenant, &limits, id, now_ms)
+    }
+
+    /// Expire every reservation past its time; run it periodically (each
+    /// tenant's own calls also expire its reservations as they go).
+    pub fn expire(&self, now_ms: u64) -> Result<usize, LedgerError> {
+        Ok(self.store.expire(now_ms)?)
+    }
+
+    /// The tenant's figures now, from memory.
+    pub fn snapshot(&self, tenant: &TenantId, now_ms: u64) -> Result<TenantLedgerState, LedgerError> {
+        let limits = self.known(tenant)?;
+        Ok(self.store.load(tenant, &limits, now_ms)?)
+    }
+
+    /// Totals of the tenant's periods kept, the current one included, oldest first.
+    pub fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, LedgerError> {
+        Ok(self.store.history(tenant)?)
+    }
+
+    fn known(&self, tenant: &TenantId) -> Result<TenantLimits, LedgerError> {
+        self.limits(tenant)
+            .ok_or_else(|| LedgerError::UnknownTenant { tenant: tenant.clone() })
+    }
+}

@@ -1,0 +1,185 @@
+//! Group commit: one thread commits whatever writes have queued up since its
+//! last commit, so many concurrent callers share one fsync. A caller that
+//! needs durability queues its writes as urgent and waits for the batch
+//! holding them; other writes ride along with the next urgent batch, or are
+//! flushed within [`LAZY_FLUSH`] when none comes.
+//!
+//! Waiting callers are parked threads woken one by one after their batch,
+//! not a condvar broadcast: hundreds of waiters waking at once would take
+//! turns at one mutex and stall the next batch.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use super::error::StoreError;
+
+/// Commits one batch durably, in order.
+pub(crate) type CommitBatch<W> = Box<dyn FnMut(Vec<W>) -> Result<(), StoreError> + Send>;
+
+/// How long a write nobody waits for may stay queued alone. Not committing it
+/// at once keeps it from delaying the urgent write that usually follows
+/// (a reservation is followed by its settle).
+pub(crate) const LAZY_FLUSH: Duration = Duration::from_millis(5);
+
+/// Position of a write in the queue; durable once the committed ticket reaches it.
+pub(crate) type Ticket = u64;
+
+struct Queue<W> {
+    writes: Vec<W>,
+    /// Threads waiting for writes in `writes`.
+    waiters: Vec<Thread>,
+    /// Ticket of the last write enqueued.
+    enqueued: Ticket,
+    failure: Option<StoreError>,
+    shutting_down: bool,
+}
+
+struct Shared<W> {
+    queue: Mutex<Queue<W>>,
+    /// Wakes the committer: someone waits, or shutdown.
+    pending: Condvar,
+    /// Every write up to this ticket is durable.
+    committed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl<W> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, Queue<W>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stopped_error(&self) -> StoreError {
+        let failure = self.lock().failure.clone();
+        StoreError::Stopped(failure.map_or_else(|| "the store was closed".to_string(), |e| e.to_string()))
+    }
+}
+
+pub(crate) struct GroupCommit<W> {
+    shared: Arc<Shared<W>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl<W: Send + 'static> GroupCommit<W> {
+    pub(crate) fn start(name: &str, mut commit: CommitBatch<W>) -> Result<Self, std::io::Error> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                writes: Vec::new(),
+                waiters: Vec::new(),
+                enqueued: 0,
+                failure: None,
+                shutting_down: false,
+            }),
+            pending: Condvar::new(),
+            committed: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        let committer = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+            loop {
+                let (batch, waiters, ticket) = {
+                    let mut q = worker.lock();
+                    while q.waiters.is_empty() && !q.shutting_down {
+                        if q.writes.is_empty() {
+                            q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
+                            continue;
+                        }
+                        let (guard, waited) = worker
+                            .pending
+                            .wait_timeout(q, LAZY_FLUSH)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        q = guard;
+                        if waited.timed_out() && !q.writes.is_empty() {
+                            break;
+                        }
+                    }
+                    if q.writes.is_empty() {
+                        if q.shutting_down {
+                            return;
+                        }
+                        continue;
+                    }
+                    let capacity = q.writes.capacity();
+                    let batch = std::mem::replace(&mut q.writes, Vec::with_capacity(capacity));
+                    (batch, std::mem::take(&mut q.waiters), q.enqueued)
+                };
+                // Commit outside the lock: callers keep queueing the next batch meanwhile.
+                let result = commit(batch);
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
+                    let mut q = worker.lock();
+                    q.failure = Some(e);
+                    q.shutting_down = true;
+                    worker.stopped.store(true, Ordering::Release);
+                    let stranded = std::mem::take(&mut q.waiters);
+                    drop(q);
+                    waiters.iter().chain(&stranded).for_each(Thread::unpark);
+                    return;
+                }
+                worker.committed.store(ticket, Ordering::Release);
+                waiters.iter().for_each(Thread::unpark);
+            }
+        })?;
+        Ok(GroupCommit {
+            shared,
+            committer: Some(committer),
+        })
+    }
+
+    /// Fails once a commit has failed: later writes could not be made durable.
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(self.shared.stopped_error());
+        }
+        Ok(())
+    }
+
+    /// Queue writes; returns the ticket they are durable at. With `wait`, the
+    /// calling thread must then call [`wait`](Self::wait) with that ticket.
+    pub(crate) fn enqueue(&self, writes: impl IntoIterator<Item = W>, wait: bool) -> Result<Ticket, StoreError> {
+        let mut q = self.shared.lock();
+        if q.failure.is_some() {
+            drop(q);
+            return Err(self.shared.stopped_error());
+        }
+        let before = q.writes.len();
+        q.writes.extend(writes);
+        q.enqueued += (q.writes.len() - before) as u64;
+        // Wake the committer for the first waiter, or to start the lazy
+        // flush clock for the first write.
+        if (wait && q.waiters.is_empty()) || before == 0 {
+            self.shared.pending.notify_one();
+        }
+        if wait {
+            q.waiters.push(std::thread::current());
+        }
+        Ok(q.enqueued)
+    }
+
+    /// Block until every write up to `ticket` is durable.
+    pub(crate) fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        loop {
+            if self.shared.committed.load(Ordering::Acquire) >= ticket {
+                return Ok(());
+            }
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return Err(self.shared.stopped_error());
+            }
+            // The committer unparks this thread after the batch holding its
+            // writes; a wake-up for any other reason just loops.
+            std::thread::park();
+        }
+    }
+}
+
+impl<W> Drop for GroupCommit<W> {
+    /// Commit what is queued, then stop the committer.
+    fn drop(&mut self) {
+        self.shared.lock().shutting_down = true;
+        self.shared.pending.notify_one();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}

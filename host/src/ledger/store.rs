@@ -1,0 +1,124 @@
+//! The store trait. Its operations are whole ledger operations carrying the
+//! tenant's limits — not gets and puts — so each can run atomically where the
+//! data lives: under a per-tenant lock in memory, or as one server-side script
+//! in Redis.
+
+use crate::ids::TenantId;
+use crate::money::NanoUsd;
+
+use super::error::{LedgerError, ReserveError, StoreError};
+use super::limits::TenantLimits;
+use super::period::{Period, PeriodTotals};
+use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
+
+/// A ledger's storage. Every operation brings the tenant's period, expiries
+/// and minute window up to `now_ms` first.
+pub trait LedgerStore: Send + Sync {
+    /// Hold `request.cost` against the budget and `request.tokens` against
+    /// TPM (and one request against RPM), all or nothing.
+    fn reserve(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<Reservation, ReserveError>;
+
+    /// Replace the hold by the real charge. Returns once the charge is as
+    /// durable as the store makes anything.
+    fn settle(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError>;
+
+    /// Return the hold without charging.
+    fn release(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError>;
+
+    /// Return the holds of every tenant's reservations that expired by
+    /// `now_ms`; the number expired.
+    fn expire(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// The tenant's current figures.
+    fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError>;
+
+    /// Totals of the tenant's periods kept, the current one included, oldest first.
+    fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError>;
+}
+
+/// A tenant's ledger figures at one instant: what a policy is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantLedgerState {
+    pub limit: NanoUsd,
+    /// Charged by settled calls in the current period.
+    pub spent: NanoUsd,
+    /// Held for calls in flight: the sum of the open reservations.
+    pub reserved: NanoUsd,
+    pub open_reservations: usize,
+    pub period: Period,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// Requests admitted in the current minute.
+    pub window_requests: u32,
+    /// Tokens in the current minute: estimates of open calls, real counts of settled ones.
+    pub window_tokens: u64,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub included_tokens: u64,
+    /// Tokens of calls settled in the current period.
+    pub used_tokens: u64,
+}
+
+impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
+    fn reserve(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<Reservation, ReserveError> {
+        (**self).reserve(tenant, limits, request, ttl_ms)
+    }
+
+    fn settle(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        (**self).settle(tenant, limits, id, actual, now_ms)
+    }
+
+    fn release(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        (**self).release(tenant, limits, id, now_ms)
+    }
+
+    fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        (**self).expire(now_ms)
+    }
+
+    fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError> {
+        (**self).load(tenant, limits, now_ms)
+    }
+
+    fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
+        (**self).history(tenant)
+    }
+}
