@@ -28,6 +28,12 @@
 //! [`registry`] (tenant → active version, hot swap, rollback), [`decision`]
 //! (verdicts and failure modes), [`cases`] (table-driven policy tests),
 //! [`policy_dir`] (loading tenants' policies from a directory).
+//!
+//! The budget brain: [`pricing`] (the Bedrock price catalog and cost),
+//! [`estimate`] (input tokens before the call, self-calibrating),
+//! [`ledger`] (reserve, settle, release; in-memory and durable stores),
+//! [`alerts`] (burn rates, forecast, alert levels, webhooks) and
+//! [`accounting`] (ledger and alerts together; builds `tenant-state`).
 
 pub mod accounting;
 pub mod alerts;
