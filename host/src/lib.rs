@@ -53,6 +53,7 @@ pub mod policy_dir;
 pub mod pricing;
 pub mod registry;
 pub mod sandbox;
+pub mod upstream;
 pub mod version;
 
 pub use component::{LoadOrigin, PolicyComponent};
