@@ -45,6 +45,7 @@ pub mod decision;
 pub mod engine;
 pub mod epoch_ticker;
 pub mod estimate;
+pub mod gateway;
 pub mod ids;
 pub mod instances;
 pub mod ledger;
