@@ -1,6 +1,7 @@
 //! The `tollgate` command: policy tooling and the demo.
 
 mod demo;
+mod mock_cmd;
 mod policy_build;
 mod policy_cmd;
 
@@ -29,6 +30,27 @@ enum Command {
         /// The policies workspace to build (default: this checkout's `policies/`).
         #[arg(long)]
         policies: Option<PathBuf>,
+    },
+    /// Serve the built-in mock of the Bedrock runtime API (Converse, ConverseStream).
+    MockBedrock {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8788")]
+        listen: std::net::SocketAddr,
+        /// Delay before each reply, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Share of calls answered with ThrottlingException (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        throttle_rate: f64,
+        /// Share of calls answered with a 500 or 503 (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        server_error_rate: f64,
+        /// Share of streams that fail after some events (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        mid_stream_error_rate: f64,
+        /// Seed of the fault draws, to replay a run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Build, check, test and benchmark policy components.
     #[command(subcommand)]
@@ -97,6 +119,21 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { policies } => demo::run(policies),
+        Command::MockBedrock {
+            listen,
+            latency_ms,
+            throttle_rate,
+            server_error_rate,
+            mid_stream_error_rate,
+            seed,
+        } => mock_cmd::run(mock_cmd::MockOptions {
+            listen,
+            latency_ms,
+            throttle_rate,
+            server_error_rate,
+            mid_stream_error_rate,
+            seed,
+        }),
         Command::Policy(PolicyCommand::Build { dir, out }) => {
             for path in policy_build::build(&dir, out.as_deref())? {
                 println!("{}", path.display());
