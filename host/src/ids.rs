@@ -58,9 +58,25 @@ impl ModelId {
     /// The id without a cross-region inference prefix (`us.`, `eu.`, `apac.`,
     /// `global.`, ...), i.e. the base model it runs on.
     pub fn without_region_prefix(&self) -> &str {
-        const PREFIXES: [&str; 7] = ["us.", "eu.", "apac.", "global.", "us-gov.", "ca.", "jp."];
-        PREFIXES.iter().find_map(|p| self.0.strip_prefix(p)).unwrap_or(&self.0)
+        split_region_prefix(&self.0).1
     }
+}
+
+/// Prefixes of Bedrock's system-defined (cross-region) inference profiles,
+/// written without their trailing dot.
+pub const REGION_PREFIXES: [&str; 8] = ["us", "eu", "apac", "jp", "au", "ca", "us-gov", "global"];
+
+/// Splits `us.anthropic.…` into `(Some("us"), "anthropic.…")`; an id without
+/// a known prefix comes back whole.
+pub fn split_region_prefix(model_id: &str) -> (Option<&'static str>, &str) {
+    for prefix in REGION_PREFIXES {
+        if let Some(rest) = model_id.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
+            && !rest.is_empty()
+        {
+            return (Some(prefix), rest);
+        }
+    }
+    (None, model_id)
 }
 
 impl fmt::Display for ModelId {

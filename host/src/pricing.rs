@@ -25,6 +25,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::ModelPrice;
+pub use crate::ids::{REGION_PREFIXES, split_region_prefix};
 use crate::money::NanoUsd;
 
 /// Looks up the on-demand price of a model id. Called on the decision path,
@@ -33,10 +34,6 @@ pub trait PriceBook: Send + Sync + 'static {
     /// Nano-dollars per million tokens, or `None` for an unknown model.
     fn price(&self, model_id: &str) -> Option<ModelPrice>;
 }
-
-/// Prefixes of Bedrock's system-defined (cross-region) inference profiles,
-/// written without their trailing dot.
-pub const REGION_PREFIXES: [&str; 8] = ["us", "eu", "apac", "jp", "au", "ca", "us-gov", "global"];
 
 /// A premium above +100% is far more likely a typo than an AWS price.
 const MAX_PREMIUM_BP: u32 = 10_000;
@@ -48,19 +45,6 @@ const SCHEMA_HINT: &str =
     "the schema is described at the top of tollgate's embedded catalog, host/src/pricing/catalog.toml";
 
 static EMBEDDED_CATALOG: &str = include_str!("pricing/catalog.toml");
-
-/// Splits `us.anthropic.…` into `(Some("us"), "anthropic.…")`; an id without
-/// a known prefix comes back whole.
-pub fn split_region_prefix(model_id: &str) -> (Option<&'static str>, &str) {
-    for prefix in REGION_PREFIXES {
-        if let Some(rest) = model_id.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
-            && !rest.is_empty()
-        {
-            return (Some(prefix), rest);
-        }
-    }
-    (None, model_id)
-}
 
 /// Token counts of one call, as Bedrock reports them in `usage`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
