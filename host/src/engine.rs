@@ -99,7 +99,8 @@ pub struct PolicyEngine {
 /// Builds a [`PolicyEngine`].
 pub struct PolicyEngineBuilder {
     settings: EngineSettings,
-    prices: Arc<dyn PriceBook>,
+    /// `None` until set: the embedded catalog is parsed only if it is used.
+    prices: Option<Arc<dyn PriceBook>>,
 }
 
 impl PolicyEngineBuilder {
@@ -120,12 +121,13 @@ impl PolicyEngineBuilder {
 
     /// The price table policies see through the `price` import.
     pub fn prices(mut self, prices: Arc<dyn PriceBook>) -> Self {
-        self.prices = prices;
+        self.prices = Some(prices);
         self
     }
 
     pub fn build(self) -> Result<PolicyEngine, EngineError> {
-        PolicyEngine::with(self.settings, self.prices)
+        let prices = self.prices.unwrap_or_else(|| Arc::new(Catalog::embedded()));
+        PolicyEngine::with(self.settings, prices)
     }
 }
 
@@ -144,7 +146,7 @@ impl PolicyEngine {
     pub fn builder() -> PolicyEngineBuilder {
         PolicyEngineBuilder {
             settings: EngineSettings::default(),
-            prices: Arc::new(Catalog::embedded()),
+            prices: None,
         }
     }
 
