@@ -4,6 +4,8 @@ mod demo;
 mod mock_cmd;
 mod policy_build;
 mod policy_cmd;
+mod policy_demo;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,11 +27,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the example policies and show their decisions live.
+    /// The gateway with the built-in mock Bedrock, three example tenants and
+    /// live traffic through admit, downgrade, throttle and reject.
     Demo {
         /// The policies workspace to build (default: this checkout's `policies/`).
         #[arg(long)]
         policies: Option<PathBuf>,
+        /// Stop after this many seconds instead of at Ctrl-C.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Address for the gateway; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+    },
+    /// Run the gateway: a Bedrock-compatible endpoint that decides, forwards and charges.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
     },
     /// Serve the built-in mock of the Bedrock runtime API (Converse, ConverseStream).
     MockBedrock {
@@ -59,6 +74,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// Walk the example policies through a budget in process, then show a
+    /// hostile policy contained, a hot swap and a rollback.
+    Demo {
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
     /// Compile a Rust policy crate or workspace to components.
     Build {
         /// Directory with the policy's Cargo.toml.
@@ -118,7 +139,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { policies } => demo::run(policies),
+        Command::Demo {
+            policies,
+            seconds,
+            listen,
+        } => demo::run(demo::DemoOptions {
+            policies,
+            seconds,
+            listen,
+        }),
+        Command::Policy(PolicyCommand::Demo { policies }) => policy_demo::run(policies),
+        Command::Serve { config } => serve::run(&config),
         Command::MockBedrock {
             listen,
             latency_ms,

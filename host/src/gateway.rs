@@ -1,4 +1,19 @@
-//! The gateway's request path: who is calling, and what reaches Bedrock.
+//! The gateway: a Bedrock-compatible endpoint that decides each call with the
+//! tenant's policy, forwards it with metadata, and charges the real usage.
+//!
+//! [`service`] is the request path as a library; [`server`] puts HTTP(S) in
+//! front of it; [`app`] assembles both from `tollgate.toml` ([`crate::config`]).
 
+pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod error;
+pub mod invocation_log;
 pub mod metadata;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+pub use error::BedrockError;
+pub use service::{Call, CallBody, CallResponse, Gateway, GatewayParts, TenantProfile};

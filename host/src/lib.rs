@@ -40,6 +40,7 @@ pub mod alerts;
 pub mod artifact_cache;
 pub mod cases;
 pub mod component;
+pub mod config;
 pub mod contract;
 pub mod decision;
 pub mod engine;

@@ -42,6 +42,30 @@ impl NanoUsd {
         let cost = product.div_ceil(1_000_000);
         NanoUsd(u64::try_from(cost).unwrap_or(u64::MAX))
     }
+
+    /// Exact decimal dollars → nano-dollars: "3", "3.30", "$0.00875".
+    pub fn parse_usd(text: &str) -> Option<NanoUsd> {
+        let text = text.trim();
+        let text = text.strip_prefix('$').unwrap_or(text);
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
+            return None;
+        }
+        if text.ends_with('.') {
+            return None;
+        }
+        let whole: u64 = whole.parse().ok()?;
+        let frac_nanos: u64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse::<u64>().ok()? * 10u64.pow(9 - frac.len() as u32)
+        };
+        whole
+            .checked_mul(NanoUsd::PER_USD)?
+            .checked_add(frac_nanos)
+            .map(NanoUsd)
+    }
 }
 
 impl fmt::Display for NanoUsd {

@@ -565,37 +565,13 @@ impl<'de> Deserialize<'de> for PerMillion {
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PerMillion, E> {
-                parse_usd(v)
+                NanoUsd::parse_usd(v)
                     .map(PerMillion)
                     .ok_or_else(|| E::custom(format!("price {v:?} is not {PRICE_EXPECTED}, with at most 9 decimals")))
             }
         }
         deserializer.deserialize_any(PriceVisitor)
     }
-}
-
-/// Exact decimal dollars → nano-dollars: "3", "3.30", "$0.00875".
-fn parse_usd(text: &str) -> Option<NanoUsd> {
-    let text = text.trim();
-    let text = text.strip_prefix('$').unwrap_or(text);
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
-        return None;
-    }
-    if text.ends_with('.') {
-        return None;
-    }
-    let whole: u64 = whole.parse().ok()?;
-    let frac_nanos: u64 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse::<u64>().ok()? * 10u64.pow(9 - frac.len() as u32)
-    };
-    whole
-        .checked_mul(NanoUsd::PER_USD)?
-        .checked_add(frac_nanos)
-        .map(NanoUsd)
 }
 
 fn parse_file(text: &str, origin: &str) -> Result<CatalogFile, CatalogError> {
@@ -609,13 +585,13 @@ fn parse_file(text: &str, origin: &str) -> Result<CatalogFile, CatalogError> {
     serde_path_to_error::deserialize(deserializer).map_err(|e| schema_error(toml_key_path(e.path()), e.inner()))
 }
 
-fn line_of(text: &str, byte_offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, byte_offset: usize) -> usize {
     let end = byte_offset.min(text.len());
     text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Renders a key path as TOML spells it: `models."amazon.nova-micro-v1:0".input`.
-fn toml_key_path(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn toml_key_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for segment in path {
@@ -1075,10 +1051,10 @@ mod tests {
 
     #[test]
     fn usd_strings_parse_exactly() {
-        assert_eq!(parse_usd("3.30"), Some(NanoUsd(3_300_000_000)));
-        assert_eq!(parse_usd("$0.00875"), Some(NanoUsd(8_750_000)));
-        assert_eq!(parse_usd("0.000000001"), Some(NanoUsd(1)));
-        assert_eq!(parse_usd("12"), Some(NanoUsd(12_000_000_000)));
+        assert_eq!(NanoUsd::parse_usd("3.30"), Some(NanoUsd(3_300_000_000)));
+        assert_eq!(NanoUsd::parse_usd("$0.00875"), Some(NanoUsd(8_750_000)));
+        assert_eq!(NanoUsd::parse_usd("0.000000001"), Some(NanoUsd(1)));
+        assert_eq!(NanoUsd::parse_usd("12"), Some(NanoUsd(12_000_000_000)));
         for bad in [
             "",
             ".5",
@@ -1090,7 +1066,7 @@ mod tests {
             "99999999999999999999",
             "$",
         ] {
-            assert_eq!(parse_usd(bad), None, "{bad}");
+            assert_eq!(NanoUsd::parse_usd(bad), None, "{bad}");
         }
     }
 

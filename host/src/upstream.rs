@@ -1,4 +1,7 @@
-//! Talking to Bedrock: event-stream framing and the built-in mock.
+//! Talking to Bedrock: the forwarding client, event-stream framing and the built-in mock.
+
+#[path = "upstream/bedrock.rs"]
+pub mod bedrock;
 
 #[path = "upstream/eventstream.rs"]
 pub mod eventstream;

@@ -147,6 +147,47 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<DecodedFrame>, FrameError> {
     Ok(frames)
 }
 
+/// Largest frame accepted from an upstream stream.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Takes the next complete frame off the front of `buf`, as it arrived (raw
+/// bytes, to forward unchanged) and decoded (to read usage and errors).
+/// `Ok(None)` means more bytes are needed.
+pub fn split_frame(buf: &mut bytes::BytesMut) -> Result<Option<(Bytes, DecodedFrame)>, FrameError> {
+    let Some(prelude) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let total = u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
+    if !(16..=MAX_FRAME_BYTES).contains(&total) {
+        return Err(FrameError(format!(
+            "an event-stream frame claims {total} bytes; frames are 16 to {MAX_FRAME_BYTES} bytes"
+        )));
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let raw = buf.split_to(total).freeze();
+    let mut reader: &[u8] = &raw;
+    let message = read_message_from(&mut reader).map_err(|e| FrameError(e.to_string()))?;
+    let header = |name: &str| {
+        message
+            .headers()
+            .iter()
+            .find(|h| h.name().as_str() == name)
+            .and_then(|h| h.value().as_string().ok())
+            .map(|s| s.as_str().to_owned())
+    };
+    let frame = DecodedFrame {
+        message_type: header(":message-type").unwrap_or_default(),
+        kind: header(":event-type")
+            .or_else(|| header(":exception-type"))
+            .or_else(|| header(":error-code"))
+            .unwrap_or_default(),
+        payload: serde_json::from_slice(message.payload()).unwrap_or(Value::Null),
+    };
+    Ok(Some((raw, frame)))
+}
+
 fn string_header(name: &'static str, value: &str) -> Header {
     Header::new(name, HeaderValue::String(value.to_owned().into()))
 }

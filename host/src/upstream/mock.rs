@@ -660,13 +660,9 @@ fn validation_error(message: &str) -> Response {
     bedrock_error(StatusCode::BAD_REQUEST, "ValidationException", message)
 }
 
-/// An error shaped as Bedrock sends it: the type in `x-amzn-ErrorType`, the text in `{"message"}`.
+/// An error shaped as Bedrock sends it, as the gateway sends its own.
 fn bedrock_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
-    let mut response = json_response(status, &json!({ "message": message }));
-    response
-        .headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-    response
+    crate::gateway::BedrockError::new(status, error_type, message).into_response()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

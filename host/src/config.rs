@@ -1,0 +1,547 @@
+//! `tollgate.toml`: the gateway's whole configuration in one file, with
+//! `TOLLGATE_*` environment overrides for what differs per deployment.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8443"
+//! tls-cert = "cert.pem"            # HTTPS; or plain-http = true (loopback, or behind a TLS proxy)
+//! tls-key = "key.pem"
+//! admin-token = "..."              # or TOLLGATE_ADMIN_TOKEN; no token, no admin API
+//!
+//! [upstream]
+//! kind = "bedrock"                 # or "mock": the built-in mock Bedrock
+//! [upstream.bedrock]
+//! region = "us-east-1"             # else the AWS config chain's
+//!
+//! [ledger]
+//! store = "durable"                # or "memory"
+//! path = "tollgate-data/ledger.redb"
+//!
+//! [tenants.acme]
+//! tier = "pro"
+//! budget-usd = "250.00"
+//! period = "monthly"
+//! time-zone = "Europe/Berlin"
+//! policy = "policies/budget_guard.wasm"
+//! [tenants.acme.policy-config]
+//! downgrade-to = "amazon.nova-lite-v1:0"
+//! [[tenants.acme.api-keys]]
+//! key-sha256 = "..."
+//! ```
+//!
+//! Relative paths are relative to the file. Every error names the file, the
+//! key and the reason, and the gateway refuses to start with it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::alerts::AlertSettings;
+use crate::decision::FailureMode;
+use crate::gateway::auth::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
+use crate::ids::TenantId;
+use crate::ledger::{Period, TenantLimits};
+use crate::money::NanoUsd;
+use crate::policy_dir::InstancesSetting;
+use crate::upstream::bedrock::UpstreamSettings;
+
+/// The environment variables that override the file, and the keys they replace.
+pub const ENV_OVERRIDES: [(&str, &str); 8] = [
+    ("TOLLGATE_LISTEN", "server.listen"),
+    ("TOLLGATE_ADMIN_TOKEN", "server.admin-token"),
+    ("TOLLGATE_PLAIN_HTTP", "server.plain-http"),
+    ("TOLLGATE_UPSTREAM", "upstream.kind"),
+    ("TOLLGATE_BEDROCK_REGION", "upstream.bedrock.region"),
+    ("TOLLGATE_BEDROCK_ENDPOINT", "upstream.bedrock.endpoint"),
+    ("TOLLGATE_LEDGER_PATH", "ledger.path"),
+    ("TOLLGATE_INVOCATION_LOG", "log.invocations"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub alerts: AlertSettings,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where the file was read from; relative paths resolve against its directory.
+    #[serde(skip)]
+    pub origin: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP. SDKs send bearer keys only over HTTPS; SigV4 works over either.
+    pub plain_http: bool,
+    pub max_body_bytes: usize,
+    pub admin_token: Option<String>,
+    /// Seconds calls in flight get to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8443".into(),
+            tls_cert: None,
+            tls_key: None,
+            plain_http: false,
+            max_body_bytes: crate::gateway::server::DEFAULT_MAX_BODY_BYTES,
+            admin_token: None,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    /// The built-in mock Bedrock, in process: no AWS account needed.
+    #[default]
+    Mock,
+    /// Bedrock (or a Bedrock-compatible endpoint), per `[upstream.bedrock]`.
+    Bedrock,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
+    pub mock: MockConfig,
+    pub bedrock: UpstreamSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MockConfig {
+    pub latency_ms: u64,
+    pub stream_event_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// redb on disk: survives a crash with no settled charge lost.
+    #[default]
+    Durable,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub store: StoreKind,
+    pub path: PathBuf,
+    /// A hold not settled or released by then is returned.
+    pub reservation_ttl_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            store: StoreKind::Durable,
+            path: PathBuf::from("tollgate-data/ledger.redb"),
+            reservation_ttl_ms: crate::ledger::LedgerSettings::default().reservation_ttl_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The JSONL invocation log; `""` turns it off.
+    pub invocations: PathBuf,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            invocations: PathBuf::from("tollgate-data/invocations.jsonl"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// A price file over the embedded catalog (see `host/src/pricing/catalog.toml`).
+    pub overrides: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Precompiled policies, so a restart does not compile them again.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_dir: Some(PathBuf::from("tollgate-data/cache")),
+        }
+    }
+}
+
+/// A budget in dollars, written as a decimal string ("250.00") or an integer (250). Floats are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usd(pub NanoUsd);
+
+impl<'de> Deserialize<'de> for Usd {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+            Float(f64),
+        }
+        let expected = "dollars as a decimal string like \"250.00\" (at most 9 decimals) or a whole number";
+        match Raw::deserialize(deserializer)? {
+            Raw::Int(n) => n
+                .checked_mul(NanoUsd::PER_USD)
+                .map(|n| Usd(NanoUsd(n)))
+                .ok_or_else(|| D::Error::custom("the amount is too large")),
+            Raw::Text(s) => NanoUsd::parse_usd(&s)
+                .map(Usd)
+                .ok_or_else(|| D::Error::custom(format!("{s:?} is not {expected}"))),
+            Raw::Float(f) => Err(D::Error::custom(format!(
+                "{f} is a float; money is exact here: write {expected}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    pub tier: String,
+    pub budget_usd: Usd,
+    #[serde(default)]
+    pub period: Period,
+    #[serde(default = "utc")]
+    pub time_zone: Tz,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub included_tokens: u64,
+    /// The policy component (`.wasm`).
+    pub policy: PathBuf,
+    /// Parameters handed to the policy as JSON.
+    pub policy_config: Option<toml::Table>,
+    /// A cases file the policy must pass before it is activated.
+    pub policy_cases: Option<PathBuf>,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    pub deadline_ms: Option<u64>,
+    pub memory_limit_mib: Option<u32>,
+    pub instances: Option<InstancesSetting>,
+    pub max_idle_instances: Option<usize>,
+    /// Model id → application inference profile ARN to send the call to.
+    #[serde(default)]
+    pub inference_profiles: BTreeMap<String, String>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyConfig>,
+}
+
+fn utc() -> Tz {
+    Tz::UTC
+}
+
+impl TenantConfig {
+    pub fn limits(&self) -> TenantLimits {
+        TenantLimits {
+            budget: self.budget_usd.0,
+            period: self.period,
+            time_zone: self.time_zone,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            included_tokens: self.included_tokens,
+        }
+    }
+
+    pub fn credentials(&self) -> CredentialsConfig {
+        CredentialsConfig {
+            api_keys: self.api_keys.clone(),
+            access_keys: self.access_keys.clone(),
+        }
+    }
+
+    /// The policy settings, as a policy directory file would give them.
+    pub fn policy_file(&self) -> Result<crate::policy_dir::TenantPolicyFile, String> {
+        Ok(crate::policy_dir::TenantPolicyFile {
+            policy: self.policy.clone(),
+            cases: self.policy_cases.clone(),
+            config: self.policy_config.clone(),
+            failure_mode: Some(self.failure_mode),
+            deadline_ms: self.deadline_ms,
+            memory_limit_mib: self.memory_limit_mib,
+            instances: self.instances,
+            max_idle_instances: self.max_idle_instances,
+        })
+    }
+}
+
+/// A configuration that cannot be used; the gateway does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: {key}{line}: {problem}", line = line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        origin: String,
+        key: String,
+        line: Option<usize>,
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Reads a file and applies the environment's overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.origin = path.to_path_buf();
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: String, err: &toml::de::Error| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            line: err.span().map(|span| crate::pricing::line_of(text, span.start)),
+            problem: err.message().trim().to_owned(),
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), &e))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| invalid(crate::pricing::toml_key_path(e.path()), e.inner()))?;
+        Ok(config)
+    }
+
+    /// Applies `TOLLGATE_*` overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let origin = self.origin.display().to_string();
+        let bad = |name: &str, problem: String| ConfigError::Invalid {
+            origin: origin.clone(),
+            key: format!("(environment {name})"),
+            line: None,
+            problem,
+        };
+        if let Some(v) = var("TOLLGATE_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = var("TOLLGATE_ADMIN_TOKEN") {
+            self.server.admin_token = Some(v);
+        }
+        if let Some(v) = var("TOLLGATE_PLAIN_HTTP") {
+            self.server.plain_http = match v.as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => return Err(bad("TOLLGATE_PLAIN_HTTP", format!("{other:?} is not true or false"))),
+            };
+        }
+        if let Some(v) = var("TOLLGATE_UPSTREAM") {
+            self.upstream.kind = match v.as_str() {
+                "mock" => UpstreamKind::Mock,
+                "bedrock" => UpstreamKind::Bedrock,
+                other => return Err(bad("TOLLGATE_UPSTREAM", format!("{other:?} is not mock or bedrock"))),
+            };
+        }
+        if let Some(v) = var("TOLLGATE_BEDROCK_REGION") {
+            self.upstream.bedrock.region = Some(v);
+        }
+        if let Some(v) = var("TOLLGATE_BEDROCK_ENDPOINT") {
+            self.upstream.bedrock.endpoint = Some(v);
+        }
+        if let Some(v) = var("TOLLGATE_LEDGER_PATH") {
+            self.ledger.path = PathBuf::from(v);
+        }
+        if let Some(v) = var("TOLLGATE_INVOCATION_LOG") {
+            self.log.invocations = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let origin = self.origin.display().to_string();
+        let invalid = |key: String, problem: String| ConfigError::Invalid {
+            origin: origin.clone(),
+            key,
+            line: None,
+            problem,
+        };
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.listen".into(),
+                format!("{:?} is not an address like 127.0.0.1:8443", self.server.listen),
+            ));
+        }
+        if !self.server.plain_http && (self.server.tls_cert.is_none() || self.server.tls_key.is_none()) {
+            return Err(invalid(
+                "server".into(),
+                "HTTPS needs tls-cert and tls-key (PEM files); or set plain-http = true to serve plain HTTP on a \
+                 trusted network"
+                    .into(),
+            ));
+        }
+        if let Some(token) = &self.server.admin_token
+            && token.chars().count() < 16
+        {
+            return Err(invalid(
+                "server.admin-token".into(),
+                "the admin token must have at least 16 characters".into(),
+            ));
+        }
+        if let Err(e) = self.alerts.validate() {
+            return Err(invalid("alerts".into(), e.to_string()));
+        }
+        if self.tenants.is_empty() {
+            return Err(invalid(
+                "tenants".into(),
+                "no tenants: add at least one [tenants.<id>] with a budget-usd, a policy and an api key".into(),
+            ));
+        }
+        for (id, tenant) in &self.tenants {
+            let key = |field: &str| format!("tenants.{id}.{field}");
+            TenantId::new(id).map_err(|e| invalid(format!("tenants.{id}"), e.to_string()))?;
+            if tenant.api_keys.is_empty() && tenant.access_keys.is_empty() {
+                return Err(invalid(
+                    key("api-keys"),
+                    "the tenant has no credential: add an api-keys entry (key-sha256) or an access-keys entry".into(),
+                ));
+            }
+            for (model, arn) in &tenant.inference_profiles {
+                if !arn.starts_with("arn:") || !arn.contains(":application-inference-profile/") {
+                    return Err(invalid(
+                        key(&format!("inference-profiles.\"{model}\"")),
+                        format!("{arn:?} is not an application inference profile ARN"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_path_buf();
+        }
+        self.origin.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+plain-http = true
+
+[tenants.acme]
+budget-usd = "250.50"
+policy = "budget_guard.wasm"
+[[tenants.acme.api-keys]]
+key-sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let config = Config::parse(MINIMAL, "tollgate.toml").expect("valid");
+        config.validate().expect("valid");
+        assert_eq!(config.upstream.kind, UpstreamKind::Mock);
+        assert_eq!(config.ledger.store, StoreKind::Durable);
+        let acme = &config.tenants["acme"];
+        assert_eq!(acme.budget_usd.0, NanoUsd(250_500_000_000));
+        assert_eq!(acme.limits().period, Period::Monthly);
+        assert_eq!(acme.failure_mode, FailureMode::Closed);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_line() {
+        let text = MINIMAL.replace("budget-usd = \"250.50\"", "budget-usd = 250.5");
+        let err = Config::parse(&text, "tollgate.toml").expect_err("float").to_string();
+        assert!(err.contains("tollgate.toml"), "{err}");
+        assert!(err.contains("tenants.acme.budget-usd"), "{err}");
+        assert!(err.contains("float"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+
+        let text = MINIMAL.replace("[server]", "[server]\nlisten-on = 1");
+        let err = Config::parse(&text, "tollgate.toml").expect_err("typo").to_string();
+        assert!(err.contains("listen-on"), "{err}");
+
+        let text = MINIMAL.replace("plain-http = true", "");
+        let config = Config::parse(&text, "tollgate.toml").expect("parses");
+        let err = config.validate().expect_err("no tls").to_string();
+        assert!(err.contains("tls-cert"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = Config::parse(MINIMAL, "tollgate.toml").expect("valid");
+        let env = |name: &str| match name {
+            "TOLLGATE_LISTEN" => Some("127.0.0.1:0".to_owned()),
+            "TOLLGATE_UPSTREAM" => Some("bedrock".to_owned()),
+            "TOLLGATE_BEDROCK_REGION" => Some("eu-west-1".to_owned()),
+            _ => None,
+        };
+        config.apply_env(env).expect("applies");
+        assert_eq!(config.server.listen, "127.0.0.1:0");
+        assert_eq!(config.upstream.kind, UpstreamKind::Bedrock);
+        assert_eq!(config.upstream.bedrock.region.as_deref(), Some("eu-west-1"));
+        let err = config
+            .apply_env(|n| (n == "TOLLGATE_UPSTREAM").then(|| "azure".to_owned()))
+            .expect_err("bad kind")
+            .to_string();
+        assert!(err.contains("TOLLGATE_UPSTREAM"), "{err}");
+    }
+
+    #[test]
+    fn tenants_need_credentials_and_real_profile_arns() {
+        let text = MINIMAL.replace(
+            "[[tenants.acme.api-keys]]\nkey-sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"",
+            "",
+        );
+        let err = Config::parse(&text, "t.toml")
+            .expect("parses")
+            .validate()
+            .expect_err("no key");
+        assert!(err.to_string().contains("tenants.acme.api-keys"), "{err}");
+        let text = format!("{MINIMAL}[tenants.acme.inference-profiles]\n\"amazon.nova-micro-v1:0\" = \"nova\"\n");
+        let err = Config::parse(&text, "t.toml")
+            .expect("parses")
+            .validate()
+            .expect_err("bad arn");
+        assert!(err.to_string().contains("inference-profiles"), "{err}");
+    }
+}

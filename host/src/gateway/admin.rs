@@ -1,0 +1,228 @@
+//! The admin API, behind its own bearer token (never a tenant's key):
+//!
+//! * `GET  /admin/tenants`: every tenant's budget, spend, holds, alert level and policy version;
+//! * `GET  /admin/tenants/{id}`: one tenant, the same fields;
+//! * `POST /admin/tenants/{id}/policy`: a new policy version (the body is the
+//!   component), compiled off the request path and activated once it passes
+//!   its checks; calls keep deciding on the current version meanwhile;
+//! * `POST /admin/tenants/{id}/rollback`: back to the previous version.
+//!
+//! Without a configured token the admin API answers 404: it does not exist.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::BedrockError;
+use super::server::AppState;
+use super::service::now_ms;
+use crate::ids::TenantId;
+use crate::version::PolicySettings;
+
+/// The admin token, kept as its SHA-256.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Result<AdminToken, String> {
+        if token.chars().count() < 16 {
+            return Err("the admin token must have at least 16 characters".into());
+        }
+        Ok(AdminToken(Sha256::digest(token.as_bytes()).into()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        hash.ct_eq(&self.0).into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/tenants", get(list))
+        .route("/admin/tenants/{tenant}", get(one))
+        .route("/admin/tenants/{tenant}/policy", post(upload))
+        .route("/admin/tenants/{tenant}/rollback", post(rollback))
+}
+
+/// A tenant as the admin API shows it. Money in nano-dollars.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantView {
+    pub tenant: String,
+    pub tier: String,
+    pub budget_nano_usd: u64,
+    pub spent_nano_usd: u64,
+    pub reserved_nano_usd: u64,
+    pub open_reservations: usize,
+    pub period_end_ms: u64,
+    pub burn_rate_short: u64,
+    pub forecast_spend: u64,
+    pub alert: String,
+    pub policy_version: Option<String>,
+}
+
+fn check(state: &AppState, headers: &HeaderMap) -> Result<(), BedrockError> {
+    let Some(token) = &state.settings.admin_token else {
+        return Err(BedrockError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "the admin API is off: set admin-token in tollgate.toml or TOLLGATE_ADMIN_TOKEN",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if token.matches(presented.trim()) {
+        Ok(())
+    } else {
+        Err(BedrockError::new(
+            StatusCode::UNAUTHORIZED,
+            "UnrecognizedClientException",
+            "the admin API needs `Authorization: Bearer <admin token>`; the token is set by admin-token in \
+             tollgate.toml or TOLLGATE_ADMIN_TOKEN",
+        ))
+    }
+}
+
+fn view(state: &AppState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
+    let profile = state.gateway.profile(tenant).ok_or_else(|| unknown(tenant))?;
+    let tenant_state = state
+        .gateway
+        .accounting()
+        .tenant_state(tenant, &profile.tier, now_ms())
+        .map_err(|e| BedrockError::internal(e.to_string()))?;
+    let open = state
+        .gateway
+        .accounting()
+        .ledger()
+        .snapshot(tenant, now_ms())
+        .map(|s| s.open_reservations)
+        .unwrap_or_default();
+    Ok(TenantView {
+        tenant: tenant.to_string(),
+        tier: profile.tier.clone(),
+        budget_nano_usd: tenant_state.budget.limit,
+        spent_nano_usd: tenant_state.budget.spent,
+        reserved_nano_usd: tenant_state.budget.reserved,
+        open_reservations: open,
+        period_end_ms: tenant_state.budget.period_end_ms,
+        burn_rate_short: tenant_state.indicators.burn_rate_short,
+        forecast_spend: tenant_state.indicators.forecast_spend,
+        alert: format!("{:?}", tenant_state.alert).to_lowercase(),
+        policy_version: state.gateway.registry().active(tenant).map(|v| v.id().to_string()),
+    })
+}
+
+fn unknown(tenant: &TenantId) -> BedrockError {
+    BedrockError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        format!("no tenant {tenant} in this gateway"),
+    )
+}
+
+fn parse_tenant(id: &str) -> Result<TenantId, BedrockError> {
+    TenantId::new(id).map_err(|e| BedrockError::validation(e.to_string()))
+}
+
+async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    let mut tenants: Vec<TenantId> = state.gateway.tenants().map(|(t, _)| t.clone()).collect();
+    tenants.sort();
+    let views: Result<Vec<TenantView>, BedrockError> = tenants.iter().map(|t| view(&state, t)).collect();
+    match views {
+        Ok(views) => Json(views).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn one(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    match parse_tenant(&tenant).and_then(|t| view(&state, &t)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    let tenant = match parse_tenant(&tenant) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    if state.gateway.profile(&tenant).is_none() {
+        return unknown(&tenant).into_response();
+    }
+    // Keep the running version's settings (config, limits, failure mode).
+    let settings = state
+        .gateway
+        .registry()
+        .active(&tenant)
+        .map_or_else(PolicySettings::default, |v| v.settings().clone());
+    let registry = std::sync::Arc::clone(state.gateway.registry());
+    let task_tenant = tenant.clone();
+    // Compiling takes milliseconds to seconds: never on the async workers.
+    let registered =
+        tokio::task::spawn_blocking(move || registry.register(&task_tenant, &body, settings, "admin upload", None))
+            .await;
+    match registered {
+        Ok(Ok(id)) => Json(serde_json::json!({ "activated": id.to_string() })).into_response(),
+        Ok(Err(e)) => BedrockError::validation(e.to_string()).into_response(),
+        Err(e) => BedrockError::internal(e.to_string()).into_response(),
+    }
+}
+
+async fn rollback(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    let tenant = match parse_tenant(&tenant) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    match state.gateway.registry().rollback(&tenant) {
+        Ok(id) => Json(serde_json::json!({ "activated": id.to_string() })).into_response(),
+        Err(e) => BedrockError::validation(e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_compared_by_hash_and_short_ones_refused() {
+        assert!(AdminToken::new("short").is_err());
+        let token = AdminToken::new("a-long-enough-admin-token").expect("ok");
+        assert!(token.matches("a-long-enough-admin-token"));
+        assert!(!token.matches("a-long-enough-admin-tokeN"));
+        assert!(!format!("{token:?}").contains("long"));
+    }
+}

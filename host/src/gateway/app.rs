@@ -1,0 +1,303 @@
+//! Assembling a running gateway from a [`Config`]: price catalog, policy
+//! engine and tenants' policies, ledger, alerts, upstream (or the built-in
+//! mock), invocation log and metrics; then the HTTP server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::admin::AdminToken;
+use super::auth::Credentials;
+use super::invocation_log::InvocationLog;
+use super::metrics::Metrics;
+use super::server::{self, Bound, Listen, ServeError, ServerSettings};
+use super::service::{Gateway, GatewayParts, TenantProfile, now_ms};
+use crate::accounting::Accounting;
+use crate::alerts::Alerts;
+use crate::cases::CasesFile;
+use crate::config::{Config, StoreKind, UpstreamKind};
+use crate::engine::PolicyEngine;
+use crate::estimate::Estimator;
+use crate::ids::TenantId;
+use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
+use crate::pricing::Catalog;
+use crate::registry::Registry;
+use crate::upstream::bedrock::{Upstream, UpstreamSettings};
+use crate::upstream::mock::{MockBedrock, MockSettings};
+
+/// How often expired reservations are swept back.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
+
+/// Why the gateway could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("tenant {tenant}: {message}")]
+    Tenant { tenant: String, message: String },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A gateway assembled but not yet listening.
+pub struct Assembled {
+    pub gateway: Gateway,
+    pub settings: ServerSettings,
+    pub listen: Listen,
+    /// The in-process mock, when the upstream is the built-in one.
+    pub mock: Option<MockBedrock>,
+}
+
+/// Builds every part the config describes. Policies are compiled here (off
+/// the async workers), so a broken one stops the start with its tenant named.
+pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
+    let cfg_err = |m: String| StartError::Config(format!("{}: {m}", config.origin.display()));
+    let tenant_err = |tenant: &str, message: String| StartError::Tenant {
+        tenant: tenant.to_owned(),
+        message,
+    };
+
+    // Prices: embedded, then the override file, then the tenants' profile ARNs.
+    let mut catalog = Catalog::embedded();
+    if let Some(path) = &config.pricing.overrides {
+        catalog = catalog
+            .with_overrides(config.resolve(path))
+            .map_err(|e| cfg_err(format!("pricing.overrides: {e}")))?;
+    }
+    for (id, tenant) in &config.tenants {
+        for (model, arn) in &tenant.inference_profiles {
+            catalog = catalog
+                .with_application_profile(arn, model)
+                .map_err(|e| tenant_err(id, format!("inference-profiles.\"{model}\": {e}")))?;
+        }
+    }
+    let catalog = Arc::new(catalog);
+
+    let mut engine = PolicyEngine::builder().prices(Arc::clone(&catalog) as _);
+    if let Some(dir) = &config.engine.cache_dir {
+        engine = engine.cache_dir(config.resolve(dir));
+    }
+    let engine = engine.build().map_err(|e| cfg_err(format!("engine: {e}")))?;
+    let registry = Arc::new(Registry::new(engine));
+
+    // Tenants: ids, profiles, credentials, policies.
+    let mut tenants = HashMap::new();
+    let mut credentials = Vec::new();
+    for (id, tenant) in &config.tenants {
+        let tenant_id = TenantId::new(id).map_err(|e| tenant_err(id, e.to_string()))?;
+        tenants.insert(
+            tenant_id.clone(),
+            TenantProfile {
+                tier: tenant.tier.clone(),
+                inference_profiles: tenant.inference_profiles.clone().into_iter().collect(),
+            },
+        );
+        credentials.push((tenant_id.clone(), tenant.credentials()));
+        let file = tenant.policy_file().map_err(|e| tenant_err(id, e))?;
+        let wasm_path = config.resolve(&tenant.policy);
+        let wasm = std::fs::read(&wasm_path).map_err(|e| {
+            tenant_err(
+                id,
+                format!(
+                    "policy = {:?}: cannot read {}: {e}. Build the policy first (tollgate policy build)",
+                    tenant.policy,
+                    wasm_path.display()
+                ),
+            )
+        })?;
+        let cases = match &tenant.policy_cases {
+            Some(path) => {
+                Some(CasesFile::load(&config.resolve(path)).map_err(|e| tenant_err(id, format!("policy-cases: {e}")))?)
+            }
+            None => None,
+        };
+        let registry = Arc::clone(&registry);
+        let settings = file.settings();
+        let source = wasm_path.display().to_string();
+        let task_tenant = tenant_id.clone();
+        tokio::task::spawn_blocking(move || registry.register(&task_tenant, &wasm, settings, &source, cases.as_ref()))
+            .await
+            .map_err(|e| tenant_err(id, e.to_string()))?
+            .map_err(|e| tenant_err(id, e.to_string()))?;
+    }
+    let credentials =
+        Credentials::from_config(credentials.iter().map(|(t, c)| (t, c))).map_err(|e| cfg_err(e.to_string()))?;
+
+    // The ledger.
+    let store: Box<dyn LedgerStore> = match config.ledger.store {
+        StoreKind::Memory => Box::new(MemoryStore::new()),
+        StoreKind::Durable => {
+            let path = config.resolve(&config.ledger.path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| cfg_err(format!("ledger.path: cannot create {}: {e}", parent.display())))?;
+            }
+            Box::new(
+                DurableStore::open(&path, now_ms())
+                    .map_err(|e| cfg_err(format!("ledger.path {}: {e}", path.display())))?,
+            )
+        }
+    };
+    let ledger = Ledger::new(
+        store,
+        LedgerSettings {
+            reservation_ttl_ms: config.ledger.reservation_ttl_ms,
+        },
+    );
+    for (id, tenant) in &config.tenants {
+        let tenant_id = TenantId::new(id).map_err(|e| tenant_err(id, e.to_string()))?;
+        ledger.set_limits(&tenant_id, tenant.limits());
+    }
+    let alerts = Arc::new(Alerts::new(config.alerts.clone()).map_err(|e| cfg_err(format!("alerts: {e}")))?);
+    let accounting = Arc::new(Accounting::new(ledger, alerts));
+
+    // The upstream.
+    let (upstream, mock) = match config.upstream.kind {
+        UpstreamKind::Mock => {
+            let mock = MockBedrock::start(MockSettings {
+                latency_ms: config.upstream.mock.latency_ms,
+                stream_event_interval_ms: config.upstream.mock.stream_event_interval_ms,
+                ..MockSettings::default()
+            })
+            .await
+            .map_err(|e| cfg_err(format!("upstream: cannot start the built-in mock: {e}")))?;
+            let upstream = Upstream::unsigned(&mock.url(), UpstreamSettings::default())
+                .map_err(|e| cfg_err(format!("upstream: {e}")))?;
+            (upstream, Some(mock))
+        }
+        UpstreamKind::Bedrock => (
+            Upstream::bedrock(config.upstream.bedrock.clone())
+                .await
+                .map_err(|e| cfg_err(format!("upstream.bedrock: {e}")))?,
+            None,
+        ),
+    };
+
+    let log = if config.log.invocations.as_os_str().is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            InvocationLog::open(config.resolve(&config.log.invocations)).map_err(|e| cfg_err(e.to_string()))?,
+        ))
+    };
+
+    let gateway = Gateway::new(GatewayParts {
+        credentials,
+        tenants,
+        registry,
+        accounting,
+        catalog,
+        estimator: Arc::new(Estimator::new()),
+        upstream: Arc::new(upstream),
+        log,
+        metrics: Arc::new(Metrics::new()),
+    });
+
+    let admin_token = match &config.server.admin_token {
+        Some(token) => Some(AdminToken::new(token).map_err(|e| cfg_err(format!("server.admin-token: {e}")))?),
+        None => None,
+    };
+    let addr: SocketAddr = config
+        .server
+        .listen
+        .parse()
+        .map_err(|_| cfg_err(format!("server.listen: {:?} is not an address", config.server.listen)))?;
+    let listen = match (
+        &config.server.tls_cert,
+        &config.server.tls_key,
+        config.server.plain_http,
+    ) {
+        (_, _, true) => Listen::Http { addr },
+        (Some(cert), Some(key), false) => Listen::Https {
+            addr,
+            cert: config.resolve(cert),
+            key: config.resolve(key),
+        },
+        _ => return Err(cfg_err("server: set tls-cert and tls-key, or plain-http = true".into())),
+    };
+    Ok(Assembled {
+        gateway,
+        settings: ServerSettings {
+            max_body_bytes: config.server.max_body_bytes,
+            admin_token,
+        },
+        listen,
+        mock,
+    })
+}
+
+/// A gateway serving in this process.
+pub struct Running {
+    pub gateway: Gateway,
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:8443`, say.
+    pub url: String,
+    pub mock: Option<MockBedrock>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), ServeError>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets calls in flight finish, and waits for the server.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.sweeper.abort();
+        let served = match (&mut self.server).await {
+            Ok(result) => result,
+            Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+        };
+        if let Some(mock) = self.mock.take() {
+            mock.shutdown().await;
+        }
+        served
+    }
+}
+
+/// Assembles, binds and serves. Returns once the port is open.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let assembled = assemble(config).await?;
+    let bound = Bound::bind(&assembled.listen).await?;
+    let addr = bound.local_addr()?;
+    let url = format!("{}://{addr}", bound.scheme());
+    let app = server::router(assembled.gateway.clone(), assembled.settings);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let server = tokio::spawn(bound.serve(
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    let accounting = Arc::clone(assembled.gateway.accounting());
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let accounting = Arc::clone(&accounting);
+            match tokio::task::spawn_blocking(move || accounting.expire(now_ms())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::warn!(expired = n, "returned reservations that were never settled"),
+                Ok(Err(e)) => tracing::error!(error = %e, "could not sweep expired reservations"),
+                Err(e) => tracing::error!(error = %e, "the reservation sweeper failed"),
+            }
+        }
+    });
+    Ok(Running {
+        gateway: assembled.gateway,
+        addr,
+        url,
+        mock: assembled.mock,
+        stop: Some(stop),
+        server,
+        sweeper,
+    })
+}

@@ -1,0 +1,225 @@
+//! One JSON line per call, in the shape of Bedrock's model-invocation log
+//! (`schemaType`, `timestamp`, `requestId`, `operation`, `modelId`, token
+//! counts under `input`/`output`, `requestMetadata`), so the analytics that
+//! read Bedrock's logs read these too. tollgate's own fields sit under
+//! `tollgate`: the decision and why, the cost in nano-dollars, the policy
+//! version, the original model, and where the time went.
+//!
+//! A record is written (one `write` of a whole line, on a file opened for
+//! appending) before the caller gets its answer, so a finished call always
+//! has its record.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// One call's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationRecord {
+    pub schema_type: String,
+    pub schema_version: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub timestamp: String,
+    /// Bedrock's request id when the call reached it, else tollgate's.
+    pub request_id: String,
+    /// `Converse` or `ConverseStream`.
+    pub operation: String,
+    /// The model (or inference profile ARN) the call was sent to, else the one asked for.
+    pub model_id: String,
+    pub input: TokenCounts,
+    pub output: TokenCounts,
+    /// The pairs forwarded to Bedrock (the caller's, merged with tollgate's).
+    pub request_metadata: Map<String, Value>,
+    pub tollgate: TollgateFields,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_token_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_token_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_token_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_input_token_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TollgateFields {
+    pub request_id: String,
+    pub tenant: String,
+    /// `admit`, `downgrade`, `throttle`, `reject`, or `invalid` for a request refused before the policy ran.
+    pub decision: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Set when the policy failed and the failure mode decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_failure: Option<String>,
+    /// The model the caller asked for.
+    pub requested_model_id: String,
+    /// The model that served the call, when it differs (a downgrade).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_model_id: Option<String>,
+    pub estimated_input_tokens: u64,
+    pub max_output_tokens: u64,
+    /// What was held while the call ran.
+    pub reserved_nano_usd: u64,
+    /// What was charged (0 when nothing reached the model).
+    pub cost_nano_usd: u64,
+    /// `usage` (the response's figures), `reservation` (none were reported:
+    /// the hold was charged), `released` (nothing was charged) or `none`.
+    pub charged_from: String,
+    /// HTTP status sent to the caller.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// Caller pairs left out of `requestMetadata`, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub dropped_metadata: Vec<String>,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    /// Policy decision, in microseconds.
+    pub decision_us: u64,
+    /// Everything of tollgate's before forwarding (parse, estimate, state, policy, reserve), in microseconds.
+    pub gateway_us: u64,
+    /// Upstream: until the whole reply (Converse) or the end of the stream, in milliseconds.
+    pub upstream_ms: u64,
+    pub total_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot open the invocation log {path}: {source}. Check the directory exists and is writable, or change [log] invocations in tollgate.toml"
+)]
+pub struct LogOpenError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The JSONL file. Writes from any thread.
+pub struct InvocationLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl InvocationLog {
+    pub fn open(path: impl AsRef<Path>) -> Result<InvocationLog, LogOpenError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| LogOpenError {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| LogOpenError {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(InvocationLog {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record. A failed write is logged, never the caller's problem.
+    pub fn write(&self, record: &InvocationRecord) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialise an invocation record");
+                return;
+            }
+        };
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = file.write_all(&line) {
+            tracing::error!(error = %e, path = %self.path.display(), "could not write the invocation log");
+        }
+    }
+
+    /// Reads every record of a log file (for reports and tests).
+    pub fn read_all(path: impl AsRef<Path>) -> std::io::Result<Vec<InvocationRecord>> {
+        let text = std::fs::read_to_string(path)?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
+            .collect()
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as Bedrock's log writes it.
+pub fn timestamp(now_ms: u64) -> String {
+    let Ok(ms) = i64::try_from(now_ms) else {
+        return String::new();
+    };
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("tollgate-log-{}", std::process::id()));
+        let path = dir.join("invocations.jsonl");
+        let log = InvocationLog::open(&path).expect("open");
+        let record = InvocationRecord {
+            schema_type: SCHEMA_TYPE.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            timestamp: timestamp(1_714_564_800_123),
+            request_id: "r-1".into(),
+            operation: "Converse".into(),
+            model_id: "amazon.nova-micro-v1:0".into(),
+            input: TokenCounts {
+                input_token_count: Some(12),
+                ..TokenCounts::default()
+            },
+            output: TokenCounts {
+                output_token_count: Some(30),
+                ..TokenCounts::default()
+            },
+            request_metadata: Map::new(),
+            tollgate: TollgateFields {
+                tenant: "acme".into(),
+                decision: "admit".into(),
+                ..TollgateFields::default()
+            },
+        };
+        log.write(&record);
+        log.write(&record);
+        let back = InvocationLog::read_all(&path).expect("read");
+        assert_eq!(back, vec![record.clone(), record]);
+        assert_eq!(back[0].timestamp, "2024-05-01T12:00:00.123Z");
+        let line = std::fs::read_to_string(&path).expect("text");
+        assert!(line.contains("\"schemaType\":\"ModelInvocationLog\""), "{line}");
+        assert!(line.contains("\"inputTokenCount\":12"), "{line}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,331 @@
+//! The HTTP face of the gateway: Bedrock's runtime paths, health, metrics and
+//! the admin API, over HTTPS (rustls) or, where configured, plain HTTP. A thin
+//! layer: it reads bodies, authenticates, and maps [`Gateway::call`]'s answer
+//! to a response.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+
+use super::admin::{self, AdminToken};
+use super::error::BedrockError;
+use super::service::{Call, CallBody, Gateway, operation_name};
+use crate::contract::Operation;
+use crate::upstream::eventstream;
+
+/// Bedrock's own request limit is well above any text prompt; images and
+/// documents make bodies large, so the default leaves room for them.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// How the HTTP layer behaves.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub max_body_bytes: usize,
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) gateway: Gateway,
+    pub(crate) settings: Arc<ServerSettings>,
+}
+
+/// The gateway's routes.
+pub fn router(gateway: Gateway, settings: ServerSettings) -> Router {
+    let state = AppState {
+        gateway,
+        settings: Arc::new(settings),
+    };
+    Router::new()
+        .route("/model/{model_id}/converse", post(converse))
+        .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route("/model/{model_id}/{operation}", any(unsupported))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(admin::routes())
+        .fallback(not_found)
+        // The limit is enforced when the body is read, with a Bedrock-shaped error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn converse(
+    State(state): State<AppState>,
+    model: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, Operation::Converse, model, method, uri, headers, body).await
+}
+
+async fn converse_stream(
+    State(state): State<AppState>,
+    model: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, Operation::ConverseStream, model, method, uri, headers, body).await
+}
+
+async fn handle(
+    state: AppState,
+    operation: Operation,
+    model: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = Arc::clone(state.gateway.metrics());
+    let response = match answer(&state, operation, model, &method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    // Calls that reached the service count themselves; this counts the rest too, by status.
+    if response.status().is_client_error() && response.headers().get(super::service::DECISION_HEADER).is_none() {
+        metrics.response(operation_name(operation), response.status().as_u16());
+    }
+    response
+}
+
+async fn answer(
+    state: &AppState,
+    operation: Operation,
+    model: Result<Path<String>, PathRejection>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, BedrockError> {
+    let Ok(Path(model_id)) = model else {
+        return Err(BedrockError::validation(
+            "The provided model identifier is not valid: it must be percent-encoded UTF-8 in the path",
+        ));
+    };
+    let limit = state.settings.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        BedrockError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationException",
+            format!(
+                "The request body is larger than this gateway's limit of {limit} bytes (or could not be read); send \
+                 smaller images or documents, or raise [server] max-body-bytes"
+            ),
+        )
+    })?;
+    let tenant = state.gateway.authenticate(headers, method, uri, &body)?;
+    let response = state
+        .gateway
+        .call(
+            &tenant,
+            Call {
+                operation,
+                model_id,
+                body,
+            },
+        )
+        .await?;
+    let mut out = match response.body {
+        CallBody::Full(bytes) => Response::new(Body::from(bytes)),
+        CallBody::Stream(frames) => Response::new(Body::from_stream(frames)),
+    };
+    *out.status_mut() = response.status;
+    *out.headers_mut() = response.headers;
+    if operation == Operation::ConverseStream && response.status.is_success() {
+        out.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(eventstream::CONTENT_TYPE),
+        );
+    } else if !out.headers().contains_key(header::CONTENT_TYPE) {
+        out.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(out)
+}
+
+async fn unsupported(uri: Uri) -> Response {
+    BedrockError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!(
+            "tollgate serves Converse and ConverseStream (POST /model/{{modelId}}/converse and /converse-stream); {} \
+             is not one of them",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    BedrockError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!("no operation at {}", uri.path()),
+    )
+    .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when every configured tenant has an active policy and a budget.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    for (tenant, _) in state.gateway.tenants() {
+        if state.gateway.registry().active(tenant).is_none() {
+            problems.push(format!("tenant {tenant} has no active policy"));
+        }
+        if state.gateway.accounting().ledger().limits(tenant).is_none() {
+            problems.push(format!("tenant {tenant} has no budget"));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        problems.sort();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.gateway.metrics().encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Where the gateway listens and how.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    /// HTTPS with a certificate chain and key in PEM files.
+    Https {
+        addr: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Plain HTTP: only where configured (loopback, or behind a TLS proxy).
+    Http { addr: SocketAddr },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}. Is another process using the port?")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot load the TLS certificate {cert} / key {key}: {detail}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        detail: String,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound listener, ready to serve.
+pub struct Bound {
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+}
+
+impl Bound {
+    /// Binds the address (port 0 picks one) and loads the certificate, so
+    /// errors surface before the gateway reports itself started.
+    pub async fn bind(listen: &Listen) -> Result<Bound, ServeError> {
+        let addr = match listen {
+            Listen::Https { addr, .. } | Listen::Http { addr } => *addr,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        listener.set_nonblocking(true)?;
+        let tls = match listen {
+            Listen::Http { .. } => None,
+            Listen::Https { cert, key, .. } => {
+                install_crypto_provider();
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| ServeError::Tls {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        detail: e.to_string(),
+                    })?;
+                Some(config)
+            }
+        };
+        Ok(Bound { listener, tls })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Serves until `shutdown` resolves, then lets calls in flight finish
+    /// (up to `grace`).
+    pub async fn serve(
+        self,
+        app: Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<(), ServeError> {
+        let handle = axum_server::Handle::new();
+        let trigger = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.graceful_shutdown(Some(grace));
+        });
+        let service = app.into_make_service();
+        match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)
+                    .handle(handle)
+                    .serve(service)
+                    .await?
+            }
+            None => {
+                axum_server::from_tcp(self.listener)
+                    .handle(handle)
+                    .serve(service)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// rustls needs one process-wide crypto provider; ring builds everywhere.
+pub fn install_crypto_provider() {
+    // An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,1088 @@
+//! The request path, as a library: one [`Gateway`] drives each Converse or
+//! ConverseStream call through authenticate → parse → estimate → snapshot
+//! the tenant's state → run the tenant's policy → apply the verdict →
+//! reserve → forward → settle or release → log.
+//!
+//! Invariants:
+//! * The tenant comes from the credential only; nothing in the body selects it.
+//! * Nothing reaches the upstream without an open reservation for its worst
+//!   case, so concurrent calls cannot overshoot a budget.
+//! * Every reservation ends settled or released exactly once: from the
+//!   response's usage when it has one; otherwise (a stream cut by the client
+//!   or the upstream, a reply without usage) the hold itself is charged, so a
+//!   call that may have cost money is never free.
+//! * The ledger and the invocation log are written before the caller sees
+//!   the end of its answer (for a stream: before the final metadata frame).
+//! * Policies run inline on the async worker threads, which are as many as
+//!   the cores: a pool no wider than the machine, so an epoch deadline (wall
+//!   clock) measures the policy and not a queue.
+//!
+//! The HTTP layer ([`super::server`]) only reads bodies and maps responses;
+//! a Rust service can call [`Gateway::call`] in-process instead.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::auth::Credentials;
+use super::error::BedrockError;
+use super::invocation_log::{
+    InvocationLog, InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
+};
+use super::metadata::{self, TollgatePairs};
+use super::metrics::Metrics;
+use crate::accounting::Accounting;
+use crate::contract::{Action, Operation, RejectKind, Request, TenantState};
+use crate::estimate::Estimator;
+use crate::ids::{ModelId, TenantId};
+use crate::ledger::{Actual, LedgerStore, ReservationId, ReserveError, ReserveRequest};
+use crate::pricing::{Catalog, Usage};
+use crate::registry::{Registry, RegistryError};
+use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::eventstream;
+
+/// Response header naming the model that served the call.
+pub const SERVED_MODEL_HEADER: &str = "x-tollgate-served-model";
+/// Response header with the verdict.
+pub const DECISION_HEADER: &str = "x-tollgate-decision";
+/// Response header with the deciding policy version.
+pub const POLICY_VERSION_HEADER: &str = "x-tollgate-policy-version";
+/// Response header with tollgate's request id.
+pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
+
+/// Caller metadata keys read as the end user, first match wins.
+const USER_KEYS: [&str; 3] = ["user", "user-id", "userId"];
+/// Caller metadata keys read as the use case, first match wins.
+const USE_CASE_KEYS: [&str; 3] = ["use-case", "useCase", "use_case"];
+
+/// The ledger the gateway charges, whatever its store.
+pub type GatewayAccounting = Accounting<Box<dyn LedgerStore>>;
+
+/// What the gateway knows of a tenant besides its credentials, policy and limits.
+#[derive(Debug, Clone, Default)]
+pub struct TenantProfile {
+    /// Plan tier handed to the policy (`tenant-state.plan.tier`).
+    pub tier: String,
+    /// Model id → the tenant's application inference profile ARN.
+    pub inference_profiles: HashMap<String, String>,
+}
+
+/// Everything the request path needs; see [`Gateway::new`].
+pub struct GatewayParts {
+    pub credentials: Credentials,
+    pub tenants: HashMap<TenantId, TenantProfile>,
+    pub registry: Arc<Registry>,
+    pub accounting: Arc<GatewayAccounting>,
+    pub catalog: Arc<Catalog>,
+    pub estimator: Arc<Estimator>,
+    pub upstream: Arc<Upstream>,
+    pub log: Option<Arc<InvocationLog>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One call as it arrived, after authentication.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub operation: Operation,
+    /// The model id from the path, percent-decoded.
+    pub model_id: String,
+    /// The JSON body, as sent.
+    pub body: Bytes,
+}
+
+/// The answer to a call that got past validation: the upstream's reply, or
+/// its error passed through.
+pub struct CallResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: CallBody,
+}
+
+pub enum CallBody {
+    Full(Bytes),
+    /// Event-stream frames as they arrive.
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>),
+}
+
+/// The gateway service. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parts: GatewayParts,
+    next_request: AtomicU64,
+    /// Distinguishes request ids across restarts.
+    boot: u64,
+}
+
+impl Gateway {
+    pub fn new(parts: GatewayParts) -> Gateway {
+        let boot = now_ms();
+        Gateway {
+            inner: Arc::new(Inner {
+                parts,
+                next_request: AtomicU64::new(1),
+                boot,
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.parts.registry
+    }
+
+    pub fn accounting(&self) -> &Arc<GatewayAccounting> {
+        &self.inner.parts.accounting
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.parts.metrics
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.parts.catalog
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = (&TenantId, &TenantProfile)> {
+        self.inner.parts.tenants.iter()
+    }
+
+    pub fn profile(&self, tenant: &TenantId) -> Option<&TenantProfile> {
+        self.inner.parts.tenants.get(tenant)
+    }
+
+    /// Step 1: the tenant, from the credential alone.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        uri: &Uri,
+        body: &[u8],
+    ) -> Result<TenantId, BedrockError> {
+        self.inner
+            .parts
+            .credentials
+            .authenticate(headers, method, uri, body)
+            .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))
+    }
+
+    /// Steps 2–10 for an authenticated tenant. An `Err` is tollgate's own
+    /// answer (a refused request or a verdict); upstream errors come back as
+    /// a [`CallResponse`] with their status, as Bedrock sent them.
+    pub async fn call(&self, tenant: &TenantId, call: Call) -> Result<CallResponse, BedrockError> {
+        let started = Instant::now();
+        let request_id = format!(
+            "tg-{:08x}-{:012x}",
+            self.inner.boot & 0xffff_ffff,
+            self.inner.next_request.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut trace = Trace::new(tenant, &call, request_id, started);
+        match self.run(tenant, call, &mut trace).await {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                trace.status = err.status.as_u16();
+                trace.error_type = Some(err.error_type.to_owned());
+                if trace.reason.is_empty() {
+                    trace.reason = err.message.clone();
+                }
+                self.finish(&trace);
+                Err(err)
+            }
+        }
+    }
+
+    async fn run(&self, tenant: &TenantId, call: Call, trace: &mut Trace) -> Result<CallResponse, BedrockError> {
+        let parts = &self.inner.parts;
+        let profile = parts.tenants.get(tenant).ok_or_else(|| {
+            BedrockError::access_denied(format!(
+                "tenant {tenant} authenticated but has no profile in this gateway; add it under [tenants] in \
+                 tollgate.toml"
+            ))
+        })?;
+
+        // 2. Parse.
+        let mut body = parse_body(&call.body)?;
+        let caller_pairs = match body.get("requestMetadata") {
+            Some(value) => metadata::validate_caller(value)
+                .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))?,
+            None => Vec::new(),
+        };
+        let user = first_pair(&caller_pairs, &USER_KEYS);
+        let use_case = first_pair(&caller_pairs, &USE_CASE_KEYS);
+        let requested = ModelId::new(&call.model_id);
+        let resolved = parts
+            .catalog
+            .resolve(requested.as_str())
+            .map_err(|e| BedrockError::validation(e.to_string()))?;
+        let base_model = resolved.base_model.to_owned();
+
+        // 3. Estimate.
+        let body_value = Value::Object(std::mem::take(&mut body));
+        let estimate = parts.estimator.estimate(requested.as_str(), &body_value);
+        let mut max_output = parts.estimator.max_output_tokens(requested.as_str(), &body_value);
+        let Value::Object(taken) = body_value else {
+            unreachable!("wrapped an object above")
+        };
+        body = taken;
+        let worst_case = |model: &str, max_output: u64| {
+            let priced = if estimate.uses_prompt_cache {
+                parts
+                    .catalog
+                    .worst_case_caching(model, estimate.input_tokens, max_output)
+            } else {
+                parts.catalog.worst_case(model, estimate.input_tokens, max_output)
+            };
+            priced.map_err(|e| BedrockError::validation(e.to_string()))
+        };
+        let requested_worst = worst_case(requested.as_str(), max_output)?;
+        trace.estimated_input_tokens = estimate.input_tokens;
+        trace.max_output_tokens = max_output;
+
+        // 4. Snapshot.
+        let now = now_ms();
+        let state = parts
+            .accounting
+            .tenant_state(tenant, &profile.tier, now)
+            .map_err(|e| BedrockError::internal(format!("tollgate could not read tenant {tenant}'s ledger: {e}")))?;
+        parts
+            .metrics
+            .set_alert(tenant.as_str(), state.alert as i64, state.aggregate_alert as i64);
+
+        // 5. Decide.
+        let mut request = Request {
+            request_id: trace.request_id.clone(),
+            tenant_id: tenant.as_str().to_owned(),
+            user_id: user.clone().unwrap_or_default(),
+            use_case: use_case.clone().unwrap_or_default(),
+            operation: call.operation,
+            model_id: requested.as_str().to_owned(),
+            base_model_id: base_model,
+            estimated_input_tokens: estimate.input_tokens,
+            max_output_tokens: max_output,
+            worst_case_cost: requested_worst.get(),
+            metadata: caller_pairs.clone(),
+            now_ms: now,
+            config: String::new(),
+        };
+        let decision = parts
+            .registry
+            .decide(tenant, &mut request, &state)
+            .map_err(|e| match e {
+                RegistryError::UnknownTenant(_) => BedrockError::access_denied(format!(
+                    "tenant {tenant} has no active policy, so tollgate admits none of its calls; give it a policy \
+                 (policy = \"...\" under its [tenants] entry, or upload one through the admin API)"
+                )),
+                other => BedrockError::internal(other.to_string()),
+            })?;
+        parts.metrics.decision_seconds.observe(decision.elapsed.as_secs_f64());
+        let version = decision.version.to_string();
+        trace.decision = decision.action.name().to_owned();
+        trace.reason = decision.reason.clone();
+        trace.policy_version = Some(version.clone());
+        trace.policy_failure = decision.failure.as_ref().map(ToString::to_string);
+        trace.decision_us = micros(decision.elapsed);
+
+        // 6. Apply the verdict.
+        let served = match &decision.action {
+            Action::Admit => requested.clone(),
+            Action::Downgrade(target) => {
+                let target = ModelId::new(target);
+                parts.catalog.resolve(target.as_str()).map_err(|e| {
+                    BedrockError::internal(format!(
+                        "policy {version} downgraded the call to {target}, which tollgate cannot price ({e}); fix \
+                         the policy or price the model in the pricing override"
+                    ))
+                })?;
+                target
+            }
+            Action::Throttle(retry_after_ms) => {
+                return Err(BedrockError::throttling(
+                    format!(
+                        "tollgate throttled tenant {tenant} (policy {version}): {}. Retry after {retry_after_ms} ms",
+                        decision.reason
+                    ),
+                    *retry_after_ms,
+                ));
+            }
+            Action::Reject(kind) => {
+                return Err(reject(
+                    tenant,
+                    &version,
+                    *kind,
+                    &decision.reason,
+                    &state,
+                    requested_worst.get(),
+                ));
+            }
+        };
+        if let Some(cap) = decision.max_output_tokens
+            && cap < max_output
+        {
+            max_output = cap;
+            set_max_tokens(&mut body, cap);
+        }
+        let worst = if served == requested && max_output == trace.max_output_tokens {
+            requested_worst
+        } else {
+            worst_case(served.as_str(), max_output)?
+        };
+        trace.max_output_tokens = max_output;
+        if served != requested {
+            trace.served_model = Some(served.as_str().to_owned());
+        }
+
+        // 7. Reserve.
+        let reserved_tokens = estimate.input_tokens.saturating_add(max_output);
+        let reservation = parts
+            .accounting
+            .reserve(
+                tenant,
+                ReserveRequest {
+                    cost: worst,
+                    tokens: reserved_tokens,
+                    now_ms: now,
+                },
+            )
+            .map_err(|e| {
+                let refused = reserve_refused(tenant, e);
+                trace.decision = if refused.status == StatusCode::TOO_MANY_REQUESTS {
+                    "throttle".into()
+                } else {
+                    "reject".into()
+                };
+                refused
+            })?;
+        trace.reserved_nano_usd = reservation.cost.get();
+        let hold = Hold {
+            accounting: Arc::clone(&parts.accounting),
+            tenant: tenant.clone(),
+            id: reservation.id,
+            cost: reservation.cost,
+            tokens: reserved_tokens,
+        };
+
+        // 8. Forward.
+        let forward_model = profile
+            .inference_profiles
+            .get(served.as_str())
+            .cloned()
+            .unwrap_or_else(|| served.as_str().to_owned());
+        trace.model_id = forward_model.clone();
+        let merged = metadata::merge(
+            &caller_pairs,
+            &TollgatePairs {
+                tenant,
+                decision: decision.action.name(),
+                policy_version: Some(&version),
+                original_model: (served != requested).then_some(&requested),
+                user: user.as_deref(),
+                use_case: use_case.as_deref(),
+            },
+        );
+        trace.dropped_metadata = merged
+            .dropped
+            .iter()
+            .map(|d| format!("{}: {}", d.key, d.reason))
+            .collect();
+        let forwarded_metadata = merged.to_json();
+        if let Value::Object(map) = &forwarded_metadata {
+            trace.request_metadata = map.clone();
+        }
+        body.insert("requestMetadata".into(), forwarded_metadata);
+        let forward_body = match serde_json::to_vec(&body) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                hold.release(trace).await;
+                return Err(BedrockError::internal(format!(
+                    "could not serialise the forwarded request: {e}"
+                )));
+            }
+        };
+        trace.gateway_us = micros(trace.started.elapsed());
+        let upstream_started = Instant::now();
+        let sent = parts.upstream.send(call.operation, &forward_model, forward_body).await;
+        parts
+            .metrics
+            .upstream_seconds
+            .get_or_create(&super::metrics::OperationLabel {
+                operation: operation_name(call.operation).to_owned(),
+            })
+            .observe(upstream_started.elapsed().as_secs_f64());
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => {
+                trace.upstream_ms = millis(upstream_started.elapsed());
+                hold.release(trace).await;
+                return Err(upstream_failed(&err));
+            }
+        };
+        if let Some(id) = response.headers.get("x-amzn-requestid").and_then(|v| v.to_str().ok()) {
+            trace.upstream_request_id = Some(id.to_owned());
+        }
+        let mut headers = HeaderMap::new();
+        for name in ["x-amzn-requestid", "x-amzn-errortype", "retry-after", "content-type"] {
+            if let Some(value) = response.headers.get(name) {
+                headers.insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        insert_header(&mut headers, SERVED_MODEL_HEADER, served.as_str());
+        insert_header(&mut headers, DECISION_HEADER, decision.action.name());
+        insert_header(&mut headers, POLICY_VERSION_HEADER, &version);
+        insert_header(&mut headers, REQUEST_ID_HEADER, &trace.request_id);
+        trace.status = response.status.as_u16();
+
+        // 9. Settle or release (and 10. log).
+        if !response.status.is_success() {
+            trace.upstream_ms = millis(upstream_started.elapsed());
+            trace.error_type = response
+                .headers
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok())
+                .map(|t| t.split(':').next().unwrap_or(t).to_owned());
+            hold.release(trace).await;
+            self.finish(trace);
+            let body = match response.body {
+                UpstreamBody::Full(bytes) => bytes,
+                UpstreamBody::Stream(_) => Bytes::new(),
+            };
+            return Ok(CallResponse {
+                status: response.status,
+                headers,
+                body: CallBody::Full(body),
+            });
+        }
+        match response.body {
+            UpstreamBody::Full(bytes) => {
+                trace.upstream_ms = millis(upstream_started.elapsed());
+                let usage = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("usage").cloned())
+                    .map(|u| Usage::from_converse(&u));
+                self.charge(&hold, usage, &served, estimate.raw, trace).await;
+                self.finish(trace);
+                Ok(CallResponse {
+                    status: response.status,
+                    headers,
+                    body: CallBody::Full(bytes),
+                })
+            }
+            UpstreamBody::Stream(upstream) => {
+                let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(32);
+                let pump = StreamPump {
+                    gateway: self.clone(),
+                    hold,
+                    served,
+                    raw_estimate: estimate.raw,
+                    trace: trace.clone(),
+                    upstream_started,
+                    idle: parts.upstream.stream_idle_timeout(),
+                };
+                // The caller's trace ends here; the pump logs the call when the stream ends.
+                trace.logged = true;
+                tokio::spawn(pump.run(upstream, tx));
+                let frames =
+                    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+                Ok(CallResponse {
+                    status: response.status,
+                    headers,
+                    body: CallBody::Stream(Box::pin(frames)),
+                })
+            }
+        }
+    }
+
+    /// Settles from `usage`, or charges the hold when there is none.
+    async fn charge(&self, hold: &Hold, usage: Option<Usage>, served: &ModelId, raw_estimate: u64, trace: &mut Trace) {
+        let parts = &self.inner.parts;
+        let (actual, from) = match usage {
+            Some(usage) => match parts.catalog.cost(served.as_str(), &usage) {
+                Ok(cost) => {
+                    parts
+                        .estimator
+                        .observe(served.as_str(), raw_estimate, usage.prompt_tokens());
+                    trace.usage = Some(usage);
+                    let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
+                    (Actual { cost, tokens }, "usage")
+                }
+                Err(_) => (hold.as_actual(), "reservation"),
+            },
+            None => (hold.as_actual(), "reservation"),
+        };
+        if from == "reservation" {
+            tracing::warn!(
+                tenant = %hold.tenant,
+                request_id = %trace.request_id,
+                "the upstream reported no usage; charging the reservation"
+            );
+        }
+        trace.charged_from = from.to_owned();
+        match hold.settle(actual).await {
+            Ok(charged) => {
+                trace.cost_nano_usd = charged;
+                let tenant = hold.tenant.as_str();
+                parts.metrics.add_cost(tenant, charged);
+                if let Some(u) = &trace.usage {
+                    let model = served.as_str();
+                    parts.metrics.add_tokens(tenant, model, "input", u.input_tokens);
+                    parts.metrics.add_tokens(tenant, model, "output", u.output_tokens);
+                    parts
+                        .metrics
+                        .add_tokens(tenant, model, "cache-read", u.cache_read_input_tokens);
+                    parts.metrics.add_tokens(
+                        tenant,
+                        model,
+                        "cache-write",
+                        u.cache_write_input_tokens.saturating_add(u.cache_write_1h_input_tokens),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(tenant = %hold.tenant, error = %e, "could not settle a call");
+                trace.charged_from = format!("failed: {e}");
+            }
+        }
+    }
+
+    /// Step 10: the invocation record and the metrics.
+    fn finish(&self, trace: &Trace) {
+        if trace.logged {
+            return;
+        }
+        let parts = &self.inner.parts;
+        parts.metrics.tenant_verdict(&trace.tenant, &trace.decision);
+        parts.metrics.response(operation_name(trace.operation), trace.status);
+        if let Some(log) = &parts.log {
+            log.write(&trace.record());
+        }
+    }
+}
+
+/// A reservation to end exactly once.
+struct Hold {
+    accounting: Arc<GatewayAccounting>,
+    tenant: TenantId,
+    id: ReservationId,
+    cost: crate::money::NanoUsd,
+    tokens: u64,
+}
+
+impl Hold {
+    fn as_actual(&self) -> Actual {
+        Actual {
+            cost: self.cost,
+            tokens: self.tokens,
+        }
+    }
+
+    /// Charges `actual`; the durable store waits for its commit, so off the async workers.
+    async fn settle(&self, actual: Actual) -> Result<u64, String> {
+        let accounting = Arc::clone(&self.accounting);
+        let tenant = self.tenant.clone();
+        let id = self.id;
+        tokio::task::spawn_blocking(move || accounting.settle(&tenant, id, actual, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|settled| settled.charged.get())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn release(&self, trace: &mut Trace) {
+        let accounting = Arc::clone(&self.accounting);
+        let tenant = self.tenant.clone();
+        let id = self.id;
+        let released = tokio::task::spawn_blocking(move || accounting.release(&tenant, id, now_ms())).await;
+        trace.charged_from = match released {
+            Ok(Ok(_)) => "released".into(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) => format!("failed: {e}"),
+        };
+    }
+}
+
+/// Carries a stream from the upstream to the caller, frame by frame, and
+/// settles when it ends, however it ends.
+struct StreamPump {
+    gateway: Gateway,
+    hold: Hold,
+    served: ModelId,
+    raw_estimate: u64,
+    trace: Trace,
+    upstream_started: Instant,
+    idle: Duration,
+}
+
+/// How a stream ended.
+enum StreamEnd {
+    /// The upstream's metadata event arrived (and was charged).
+    Complete,
+    /// The caller went away.
+    CallerGone,
+    /// The upstream sent an exception frame, broke off, or sent garbage.
+    UpstreamFailed(String),
+}
+
+impl StreamPump {
+    async fn run(mut self, upstream: reqwest::Response, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
+        let mut bytes = upstream.bytes_stream();
+        let mut buf = BytesMut::new();
+        let end = 'pump: loop {
+            let chunk = match tokio::time::timeout(self.idle, bytes.next()).await {
+                Err(_) => {
+                    break StreamEnd::UpstreamFailed(format!(
+                        "the upstream sent nothing for {} ms",
+                        self.idle.as_millis()
+                    ));
+                }
+                Ok(None) => {
+                    break StreamEnd::UpstreamFailed("the upstream closed the stream before its metadata event".into());
+                }
+                Ok(Some(Err(e))) => break StreamEnd::UpstreamFailed(format!("the upstream stream broke: {e}")),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            buf.extend_from_slice(&chunk);
+            loop {
+                let (raw, frame) = match eventstream::split_frame(&mut buf) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => break 'pump StreamEnd::UpstreamFailed(e.to_string()),
+                };
+                let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
+                if is_metadata {
+                    // Charge before the caller sees the end of its stream.
+                    let usage = frame.payload.get("usage").map(Usage::from_converse);
+                    self.trace.upstream_ms = millis(self.upstream_started.elapsed());
+                    self.gateway
+                        .charge(&self.hold, usage, &self.served, self.raw_estimate, &mut self.trace)
+                        .await;
+                    self.trace.logged = false;
+                    self.gateway.finish(&self.trace);
+                    // Whether or not the caller is still there, the call is done.
+                    let _ = tx.send(Ok(raw)).await;
+                    break 'pump StreamEnd::Complete;
+                }
+                let failure = (frame.message_type != "event").then(|| {
+                    let message = frame.payload.get("message").and_then(Value::as_str).unwrap_or_default();
+                    format!("the upstream sent {} {}: {message}", frame.message_type, frame.kind)
+                });
+                if tx.send(Ok(raw)).await.is_err() {
+                    break 'pump StreamEnd::CallerGone;
+                }
+                if let Some(failure) = failure {
+                    self.trace.error_type = Some(frame.kind.clone());
+                    break 'pump StreamEnd::UpstreamFailed(failure);
+                }
+            }
+        };
+        // Dropping the upstream body here closes its connection: no more tokens are generated for nobody.
+        drop(bytes);
+        match end {
+            StreamEnd::Complete => {}
+            StreamEnd::CallerGone | StreamEnd::UpstreamFailed(_) => {
+                let why = match &end {
+                    StreamEnd::CallerGone => "the caller disconnected before the stream ended".to_owned(),
+                    StreamEnd::UpstreamFailed(why) => why.clone(),
+                    StreamEnd::Complete => String::new(),
+                };
+                tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %why, "stream ended without usage");
+                if let StreamEnd::UpstreamFailed(_) = &end
+                    && self.trace.error_type.is_none()
+                {
+                    // Tell the caller the stream failed, as Bedrock would.
+                    let frame = eventstream::encode_exception(
+                        "internalServerException",
+                        &format!("tollgate: {why}; the call was charged at its reserved worst case"),
+                    );
+                    if let Ok(frame) = frame {
+                        let _ = tx.send(Ok(frame)).await;
+                    }
+                    self.trace.error_type = Some("internalServerException".into());
+                }
+                self.trace.upstream_ms = millis(self.upstream_started.elapsed());
+                self.trace.reason = format!("{}; {why}", self.trace.reason);
+                self.gateway
+                    .charge(&self.hold, None, &self.served, self.raw_estimate, &mut self.trace)
+                    .await;
+                self.trace.logged = false;
+                self.gateway.finish(&self.trace);
+            }
+        }
+    }
+}
+
+/// What is known of a call so far, for its record.
+#[derive(Clone)]
+struct Trace {
+    tenant: String,
+    operation: Operation,
+    request_id: String,
+    upstream_request_id: Option<String>,
+    requested_model: String,
+    model_id: String,
+    served_model: Option<String>,
+    decision: String,
+    reason: String,
+    policy_version: Option<String>,
+    policy_failure: Option<String>,
+    estimated_input_tokens: u64,
+    max_output_tokens: u64,
+    reserved_nano_usd: u64,
+    cost_nano_usd: u64,
+    charged_from: String,
+    usage: Option<Usage>,
+    status: u16,
+    error_type: Option<String>,
+    dropped_metadata: Vec<String>,
+    request_metadata: Map<String, Value>,
+    started: Instant,
+    started_ms: u64,
+    decision_us: u64,
+    gateway_us: u64,
+    upstream_ms: u64,
+    /// Set once the record is written (or handed to the stream pump).
+    logged: bool,
+}
+
+impl Trace {
+    fn new(tenant: &TenantId, call: &Call, request_id: String, started: Instant) -> Trace {
+        Trace {
+            tenant: tenant.as_str().to_owned(),
+            operation: call.operation,
+            request_id,
+            upstream_request_id: None,
+            requested_model: call.model_id.clone(),
+            model_id: call.model_id.clone(),
+            served_model: None,
+            decision: "invalid".into(),
+            reason: String::new(),
+            policy_version: None,
+            policy_failure: None,
+            estimated_input_tokens: 0,
+            max_output_tokens: 0,
+            reserved_nano_usd: 0,
+            cost_nano_usd: 0,
+            charged_from: "none".into(),
+            usage: None,
+            status: 200,
+            error_type: None,
+            dropped_metadata: Vec::new(),
+            request_metadata: Map::new(),
+            started,
+            started_ms: now_ms(),
+            decision_us: 0,
+            gateway_us: 0,
+            upstream_ms: 0,
+            logged: false,
+        }
+    }
+
+    fn record(&self) -> InvocationRecord {
+        let usage = self.usage.unwrap_or_default();
+        let counted = self.usage.is_some();
+        let some = |n: u64| counted.then_some(n);
+        InvocationRecord {
+            schema_type: SCHEMA_TYPE.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            timestamp: timestamp(self.started_ms),
+            request_id: self
+                .upstream_request_id
+                .clone()
+                .unwrap_or_else(|| self.request_id.clone()),
+            operation: operation_name(self.operation).into(),
+            model_id: self.model_id.clone(),
+            input: TokenCounts {
+                input_token_count: some(usage.input_tokens),
+                cache_read_input_token_count: some(usage.cache_read_input_tokens),
+                cache_write_input_token_count: some(
+                    usage
+                        .cache_write_input_tokens
+                        .saturating_add(usage.cache_write_1h_input_tokens),
+                ),
+                ..TokenCounts::default()
+            },
+            output: TokenCounts {
+                output_token_count: some(usage.output_tokens),
+                ..TokenCounts::default()
+            },
+            request_metadata: self.request_metadata.clone(),
+            tollgate: TollgateFields {
+                request_id: self.request_id.clone(),
+                tenant: self.tenant.clone(),
+                decision: self.decision.clone(),
+                reason: self.reason.clone(),
+                policy_version: self.policy_version.clone(),
+                policy_failure: self.policy_failure.clone(),
+                requested_model_id: self.requested_model.clone(),
+                served_model_id: self.served_model.clone(),
+                estimated_input_tokens: self.estimated_input_tokens,
+                max_output_tokens: self.max_output_tokens,
+                reserved_nano_usd: self.reserved_nano_usd,
+                cost_nano_usd: self.cost_nano_usd,
+                charged_from: self.charged_from.clone(),
+                status: self.status,
+                error_type: self.error_type.clone(),
+                dropped_metadata: self.dropped_metadata.clone(),
+                latency: Latency {
+                    decision_us: self.decision_us,
+                    gateway_us: self.gateway_us,
+                    upstream_ms: self.upstream_ms,
+                    total_ms: millis(self.started.elapsed()),
+                },
+            },
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, BedrockError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(BedrockError::validation(format!(
+            "Malformed input request: the body must be a JSON object as the Converse API defines it, not {}",
+            json_kind(&other)
+        ))),
+        Err(e) => Err(BedrockError::validation(format!(
+            "Malformed input request: the body is not valid JSON ({e}); send a Converse request body"
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn first_pair(pairs: &[(String, String)], keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|key| pairs.iter().find(|(k, _)| k == key))
+        .map(|(_, v)| v.clone())
+}
+
+/// Lowers `inferenceConfig.maxTokens` to the verdict's cap, adding it if absent.
+fn set_max_tokens(body: &mut Map<String, Value>, cap: u64) {
+    let config = body
+        .entry("inferenceConfig")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !config.is_object() {
+        *config = Value::Object(Map::new());
+    }
+    if let Value::Object(config) = config {
+        config.insert("maxTokens".into(), Value::from(cap));
+    }
+}
+
+/// A reject verdict as a Bedrock error that says which limit, the figures, and what to do.
+fn reject(
+    tenant: &TenantId,
+    version: &str,
+    kind: RejectKind,
+    reason: &str,
+    state: &TenantState,
+    worst_case: u64,
+) -> BedrockError {
+    let b = &state.budget;
+    let figures = format!(
+        "{:?} budget {}, spent {}, held for calls in flight {}, this call up to {}",
+        b.period,
+        crate::money::NanoUsd(b.limit),
+        crate::money::NanoUsd(b.spent),
+        crate::money::NanoUsd(b.reserved),
+        crate::money::NanoUsd(worst_case),
+    )
+    .to_lowercase();
+    let message = format!(
+        "tollgate rejected the call for tenant {tenant} ({kind}, policy {version}): {reason}. Figures: {figures}.",
+        kind = kind.as_str()
+    );
+    match kind {
+        RejectKind::BudgetExhausted => BedrockError::quota_exceeded(format!(
+            "{message} The budget resets at the period's end; the operator can raise the tenant's budget"
+        )),
+        RejectKind::QuotaExceeded => BedrockError::quota_exceeded(format!(
+            "{message} The operator can raise the tenant's quota or included tokens"
+        )),
+        RejectKind::ModelNotAllowed => BedrockError::access_denied(format!(
+            "{message} Use a model the tenant's plan allows, or the operator can change the policy's config"
+        )),
+        RejectKind::Denied => BedrockError::access_denied(format!(
+            "{message} The operator can change or roll back the tenant's policy"
+        )),
+    }
+}
+
+fn reserve_refused(tenant: &TenantId, err: ReserveError) -> BedrockError {
+    match &err {
+        ReserveError::Budget { .. } => {
+            BedrockError::quota_exceeded(format!("tollgate rejected the call for tenant {tenant}: {err}"))
+        }
+        ReserveError::Tpm {
+            retry_after_ms,
+            limit,
+            requested,
+            ..
+        } => {
+            if requested > limit {
+                BedrockError::quota_exceeded(format!("tollgate rejected the call for tenant {tenant}: {err}"))
+            } else {
+                BedrockError::throttling(format!("tollgate throttled tenant {tenant}: {err}"), *retry_after_ms)
+            }
+        }
+        ReserveError::Rpm { retry_after_ms, .. } => {
+            BedrockError::throttling(format!("tollgate throttled tenant {tenant}: {err}"), *retry_after_ms)
+        }
+        ReserveError::UnknownTenant { .. } => BedrockError::access_denied(format!(
+            "{err}. Give the tenant a budget under its [tenants] entry in tollgate.toml"
+        )),
+        ReserveError::Store(_) => BedrockError::unavailable(format!(
+            "tollgate could not record the reservation for tenant {tenant}: {err}. Nothing was sent; retry"
+        )),
+    }
+}
+
+fn upstream_failed(err: &UpstreamError) -> BedrockError {
+    match err {
+        UpstreamError::Timeout(_) => BedrockError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "ModelTimeoutException",
+            format!(
+                "tollgate forwarded the call but {err}; nothing was charged. Retry, or raise [upstream] timeout-ms"
+            ),
+        ),
+        _ => BedrockError::unavailable(format!(
+            "tollgate could not complete the call upstream: {err}. Nothing was charged; retry"
+        )),
+    }
+}
+
+fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Bedrock's name of the operation, as in its invocation logs.
+pub fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Converse => "Converse",
+        Operation::ConverseStream => "ConverseStream",
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        let err = parse_body(b"{not json").expect_err("malformed");
+        assert_eq!(err.error_type, "ValidationException");
+        assert!(err.message.contains("not valid JSON"), "{}", err.message);
+        let err = parse_body(b"[1,2]").expect_err("array");
+        assert!(err.message.contains("not an array"), "{}", err.message);
+        assert!(parse_body(br#"{"messages":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn the_cap_lowers_or_adds_max_tokens_and_keeps_the_rest() {
+        let mut body: Map<String, Value> =
+            serde_json::from_str(r#"{"inferenceConfig":{"maxTokens":4096,"temperature":0.5}}"#).expect("json");
+        set_max_tokens(&mut body, 256);
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 256);
+        assert_eq!(body["inferenceConfig"]["temperature"], 0.5);
+        let mut empty = Map::new();
+        set_max_tokens(&mut empty, 100);
+        assert_eq!(empty["inferenceConfig"]["maxTokens"], 100);
+    }
+
+    #[test]
+    fn user_and_use_case_come_from_the_callers_pairs() {
+        let pairs = vec![
+            ("useCase".to_owned(), "support".to_owned()),
+            ("user".to_owned(), "u-1".to_owned()),
+        ];
+        assert_eq!(first_pair(&pairs, &USER_KEYS).as_deref(), Some("u-1"));
+        assert_eq!(first_pair(&pairs, &USE_CASE_KEYS).as_deref(), Some("support"));
+        assert_eq!(first_pair(&[], &USER_KEYS), None);
+    }
+
+    #[test]
+    fn rejects_name_the_limit_the_figures_and_the_remedy() {
+        let tenant = TenantId::new("acme").expect("id");
+        let mut state = TenantState::default();
+        state.budget.limit = 5_000_000_000;
+        state.budget.spent = 4_990_000_000;
+        let err = reject(
+            &tenant,
+            "acme@v2",
+            RejectKind::BudgetExhausted,
+            "budget nearly spent",
+            &state,
+            20_000_000,
+        );
+        assert_eq!(err.error_type, "ServiceQuotaExceededException");
+        for needle in [
+            "acme",
+            "budget-exhausted",
+            "acme@v2",
+            "$5",
+            "$4.99",
+            "raise the tenant's budget",
+        ] {
+            assert!(err.message.contains(needle), "{needle} missing: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn reservation_refusals_map_to_bedrock_errors() {
+        let tenant = TenantId::new("acme").expect("id");
+        let rpm = reserve_refused(
+            &tenant,
+            ReserveError::Rpm {
+                limit: 10,
+                used: 10,
+                retry_after_ms: 1500,
+            },
+        );
+        assert_eq!(rpm.error_type, "ThrottlingException");
+        assert_eq!(rpm.retry_after_secs, Some(2));
+        let tpm_too_big = reserve_refused(
+            &tenant,
+            ReserveError::Tpm {
+                limit: 100,
+                used: 0,
+                requested: 500,
+                retry_after_ms: 100,
+            },
+        );
+        assert_eq!(tpm_too_big.error_type, "ServiceQuotaExceededException");
+    }
+}

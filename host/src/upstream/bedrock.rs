@@ -1,0 +1,503 @@
+//! The client that forwards calls to Bedrock (or to a Bedrock-compatible
+//! endpoint such as the built-in mock).
+//!
+//! Why raw HTTP and not the typed `aws-sdk-bedrockruntime` client: the typed
+//! model drops every JSON field it does not know, so fields Bedrock adds to
+//! the API later would silently vanish on the way through. Here the caller's
+//! body is forwarded as JSON with only tollgate's edits, and the response
+//! bytes (JSON or event stream) come back untouched. What the SDK does besides
+//! is kept: the standard credential chain and region from `aws-config`,
+//! SigV4 from `aws-sigv4`, retries with backoff on throttling and 5xx, and
+//! timeouts for connecting, for a whole Converse call and for a silent stream.
+//!
+//! A retry only happens before any byte has reached the caller: for a stream,
+//! once the upstream answered 200 the stream is the caller's.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+
+use crate::contract::Operation;
+
+/// The SigV4 service name of the Bedrock runtime.
+const SERVICE: &str = "bedrock";
+
+/// Characters escaped in the model path segment, as the AWS SDKs do (`:` and
+/// `/` of ARNs included).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Credentials are refreshed this long before they expire.
+const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// How the upstream is reached, as written under `[upstream]` in `tollgate.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Base URL; `None` means the region's public endpoint
+    /// (`https://bedrock-runtime.{region}.amazonaws.com`).
+    pub endpoint: Option<String>,
+    /// The region to sign for; `None` takes it from the AWS config chain.
+    pub region: Option<String>,
+    /// `sigv4` (the credential chain), `bearer` (a Bedrock API key from
+    /// `AWS_BEARER_TOKEN_BEDROCK`) or `none` (the mock).
+    pub auth: UpstreamAuthKind,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubles each retry, with jitter.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A whole Converse call, or a stream's first byte.
+    pub timeout_ms: u64,
+    /// The longest silence inside a stream before it is cut.
+    pub stream_idle_timeout_ms: u64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            endpoint: None,
+            region: None,
+            auth: UpstreamAuthKind::Sigv4,
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+            connect_timeout_ms: 3_000,
+            timeout_ms: 300_000,
+            stream_idle_timeout_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuthKind {
+    #[default]
+    Sigv4,
+    Bearer,
+    None,
+}
+
+/// Why the upstream could not be set up or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(
+        "no AWS region for Bedrock: set [upstream] region in tollgate.toml, or AWS_REGION, or a region in the AWS \
+         profile"
+    )]
+    NoRegion,
+    #[error("[upstream] endpoint {0:?} is not an http:// or https:// URL")]
+    BadEndpoint(String),
+    #[error(
+        "[upstream] auth = \"bearer\" needs a Bedrock API key in the AWS_BEARER_TOKEN_BEDROCK environment variable"
+    )]
+    NoBearerToken,
+    #[error("cannot build the HTTP client for Bedrock: {0}")]
+    Client(String),
+    #[error(
+        "no AWS credentials for Bedrock: {0}. Configure the standard AWS credential chain (environment, profile, SSO, web identity, container or instance role)"
+    )]
+    Credentials(String),
+    #[error("cannot sign the request to Bedrock: {0}")]
+    Signing(String),
+    #[error("Bedrock did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("cannot reach Bedrock at {endpoint}: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+}
+
+/// The upstream's answer. For a stream with status 200, `body` is still open.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: UpstreamBody,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+}
+
+pub enum UpstreamBody {
+    Full(Bytes),
+    Stream(reqwest::Response),
+}
+
+enum Auth {
+    None,
+    Bearer(HeaderValue),
+    Sigv4 {
+        region: String,
+        credentials: CredentialsCache,
+    },
+}
+
+/// A Bedrock runtime endpoint. Cheap to share: clone the `Arc` it lives in.
+pub struct Upstream {
+    http: reqwest::Client,
+    endpoint: String,
+    auth: Auth,
+    settings: UpstreamSettings,
+}
+
+impl Upstream {
+    /// An unauthenticated endpoint, e.g. the built-in mock at `url`.
+    pub fn unsigned(url: &str, settings: UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        Ok(Upstream {
+            http: http_client(&settings)?,
+            endpoint: endpoint(url)?,
+            auth: Auth::None,
+            settings,
+        })
+    }
+
+    /// Real Bedrock: region and credentials from the standard AWS chain unless
+    /// the settings name them.
+    pub async fn bedrock(settings: UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        );
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().map(|r| r.to_string()).ok_or(UpstreamError::NoRegion)?;
+        let url = settings
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+        let auth = match settings.auth {
+            UpstreamAuthKind::None => Auth::None,
+            UpstreamAuthKind::Bearer => {
+                let token = std::env::var("AWS_BEARER_TOKEN_BEDROCK").map_err(|_| UpstreamError::NoBearerToken)?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|_| UpstreamError::NoBearerToken)?;
+                value.set_sensitive(true);
+                Auth::Bearer(value)
+            }
+            UpstreamAuthKind::Sigv4 => {
+                let provider = sdk
+                    .credentials_provider()
+                    .ok_or_else(|| UpstreamError::Credentials("the AWS config chain has no provider".into()))?;
+                Auth::Sigv4 {
+                    region,
+                    credentials: CredentialsCache::new(provider),
+                }
+            }
+        };
+        Ok(Upstream {
+            http: http_client(&settings)?,
+            endpoint: endpoint(&url)?,
+            auth,
+            settings,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends one call, retrying throttling, 5xx and connection failures with
+    /// backoff. Error statuses that survive the retries come back as a response.
+    pub async fn send(
+        &self,
+        operation: Operation,
+        model_id: &str,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let path_op = match operation {
+            Operation::Converse => "converse",
+            Operation::ConverseStream => "converse-stream",
+        };
+        let url = format!(
+            "{}/model/{}/{path_op}",
+            self.endpoint,
+            utf8_percent_encode(model_id, PATH_SEGMENT)
+        );
+        let attempts = self.settings.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= attempts;
+            match self.send_once(operation, &url, body.clone()).await {
+                Ok(mut response) => {
+                    if !last && retryable_status(response.status) {
+                        tokio::time::sleep(self.backoff(attempt, retry_after(&response.headers))).await;
+                        continue;
+                    }
+                    response.attempts = attempt;
+                    return Ok(response);
+                }
+                Err(err @ (UpstreamError::Timeout(_) | UpstreamError::Unreachable { .. })) if !last => {
+                    tracing::debug!(error = %err, attempt, "retrying the upstream call");
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn send_once(&self, operation: Operation, url: &str, body: Bytes) -> Result<UpstreamResponse, UpstreamError> {
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, accept(operation))
+            .body(body.clone())
+            .map_err(|e| UpstreamError::Signing(e.to_string()))?;
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(value) => {
+                request.headers_mut().insert(header::AUTHORIZATION, value.clone());
+            }
+            Auth::Sigv4 { region, credentials } => {
+                let creds = credentials.get().await?;
+                let identity = creds.into();
+                let params = v4::SigningParams::builder()
+                    .identity(&identity)
+                    .region(region)
+                    .name(SERVICE)
+                    .time(SystemTime::now())
+                    .settings(SigningSettings::default())
+                    .build()
+                    .map_err(|e| UpstreamError::Signing(e.to_string()))?
+                    .into();
+                let headers: Vec<(&str, &str)> = request
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+                    .collect();
+                let signable = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(&body))
+                    .map_err(|e| UpstreamError::Signing(e.to_string()))?;
+                let (instructions, _) = sign(signable, &params)
+                    .map_err(|e| UpstreamError::Signing(e.to_string()))?
+                    .into_parts();
+                instructions.apply_to_request_http1x(&mut request);
+            }
+        }
+        let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
+            .map_err(|e| UpstreamError::Client(e.to_string()))?;
+        let timeout = Duration::from_millis(self.settings.timeout_ms);
+        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail: error_chain(&e),
+        };
+        let response = tokio::time::timeout(timeout, self.http.execute(request))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.settings.timeout_ms))?
+            .map_err(unreachable)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if operation == Operation::ConverseStream && status.is_success() {
+            return Ok(UpstreamResponse {
+                status,
+                headers,
+                body: UpstreamBody::Stream(response),
+                attempts: 1,
+            });
+        }
+        let bytes = tokio::time::timeout(timeout, response.bytes())
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.settings.timeout_ms))?
+            .map_err(unreachable)?;
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body: UpstreamBody::Full(bytes),
+            attempts: 1,
+        })
+    }
+
+    /// The silence after which a stream is cut.
+    pub fn stream_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.stream_idle_timeout_ms)
+    }
+
+    /// Exponential backoff with full jitter, at least what `Retry-After` asked.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .settings
+            .initial_backoff_ms
+            .saturating_mul(1u64 << (attempt - 1).min(20))
+            .min(self.settings.max_backoff_ms);
+        let jittered = jitter(exp);
+        let wait = Duration::from_millis(jittered);
+        retry_after.map_or(wait, |r| {
+            r.min(Duration::from_millis(self.settings.max_backoff_ms)).max(wait)
+        })
+    }
+}
+
+fn http_client(settings: &UpstreamSettings) -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| UpstreamError::Client(e.to_string()))
+}
+
+fn endpoint(url: &str) -> Result<String, UpstreamError> {
+    let trimmed = url.trim_end_matches('/');
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() <= "https://".len() {
+        return Err(UpstreamError::BadEndpoint(url.to_owned()));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn accept(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Converse => "application/json",
+        Operation::ConverseStream => "application/vnd.amazon.eventstream",
+    }
+}
+
+/// Throttling and server-side failures are worth another attempt.
+fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// A uniformly random wait in `[0, max_ms]`, from the clock's low bits: good
+/// enough to spread retries, and no RNG dependency for it.
+fn jitter(max_ms: u64) -> u64 {
+    if max_ms == 0 {
+        return 0;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    mixed % (max_ms + 1)
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Credentials from the chain, kept until shortly before they expire, so the
+/// request path does not call the chain (IMDS, STS, SSO) every time.
+struct CredentialsCache {
+    provider: SharedCredentialsProvider,
+    current: ArcSwapOption<Credentials>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl CredentialsCache {
+    fn new(provider: SharedCredentialsProvider) -> Self {
+        CredentialsCache {
+            provider,
+            current: ArcSwapOption::empty(),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn get(&self) -> Result<Credentials, UpstreamError> {
+        if let Some(creds) = self.fresh() {
+            return Ok(creds);
+        }
+        let _one_refresh = self.refresh.lock().await;
+        if let Some(creds) = self.fresh() {
+            return Ok(creds);
+        }
+        let creds = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| UpstreamError::Credentials(error_chain(&e)))?;
+        self.current.store(Some(Arc::new(creds.clone())));
+        Ok(creds)
+    }
+
+    fn fresh(&self) -> Option<Credentials> {
+        let current = self.current.load_full()?;
+        match current.expiry() {
+            Some(expiry) if expiry <= SystemTime::now() + CREDENTIALS_REFRESH_MARGIN => None,
+            _ => Some(Credentials::clone(&current)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_are_escaped_in_the_path() {
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
+        let escaped = utf8_percent_encode(arn, PATH_SEGMENT).to_string();
+        assert_eq!(
+            escaped,
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aapplication-inference-profile%2Fabc123"
+        );
+        assert_eq!(
+            utf8_percent_encode("anthropic.claude-3-haiku-20240307-v1:0", PATH_SEGMENT).to_string(),
+            "anthropic.claude-3-haiku-20240307-v1%3A0"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let upstream = Upstream::unsigned(
+            "http://127.0.0.1:1",
+            UpstreamSettings {
+                initial_backoff_ms: 100,
+                max_backoff_ms: 400,
+                ..UpstreamSettings::default()
+            },
+        )
+        .expect("client");
+        for attempt in 1..10 {
+            assert!(upstream.backoff(attempt, None) <= Duration::from_millis(400));
+        }
+        // Retry-After is honoured up to the cap.
+        assert!(upstream.backoff(1, Some(Duration::from_secs(1))) >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn endpoints_must_be_urls() {
+        assert!(endpoint("bedrock.example").is_err());
+        assert!(endpoint("https://").is_err());
+        assert_eq!(endpoint("http://127.0.0.1:9000/").expect("ok"), "http://127.0.0.1:9000");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_an_error_after_the_retries() {
+        // Port 1 on loopback refuses connections.
+        let upstream = Upstream::unsigned(
+            "http://127.0.0.1:1",
+            UpstreamSettings {
+                max_attempts: 2,
+                initial_backoff_ms: 1,
+                ..UpstreamSettings::default()
+            },
+        )
+        .expect("client");
+        let err = match upstream.send(Operation::Converse, "m", Bytes::from_static(b"{}")).await {
+            Err(e) => e,
+            Ok(_) => panic!("port 1 answered"),
+        };
+        assert!(matches!(err, UpstreamError::Unreachable { .. }), "{err}");
+    }
+}

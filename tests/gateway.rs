@@ -1,0 +1,661 @@
+//! The gateway end to end: the real `tollgate serve` on a loopback port, a
+//! mock Bedrock behind it, and tenants calling it with the real AWS SDK,
+//! unchanged apart from the endpoint.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput, ConverseStreamOutput, InferenceConfiguration, Message,
+};
+use serde_json::Value;
+use support::gateway::{Options, TenantSpec, TestGateway};
+use tollgate_host::upstream::mock::{Fault, Faults, MockSettings};
+
+const SONNET: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
+const PROMPT: &str = "Summarise the quarterly report in three short bullet points please";
+
+fn user_message(text: &str) -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text.to_owned()))
+        .build()
+        .expect("role and content are set")
+}
+
+fn reply_text(out: &aws_sdk_bedrockruntime::operation::converse::ConverseOutput) -> String {
+    match out.output() {
+        Some(ConverseOutput::Message(m)) => m.content()[0].as_text().expect("text").clone(),
+        other => panic!("unexpected output {other:?}"),
+    }
+}
+
+async fn converse(client: &Client, model: &str, max_tokens: i32) -> Result<String, String> {
+    client
+        .converse()
+        .model_id(model)
+        .messages(user_message(PROMPT))
+        .inference_config(InferenceConfiguration::builder().max_tokens(max_tokens).build())
+        .send()
+        .await
+        .map(|out| reply_text(&out))
+        .map_err(|e| {
+            let e = e.into_service_error();
+            format!(
+                "{}: {}",
+                e.meta().code().unwrap_or("?"),
+                e.meta().message().unwrap_or("")
+            )
+        })
+}
+
+fn acme() -> TenantSpec {
+    TenantSpec::new("acme", "allow-all")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_and_stream_return_the_mocks_reply_with_merged_metadata() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+
+    let out = client
+        .converse()
+        .model_id(SONNET)
+        .messages(user_message(PROMPT))
+        .request_metadata("user", "u-42")
+        .request_metadata("use-case", "reports")
+        .request_metadata("team", "finance")
+        .send()
+        .await
+        .expect("converse through the gateway");
+    let text = reply_text(&out);
+    assert!(text.starts_with(&format!("Mock reply from {SONNET}")), "{text}");
+    let usage = out.usage().expect("usage");
+
+    let mut stream = client
+        .converse_stream()
+        .model_id(SONNET)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect("converse-stream through the gateway");
+    let mut streamed = String::new();
+    let mut stream_usage = None;
+    while let Some(event) = stream.stream.recv().await.expect("stream event") {
+        match event {
+            ConverseStreamOutput::ContentBlockDelta(d) => {
+                if let Some(delta) = d.delta()
+                    && let Ok(t) = delta.as_text()
+                {
+                    streamed.push_str(t);
+                }
+            }
+            ConverseStreamOutput::Metadata(m) => stream_usage = m.usage().cloned(),
+            _ => {}
+        }
+    }
+    assert_eq!(streamed, text, "the stream carries the same reply");
+    let stream_usage = stream_usage.expect("the final metadata event carries usage");
+    assert_eq!(stream_usage.output_tokens(), usage.output_tokens());
+
+    // What reached Bedrock: the caller's pairs plus tollgate's, within the limits.
+    let requests = gw.mock.requests();
+    assert_eq!(requests.len(), 2);
+    let metadata = requests[0].request_metadata().expect("metadata forwarded");
+    assert_eq!(metadata["tollgate-tenant"], "acme");
+    assert_eq!(metadata["tollgate-decision"], "admit");
+    assert_eq!(metadata["tollgate-policy-version"], "acme@v1");
+    assert_eq!(metadata["tollgate-user"], "u-42");
+    assert_eq!(metadata["tollgate-use-case"], "reports");
+    assert_eq!(metadata["team"], "finance");
+    assert!(metadata.len() <= 16);
+    assert!(!metadata.contains_key("tollgate-original-model"));
+    // The gateway's own credentials (none, for the mock) are used upstream, never the tenant's.
+    assert!(requests[0].header("authorization").is_none());
+
+    // Both calls were charged from their usage.
+    let state = gw.settled("acme").await;
+    let records = gw.records();
+    assert_eq!(records.len(), 2);
+    let charged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert!(charged > 0);
+    assert_eq!(state["spent-nano-usd"], charged);
+    assert_eq!(state["reserved-nano-usd"], 0);
+    for r in &records {
+        assert_eq!(r.tollgate.charged_from, "usage");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_metadata_cannot_spoof_the_tenant_and_stays_within_bedrocks_limits() {
+    let globex = TenantSpec::new("globex", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme(), globex],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let mut call = client
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .request_metadata("tollgate-tenant", "globex")
+        .request_metadata("tenant", "globex")
+        .request_metadata("tenant-id", "globex");
+    for i in 0..13 {
+        call = call.request_metadata(format!("k{i:02}"), format!("v{i}"));
+    }
+    call.send().await.expect("call succeeds");
+
+    let requests = gw.mock.requests();
+    let metadata = requests[0].request_metadata().expect("metadata");
+    assert_eq!(metadata.len(), 16, "{metadata:?}");
+    assert_eq!(metadata["tollgate-tenant"], "acme");
+    // The caller's own "tenant" pair is kept as data, but decides nothing.
+    let keys: BTreeSet<&str> = metadata.keys().map(String::as_str).collect();
+    assert!(keys.contains("tollgate-decision"));
+    assert!(keys.contains("tollgate-policy-version"));
+    for key in &keys {
+        assert!((1..=256).contains(&key.chars().count()));
+    }
+
+    let acme_state = gw.settled("acme").await;
+    let globex_state = gw.settled("globex").await;
+    assert!(acme_state["spent-nano-usd"].as_u64().expect("spent") > 0);
+    assert_eq!(globex_state["spent-nano-usd"], 0, "the forged tenant was charged");
+    let record = &gw.records()[0];
+    assert_eq!(record.tollgate.tenant, "acme");
+    assert!(
+        record
+            .tollgate
+            .dropped_metadata
+            .iter()
+            .any(|d| d.starts_with("tollgate-tenant")),
+        "{:?}",
+        record.tollgate.dropped_metadata
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_reaches_the_cheaper_model_with_the_cap_applied() {
+    let globex = TenantSpec {
+        tier: "free",
+        extra: "included-tokens = 1000000",
+        policy_config: "free-max-output-tokens = 200",
+        ..TenantSpec::new("globex", "tiered")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![globex],
+        ..Options::default()
+    })
+    .await;
+    let globex = TenantSpec::new("globex", "tiered");
+    let text = converse(&gw.sigv4_client(&globex), SONNET, 4096)
+        .await
+        .expect("downgraded call succeeds");
+    assert!(text.starts_with(&format!("Mock reply from {NOVA_MICRO}")), "{text}");
+
+    let request = &gw.mock.requests()[0];
+    assert_eq!(request.model_id, NOVA_MICRO);
+    let body = request.body.as_ref().expect("body");
+    assert_eq!(body["inferenceConfig"]["maxTokens"], 200, "the verdict's cap");
+    let metadata = request.request_metadata().expect("metadata");
+    assert_eq!(metadata["tollgate-decision"], "downgrade");
+    assert_eq!(metadata["tollgate-original-model"], SONNET);
+
+    // The response says which model served it.
+    let raw = gw
+        .raw()
+        .post(format!("{}/model/{SONNET}/converse", gw.url))
+        .bearer_auth(globex.bearer_key())
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}]}))
+        .send()
+        .await
+        .expect("raw call");
+    assert_eq!(raw.status(), 200);
+    assert_eq!(raw.headers()["x-tollgate-served-model"], NOVA_MICRO);
+    assert_eq!(raw.headers()["x-tollgate-decision"], "downgrade");
+
+    gw.settled("globex").await;
+    let record = &gw.records()[0];
+    assert_eq!(record.tollgate.decision, "downgrade");
+    assert_eq!(record.tollgate.requested_model_id, SONNET);
+    assert_eq!(record.tollgate.served_model_id.as_deref(), Some(NOVA_MICRO));
+    assert_eq!(record.model_id, NOVA_MICRO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_is_a_throttling_exception_and_a_reject_explains_itself() {
+    let limited = TenantSpec {
+        extra: "rpm = 2",
+        ..TenantSpec::new("limited", "allow-all")
+    };
+    let poor = TenantSpec {
+        budget_usd: "0.00002",
+        ..TenantSpec::new("poor", "budget-guard")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![limited, poor],
+        ..Options::default()
+    })
+    .await;
+
+    let limited = gw.sigv4_client(&TenantSpec::new("limited", "allow-all"));
+    converse(&limited, NOVA_MICRO, 50).await.expect("first call");
+    converse(&limited, NOVA_MICRO, 50).await.expect("second call");
+    let err = limited
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect_err("third call in the minute is throttled")
+        .into_service_error();
+    assert!(err.is_throttling_exception(), "{err:?}");
+    assert!(format!("{err:?}").contains("requests-per-minute"), "{err:?}");
+
+    // Retry-After is set, so SDK retries back off.
+    let raw = gw
+        .raw()
+        .post(format!("{}/model/{NOVA_MICRO}/converse", gw.url))
+        .bearer_auth(TenantSpec::new("limited", "").bearer_key())
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}]}))
+        .send()
+        .await
+        .expect("raw call");
+    assert_eq!(raw.status(), 429);
+    assert_eq!(raw.headers()["x-amzn-errortype"], "ThrottlingException");
+    let retry_after: u64 = raw.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+
+    // A tiny budget: calls go through until it is spent, then a reject names it.
+    let poor = gw.sigv4_client(&TenantSpec::new("poor", ""));
+    let mut rejection = None;
+    for _ in 0..20 {
+        match converse(&poor, NOVA_MICRO, 50).await {
+            Ok(_) => {}
+            Err(e) => {
+                rejection = Some(e);
+                break;
+            }
+        }
+    }
+    let rejection = rejection.expect("the budget ran out");
+    assert!(rejection.starts_with("ServiceQuotaExceededException"), "{rejection}");
+    assert!(rejection.contains("poor"), "{rejection}");
+    assert!(rejection.contains("budget"), "{rejection}");
+    assert!(rejection.contains('$'), "names the figures: {rejection}");
+    assert!(rejection.contains("raise"), "says what to do: {rejection}");
+    let state = gw.settled("poor").await;
+    assert!(state["spent-nano-usd"].as_u64().expect("spent") <= 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_overshoot_a_small_budget() {
+    // About 25 calls' worth of budget, 64 callers, 4 calls each.
+    let tight = TenantSpec {
+        budget_usd: "0.0002",
+        ..TenantSpec::new("tight", "allow-all")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![tight],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&TenantSpec::new("tight", ""));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..4 {
+                outcomes.push(converse(&client, NOVA_MICRO, 60).await);
+            }
+            outcomes
+        }));
+    }
+    let mut admitted = 0;
+    let mut refused = 0;
+    for task in tasks {
+        for outcome in task.await.expect("task") {
+            match outcome {
+                Ok(_) => admitted += 1,
+                Err(e) => {
+                    assert!(e.starts_with("ServiceQuotaExceededException"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(admitted > 0 && refused > 0, "admitted {admitted}, refused {refused}");
+    let state = gw.settled("tight").await;
+    let spent = state["spent-nano-usd"].as_u64().expect("spent");
+    assert!(spent <= 200_000, "spent {spent} of a 200000 budget");
+    // Every admitted call is in the ledger and in the log, once.
+    let records = gw.records();
+    assert_eq!(records.len(), 256);
+    let charged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert_eq!(charged, spent);
+    assert_eq!(records.iter().filter(|r| r.tollgate.status == 200).count(), admitted);
+    assert_eq!(gw.mock.requests().len(), admitted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            stream_event_interval_ms: 20,
+            ..MockSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+
+    // 1. The upstream fails mid-stream: the caller sees the error, the hold is charged.
+    gw.mock.set_faults(Faults::Sequence(vec![Fault::MidStream]));
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .inference_config(InferenceConfiguration::builder().max_tokens(100).build())
+        .send()
+        .await
+        .expect("stream starts");
+    let mut failed = false;
+    loop {
+        match stream.stream.recv().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the caller saw the upstream's mid-stream error");
+    let state = gw.settled("acme").await;
+    let records = gw.records();
+    assert_eq!(records.len(), 1);
+    let failed_record = &records[0];
+    assert_eq!(failed_record.tollgate.charged_from, "reservation");
+    assert_eq!(
+        failed_record.tollgate.cost_nano_usd,
+        failed_record.tollgate.reserved_nano_usd
+    );
+    assert!(failed_record.tollgate.cost_nano_usd > 0);
+    assert_eq!(state["spent-nano-usd"], failed_record.tollgate.cost_nano_usd);
+
+    // 2. The caller walks away after the first event.
+    gw.mock.set_faults(Faults::None);
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(&PROMPT.repeat(20)))
+        .inference_config(InferenceConfiguration::builder().max_tokens(2000).build())
+        .send()
+        .await
+        .expect("stream starts");
+    stream.stream.recv().await.expect("first event").expect("an event");
+    drop(stream);
+    let state = gw.settled("acme").await;
+    let records = gw.records();
+    assert_eq!(records.len(), 2);
+    let gone = &records[1];
+    assert_eq!(gone.tollgate.charged_from, "reservation");
+    assert!(
+        gone.tollgate.reason.contains("disconnected"),
+        "{}",
+        gone.tollgate.reason
+    );
+    assert_eq!(state["reserved-nano-usd"], 0);
+    assert_eq!(
+        state["spent-nano-usd"],
+        failed_record.tollgate.cost_nano_usd + gone.tollgate.cost_nano_usd
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_has_one_matching_invocation_record() {
+    let limited = TenantSpec {
+        extra: "rpm = 3",
+        ..TenantSpec::new("acme", "allow-all")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![limited],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let mut usages = Vec::new();
+    for _ in 0..2 {
+        let out = client
+            .converse()
+            .model_id(NOVA_MICRO)
+            .messages(user_message(PROMPT))
+            .request_metadata("user", "u-7")
+            .send()
+            .await
+            .expect("call");
+        usages.push(out.usage().cloned().expect("usage"));
+    }
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect("stream");
+    while stream.stream.recv().await.expect("event").is_some() {}
+    let throttled = converse(&client, NOVA_MICRO, 50).await.expect_err("rpm 3");
+    assert!(throttled.starts_with("ThrottlingException"), "{throttled}");
+
+    gw.settled("acme").await;
+    let records = gw.records();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    let upstream = gw.mock.requests();
+    for (i, record) in records.iter().take(3).enumerate() {
+        assert_eq!(record.schema_type, "ModelInvocationLog");
+        assert_eq!(record.model_id, NOVA_MICRO);
+        assert_eq!(record.tollgate.tenant, "acme");
+        assert_eq!(record.tollgate.decision, "admit");
+        assert_eq!(record.tollgate.status, 200);
+        assert!(record.timestamp.ends_with('Z'));
+        // The metadata in the record is exactly what reached Bedrock.
+        let sent = upstream[i].request_metadata().expect("metadata");
+        assert_eq!(&record.request_metadata, sent);
+        // Bedrock's request id joins the record to Bedrock's own log.
+        assert_eq!(record.request_id, mock_request_id(i));
+        assert!(record.tollgate.cost_nano_usd > 0);
+        assert!(record.tollgate.latency.total_ms >= record.tollgate.latency.upstream_ms);
+    }
+    for (record, usage) in records.iter().zip(&usages) {
+        assert_eq!(record.operation, "Converse");
+        assert_eq!(record.input.input_token_count, Some(usage.input_tokens() as u64));
+        assert_eq!(record.output.output_token_count, Some(usage.output_tokens() as u64));
+        assert_eq!(record.request_metadata["tollgate-user"], "u-7");
+    }
+    assert_eq!(records[2].operation, "ConverseStream");
+    assert!(records[2].output.output_token_count.unwrap_or(0) > 0);
+    let throttled = &records[3];
+    assert_eq!(throttled.tollgate.decision, "throttle");
+    assert_eq!(throttled.tollgate.status, 429);
+    assert_eq!(throttled.tollgate.cost_nano_usd, 0);
+    assert_eq!(throttled.input.input_token_count, None);
+}
+
+/// The mock numbers its request ids from 0, in arrival order.
+fn mock_request_id(index: usize) -> String {
+    format!("00000000-0000-4000-8000-{index:012x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_the_gateway_does_not_edit_reach_bedrock_unchanged() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        ..Options::default()
+    })
+    .await;
+    let body: Value = serde_json::json!({
+        "messages": [{
+            "role": "user",
+            "content": [
+                {"text": "Describe the image and the document"},
+                {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="}}},
+                {"document": {"format": "txt", "name": "notes", "source": {"bytes": "SGVsbG8gd29ybGQ="}}},
+                {"cachePoint": {"type": "default"}}
+            ]
+        }],
+        "system": [{"text": "You are terse."}, {"cachePoint": {"type": "default"}}],
+        "inferenceConfig": {"maxTokens": 300, "temperature": 0.25, "topP": 0.9, "stopSequences": ["END"]},
+        "toolConfig": {
+            "tools": [{"toolSpec": {"name": "lookup", "description": "Looks up a record",
+                "inputSchema": {"json": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}}}],
+            "toolChoice": {"auto": {}}
+        },
+        "guardrailConfig": {"guardrailIdentifier": "gr-123", "guardrailVersion": "1", "trace": "enabled"},
+        "additionalModelRequestFields": {"top_k": 40, "thinking": {"type": "disabled"}},
+        "additionalModelResponseFieldPaths": ["/stop_sequence"],
+        "promptVariables": {"name": {"text": "Ada"}},
+        "performanceConfig": {"latency": "standard"},
+        "aFieldFromTheFuture": {"nested": [1, 2.5, "three", null, true]},
+        "requestMetadata": {"team": "finance"}
+    });
+    let response = gw
+        .raw()
+        .post(format!("{}/model/{SONNET}/converse", gw.url))
+        .bearer_auth(acme().bearer_key())
+        .json(&body)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+    let arrived = gw.mock.requests()[0].body.clone().expect("body");
+    let mut expected = body.clone();
+    let mut arrived_without_metadata = arrived.clone();
+    let metadata = arrived_without_metadata
+        .as_object_mut()
+        .expect("object")
+        .remove("requestMetadata")
+        .expect("metadata");
+    expected.as_object_mut().expect("object").remove("requestMetadata");
+    assert_eq!(arrived_without_metadata, expected, "only requestMetadata may differ");
+    assert_eq!(metadata["team"], "finance");
+    assert_eq!(metadata["tollgate-tenant"], "acme");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_bedrock_shaped_errors() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        server_extra: "max-body-bytes = 65536",
+        ..Options::default()
+    })
+    .await;
+    let raw = gw.raw();
+    let url = format!("{}/model/{NOVA_MICRO}/converse", gw.url);
+    let key = acme().bearer_key();
+    let check = |status: u16, error_type: &'static str, needle: &'static str| {
+        move |response: (u16, String, String)| {
+            assert_eq!(response.0, status, "{response:?}");
+            assert_eq!(response.1, error_type, "{response:?}");
+            assert!(response.2.contains(needle), "{needle:?} not in {response:?}");
+        }
+    };
+    async fn send(req: reqwest::RequestBuilder) -> (u16, String, String) {
+        let r = req.send().await.expect("answered");
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("x-amzn-errortype")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        let body: Value = r.json().await.expect("a JSON error body");
+        (status, kind, body["message"].as_str().unwrap_or("").to_owned())
+    }
+    check(400, "ValidationException", "not valid JSON")(
+        send(raw.post(&url).bearer_auth(&key).body("{\"messages\": [")).await,
+    );
+    check(400, "ValidationException", "gpt-4")(
+        send(
+            raw.post(format!("{}/model/gpt-4/converse", gw.url))
+                .bearer_auth(&key)
+                .body("{\"messages\":[]}"),
+        )
+        .await,
+    );
+    check(413, "ValidationException", "65536")(send(raw.post(&url).bearer_auth(&key).body(vec![b' '; 100_000])).await);
+    check(400, "ValidationException", "requestMetadata")(
+        send(
+            raw.post(&url)
+                .bearer_auth(&key)
+                .body(r#"{"messages":[],"requestMetadata":{"bad key!":"x"}}"#),
+        )
+        .await,
+    );
+    let (status, kind, _) = send(raw.post(&url).body("{}")).await;
+    assert_eq!(status, 403, "no credential");
+    assert!(!kind.is_empty());
+    let (status, _, message) = send(raw.post(&url).bearer_auth("not-a-key-of-anyone-at-all").body("{}")).await;
+    assert_eq!(status, 403, "wrong credential");
+    assert!(!message.contains("not-a-key"), "the key is never echoed: {message}");
+
+    // Through the SDK, an unknown model is a ValidationException too.
+    let err = converse(&gw.sigv4_client(&acme()), "acme.unknown-model-v1:0", 10)
+        .await
+        .expect_err("unknown model");
+    assert!(err.starts_with("ValidationException"), "{err}");
+    // Nothing reached the upstream, and nothing was charged.
+    assert!(gw.mock.requests().is_empty());
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_bedrock_api_key_as_the_sdk_sends_it() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        https: true,
+        ..Options::default()
+    })
+    .await;
+    assert!(gw.url.starts_with("https://127.0.0.1:"), "{}", gw.url);
+    let text = converse(&gw.bearer_client(&acme()), NOVA_MICRO, 50)
+        .await
+        .expect("bearer over HTTPS");
+    assert!(text.starts_with("Mock reply"), "{text}");
+    let text = converse(&gw.sigv4_client(&acme()), NOVA_MICRO, 50)
+        .await
+        .expect("SigV4 over HTTPS");
+    assert!(text.starts_with("Mock reply"), "{text}");
+    let health = gw.raw().get(format!("{}/readyz", gw.url)).send().await.expect("readyz");
+    assert_eq!(health.status(), 200);
+    let metrics = gw
+        .raw()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tollgate_decisions_total{tenant=\"acme\",verdict=\"admit\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tollgate_policy_decision_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("tollgate_upstream_seconds"), "{metrics}");
+    assert!(metrics.contains("tollgate_alert_level{tenant=\"acme\"}"), "{metrics}");
+}

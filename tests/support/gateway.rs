@@ -1,0 +1,260 @@
+//! Starts the real `tollgate serve` on a loopback port, in front of an
+//! in-process mock Bedrock the test can inspect, and builds tenant clients
+//! on the real AWS SDK.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::{Config, Region};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_types::retry::RetryConfig;
+use serde_json::Value;
+use tollgate_host::gateway::invocation_log::{InvocationLog, InvocationRecord};
+use tollgate_host::upstream::mock::{MockBedrock, MockSettings};
+
+use super::{component, tollgate};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// One tenant of the test gateway.
+pub struct TenantSpec {
+    pub id: &'static str,
+    pub policy: &'static str,
+    pub tier: &'static str,
+    pub budget_usd: &'static str,
+    /// Extra TOML lines for the tenant table (rpm, included-tokens, ...).
+    pub extra: &'static str,
+    /// The `[tenants.<id>.policy-config]` body.
+    pub policy_config: &'static str,
+}
+
+impl TenantSpec {
+    pub fn new(id: &'static str, policy: &'static str) -> Self {
+        TenantSpec {
+            id,
+            policy,
+            tier: "pro",
+            budget_usd: "100",
+            extra: "",
+            policy_config: "",
+        }
+    }
+
+    pub fn bearer_key(&self) -> String {
+        format!("{}-bearer-key-0123456789", self.id)
+    }
+
+    pub fn access_key_id(&self) -> String {
+        format!("AKID{}", self.id.to_uppercase())
+    }
+
+    pub fn secret(&self) -> String {
+        format!("{}-secret-access-key", self.id)
+    }
+}
+
+/// Options of the test gateway.
+#[derive(Default)]
+pub struct Options {
+    pub tenants: Vec<TenantSpec>,
+    pub mock: MockSettings,
+    pub https: bool,
+    /// Extra lines for `[server]`.
+    pub server_extra: &'static str,
+}
+
+/// A running `tollgate serve` process and its upstream.
+pub struct TestGateway {
+    pub url: String,
+    pub mock: MockBedrock,
+    pub dir: tempfile::TempDir,
+    pub cert_pem: Option<String>,
+    child: Child,
+}
+
+impl TestGateway {
+    pub async fn start(options: Options) -> TestGateway {
+        let mock = MockBedrock::start(options.mock.clone()).await.expect("mock starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cert_pem = None;
+        let tls_lines = if options.https {
+            let cert = tollgate_host::gateway::tls::self_signed(dir.path()).expect("certificate");
+            cert_pem = Some(cert.cert_pem.clone());
+            format!(
+                "tls-cert = {:?}\ntls-key = {:?}\n",
+                cert.cert.display().to_string(),
+                cert.key.display().to_string()
+            )
+        } else {
+            "plain-http = true\n".to_owned()
+        };
+        let mut toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
+             [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             auth = \"none\"\nmax-attempts = 1\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
+             invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n\n",
+            options.server_extra,
+            mock.url(),
+            std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
+        );
+        for t in &options.tenants {
+            toml.push_str(&format!(
+                "[tenants.{id}]\ntier = \"{tier}\"\nbudget-usd = \"{budget}\"\npolicy = {policy:?}\ndeadline-ms = 200\n{extra}\n\
+                 [[tenants.{id}.api-keys]]\nkey = \"{bearer}\"\n[[tenants.{id}.access-keys]]\naccess-key-id = \"{akid}\"\n\
+                 secret-access-key = \"{secret}\"\n[tenants.{id}.policy-config]\n{config}\n\n",
+                id = t.id,
+                tier = t.tier,
+                budget = t.budget_usd,
+                policy = component(t.policy).display().to_string(),
+                extra = t.extra,
+                bearer = t.bearer_key(),
+                akid = t.access_key_id(),
+                secret = t.secret(),
+                config = t.policy_config,
+            ));
+        }
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let mut child = tollgate()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("TOLLGATE_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tollgate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        // The first line names the endpoint; it is printed once the port is open.
+        let line = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            // Keep draining so the process never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            line
+        })
+        .await
+        .expect("read the first line");
+        let Some(url) = line.trim().strip_prefix("tollgate listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            panic!("tollgate serve did not start: {line:?}\n{log}");
+        };
+        TestGateway {
+            url: url.to_owned(),
+            mock,
+            dir,
+            cert_pem,
+            child,
+        }
+    }
+
+    fn http_client(&self) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+        let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+        if let Some(pem) = &self.cert_pem {
+            builder = builder.tls_context(
+                TlsContext::builder()
+                    .with_trust_store(TrustStore::empty().with_pem_certificate(pem.as_bytes()))
+                    .build()
+                    .expect("tls context"),
+            );
+        }
+        builder.build_https()
+    }
+
+    /// A tenant's SDK client, signing with its access key (SigV4). Retries
+    /// are off so each verdict reaches the test as it was given.
+    pub fn sigv4_client(&self, tenant: &TenantSpec) -> Client {
+        let config = Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::from_keys(
+                tenant.access_key_id(),
+                tenant.secret(),
+                None,
+            ))
+            .endpoint_url(&self.url)
+            .retry_config(RetryConfig::disabled())
+            .http_client(self.http_client())
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// A tenant's SDK client with its Bedrock API key (bearer; HTTPS only).
+    pub fn bearer_client(&self, tenant: &TenantSpec) -> Client {
+        let config = Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .bearer_token(aws_sdk_bedrockruntime::config::Token::new(tenant.bearer_key(), None))
+            .endpoint_url(&self.url)
+            .retry_config(RetryConfig::disabled())
+            .http_client(self.http_client())
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// A plain HTTP client for raw requests (bad input, admin API).
+    pub fn raw(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false);
+        if let Some(pem) = &self.cert_pem {
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("certificate"));
+        }
+        builder.build().expect("client")
+    }
+
+    /// A tenant's state from the admin API.
+    pub async fn tenant_state(&self, tenant: &str) -> Value {
+        self.raw()
+            .get(format!("{}/admin/tenants/{tenant}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin API answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Waits (bounded) until the tenant has no reservation open.
+    pub async fn settled(&self, tenant: &str) -> Value {
+        for _ in 0..1000 {
+            let state = self.tenant_state(tenant).await;
+            if state["open-reservations"] == 0 {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("tenant {tenant} still has open reservations after 10 s");
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("invocations.jsonl")
+    }
+
+    pub fn records(&self) -> Vec<InvocationRecord> {
+        InvocationLog::read_all(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
