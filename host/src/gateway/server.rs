@@ -99,16 +99,24 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let metrics = Arc::clone(state.gateway.metrics());
-    let response = match answer(&state, operation, model, &method, &uri, &headers, body).await {
+    match answer(&state, operation, model, &method, &uri, &headers, body).await {
         Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    // Calls that reached the service count themselves; this counts the rest too, by status.
-    if response.status().is_client_error() && response.headers().get(super::service::DECISION_HEADER).is_none() {
-        metrics.response(operation_name(operation), response.status().as_u16());
+        Err(Refused::BeforeService(err)) => {
+            // The service counts the calls it saw; these it never did.
+            state
+                .gateway
+                .metrics()
+                .response(operation_name(operation), err.status.as_u16());
+            err.into_response()
+        }
+        Err(Refused::ByService(err)) => err.into_response(),
     }
-    response
+}
+
+/// An error answer, by who produced it.
+enum Refused {
+    BeforeService(BedrockError),
+    ByService(BedrockError),
 }
 
 async fn answer(
@@ -119,24 +127,27 @@ async fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, BedrockError> {
+) -> Result<Response, Refused> {
     let Ok(Path(model_id)) = model else {
-        return Err(BedrockError::validation(
+        return Err(Refused::BeforeService(BedrockError::validation(
             "The provided model identifier is not valid: it must be percent-encoded UTF-8 in the path",
-        ));
+        )));
     };
     let limit = state.settings.max_body_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        BedrockError::new(
+        Refused::BeforeService(BedrockError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "ValidationException",
             format!(
                 "The request body is larger than this gateway's limit of {limit} bytes (or could not be read); send \
                  smaller images or documents, or raise [server] max-body-bytes"
             ),
-        )
+        ))
     })?;
-    let tenant = state.gateway.authenticate(headers, method, uri, &body)?;
+    let tenant = state
+        .gateway
+        .authenticate(headers, method, uri, &body)
+        .map_err(Refused::BeforeService)?;
     let response = state
         .gateway
         .call(
@@ -147,7 +158,8 @@ async fn answer(
                 body,
             },
         )
-        .await?;
+        .await
+        .map_err(Refused::ByService)?;
     let mut out = match response.body {
         CallBody::Full(bytes) => Response::new(Body::from(bytes)),
         CallBody::Stream(frames) => Response::new(Body::from_stream(frames)),

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Load run: the gateway's overhead against direct calls to the mock Bedrock,
+# with wrk (a real HTTP load generator) at c=1, 8 and 64.
+#
+#   benches/gateway-load.sh [seconds-per-run]
+#   STORE=memory benches/gateway-load.sh   # the in-memory ledger instead of the durable one
+#
+# Starts `tollgate mock-bedrock` and `tollgate serve` (plain HTTP on loopback,
+# durable ledger, invocation log on) in front of it, with one tenant on the
+# budget-guard policy, then runs wrk against each. Needs wrk
+# (`apt-get install wrk`). Prints one table in the format of benches/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+store="${STORE:-durable}"
+command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet
+bin=target/release/tollgate
+$bin policy build policies --out policies/target/components >/dev/null
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+
+$bin mock-bedrock --listen 127.0.0.1:0 >"$work/mock.out" &
+until grep -q "listening on" "$work/mock.out" 2>/dev/null; do sleep 0.05; done
+mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
+
+cat >"$work/tollgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+plain-http = true
+[upstream]
+kind = "bedrock"
+[upstream.bedrock]
+endpoint = "$mock"
+region = "us-east-1"
+auth = "none"
+[ledger]
+store = "$store"
+path = "ledger.redb"
+[log]
+invocations = "invocations.jsonl"
+[engine]
+cache-dir = "cache"
+[tenants.acme]
+tier = "pro"
+budget-usd = "1000000"
+# Wall-clock deadline: wrk, the mock and the gateway share 2 cores here, and a
+# preempted worker would otherwise fail a good policy (seen: 13 of 35k at 5 ms).
+deadline-ms = 50
+policy = "$PWD/policies/target/components/budget_guard.wasm"
+[[tenants.acme.api-keys]]
+key = "acme-load-test-key-0123456789"
+TOML
+$bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
+until grep -q "listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
+gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
+
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer acme-load-test-key-0123456789"
+wrk.body = '{"messages":[{"role":"user","content":[{"text":"Summarise the quarterly report in three short bullet points"}]}],"inferenceConfig":{"maxTokens":256},"requestMetadata":{"user":"u-1","use-case":"load"}}'
+LUA
+path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+
+# One run: prints "rps p50 p99" (latencies in ms).
+run() {
+  local url=$1 c=$2 threads=$(( $2 < 2 ? 1 : 2 ))
+  wrk -t"$threads" -c"$c" -d"${secs}s" --latency -s "$work/post.lua" "$url$path" >"$work/wrk.out"
+  if grep -q "Non-2xx" "$work/wrk.out"; then
+    echo "non-2xx responses during the run (work dir $work):" >&2; cat "$work/wrk.out" >&2
+    [ -f "$work/invocations.jsonl" ] && grep -v '"status":200' "$work/invocations.jsonl" | head -3 >&2; exit 1
+  fi
+  awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$work/wrk.out"
+}
+
+# Warm both (connections, the policy pool, the estimator).
+wrk -t1 -c8 -d2s -s "$work/post.lua" "$mock$path" >/dev/null
+wrk -t1 -c8 -d2s -s "$work/post.lua" "$gw$path" >/dev/null
+
+echo "| c | direct req/s | direct p50 ms | direct p99 ms | gateway req/s | gateway p50 ms | gateway p99 ms | added p50 ms | added p99 ms |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for c in 1 8 64; do
+  read -r d_rps d_p50 d_p99 < <(run "$mock" "$c")
+  read -r g_rps g_p50 g_p99 < <(run "$gw" "$c")
+  awk -v c="$c" -v dr="$d_rps" -v d5="$d_p50" -v d9="$d_p99" -v gr="$g_rps" -v g5="$g_p50" -v g9="$g_p99" \
+    'BEGIN { printf "| %s | %s | %.3f | %.3f | %s | %.3f | %.3f | %.3f | %.3f |\n", c, dr, d5, d9, gr, g5, g9, g5-d5, g9-d9 }'
+done
+echo
+echo "invocation records written: $(wc -l <"$work/invocations.jsonl")"
