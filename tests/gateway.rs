@@ -410,8 +410,8 @@ async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
         .expect("stream starts");
     stream.stream.recv().await.expect("first event").expect("an event");
     drop(stream);
+    let records = gw.wait_for_records(2).await;
     let state = gw.settled("acme").await;
-    let records = gw.records();
     assert_eq!(records.len(), 2);
     let gone = &records[1];
     assert_eq!(gone.tollgate.charged_from, "reservation");

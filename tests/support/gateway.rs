@@ -247,6 +247,19 @@ impl TestGateway {
         InvocationLog::read_all(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits (bounded) for `n` records: a call the caller abandoned is
+    /// logged by the gateway on its own time.
+    pub async fn wait_for_records(&self, n: usize) -> Vec<InvocationRecord> {
+        for _ in 0..1000 {
+            let records = self.records();
+            if records.len() >= n {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} invocation records after 10 s: {:#?}", self.records());
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

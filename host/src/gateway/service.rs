@@ -636,6 +636,8 @@ impl StreamPump {
     async fn run(mut self, upstream: reqwest::Response, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
         let mut bytes = upstream.bytes_stream();
         let mut buf = BytesMut::new();
+        // The frame that ends a failed stream, sent after the charge.
+        let mut final_frame: Option<Bytes> = None;
         let end = 'pump: loop {
             let chunk = match tokio::time::timeout(self.idle, bytes.next()).await {
                 Err(_) => {
@@ -671,16 +673,18 @@ impl StreamPump {
                     let _ = tx.send(Ok(raw)).await;
                     break 'pump StreamEnd::Complete;
                 }
-                let failure = (frame.message_type != "event").then(|| {
+                if frame.message_type != "event" {
+                    // Held back until the call is charged and logged, like a metadata frame.
                     let message = frame.payload.get("message").and_then(Value::as_str).unwrap_or_default();
-                    format!("the upstream sent {} {}: {message}", frame.message_type, frame.kind)
-                });
+                    self.trace.error_type = Some(frame.kind.clone());
+                    final_frame = Some(raw);
+                    break 'pump StreamEnd::UpstreamFailed(format!(
+                        "the upstream sent {} {}: {message}",
+                        frame.message_type, frame.kind
+                    ));
+                }
                 if tx.send(Ok(raw)).await.is_err() {
                     break 'pump StreamEnd::CallerGone;
-                }
-                if let Some(failure) = failure {
-                    self.trace.error_type = Some(frame.kind.clone());
-                    break 'pump StreamEnd::UpstreamFailed(failure);
                 }
             }
         };
@@ -696,16 +700,14 @@ impl StreamPump {
                 };
                 tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %why, "stream ended without usage");
                 if let StreamEnd::UpstreamFailed(_) = &end
-                    && self.trace.error_type.is_none()
+                    && final_frame.is_none()
                 {
                     // Tell the caller the stream failed, as Bedrock would.
                     let frame = eventstream::encode_exception(
                         "internalServerException",
                         &format!("tollgate: {why}; the call was charged at its reserved worst case"),
                     );
-                    if let Ok(frame) = frame {
-                        let _ = tx.send(Ok(frame)).await;
-                    }
+                    final_frame = frame.ok();
                     self.trace.error_type = Some("internalServerException".into());
                 }
                 self.trace.upstream_ms = millis(self.upstream_started.elapsed());
@@ -715,6 +717,9 @@ impl StreamPump {
                     .await;
                 self.trace.logged = false;
                 self.gateway.finish(&self.trace);
+                if let Some(frame) = final_frame {
+                    let _ = tx.send(Ok(frame)).await;
+                }
             }
         }
     }
