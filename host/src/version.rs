@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::component::PolicyComponent;
 use crate::contract::{Request, TenantState};
-use crate::decision::{Decision, FailureMode, PolicyFailure, check_verdict};
+use crate::decision::{Decision, FailureKind, FailureMode, PolicyFailure, check_verdict};
 use crate::engine::PolicyEngine;
 use crate::ids::TenantId;
 use crate::instances::{CallLimits, InstanceStrategy, Instances};
@@ -177,10 +177,27 @@ impl PolicyVersion {
     /// for test cases that pin their own parameters.
     pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
         let start = Instant::now();
-        let outcome = self
-            .instances
-            .decide(request, state)
-            .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
+        let cpu_start = thread_cpu_time();
+        let run = || {
+            self.instances
+                .decide(request, state)
+                .and_then(|verdict| check_verdict(&verdict).map(|()| verdict))
+        };
+        let mut outcome = run();
+        // The deadline is wall clock. On a busy host a thread can lose its core
+        // for longer than the deadline while the policy itself ran for
+        // microseconds; that is not the policy's fault. When the thread used
+        // less than half the deadline in CPU time, decide once more (policies
+        // are pure functions, so a second run is safe). A spinning policy
+        // burns its CPU time and still times out; at worst it gets two deadlines.
+        if let Err(failure) = &outcome
+            && failure.kind == FailureKind::Timeout
+            && let (Some(before), Some(after)) = (cpu_start, thread_cpu_time())
+            && after.saturating_sub(before) < self.deadline() / 2
+        {
+            tracing::info!(policy = %self.id, "policy call timed out while its thread was preempted; deciding again");
+            outcome = run();
+        }
         let elapsed = start.elapsed();
         match outcome {
             Ok(verdict) => Decision::from_verdict(verdict, self.id.clone(), elapsed),
@@ -212,4 +229,21 @@ impl fmt::Debug for PolicyVersion {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+/// CPU time the calling thread has used, where the platform tells it.
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a pointer to a local we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
 }
