@@ -240,7 +240,10 @@ fn thread_cpu_time() -> Option<Duration> {
     if rc != 0 {
         return None;
     }
-    Some(Duration::new(u64::try_from(ts.tv_sec).ok()?, u32::try_from(ts.tv_nsec).ok()?))
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
 }
 
 #[cfg(not(unix))]
