@@ -123,6 +123,12 @@ impl Instances {
         }
     }
 
+    /// Linear memory held by an idle instance, if one is idle.
+    pub(crate) fn idle_memory_bytes(&self) -> Option<usize> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.first().map(|warm| warm.store.data().memory_bytes())
+    }
+
     pub(crate) fn instantiate_only(&self) {
         let _ = self.instantiate();
     }
