@@ -211,3 +211,33 @@ fn garbage_and_core_modules_are_refused_with_advice() {
         "{err}"
     );
 }
+
+/// An interpreter's heap grows over calls on a reused instance (here on
+/// purpose, 256 KiB a call). The host retires an instance close to its cap
+/// after its call, so that growth never turns into a failed decision.
+#[test]
+fn a_reused_instance_is_retired_before_it_reaches_its_memory_cap() {
+    let component = std::fs::read(guest_component("python/hostile/leak", None)).expect("read component");
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let settings = PolicySettings {
+        deadline_ms: 200,
+        // The default cap: about 12 MiB of it is CPython's own start-up heap.
+        memory_limit_mib: 16,
+        ..PolicySettings::default()
+    };
+    registry
+        .register(&tenant("py"), &component, settings, "leak", None)
+        .expect("register");
+    let mut fresh_starts = 0;
+    for call in 0..200 {
+        let decision = registry
+            .decide(&tenant("py"), &mut request(), &state())
+            .expect("tenant");
+        assert!(decision.failure.is_none(), "call {call}: {decision:?}");
+        if decision.reason == "kept 1 blocks" {
+            fresh_starts += 1;
+        }
+    }
+    // 200 calls of 256 KiB cannot fit in one instance under 16 MiB.
+    assert!(fresh_starts > 1, "the instance was never retired");
+}

@@ -11,6 +11,11 @@
 //!
 //! Either way each call resets the store's epoch deadline, so a call gets its
 //! full time budget however long the instance has lived.
+//!
+//! A reused instance whose memory has grown to within [`RETIRE_HEADROOM`]
+//! of its cap is retired after its call: interpreted runtimes (Python, JavaScript)
+//! grow their heaps over thousands of calls, and an instance left to reach
+//! the cap would fail a decision instead of a fresh one taking over.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +28,10 @@ use crate::contract::{Request, TenantState, Verdict};
 use crate::decision::{FailureKind, PolicyFailure};
 use crate::engine::PolicyEngine;
 use crate::sandbox::CallContext;
+
+/// Room below the memory cap that a pooled instance must keep to be reused:
+/// more than an interpreter's heap grows by in one step.
+pub const RETIRE_HEADROOM: usize = 2 << 20;
 
 /// Where a call's instance comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +150,9 @@ impl Instances {
     }
 
     fn give_back(&self, warm: Warm) {
+        if warm.store.data().memory_bytes().saturating_add(RETIRE_HEADROOM) > self.limits.memory_bytes {
+            return;
+        }
         if let InstanceStrategy::Pooled { max_idle } = self.strategy {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < max_idle {
