@@ -42,6 +42,7 @@ fn decisions_keep_flowing_on_the_old_version_while_a_python_policy_compiles() {
         })
     };
 
+    let started = std::time::Instant::now();
     let mut during = 0u64;
     let mut slowest = Duration::ZERO;
     while compiling.load(Ordering::Acquire) {
@@ -58,14 +59,20 @@ fn decisions_keep_flowing_on_the_old_version_while_a_python_policy_compiles() {
         assert_eq!(decision.action, Action::Admit);
         during += 1;
     }
+    let compiling_for = started.elapsed();
     let id = uploader.join().expect("uploader");
     assert_eq!(id.number, 2);
     let active = registry.active(&acme).expect("active");
     assert_eq!(active.component().origin(), LoadOrigin::Compiled);
     // Compiling 18 MB of Python takes seconds; thousands of decisions fit.
     assert!(during >= 100, "only {during} decisions while compiling");
-    // A decision never waited for the compiler (generous: 2 busy cores).
-    assert!(slowest < Duration::from_millis(100), "a decision took {slowest:?}");
+    // A decision never waited for the compiler. On two cores shared with
+    // the compiler's threads a decision can be descheduled for a while, but
+    // one that waited for the compile would take about all of it.
+    assert!(
+        slowest * 4 < compiling_for,
+        "a decision took {slowest:?} of the {compiling_for:?} compile"
+    );
     let after = registry.decide(&acme, &mut request(), &state()).expect("tenant");
     assert_eq!(after.version.number, 2);
     assert!(after.reason.contains("budget"), "{}", after.reason);
