@@ -7,7 +7,12 @@
 //! - `pooled/allow-all`: the smallest policy on a reused instance (the floor
 //!   of a Wasm call: lowering the request and state, lifting the verdict);
 //! - `pooled/budget-guard` and `fresh/budget-guard`: a real policy under
-//!   each instance strategy.
+//!   each instance strategy;
+//! - `pooled/budget-guard-py`, `-js-quickjs`, `-js-starlingmonkey`: the same
+//!   policy written in Python and JavaScript, when their components have
+//!   been built (the integration tests build them into
+//!   `target/guest-components`); otherwise they are skipped with a note, so
+//!   the bench needs no Python or JavaScript toolchain.
 //!
 //! Run: `cargo bench --bench decide`. Results: `benches/RESULTS.md`.
 
@@ -150,7 +155,59 @@ fn decide(c: &mut Criterion) {
             b.iter(|| black_box(version.decide(&mut req, black_box(&state))))
         });
     }
+    for (name, path) in guest_components() {
+        let Some(file) = path else {
+            eprintln!(
+                "skipping {name}: its component is not built (run `cargo test --release --test conformance` first)"
+            );
+            continue;
+        };
+        let guest = PolicySettings {
+            instances: pooled,
+            deadline_ms: 100,
+            memory_limit_mib: 64,
+            ..PolicySettings::default()
+        };
+        let component = engine.load_file(&file).expect("load");
+        let version = PolicyVersion::build(
+            &engine,
+            component,
+            TenantId::new("acme").expect("id"),
+            1,
+            guest,
+            name.into(),
+        )
+        .expect("version");
+        let mut req = request();
+        let first = version.decide(&mut req, &state);
+        assert!(first.failure.is_none(), "{name}: {}", first.reason);
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(version.decide(&mut req, black_box(&state))))
+        });
+    }
     group.finish();
+}
+
+/// The Python and JavaScript builds of budget-guard, where the tests left them.
+fn guest_components() -> Vec<(&'static str, Option<PathBuf>)> {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/guest-components");
+    [
+        (
+            "pooled/budget-guard-py",
+            "python-examples-budget-guard-default/budget_guard_py.wasm",
+        ),
+        (
+            "pooled/budget-guard-js-quickjs",
+            "js-examples-budget-guard-quickjs/budget_guard_js.wasm",
+        ),
+        (
+            "pooled/budget-guard-js-starlingmonkey",
+            "js-examples-budget-guard-starlingmonkey/budget_guard_js.wasm",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, file)| (name, Some(built.join(file)).filter(|p| p.exists())))
+    .collect()
 }
 
 criterion_group!(benches, decide);

@@ -3,8 +3,11 @@
 mod demo;
 mod mock_cmd;
 mod policy_build;
+mod policy_build_js;
+mod policy_build_py;
 mod policy_cmd;
 mod policy_demo;
+mod policy_guest;
 mod serve;
 
 use std::path::PathBuf;
@@ -80,13 +83,22 @@ enum PolicyCommand {
         #[arg(long)]
         policies: Option<PathBuf>,
     },
-    /// Compile a Rust policy crate or workspace to components.
+    /// Compile a policy to a component: a Rust crate or workspace, or a
+    /// directory with a policy.py or policy.js.
     Build {
-        /// Directory with the policy's Cargo.toml.
+        /// Directory with the policy's Cargo.toml, policy.py or policy.js.
         dir: PathBuf,
-        /// Where to write the components (default: <target-dir>/components).
+        /// Where to write the components (default: <target-dir>/components
+        /// for Rust, <dir>/target otherwise).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The Python/JavaScript toolchain installed by
+        /// policies/toolchain/install.sh (default: $TOLLGATE_TOOLS, ./.tools, PATH).
+        #[arg(long)]
+        tools: Option<PathBuf>,
+        /// The JavaScript engine compiled into a JavaScript policy.
+        #[arg(long, value_enum, default_value_t)]
+        js_engine: policy_build_js::JsEngine,
     },
     /// Check that a file is a valid policy: world, imports, exports.
     Check {
@@ -165,8 +177,13 @@ fn run(cli: Cli) -> Result<()> {
             mid_stream_error_rate,
             seed,
         }),
-        Command::Policy(PolicyCommand::Build { dir, out }) => {
-            for path in policy_build::build(&dir, out.as_deref())? {
+        Command::Policy(PolicyCommand::Build {
+            dir,
+            out,
+            tools,
+            js_engine,
+        }) => {
+            for path in policy_build::build_dir(&dir, out.as_deref(), tools.as_deref(), js_engine)? {
                 println!("{}", path.display());
             }
             Ok(())

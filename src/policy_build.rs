@@ -1,8 +1,9 @@
 //! `tollgate policy build`: compile a Rust policy crate or workspace for
-//! `wasm32-unknown-unknown` and wrap each module as a component.
+//! `wasm32-unknown-unknown` and wrap each module as a component; Python and
+//! JavaScript policy directories go to their own builders.
 //!
-//! Building for `wasm32-unknown-unknown` (not WASI) keeps policies free of
-//! any import but the tollgate host interface.
+//! Building for `wasm32-unknown-unknown` (not WASI) keeps Rust policies free
+//! of any import but the tollgate host interface.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,28 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::policy_build_js::{self, JsEngine};
+use crate::policy_build_py;
+use crate::policy_guest::{Language, Tools};
+
 pub const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Builds a policy directory in whatever language it is written in. Python
+/// and JavaScript components go to `out` (default: `<dir>/target`).
+pub fn build_dir(dir: &Path, out: Option<&Path>, tools: Option<&Path>, js_engine: JsEngine) -> Result<Vec<PathBuf>> {
+    let language = Language::of(dir)?;
+    if language == Language::Rust {
+        return build(dir, out);
+    }
+    let out_dir = out.map_or_else(|| dir.join("target"), Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let tools = Tools::locate(tools);
+    let built = match language {
+        Language::Python => policy_build_py::build(dir, &out_dir, &tools)?,
+        _ => policy_build_js::build(dir, &out_dir, &tools, js_engine)?,
+    };
+    Ok(vec![built])
+}
 
 /// Builds every cdylib under `manifest_dir` and writes components to `out`
 /// (default: `<target-dir>/components`). Returns the component paths.

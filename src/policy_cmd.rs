@@ -168,6 +168,12 @@ pub fn bench(engine: &PolicyEngine, file: &Path, options: &BenchOptions) -> Resu
         pct(0.999),
         samples[samples.len() - 1]
     );
+    if let Some(bytes) = version.instance_memory_bytes() {
+        println!(
+            "  memory       {:.1} MiB of linear memory per instance",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
     Ok(())
 }
 

@@ -15,7 +15,22 @@ use tollgate_host::{Action, FailureKind, FailureMode, LoadError, PolicySettings,
 const MARGIN: Duration = Duration::from_millis(250);
 
 fn contained(policy: &str, expected: FailureKind) {
-    let registry = Arc::new(tollgate_host::Registry::new(engine()));
+    contained_component(policy, &wasm(policy), expected, PolicySettings::default());
+}
+
+/// Python and JavaScript runtimes start with more memory than a Rust
+/// policy, so their tenants get a larger cap, which a bomb must still hit.
+fn contained_guest(path: &str, engine: Option<&str>, expected: FailureKind) {
+    let component = std::fs::read(guest_component(path, engine)).expect("read component");
+    let settings = PolicySettings {
+        memory_limit_mib: 48,
+        ..PolicySettings::default()
+    };
+    contained_component(path, &component, expected, settings);
+}
+
+fn contained_component(policy: &str, component: &[u8], expected: FailureKind, base: PolicySettings) {
+    let registry = Arc::new(tollgate_host::Registry::new(cached_engine()));
     // The good tenant's deadline is generous: this test runs many busy
     // threads on two cores, and the point is isolation, not CPU share.
     register(
@@ -30,20 +45,16 @@ fn contained(policy: &str, expected: FailureKind) {
     // Only the loop is meant to meet the deadline; the others must hit their
     // own limit first, even on a loaded machine, so they get more time.
     let deadline_ms = if expected == FailureKind::Timeout { 5 } else { 200 };
-    let hostile = PolicySettings {
-        deadline_ms,
-        ..PolicySettings::default()
+    let hostile = PolicySettings { deadline_ms, ..base };
+    let open = PolicySettings {
+        failure_mode: FailureMode::Open,
+        ..hostile.clone()
     };
-    register(&registry, "closed", policy, hostile.clone());
-    register(
-        &registry,
-        "open",
-        policy,
-        PolicySettings {
-            failure_mode: FailureMode::Open,
-            ..hostile
-        },
-    );
+    for (tenant_id, settings) in [("closed", hostile), ("open", open)] {
+        registry
+            .register(&tenant(tenant_id), component, settings, policy, None)
+            .unwrap_or_else(|e| panic!("register {policy} for {tenant_id}: {e}"));
+    }
 
     // A well-behaved tenant decides continuously while the hostile one runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,6 +128,30 @@ fn a_memory_bomb_hits_the_memory_cap() {
 }
 
 #[test]
+fn a_python_infinite_loop_is_stopped_at_the_deadline() {
+    contained_guest("python/hostile/spin", None, FailureKind::Timeout);
+}
+
+#[test]
+fn a_python_memory_bomb_hits_the_memory_cap() {
+    contained_guest("python/hostile/memory-bomb", None, FailureKind::MemoryLimit);
+}
+
+#[test]
+fn javascript_infinite_loops_are_stopped_at_the_deadline() {
+    for engine in ["quickjs", "starlingmonkey"] {
+        contained_guest("js/hostile/spin", Some(engine), FailureKind::Timeout);
+    }
+}
+
+#[test]
+fn javascript_memory_bombs_hit_the_memory_cap() {
+    for engine in ["quickjs", "starlingmonkey"] {
+        contained_guest("js/hostile/memory-bomb", Some(engine), FailureKind::MemoryLimit);
+    }
+}
+
+#[test]
 fn a_trap_is_contained() {
     contained("trap", FailureKind::Trap);
 }
@@ -175,4 +210,34 @@ fn garbage_and_core_modules_are_refused_with_advice() {
         err.contains("core WebAssembly module") && err.contains("tollgate policy build"),
         "{err}"
     );
+}
+
+/// An interpreter's heap grows over calls on a reused instance (here on
+/// purpose, 256 KiB a call). The host retires an instance close to its cap
+/// after its call, so that growth never turns into a failed decision.
+#[test]
+fn a_reused_instance_is_retired_before_it_reaches_its_memory_cap() {
+    let component = std::fs::read(guest_component("python/hostile/leak", None)).expect("read component");
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let settings = PolicySettings {
+        deadline_ms: 200,
+        // The default cap: about 12 MiB of it is CPython's own start-up heap.
+        memory_limit_mib: 16,
+        ..PolicySettings::default()
+    };
+    registry
+        .register(&tenant("py"), &component, settings, "leak", None)
+        .expect("register");
+    let mut fresh_starts = 0;
+    for call in 0..200 {
+        let decision = registry
+            .decide(&tenant("py"), &mut request(), &state())
+            .expect("tenant");
+        assert!(decision.failure.is_none(), "call {call}: {decision:?}");
+        if decision.reason == "kept 1 blocks" {
+            fresh_starts += 1;
+        }
+    }
+    // 200 calls of 256 KiB cannot fit in one instance under 16 MiB.
+    assert!(fresh_starts > 1, "the instance was never retired");
 }

@@ -159,3 +159,92 @@ fn a_version_is_activated_only_after_config_and_cases_pass() {
     assert_eq!(active.id().number, 1, "refused versions change nothing");
     assert_eq!(registry.versions(&acme).len(), 1);
 }
+
+/// Python and JavaScript policies swap like Rust ones: each loads, is
+/// replaced under concurrent decisions, and is rolled back, with no failed
+/// decision and every decision on the newest version it could see.
+#[test]
+fn python_and_javascript_policies_swap_and_roll_back_under_load() {
+    let python = std::fs::read(guest_component("python/examples/budget-guard", None)).expect("python build");
+    let javascript = std::fs::read(guest_component("js/examples/budget-guard", Some("quickjs"))).expect("js build");
+    let guest = || PolicySettings {
+        memory_limit_mib: 64,
+        ..relaxed()
+    };
+    let registry = Arc::new(Registry::new(cached_engine()));
+    let acme = tenant("acme");
+    // v1: Python.
+    registry
+        .register(&acme, &python, guest(), "python", None)
+        .expect("python loads");
+
+    let published = Arc::new(AtomicU32::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let (registry, published, stop, acme) = (
+                Arc::clone(&registry),
+                Arc::clone(&published),
+                Arc::clone(&stop),
+                acme.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Acquire) {
+                    let floor = published.load(Ordering::Acquire);
+                    let decision = registry.decide(&acme, &mut request(), &state()).expect("tenant exists");
+                    assert!(decision.failure.is_none(), "a decision failed: {decision:?}");
+                    // Both builds admit this request with the same reason.
+                    assert_eq!(decision.action, Action::Admit, "{decision:?}");
+                    assert!(
+                        decision.reason.contains("10% of the $100.00 budget"),
+                        "{}",
+                        decision.reason
+                    );
+                    assert!(
+                        decision.version.number >= floor || floor == 0,
+                        "v{} after v{floor}",
+                        decision.version.number
+                    );
+                    seen.insert(decision.version.number);
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let wait_for = |number: u32| loop {
+        let d = registry.decide(&acme, &mut request(), &state()).expect("tenant");
+        assert!(d.failure.is_none(), "{d:?}");
+        if d.version.number == number {
+            break;
+        }
+    };
+    // v2: JavaScript replaces Python while the workers decide.
+    let id = registry
+        .register(&acme, &javascript, guest(), "javascript", None)
+        .expect("js loads");
+    assert_eq!(id.number, 2);
+    published.store(2, Ordering::Release);
+    wait_for(2);
+    // v3: Python again (a new version of the same bytes).
+    let id = registry
+        .register(&acme, &python, guest(), "python", None)
+        .expect("python again");
+    published.store(id.number, Ordering::Release);
+    wait_for(id.number);
+    // Roll back to JavaScript. The floor goes down on purpose: rollback is
+    // the one operation that activates an older number.
+    published.store(0, Ordering::Release);
+    assert_eq!(registry.rollback(&acme).expect("rollback").number, 2);
+    wait_for(2);
+    stop.store(true, Ordering::Release);
+    let mut seen = std::collections::BTreeSet::new();
+    for worker in workers {
+        seen.extend(worker.join().expect("worker"));
+    }
+    assert!(seen.contains(&1) && seen.contains(&2), "workers decided on {seen:?}");
+    let active = registry.active(&acme).expect("active");
+    assert_eq!(active.id().number, 2);
+    assert_eq!(active.source(), "javascript");
+}

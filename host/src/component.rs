@@ -2,7 +2,8 @@
 //! contract, ready to instantiate.
 //!
 //! Invariants:
-//! - It imports nothing but `tollgate:policy/host` and `tollgate:policy/types`.
+//! - It imports nothing but `tollgate:policy/host`, `tollgate:policy/types`
+//!   and the WASI interfaces of [`crate::wasi::PROVIDED`].
 //! - It exports `decide` with exactly the contract's signature; if it exports
 //!   `validate-config`, that has the contract's signature too.
 //! - It is immutable and shared (`Arc`) by every tenant version that uses the

@@ -69,7 +69,7 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "the policy imports `{name}` ({kind}), which tollgate does not provide; policies may import only `{host}`. Remove the import (no WASI, files, sockets, clocks or randomness are available)",
+        "the policy imports `{name}` ({kind}), which tollgate does not provide; policies may import only `{host}` and the WASI 0.2 interfaces an interpreter needs to start. Remove the import (no files, sockets, clocks or randomness are available)",
         host = names::HOST_INTERFACE
     )]
     ForbiddenImport { name: String, kind: &'static str },
@@ -279,7 +279,7 @@ impl PolicyEngine {
         let mut imports = Vec::new();
         for (name, ext) in ty.imports(engine) {
             let kind = item_kind(&ext.ty);
-            if name != names::HOST_INTERFACE && name != names::TYPES_INTERFACE {
+            if name != names::HOST_INTERFACE && name != names::TYPES_INTERFACE && !crate::wasi::is_provided(name) {
                 return Err(LoadError::ForbiddenImport {
                     name: name.to_owned(),
                     kind,

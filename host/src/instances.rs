@@ -11,6 +11,11 @@
 //!
 //! Either way each call resets the store's epoch deadline, so a call gets its
 //! full time budget however long the instance has lived.
+//!
+//! A reused instance whose memory has grown to within [`RETIRE_HEADROOM`]
+//! of its cap is retired after its call: interpreted runtimes (Python, JavaScript)
+//! grow their heaps over thousands of calls, and an instance left to reach
+//! the cap would fail a decision instead of a fresh one taking over.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +28,13 @@ use crate::contract::{Request, TenantState, Verdict};
 use crate::decision::{FailureKind, PolicyFailure};
 use crate::engine::PolicyEngine;
 use crate::sandbox::CallContext;
+
+/// Epoch ticks (ms) `validate-config` may take, instantiation included.
+const VALIDATE_CONFIG_TICKS: u64 = 1000;
+
+/// Room below the memory cap that a pooled instance must keep to be reused:
+/// more than an interpreter's heap grows by in one step.
+pub const RETIRE_HEADROOM: usize = 2 << 20;
 
 /// Where a call's instance comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +100,7 @@ impl Instances {
     pub(crate) fn decide(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
         let mut warm = match self.take_idle() {
             Some(warm) => warm,
-            None => self.instantiate()?,
+            None => self.instantiate(self.limits.deadline_ticks)?,
         };
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(self.limits.deadline_ticks);
@@ -112,8 +124,11 @@ impl Instances {
         let Some(index) = self.component.validate_config else {
             return Ok(Ok(()));
         };
-        let mut warm = self.instantiate()?;
-        warm.store.set_epoch_deadline(self.limits.deadline_ticks);
+        // Load time, off the decision path: an interpreter's fresh instance
+        // must not miss a millisecond deadline on a busy machine and get a
+        // good policy refused. A loop here is still stopped.
+        let mut warm = self.instantiate(VALIDATE_CONFIG_TICKS)?;
+        warm.store.set_epoch_deadline(VALIDATE_CONFIG_TICKS);
         let func = func(&mut warm.store, warm.instance, index)?;
         // SAFETY: type-checked at load, as for `decide`.
         let typed: TypedFunc<(&str,), (Result<(), String>,)> = unsafe { TypedFunc::new_unchecked(func) };
@@ -123,8 +138,14 @@ impl Instances {
         }
     }
 
+    /// Linear memory held by an idle instance, if one is idle.
+    pub(crate) fn idle_memory_bytes(&self) -> Option<usize> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.first().map(|warm| warm.store.data().memory_bytes())
+    }
+
     pub(crate) fn instantiate_only(&self) {
-        let _ = self.instantiate();
+        let _ = self.instantiate(self.limits.deadline_ticks);
     }
 
     fn take_idle(&self) -> Option<Warm> {
@@ -135,6 +156,9 @@ impl Instances {
     }
 
     fn give_back(&self, warm: Warm) {
+        if warm.store.data().memory_bytes().saturating_add(RETIRE_HEADROOM) > self.limits.memory_bytes {
+            return;
+        }
         if let InstanceStrategy::Pooled { max_idle } = self.strategy {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < max_idle {
@@ -143,7 +167,7 @@ impl Instances {
         }
     }
 
-    fn instantiate(&self) -> Result<Warm, PolicyFailure> {
+    fn instantiate(&self, deadline_ticks: u64) -> Result<Warm, PolicyFailure> {
         let engine = self.engine.wasmtime();
         let context = CallContext::new(
             Arc::clone(&self.label),
@@ -152,7 +176,7 @@ impl Instances {
         );
         let mut store = Store::new(engine, context);
         store.limiter(|cx| cx);
-        store.set_epoch_deadline(self.limits.deadline_ticks);
+        store.set_epoch_deadline(deadline_ticks);
         let instance = match self.component.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {

@@ -27,7 +27,8 @@
 //! [`instances`] (running a call), [`version`] (a tenant's policy version),
 //! [`registry`] (tenant → active version, hot swap, rollback), [`decision`]
 //! (verdicts and failure modes), [`cases`] (table-driven policy tests),
-//! [`policy_dir`] (loading tenants' policies from a directory).
+//! [`policy_dir`] (loading tenants' policies from a directory), [`wasi`]
+//! (the deny-everything WASI of Python and JavaScript policies).
 //!
 //! The budget brain: [`pricing`] (the Bedrock price catalog and cost),
 //! [`estimate`] (input tokens before the call, self-calibrating),
@@ -57,6 +58,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod upstream;
 pub mod version;
+pub mod wasi;
 
 pub use component::{LoadOrigin, PolicyComponent};
 pub use contract::{

@@ -1,8 +1,10 @@
 //! What a policy runs with: its per-call limits and the two host functions.
 //!
 //! Invariants:
-//! - A policy gets exactly the `tollgate:policy/host` interface: `log` and
-//!   `price`. No WASI, files, sockets, environment, clocks or randomness.
+//! - A policy gets the `tollgate:policy/host` interface (`log` and `price`)
+//!   and, for interpreted runtimes, the deny-everything WASI of
+//!   [`crate::wasi`]: no files, sockets, environment, real clocks or
+//!   randomness.
 //! - Memory growth past the tenant's cap traps at once (and is recorded, so
 //!   the failure is reported as a memory limit, not a generic trap).
 //! - Host functions bound what a policy can make the host do: log lines are
@@ -15,6 +17,7 @@ use wasmtime::component::Linker;
 
 use crate::contract::{LogLevel, ModelPrice, names};
 use crate::pricing::PriceBook;
+use crate::wasi::PolicyWasi;
 
 /// Longest log message kept from a policy, in bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
@@ -29,8 +32,13 @@ pub struct CallContext {
     memory_cap: usize,
     /// Set when the policy tried to grow memory past `memory_cap`.
     pub(crate) memory_exceeded: bool,
+    /// Linear memory the instance holds, all memories together.
+    memory_bytes: usize,
     logs_left: u32,
     logs_dropped: u32,
+    /// Built on the first WASI call; Rust policies import no WASI and never
+    /// pay for it.
+    wasi: Option<Box<PolicyWasi>>,
 }
 
 impl CallContext {
@@ -40,8 +48,10 @@ impl CallContext {
             prices,
             memory_cap,
             memory_exceeded: false,
+            memory_bytes: 0,
             logs_left: MAX_LOGS_PER_CALL,
             logs_dropped: 0,
+            wasi: None,
         }
     }
 
@@ -50,6 +60,11 @@ impl CallContext {
         self.memory_exceeded = false;
         self.logs_left = MAX_LOGS_PER_CALL;
         self.logs_dropped = 0;
+    }
+
+    /// Linear memory this instance holds (its memories' sizes added up).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
     }
 
     /// Reports log lines dropped during the call that just ended.
@@ -77,6 +92,12 @@ impl CallContext {
     }
 }
 
+impl wasmtime_wasi::WasiView for CallContext {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        self.wasi.get_or_insert_with(|| Box::new(PolicyWasi::deny_all())).view()
+    }
+}
+
 impl ResourceLimiter for CallContext {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
@@ -86,6 +107,9 @@ impl ResourceLimiter for CallContext {
                 self.memory_cap
             );
         }
+        // Called with `current == 0` when a memory is created, so this adds
+        // up every memory of the instance.
+        self.memory_bytes = self.memory_bytes.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 
@@ -100,10 +124,12 @@ impl ResourceLimiter for CallContext {
     }
 }
 
-/// The linker every policy is instantiated with: the host interface and the
-/// type-only interface, nothing else.
+/// The linker every policy is instantiated with: the host interface, the
+/// type-only interface and the deny-everything WASI. A component is linked
+/// only to what it imports, so a policy without WASI imports gets none.
 pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<CallContext>> {
     let mut linker = Linker::<CallContext>::new(engine);
+    crate::wasi::add_to_linker(&mut linker)?;
     linker.instance(names::TYPES_INTERFACE)?;
     let mut host = linker.instance(names::HOST_INTERFACE)?;
     host.func_wrap("log", |mut cx, (level, message): (LogLevel, String)| {

@@ -215,6 +215,13 @@ impl PolicyVersion {
         self.instances.instantiate_only();
     }
 
+    /// Linear memory of one warm instance (pooled strategy, after at least
+    /// one decision), for `tollgate policy bench`.
+    #[doc(hidden)]
+    pub fn instance_memory_bytes(&self) -> Option<usize> {
+        self.instances.idle_memory_bytes()
+    }
+
     /// The deadline a decision runs under.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.settings.deadline_ms)

@@ -1,0 +1,192 @@
+"""Write tollgate cost policies in Python.
+
+A policy module defines ``class WitWorld(tollgate_policy.Policy)`` with a
+``decide(self, request, state)`` method returning a verdict built with
+``admit``, ``downgrade``, ``throttle`` or ``reject``. ``tollgate policy build``
+compiles it, with this module, into a WebAssembly component.
+
+Money is integer nano-dollars (1 USD = 1_000_000_000) everywhere: Python
+ints are exact, so never divide money with ``/`` (a float); use ``//`` or the
+helpers below.
+"""
+
+import json
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import host
+from wit_world.imports.host import LogLevel, ModelPrice
+from wit_world.imports.types import (
+    Action_Admit,
+    Action_Downgrade,
+    Action_Reject,
+    Action_Throttle,
+    AlertLevel,
+    Budget,
+    Operation,
+    Period,
+    RejectKind,
+    Request,
+    TenantState,
+    Verdict,
+)
+
+__all__ = [
+    "AlertLevel", "Budget", "LogLevel", "ModelPrice", "Operation", "Period", "Policy",
+    "RejectKind", "Request", "TenantState", "Verdict", "NANOS_PER_USD", "admit", "alert_level",
+    "alert_name", "alert_rank", "basis_points", "cents", "committed", "cost_of", "downgrade",
+    "format_usd", "log", "ms_until_next_minute", "parse_config", "percent_of", "price",
+    "reject", "remaining", "throttle", "usd", "with_metadata",
+]
+
+NANOS_PER_USD = 1_000_000_000
+U64_MAX = (1 << 64) - 1
+
+
+class Policy(wit_world.WitWorld):
+    """Base class of a policy: override ``decide`` and, when the policy has
+    parameters, ``check_config`` (raise ``ValueError`` saying what is wrong)."""
+
+    def decide(self, request: Request, state: TenantState) -> Verdict:
+        raise NotImplementedError("a policy must define decide(self, request, state)")
+
+    def check_config(self, config: str) -> None:
+        """Accepts everything unless overridden."""
+
+    def validate_config(self, config: str) -> None:
+        try:
+            self.check_config(config)
+        except ValueError as err:
+            raise Err(str(err))
+
+
+# --- money ----------------------------------------------------------------
+
+def usd(dollars: int) -> int:
+    """Whole dollars as nano-dollars."""
+    return min(dollars * NANOS_PER_USD, U64_MAX)
+
+
+def cents(amount: int) -> int:
+    """Cents as nano-dollars."""
+    return min(amount * (NANOS_PER_USD // 100), U64_MAX)
+
+
+def basis_points(part: int, whole: int) -> int:
+    """``part`` in 1/100 of a percent of ``whole``, rounded down; a zero
+    budget counts as full once anything is spent."""
+    if whole == 0:
+        return 0 if part == 0 else 10_000
+    return part * 10_000 // whole
+
+
+def percent_of(part: int, whole: int) -> int:
+    """``part`` as a whole percentage of ``whole``, rounded down."""
+    return basis_points(part, whole) // 100
+
+
+def cost_of(model_price: ModelPrice, input_tokens: int, output_tokens: int) -> int:
+    """Cost of the tokens at a price per million tokens, rounded up."""
+    total = input_tokens * model_price.input + output_tokens * model_price.output
+    return min(-(-total // 1_000_000), U64_MAX)
+
+
+def format_usd(amount: int) -> str:
+    """``$1,234.56`` for reasons; small amounts keep their digits (``$0.0174``)."""
+    dollars, nanos = divmod(amount, NANOS_PER_USD)
+    if dollars == 0 and nanos % (NANOS_PER_USD // 100) != 0:
+        return "$0." + f"{nanos:09d}".rstrip("0")
+    return f"${dollars:,}.{nanos // (NANOS_PER_USD // 100):02d}"
+
+
+def committed(budget: Budget) -> int:
+    """Spent plus reserved: what the tenant has committed this period."""
+    return min(budget.spent + budget.reserved, U64_MAX)
+
+
+def remaining(budget: Budget) -> int:
+    """What is left of the limit after committed spend (0 when over)."""
+    return max(budget.limit - committed(budget), 0)
+
+
+def ms_until_next_minute(now_ms: int) -> int:
+    """Milliseconds to the next one-minute window: the natural retry delay."""
+    return 60_000 - now_ms % 60_000
+
+
+# --- alert levels ----------------------------------------------------------
+
+_ALERT_NAMES = {AlertLevel.GREEN: "green", AlertLevel.YELLOW: "yellow", AlertLevel.ORANGE: "orange", AlertLevel.RED: "red"}
+_ALERT_BY_NAME = {name: level for level, name in _ALERT_NAMES.items()}
+
+
+def alert_rank(level: AlertLevel) -> int:
+    """Orders levels green (0) < yellow < orange < red (3)."""
+    return level.value
+
+
+def alert_name(level: AlertLevel) -> str:
+    return _ALERT_NAMES[level]
+
+
+def alert_level(name: str):
+    """``"orange"`` → ``AlertLevel.ORANGE``; ``None`` for an unknown name."""
+    return _ALERT_BY_NAME.get(name)
+
+
+# --- verdicts -------------------------------------------------------------
+
+def admit(reason: str) -> Verdict:
+    return Verdict(Action_Admit(), reason, [], None)
+
+
+def downgrade(model_id: str, reason: str) -> Verdict:
+    return Verdict(Action_Downgrade(model_id), reason, [], None)
+
+
+def throttle(retry_after_ms: int, reason: str) -> Verdict:
+    return Verdict(Action_Throttle(retry_after_ms), reason, [], None)
+
+
+def reject(kind: RejectKind, reason: str) -> Verdict:
+    return Verdict(Action_Reject(kind), reason, [], None)
+
+
+def with_metadata(verdict: Verdict, key: str, value: str) -> Verdict:
+    """Adds a ``requestMetadata`` pair to attach to the forwarded call."""
+    verdict.metadata.append((key, value))
+    return verdict
+
+
+# --- parameters and host functions ------------------------------------------
+
+def parse_config(text: str, defaults: dict) -> dict:
+    """The tenant's JSON parameters over ``defaults``. Unknown keys and values
+    of another type than the default's are refused with ``ValueError``."""
+    if not text.strip():
+        return dict(defaults)
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"config is not valid JSON: {err}")
+    if not isinstance(given, dict):
+        raise ValueError("config must be a JSON object")
+    config = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            raise ValueError(f"unknown config key {key!r}; expected one of {', '.join(sorted(defaults))}")
+        expected = type(defaults[key])
+        if type(value) is not expected:
+            raise ValueError(f"config key {key!r} must be a {expected.__name__}, not {type(value).__name__}")
+        config[key] = value
+    return config
+
+
+def price(model_id: str):
+    """The model's on-demand price (nano-dollars per million tokens), or ``None``."""
+    return host.price(model_id)
+
+
+def log(level: LogLevel, message: str) -> None:
+    """Writes to the host's log (at most 16 lines of 1 KiB per decision)."""
+    host.log(level, message)
