@@ -92,20 +92,9 @@ struct Tally {
 type Tallies = Arc<Mutex<BTreeMap<&'static str, Tally>>>;
 
 pub fn run(options: DemoOptions) -> Result<()> {
-    let dir = options
-        .policies
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"));
     println!("tollgate demo: the gateway, three tenants, live traffic\n");
-    println!("building the example policies from {} …", dir.display());
     let start = Instant::now();
-    let built = policy_build::build(&dir, None)?;
-    let components = built
-        .first()
-        .and_then(|p| p.parent())
-        .context("no policy components were built")?
-        .to_path_buf();
-    println!("  {} components in {:.1?}", built.len(), start.elapsed());
+    let components = policy_build::build_examples(options.policies.clone())?;
 
     let work = std::env::temp_dir().join("tollgate-demo");
     // A fresh ledger and log each run; the compiled-policy cache is kept.

@@ -145,3 +145,20 @@ fn ensure_target() -> Result<()> {
     }
     Ok(())
 }
+
+/// Builds the example policies for the demos (this checkout's `policies/`
+/// unless `dir` names another workspace), saying so on stdout, and returns
+/// the directory holding the components.
+pub fn build_examples(dir: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    println!("building the example policies from {} …", dir.display());
+    let start = std::time::Instant::now();
+    let built = build(&dir, None)?;
+    let components = built
+        .first()
+        .and_then(|p| p.parent())
+        .context("no policy components were built")?
+        .to_path_buf();
+    println!("  {} components in {:.1?}", built.len(), start.elapsed());
+    Ok(components)
+}

@@ -45,17 +45,9 @@ const TENANTS: [DemoTenant; 3] = [
 const LIMIT: NanoUsd = NanoUsd::from_usd(100);
 
 pub fn run(policies: Option<PathBuf>) -> Result<()> {
-    let dir = policies.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"));
     println!("tollgate demo: per-tenant WebAssembly cost policies\n");
-    println!("building the example policies from {} …", dir.display());
-    let start = Instant::now();
-    let built = policy_build::build(&dir, None)?;
-    let components = built
-        .first()
-        .and_then(|p| p.parent())
-        .context("no policy components were built")?
-        .to_path_buf();
-    println!("  {} components in {:.1?}\n", built.len(), start.elapsed());
+    let components = policy_build::build_examples(policies)?;
+    println!();
 
     let cache = std::env::temp_dir().join("tollgate-demo-cache");
     let engine = PolicyEngine::builder().cache_dir(&cache).max_instances(64).build()?;

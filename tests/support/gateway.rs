@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{Config, Region};
@@ -227,16 +226,24 @@ impl TestGateway {
             .expect("JSON")
     }
 
-    /// Waits (bounded) until the tenant has no reservation open.
+    /// Waits until the gateway has charged and logged every call it
+    /// started (it answers `/admin/idle` then), and returns the tenant's state.
     pub async fn settled(&self, tenant: &str) -> Value {
-        for _ in 0..1000 {
-            let state = self.tenant_state(tenant).await;
-            if state["open-reservations"] == 0 {
-                return state;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("tenant {tenant} still has open reservations after 10 s");
+        self.idle().await;
+        let state = self.tenant_state(tenant).await;
+        assert_eq!(state["open-reservations"], 0, "{state}");
+        state
+    }
+
+    async fn idle(&self) {
+        let response = self
+            .raw()
+            .get(format!("{}/admin/idle", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin API answers");
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -247,17 +254,13 @@ impl TestGateway {
         InvocationLog::read_all(self.log_path()).unwrap_or_default()
     }
 
-    /// Waits (bounded) for `n` records: a call the caller abandoned is
-    /// logged by the gateway on its own time.
+    /// The records once every started call is logged (a call the caller
+    /// abandoned is logged by the gateway on its own time).
     pub async fn wait_for_records(&self, n: usize) -> Vec<InvocationRecord> {
-        for _ in 0..1000 {
-            let records = self.records();
-            if records.len() >= n {
-                return records;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("fewer than {n} invocation records after 10 s: {:#?}", self.records());
+        self.idle().await;
+        let records = self.records();
+        assert!(records.len() >= n, "fewer than {n} invocation records: {records:#?}");
+        records
     }
 
     pub fn dir(&self) -> &Path {

@@ -5,7 +5,9 @@
 //! * `POST /admin/tenants/{id}/policy`: a new policy version (the body is the
 //!   component), compiled off the request path and activated once it passes
 //!   its checks; calls keep deciding on the current version meanwhile;
-//! * `POST /admin/tenants/{id}/rollback`: back to the previous version.
+//! * `POST /admin/tenants/{id}/rollback`: back to the previous version;
+//! * `GET  /admin/idle`: answers once no call is in flight (every started
+//!   call charged and logged), or 503 after 30 s; for draining and tests.
 //!
 //! Without a configured token the admin API answers 404: it does not exist.
 
@@ -56,6 +58,25 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/tenants/{tenant}", get(one))
         .route("/admin/tenants/{tenant}/policy", post(upload))
         .route("/admin/tenants/{tenant}/rollback", post(rollback))
+        .route("/admin/idle", get(idle))
+}
+
+/// Longest `/admin/idle` waits before answering 503.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn idle(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    match tokio::time::timeout(IDLE_WAIT, state.gateway.idle()).await {
+        Ok(()) => Json(serde_json::json!({ "in-flight": 0 })).into_response(),
+        Err(_) => BedrockError::unavailable(format!(
+            "{} calls still in flight after {} s",
+            state.gateway.in_flight(),
+            IDLE_WAIT.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 /// A tenant as the admin API shows it. Money in nano-dollars.

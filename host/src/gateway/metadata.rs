@@ -282,7 +282,7 @@ fn check_chars(what: &'static str, key: &str, text: &str) -> Result<(), Metadata
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -24,14 +24,14 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::auth::Credentials;
 use super::error::BedrockError;
@@ -122,6 +122,9 @@ pub struct Gateway {
 struct Inner {
     parts: GatewayParts,
     next_request: AtomicU64,
+    /// Calls not yet logged, streams included; `idle` wakes waiters at zero.
+    in_flight: AtomicUsize,
+    idle: Notify,
     /// Distinguishes request ids across restarts.
     boot: u64,
 }
@@ -133,6 +136,8 @@ impl Gateway {
             inner: Arc::new(Inner {
                 parts,
                 next_request: AtomicU64::new(1),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
                 boot,
             }),
         }
@@ -187,6 +192,7 @@ impl Gateway {
             self.inner.boot & 0xffff_ffff,
             self.inner.next_request.fetch_add(1, Ordering::Relaxed)
         );
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut trace = Trace::new(tenant, &call, request_id, started);
         match self.run(tenant, call, &mut trace).await {
             Ok(response) => Ok(response),
@@ -565,6 +571,30 @@ impl Gateway {
         if let Some(log) = &parts.log {
             log.write(&trace.record());
         }
+        // Each call is finished exactly once (a stream by its pump).
+        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    /// Calls started and not yet charged and logged (streams still open included).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no call is in flight: every started call has been
+    /// settled or released and logged. For draining and for tests.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a wake-up between the two is not lost.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -853,22 +883,11 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, BedrockError> {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(BedrockError::validation(format!(
             "Malformed input request: the body must be a JSON object as the Converse API defines it, not {}",
-            json_kind(&other)
+            metadata::json_kind(&other)
         ))),
         Err(e) => Err(BedrockError::validation(format!(
             "Malformed input request: the body is not valid JSON ({e}); send a Converse request body"
         ))),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -125,18 +125,7 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<DecodedFrame>, FrameError> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
         let message = read_message_from(&mut bytes).map_err(|e| FrameError(e.to_string()))?;
-        let header = |name: &str| {
-            message
-                .headers()
-                .iter()
-                .find(|h| h.name().as_str() == name)
-                .and_then(|h| h.value().as_string().ok())
-                .map(|s| s.as_str().to_owned())
-        };
-        let message_type = header(":message-type").unwrap_or_default();
-        let kind = header(":event-type")
-            .or_else(|| header(":exception-type"))
-            .unwrap_or_default();
+        let (message_type, kind) = message_kind(&message);
         let payload = serde_json::from_slice(message.payload()).map_err(|e| FrameError(e.to_string()))?;
         frames.push(DecodedFrame {
             message_type,
@@ -169,6 +158,17 @@ pub fn split_frame(buf: &mut bytes::BytesMut) -> Result<Option<(Bytes, DecodedFr
     let raw = buf.split_to(total).freeze();
     let mut reader: &[u8] = &raw;
     let message = read_message_from(&mut reader).map_err(|e| FrameError(e.to_string()))?;
+    let (message_type, kind) = message_kind(&message);
+    let frame = DecodedFrame {
+        message_type,
+        kind,
+        payload: serde_json::from_slice(message.payload()).unwrap_or(Value::Null),
+    };
+    Ok(Some((raw, frame)))
+}
+
+/// `:message-type`, and the event type, exception type or error code.
+fn message_kind(message: &Message) -> (String, String) {
     let header = |name: &str| {
         message
             .headers()
@@ -177,15 +177,11 @@ pub fn split_frame(buf: &mut bytes::BytesMut) -> Result<Option<(Bytes, DecodedFr
             .and_then(|h| h.value().as_string().ok())
             .map(|s| s.as_str().to_owned())
     };
-    let frame = DecodedFrame {
-        message_type: header(":message-type").unwrap_or_default(),
-        kind: header(":event-type")
-            .or_else(|| header(":exception-type"))
-            .or_else(|| header(":error-code"))
-            .unwrap_or_default(),
-        payload: serde_json::from_slice(message.payload()).unwrap_or(Value::Null),
-    };
-    Ok(Some((raw, frame)))
+    let kind = header(":event-type")
+        .or_else(|| header(":exception-type"))
+        .or_else(|| header(":error-code"))
+        .unwrap_or_default();
+    (header(":message-type").unwrap_or_default(), kind)
 }
 
 fn string_header(name: &'static str, value: &str) -> Header {
