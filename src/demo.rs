@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::tls;
 use anyhow::{Context, Result};
 use tollgate_host::NanoUsd;
 use tollgate_host::config::Config;
 use tollgate_host::gateway::app::{self, Running};
-use tollgate_host::gateway::tls;
 
 use crate::policy_build;
 

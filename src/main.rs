@@ -9,6 +9,7 @@ mod policy_cmd;
 mod policy_demo;
 mod policy_guest;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

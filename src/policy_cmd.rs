@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tollgate_host::cases::{self, CasesFile};
+use tollgate_host::registry::cases::{self, CasesFile};
 use tollgate_host::{
     InstanceStrategy, LoadOrigin, PolicyComponent, PolicyEngine, PolicySettings, PolicyVersion, Request, TenantId,
     TenantState,
@@ -37,7 +37,7 @@ pub fn check(engine: &PolicyEngine, file: &Path) -> Result<()> {
     println!("  size     {:.1} KiB", component.size() as f64 / 1024.0);
     println!("  sha256   {}", component.digest());
     println!("  load     {how} in {took:.2?}");
-    let list = |items: &[tollgate_host::component::Item]| {
+    let list = |items: &[tollgate_host::ComponentItem]| {
         items
             .iter()
             .map(|i| format!("{} ({})", i.name, i.kind))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tollgate_host::cases::describe;
+use tollgate_host::registry::cases::describe;
 use tollgate_host::{
     AlertLevel, Decision, NanoUsd, PolicyEngine, PolicySettings, Registry, Request, TenantId, TenantState,
 };

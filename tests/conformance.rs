@@ -7,8 +7,8 @@ mod support;
 use std::path::PathBuf;
 
 use support::*;
-use tollgate_host::cases::{self, CasesFile};
-use tollgate_host::version::VersionError;
+use tollgate_host::VersionError;
+use tollgate_host::registry::cases::{self, CasesFile};
 use tollgate_host::{PolicySettings, PolicyVersion, Registry, RegistryError};
 
 /// Every build of budget-guard: (label, component).

@@ -4,7 +4,7 @@
 mod support;
 
 use support::*;
-use tollgate_host::cases::{self, CasesFile};
+use tollgate_host::registry::cases::{self, CasesFile};
 use tollgate_host::{PolicySettings, PolicyVersion, Registry};
 
 const EXAMPLES: [&str; 3] = ["budget-guard", "tiered", "forecast-guard"];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use support::*;
-use tollgate_host::cases::CasesFile;
+use tollgate_host::registry::cases::CasesFile;
 use tollgate_host::{Action, PolicySettings, Registry, RegistryError};
 
 /// Five busy threads share two cores here, so a 5 ms wall-clock deadline

@@ -5,7 +5,7 @@
 mod support;
 
 use support::*;
-use tollgate_host::{Action, Registry, RejectKind, policy_dir};
+use tollgate_host::{Action, Registry, RejectKind, registry::policy_dir};
 
 #[test]
 fn a_policy_directory_loads_each_tenant_and_reports_each_bad_file() {

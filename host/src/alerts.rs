@@ -26,17 +26,11 @@
 //! [`aggregate`] (across tenants), [`events`] (the event and its sink),
 //! [`webhook`] (HTTP delivery).
 
-// Explicit paths: this file is also compiled through `#[path]` elsewhere,
-// where the default lookup would miss the `alerts/` directory.
-#[path = "alerts/aggregate.rs"]
 pub mod aggregate;
-#[path = "alerts/events.rs"]
 pub mod events;
-#[path = "alerts/indicators.rs"]
 pub mod indicators;
-#[path = "alerts/level.rs"]
 pub mod level;
-#[path = "alerts/webhook.rs"]
+#[cfg(feature = "webhooks")]
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -49,7 +43,8 @@ pub use aggregate::{Aggregate, AggregateThresholds, Contribution};
 pub use events::{AlertEvent, AlertSubscriber, EventSink, Figures};
 pub use indicators::{IndicatorSettings, Indicators, SpendHistory};
 pub use level::{AlertThresholds, Cause, Hysteresis, Level, LevelState, Signals, Steps};
-pub use webhook::{DeliveryReport, Outcome, WebhookError, WebhookNotifier, WebhookSettings, WebhookStats};
+#[cfg(feature = "webhooks")]
+pub use webhook::{DeliveryReport, Outcome, WebhookError, WebhookNotifier, WebhookStats};
 
 use crate::ids::TenantId;
 use crate::money::NanoUsd;
@@ -83,12 +78,45 @@ impl AlertSettings {
 #[error("invalid alert settings: {0}")]
 pub struct InvalidSettings(pub String);
 
+/// Where alert events are POSTed (delivered with the `webhooks` feature).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookSettings {
+    /// `http://` or `https://` URLs; each gets every event.
+    pub urls: Vec<String>,
+    /// Events waiting per URL before new ones are dropped.
+    pub queue_capacity: usize,
+    /// Attempts per event and URL, the first included.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubles each retry.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Per attempt, connecting included.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            urls: Vec::new(),
+            queue_capacity: 1024,
+            max_attempts: 6,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 60_000,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AlertsError {
     #[error(transparent)]
     Settings(#[from] InvalidSettings),
+    #[cfg(feature = "webhooks")]
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("alert webhooks are configured but this build has no `webhooks` feature: enable it or remove the URLs")]
+    WebhooksNotBuilt,
 }
 
 /// A tenant's indicators and levels as one call on the request path sees them.
@@ -111,6 +139,7 @@ pub struct Alerts {
     aggregate: Aggregate,
     tenants: RwLock<HashMap<TenantId, Arc<TenantAlert>>>,
     sink: EventSink,
+    #[cfg(feature = "webhooks")]
     webhooks: Option<Arc<WebhookNotifier>>,
     seq: AtomicU64,
 }
@@ -130,8 +159,19 @@ struct TenantAlertState {
 }
 
 impl Alerts {
+    /// Validates the settings; configured webhook URLs are refused, as
+    /// this build cannot deliver them.
+    #[cfg(not(feature = "webhooks"))]
+    pub fn new(settings: AlertSettings) -> Result<Self, AlertsError> {
+        if !settings.webhooks.urls.is_empty() {
+            return Err(AlertsError::WebhooksNotBuilt);
+        }
+        Self::with_sink(settings, EventSink::new())
+    }
+
     /// Validates the settings and starts webhook delivery if URLs are
     /// configured (that needs a Tokio runtime: call from within one).
+    #[cfg(feature = "webhooks")]
     pub fn new(settings: AlertSettings) -> Result<Self, AlertsError> {
         let mut sink = EventSink::new();
         let mut webhooks = None;
@@ -155,6 +195,7 @@ impl Alerts {
             thresholds: settings.thresholds,
             tenants: RwLock::default(),
             sink,
+            #[cfg(feature = "webhooks")]
             webhooks: None,
             seq: AtomicU64::new(1),
         })
@@ -256,6 +297,7 @@ impl Alerts {
     }
 
     /// The webhook notifier `new` started, if URLs were configured.
+    #[cfg(feature = "webhooks")]
     pub fn webhooks(&self) -> Option<&WebhookNotifier> {
         self.webhooks.as_deref()
     }

@@ -32,6 +32,9 @@
 //! Relative paths are relative to the file. Every error names the file, the
 //! key and the reason, and the gateway refuses to start with it.
 
+pub mod credentials;
+pub mod upstream;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,13 +42,16 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::alerts::AlertSettings;
-use crate::decision::FailureMode;
-use crate::gateway::auth::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
 use crate::ids::TenantId;
 use crate::ledger::{Period, TenantLimits};
 use crate::money::NanoUsd;
-use crate::policy_dir::InstancesSetting;
-use crate::upstream::bedrock::UpstreamSettings;
+use crate::registry::decision::FailureMode;
+use crate::registry::policy_dir::InstancesSetting;
+use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
+use upstream::UpstreamSettings;
+
+/// Largest request body the tenant listener accepts by default (Bedrock's own limit).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 /// The environment variables that override the file, and the keys they replace.
 pub const ENV_OVERRIDES: [(&str, &str); 8] = [
@@ -104,7 +110,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             plain_http: false,
-            max_body_bytes: crate::gateway::server::DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_token: None,
             shutdown_grace_secs: 30,
         }
@@ -290,8 +296,8 @@ impl TenantConfig {
     }
 
     /// The policy settings, as a policy directory file would give them.
-    pub fn policy_file(&self) -> Result<crate::policy_dir::TenantPolicyFile, String> {
-        Ok(crate::policy_dir::TenantPolicyFile {
+    pub fn policy_file(&self) -> Result<crate::registry::policy_dir::TenantPolicyFile, String> {
+        Ok(crate::registry::policy_dir::TenantPolicyFile {
             policy: self.policy.clone(),
             cases: self.policy_cases.clone(),
             config: self.policy_config.clone(),

@@ -5,11 +5,19 @@
 //! - One engine per process, shared behind `Arc`; cloning is cheap.
 //! - A component is compiled at most once per content digest: in memory it is
 //!   deduplicated, on disk its precompiled artifact is reused across restarts
-//!   (see [`crate::artifact_cache`]).
+//!   (see [`crate::engine::artifact_cache`]).
 //! - Loading happens off the decision path; a decision only instantiates
 //!   (or reuses) an instance from an already checked [`PolicyComponent`].
 //! - Instances come from the pooling allocator with copy-on-write memory
 //!   images, so a fresh instance costs microseconds.
+
+pub(crate) mod artifact_cache;
+pub(crate) mod component;
+pub(crate) mod epoch_ticker;
+pub(crate) mod failure;
+pub(crate) mod instances;
+pub(crate) mod sandbox;
+pub(crate) mod wasi;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,12 +26,12 @@ use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use crate::artifact_cache::{ArtifactCache, content_digest};
-use crate::component::{Item, LoadOrigin, PolicyComponent, item_kind};
 use crate::contract::{Request, TenantState, Verdict, names};
-use crate::epoch_ticker::EpochTicker;
+use crate::engine::artifact_cache::{ArtifactCache, content_digest};
+use crate::engine::component::{Item, LoadOrigin, PolicyComponent, item_kind};
+use crate::engine::epoch_ticker::EpochTicker;
+use crate::engine::sandbox::{CallContext, policy_linker};
 use crate::pricing::{Catalog, PriceBook};
-use crate::sandbox::{CallContext, policy_linker};
 
 /// Engine-wide settings. Per-tenant limits live in [`crate::Limits`].
 #[derive(Debug, Clone)]
@@ -279,7 +287,10 @@ impl PolicyEngine {
         let mut imports = Vec::new();
         for (name, ext) in ty.imports(engine) {
             let kind = item_kind(&ext.ty);
-            if name != names::HOST_INTERFACE && name != names::TYPES_INTERFACE && !crate::wasi::is_provided(name) {
+            if name != names::HOST_INTERFACE
+                && name != names::TYPES_INTERFACE
+                && !crate::engine::wasi::is_provided(name)
+            {
                 return Err(LoadError::ForbiddenImport {
                     name: name.to_owned(),
                     kind,

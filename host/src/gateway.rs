@@ -7,13 +7,11 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod error;
 pub mod invocation_log;
 pub mod metadata;
 pub mod metrics;
 pub mod server;
 pub mod service;
-pub mod tls;
 
-pub use error::BedrockError;
+pub use crate::upstream::error::BedrockError;
 pub use service::{Call, CallBody, CallResponse, Gateway, GatewayParts, TenantProfile};

@@ -115,3 +115,19 @@ mod tests {
         assert_eq!(m.without_region_prefix(), "amazon.nova-micro-v1:0");
     }
 }
+
+/// Which version of which tenant's policy; shown as `tenant@v3`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyVersionId {
+    pub tenant: TenantId,
+    /// Per-tenant sequence number, from 1.
+    pub number: u32,
+    /// First 12 hex digits of the component's sha256.
+    pub digest: Arc<str>,
+}
+
+impl fmt::Display for PolicyVersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@v{}", self.tenant, self.number)
+    }
+}

@@ -33,27 +33,20 @@ use std::sync::{PoisonError, RwLock};
 
 use crate::ids::TenantId;
 
-#[path = "ledger/book.rs"]
 mod book;
-#[path = "ledger/durable.rs"]
+#[cfg(feature = "durable")]
 pub mod durable;
-#[path = "ledger/error.rs"]
 pub mod error;
-#[path = "ledger/group_commit.rs"]
+#[cfg(feature = "durable")]
 mod group_commit;
-#[path = "ledger/limits.rs"]
 pub mod limits;
-#[path = "ledger/memory.rs"]
 pub mod memory;
-#[path = "ledger/period.rs"]
 pub mod period;
-#[path = "ledger/reservation.rs"]
 pub mod reservation;
-#[path = "ledger/store.rs"]
 pub mod store;
-#[path = "ledger/window.rs"]
 pub mod window;
 
+#[cfg(feature = "durable")]
 pub use durable::DurableStore;
 pub use error::{LedgerError, ReserveError, StoreError};
 pub use limits::TenantLimits;

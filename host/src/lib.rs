@@ -22,56 +22,65 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules, one concept each: [`engine`] (wasmtime, compiling, caching),
-//! [`component`] (a checked component), [`sandbox`] (what a policy may use),
-//! [`instances`] (running a call), [`version`] (a tenant's policy version),
-//! [`registry`] (tenant → active version, hot swap, rollback), [`decision`]
-//! (verdicts and failure modes), [`cases`] (table-driven policy tests),
-//! [`policy_dir`] (loading tenants' policies from a directory), [`wasi`]
-//! (the deny-everything WASI of Python and JavaScript policies).
+//! The tree is the architecture; dependencies point down this list:
 //!
-//! The budget brain: [`pricing`] (the Bedrock price catalog and cost),
-//! [`estimate`] (input tokens before the call, self-calibrating),
-//! [`ledger`] (reserve, settle, release; in-memory and durable stores),
-//! [`alerts`] (burn rates, forecast, alert levels, webhooks) and
-//! [`accounting`] (ledger and alerts together; builds `tenant-state`).
+//! - `gateway` (feature `gateway`): the request pipeline, the reservation
+//!   guard, the stream pump, auth, HTTP, the admin API, the invocation log.
+//!   [`sdk`] (feature `sdk`) runs the same pipeline inside an
+//!   `aws-sdk-bedrockruntime` client.
+//! - [`registry`]: tenant → policy versions, hot swap, rollback, bundled
+//!   cases, policy directories. The engine's only door.
+//! - [`engine`]: everything that touches wasmtime: compiling and caching,
+//!   the sandbox and its limits, instances, WASI.
+//! - [`accounting`] over the budget brain: [`ledger`] (reserve, settle,
+//!   release; in-memory, durable and custom stores), [`alerts`], [`pricing`]
+//!   and [`estimate`].
+//! - `upstream` (features `bedrock`, `mock`): Bedrock on the wire, its error
+//!   type, the event-stream codec and the built-in mock.
+//! - [`config`], [`contract`], [`ids`], [`money`]: plain data everyone reads.
+//!
+//! Features: `default-features = false` builds the engine, the registry and
+//! the budget brain only (wasmtime and little else); `durable` adds the redb
+//! ledger store, `bedrock` the forwarding client and AWS credential chain,
+//! `mock` the mock Bedrock, `webhooks` alert delivery, `gateway` the HTTP
+//! gateway, `sdk` the in-process SDK client. `host/examples/` has one small
+//! program per way of embedding.
 
 pub mod accounting;
 pub mod alerts;
-pub mod artifact_cache;
-pub mod cases;
-pub mod component;
+#[cfg(any(feature = "bedrock", feature = "webhooks"))]
+mod backoff;
 pub mod config;
 pub mod contract;
-pub mod decision;
 pub mod engine;
-pub mod epoch_ticker;
 pub mod estimate;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod ids;
-pub mod instances;
 pub mod ledger;
 pub mod money;
-pub mod policy_dir;
 pub mod pricing;
 pub mod registry;
-pub mod sandbox;
+#[cfg(feature = "sdk")]
+pub mod sdk;
+mod text;
+#[cfg(any(feature = "bedrock", feature = "mock"))]
 pub mod upstream;
-pub mod version;
-pub mod wasi;
 
-pub use component::{LoadOrigin, PolicyComponent};
 pub use contract::{
     Action, AlertLevel, Budget, Indicators, ModelPrice, Operation, Period, Plan, RateWindow, RejectKind, Request,
     TenantState, Verdict,
 };
-pub use decision::{Decision, FailureKind, FailureMode, PolicyFailure};
+pub use engine::component::{Item as ComponentItem, LoadOrigin, PolicyComponent};
+pub use engine::failure::{FailureKind, PolicyFailure};
+pub use engine::instances::InstanceStrategy;
 pub use engine::{EngineSettings, LoadError, PolicyEngine};
 pub use estimate::{Estimate, Estimator};
 pub use ids::{ModelId, TenantId};
-pub use instances::InstanceStrategy;
 pub use money::NanoUsd;
 pub use pricing::{Catalog, CatalogError, Price, PriceBook, StaticPrices, UnknownModel, Usage};
+pub use registry::decision::{Decision, FailureMode};
 pub use registry::{Registry, RegistryError};
 
-pub use version::{PolicySettings, PolicyVersion, PolicyVersionId};
+pub use ids::PolicyVersionId;
+pub use registry::version::{PolicySettings, PolicyVersion, VersionError};

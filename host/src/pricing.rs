@@ -407,16 +407,16 @@ impl UnknownModel {
 
     fn model(model: &str, base: &str) -> Self {
         UnknownModel {
-            model: truncate(model, Self::MAX_ID_CHARS),
+            model: crate::text::clip(model, Self::MAX_ID_CHARS),
             kind: UnknownKind::Model {
-                base: truncate(base, Self::MAX_ID_CHARS),
+                base: crate::text::clip(base, Self::MAX_ID_CHARS),
             },
         }
     }
 
     fn profile(arn: &str) -> Self {
         UnknownModel {
-            model: truncate(arn, Self::MAX_ID_CHARS),
+            model: crate::text::clip(arn, Self::MAX_ID_CHARS),
             kind: UnknownKind::ApplicationProfile,
         }
     }
@@ -438,13 +438,6 @@ impl UnknownModel {
                  the pricing file named in tollgate's config, as {model:?} = \"<the model id it was created from>\""
             ),
         }
-    }
-}
-
-fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_owned(),
     }
 }
 

@@ -12,18 +12,24 @@
 //! - Each tenant keeps its last [`KEEP_VERSIONS`] versions for rollback;
 //!   version numbers are never reused.
 
+pub mod cases;
+pub(crate) mod decision;
+pub mod policy_dir;
+pub(crate) mod version;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cases::{self, CasesFile};
-use crate::component::PolicyComponent;
 use crate::contract::{Request, TenantState};
-use crate::decision::Decision;
+use crate::engine::component::PolicyComponent;
 use crate::engine::{LoadError, PolicyEngine};
+use crate::ids::PolicyVersionId;
 use crate::ids::TenantId;
-use crate::version::{PolicySettings, PolicyVersion, PolicyVersionId, VersionError};
+use crate::registry::decision::Decision;
+use crate::registry::version::{PolicySettings, PolicyVersion, VersionError};
+use cases::CasesFile;
 
 /// Versions kept per tenant for rollback.
 pub const KEEP_VERSIONS: usize = 16;

@@ -1,9 +1,8 @@
 //! Talking to Bedrock: the forwarding client, event-stream framing and the built-in mock.
 
-#[path = "upstream/bedrock.rs"]
+#[cfg(feature = "bedrock")]
 pub mod bedrock;
-
-#[path = "upstream/eventstream.rs"]
+pub mod error;
 pub mod eventstream;
-#[path = "upstream/mock.rs"]
+#[cfg(feature = "mock")]
 pub mod mock;

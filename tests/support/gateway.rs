@@ -80,12 +80,17 @@ impl TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cert_pem = None;
         let tls_lines = if options.https {
-            let cert = tollgate_host::gateway::tls::self_signed(dir.path()).expect("certificate");
-            cert_pem = Some(cert.cert_pem.clone());
+            // The test trusts exactly this certificate, as a tenant would with `AWS_CA_BUNDLE`.
+            let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            let certified = rcgen::generate_simple_self_signed(names).expect("certificate");
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+            std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+            cert_pem = Some(certified.cert.pem());
             format!(
                 "tls-cert = {:?}\ntls-key = {:?}\n",
-                cert.cert.display().to_string(),
-                cert.key.display().to_string()
+                cert.display().to_string(),
+                key.display().to_string()
             )
         } else {
             "plain-http = true\n".to_owned()

@@ -6,45 +6,15 @@
 //! the request path) only ever `try_send`s: when a queue is full the event is
 //! dropped for that URL, counted and logged.
 
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::WebhookSettings;
 use super::events::{AlertEvent, AlertSubscriber};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct WebhookSettings {
-    /// `http://` or `https://` URLs; each gets every event.
-    pub urls: Vec<String>,
-    /// Events waiting per URL before new ones are dropped.
-    pub queue_capacity: usize,
-    /// Attempts per event and URL, the first included.
-    pub max_attempts: u32,
-    /// The wait before the first retry; doubles each retry.
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    /// Per attempt, connecting included.
-    pub timeout_ms: u64,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        WebhookSettings {
-            urls: Vec::new(),
-            queue_capacity: 1024,
-            max_attempts: 6,
-            initial_backoff_ms: 500,
-            max_backoff_ms: 60_000,
-            timeout_ms: 5_000,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -306,20 +276,14 @@ impl Worker {
         })
     }
 
-    /// Exponential backoff with "equal jitter": half the step is fixed so the
-    /// wait keeps growing, half random so retrying senders spread out. A
-    /// receiver's Retry-After is honoured up to the maximum.
+    /// The wait before retry `attempt`; see [`crate::backoff`].
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let max = self.settings.max_backoff_ms;
-        let step = self
-            .settings
-            .initial_backoff_ms
-            .saturating_mul(1u64 << (attempt - 1).min(32))
-            .min(max);
-        let random = std::collections::hash_map::RandomState::new().hash_one((attempt, &*self.url));
-        let jittered = step / 2 + random % (step / 2 + 1);
-        let wanted = retry_after.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Duration::from_millis(jittered.max(wanted.min(max)))
+        crate::backoff::delay(
+            attempt,
+            self.settings.initial_backoff_ms,
+            self.settings.max_backoff_ms,
+            retry_after,
+        )
     }
 
     fn finish(&self, event: &AlertEvent, attempts: u32, outcome: Outcome) {

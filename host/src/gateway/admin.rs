@@ -22,11 +22,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::BedrockError;
-use super::server::AppState;
-use super::service::now_ms;
+use crate::upstream::error::BedrockError;
+use std::sync::Arc;
+
+use super::service::{Gateway, now_ms};
 use crate::ids::TenantId;
-use crate::version::PolicySettings;
+use crate::registry::version::PolicySettings;
 
 /// The admin token, kept as its SHA-256.
 #[derive(Clone)]
@@ -52,19 +53,33 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-pub(crate) fn routes() -> Router<AppState> {
+/// What the admin handlers share: the gateway they operate and the token
+/// that guards them (`None`: the admin API is off).
+#[derive(Clone)]
+struct AdminState {
+    gateway: Gateway,
+    token: Option<Arc<AdminToken>>,
+}
+
+/// The admin API's routes, with their own state, to merge into a listener.
+pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
+    let state = AdminState {
+        gateway,
+        token: token.map(Arc::new),
+    };
     Router::new()
         .route("/admin/tenants", get(list))
         .route("/admin/tenants/{tenant}", get(one))
         .route("/admin/tenants/{tenant}/policy", post(upload))
         .route("/admin/tenants/{tenant}/rollback", post(rollback))
         .route("/admin/idle", get(idle))
+        .with_state(state)
 }
 
 /// Longest `/admin/idle` waits before answering 503.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn idle(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn idle(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
@@ -96,8 +111,8 @@ pub struct TenantView {
     pub policy_version: Option<String>,
 }
 
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), BedrockError> {
-    let Some(token) = &state.settings.admin_token else {
+fn check(state: &AdminState, headers: &HeaderMap) -> Result<(), BedrockError> {
+    let Some(token) = &state.token else {
         return Err(BedrockError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
@@ -121,7 +136,7 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<(), BedrockError> {
     }
 }
 
-fn view(state: &AppState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
+fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
     let profile = state.gateway.profile(tenant).ok_or_else(|| unknown(tenant))?;
     let tenant_state = state
         .gateway
@@ -162,7 +177,7 @@ fn parse_tenant(id: &str) -> Result<TenantId, BedrockError> {
     TenantId::new(id).map_err(|e| BedrockError::validation(e.to_string()))
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
@@ -175,7 +190,7 @@ async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn one(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+async fn one(State(state): State<AdminState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
@@ -186,7 +201,7 @@ async fn one(State(state): State<AppState>, Path(tenant): Path<String>, headers:
 }
 
 async fn upload(
-    State(state): State<AppState>,
+    State(state): State<AdminState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -220,7 +235,7 @@ async fn upload(
     }
 }
 
-async fn rollback(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
+async fn rollback(State(state): State<AdminState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }

@@ -18,7 +18,6 @@ use super::server::{self, Bound, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts, TenantProfile, now_ms};
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
-use crate::cases::CasesFile;
 use crate::config::{Config, StoreKind, UpstreamKind};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
@@ -26,6 +25,7 @@ use crate::ids::TenantId;
 use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
 use crate::pricing::Catalog;
 use crate::registry::Registry;
+use crate::registry::cases::CasesFile;
 use crate::upstream::bedrock::{Upstream, UpstreamSettings};
 use crate::upstream::mock::{MockBedrock, MockSettings};
 

@@ -244,7 +244,7 @@ pub fn validate_caller(value: &Value) -> Result<Vec<(String, String)>, MetadataE
         check_key(key)?;
         let Value::String(text) = value else {
             return Err(MetadataError::ValueNotString {
-                key: clip(key),
+                key: crate::text::clip(key, 64),
                 found: json_kind(value),
             });
         };
@@ -257,7 +257,10 @@ pub fn validate_caller(value: &Value) -> Result<Vec<(String, String)>, MetadataE
 fn check_key(key: &str) -> Result<(), MetadataError> {
     let chars = key.chars().count();
     if !(MIN_KEY_CHARS..=MAX_KEY_CHARS).contains(&chars) {
-        return Err(MetadataError::KeyLength { key: clip(key), chars });
+        return Err(MetadataError::KeyLength {
+            key: crate::text::clip(key, 64),
+            chars,
+        });
     }
     check_chars("key", key, key)
 }
@@ -265,7 +268,10 @@ fn check_key(key: &str) -> Result<(), MetadataError> {
 fn check_value(key: &str, value: &str) -> Result<(), MetadataError> {
     let chars = value.chars().count();
     if chars > MAX_VALUE_CHARS {
-        return Err(MetadataError::ValueLength { key: clip(key), chars });
+        return Err(MetadataError::ValueLength {
+            key: crate::text::clip(key, 64),
+            chars,
+        });
     }
     check_chars("value of key", key, value)
 }
@@ -274,7 +280,7 @@ fn check_chars(what: &'static str, key: &str, text: &str) -> Result<(), Metadata
     match text.chars().enumerate().find(|(_, c)| !is_allowed_char(*c)) {
         Some((i, ch)) => Err(MetadataError::BadChar {
             what,
-            key: clip(key),
+            key: crate::text::clip(key, 64),
             ch,
             position: i + 1,
         }),
@@ -290,17 +296,6 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// Keys echoed in messages are cut to 64 characters so an error stays readable.
-fn clip(key: &str) -> String {
-    if key.chars().count() <= 64 {
-        key.to_owned()
-    } else {
-        let mut out: String = key.chars().take(64).collect();
-        out.push('…');
-        out
     }
 }
 

@@ -17,14 +17,12 @@ use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use super::admin::{self, AdminToken};
-use super::error::BedrockError;
 use super::service::{Call, CallBody, Gateway, operation_name};
 use crate::contract::Operation;
+use crate::upstream::error::BedrockError;
 use crate::upstream::eventstream;
 
-/// Bedrock's own request limit is well above any text prompt; images and
-/// documents make bodies large, so the default leaves room for them.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub use crate::config::DEFAULT_MAX_BODY_BYTES;
 
 /// How the HTTP layer behaves.
 #[derive(Clone)]
@@ -50,6 +48,7 @@ pub(crate) struct AppState {
 
 /// The gateway's routes.
 pub fn router(gateway: Gateway, settings: ServerSettings) -> Router {
+    let admin = admin::routes(gateway.clone(), settings.admin_token.clone());
     let state = AppState {
         gateway,
         settings: Arc::new(settings),
@@ -61,11 +60,11 @@ pub fn router(gateway: Gateway, settings: ServerSettings) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(admin::routes())
+        .with_state(state)
+        .merge(admin)
         .fallback(not_found)
         // The limit is enforced when the body is read, with a Bedrock-shaped error.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
 }
 
 async fn converse(

@@ -34,7 +34,6 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::auth::Credentials;
-use super::error::BedrockError;
 use super::invocation_log::{
     InvocationLog, InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
 };
@@ -48,6 +47,7 @@ use crate::ledger::{Actual, LedgerStore, ReservationId, ReserveError, ReserveReq
 use crate::pricing::{Catalog, Usage};
 use crate::registry::{Registry, RegistryError};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::error::BedrockError;
 use crate::upstream::eventstream;
 
 /// Response header naming the model that served the call.

@@ -23,8 +23,10 @@ const HISTORY_CAP: usize = 400;
 /// Recently expired ids kept so a late settle gets a precise error.
 const EXPIRED_MEMORY: usize = 256;
 
-/// A change to write through, in the order it was made.
+/// A change to write through, in the order it was made. Only a store that
+/// persists reads it.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "durable"), allow(dead_code))]
 pub(crate) enum Change<'a> {
     Opened(&'a OpenReservation),
     Closed(ReservationId),
@@ -63,11 +65,13 @@ impl TenantBook {
     }
 
     /// Put back a period's totals read from disk.
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     pub(crate) fn restore_period(&mut self, totals: PeriodTotals) {
         self.history.insert(totals.start_ms, totals);
     }
 
     /// Put back an open reservation read from disk.
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     pub(crate) fn restore_open(&mut self, r: OpenReservation) {
         if self.open.insert(r.id, r).is_none() {
             self.reserved = self.reserved.saturating_add(r.cost);

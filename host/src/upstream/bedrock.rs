@@ -24,8 +24,8 @@ use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Deserialize;
 
+pub use crate::config::upstream::{UpstreamAuthKind, UpstreamSettings};
 use crate::contract::Operation;
 
 /// The SigV4 service name of the Bedrock runtime.
@@ -37,55 +37,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remo
 
 /// Credentials are refreshed this long before they expire.
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
-
-/// How the upstream is reached, as written under `[upstream]` in `tollgate.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct UpstreamSettings {
-    /// Base URL; `None` means the region's public endpoint
-    /// (`https://bedrock-runtime.{region}.amazonaws.com`).
-    pub endpoint: Option<String>,
-    /// The region to sign for; `None` takes it from the AWS config chain.
-    pub region: Option<String>,
-    /// `sigv4` (the credential chain), `bearer` (a Bedrock API key from
-    /// `AWS_BEARER_TOKEN_BEDROCK`) or `none` (the mock).
-    pub auth: UpstreamAuthKind,
-    /// Attempts per call, the first included.
-    pub max_attempts: u32,
-    /// The wait before the first retry; doubles each retry, with jitter.
-    pub initial_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    pub connect_timeout_ms: u64,
-    /// A whole Converse call, or a stream's first byte.
-    pub timeout_ms: u64,
-    /// The longest silence inside a stream before it is cut.
-    pub stream_idle_timeout_ms: u64,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        UpstreamSettings {
-            endpoint: None,
-            region: None,
-            auth: UpstreamAuthKind::Sigv4,
-            max_attempts: 3,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 5_000,
-            connect_timeout_ms: 3_000,
-            timeout_ms: 300_000,
-            stream_idle_timeout_ms: 120_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamAuthKind {
-    #[default]
-    Sigv4,
-    Bearer,
-    None,
-}
 
 /// Why the upstream could not be set up or reached.
 #[derive(Debug, thiserror::Error)]
@@ -323,18 +274,14 @@ impl Upstream {
         Duration::from_millis(self.settings.stream_idle_timeout_ms)
     }
 
-    /// Exponential backoff with full jitter, at least what `Retry-After` asked.
+    /// The wait before retry `attempt`; see [`crate::backoff`].
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .settings
-            .initial_backoff_ms
-            .saturating_mul(1u64 << (attempt - 1).min(20))
-            .min(self.settings.max_backoff_ms);
-        let jittered = jitter(exp);
-        let wait = Duration::from_millis(jittered);
-        retry_after.map_or(wait, |r| {
-            r.min(Duration::from_millis(self.settings.max_backoff_ms)).max(wait)
-        })
+        crate::backoff::delay(
+            attempt,
+            self.settings.initial_backoff_ms,
+            self.settings.max_backoff_ms,
+            retry_after,
+        )
     }
 }
 
@@ -370,19 +317,6 @@ fn retryable_status(status: StatusCode) -> bool {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
-}
-
-/// A uniformly random wait in `[0, max_ms]`, from the clock's low bits: good
-/// enough to spread retries, and no RNG dependency for it.
-fn jitter(max_ms: u64) -> u64 {
-    if max_ms == 0 {
-        return 0;
-    }
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-    mixed % (max_ms + 1)
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

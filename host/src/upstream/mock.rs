@@ -662,7 +662,7 @@ fn validation_error(message: &str) -> Response {
 
 /// An error shaped as Bedrock sends it, as the gateway sends its own.
 fn bedrock_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
-    crate::gateway::BedrockError::new(status, error_type, message).into_response()
+    crate::upstream::error::BedrockError::new(status, error_type, message).into_response()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::contract::{Action, RejectKind, Request, TenantState};
-use crate::decision::Decision;
 use crate::ids::ModelId;
-use crate::version::PolicyVersion;
+use crate::registry::decision::Decision;
+use crate::registry::version::PolicyVersion;
 
 /// Defaults under every case: a plausible request against a $100 monthly
 /// budget in January 2026.

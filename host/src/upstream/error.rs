@@ -2,8 +2,7 @@
 //! types (and retries what it would retry): the type in `x-amzn-ErrorType`,
 //! the text in `{"message": ...}`.
 
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use serde_json::json;
 
 /// One Bedrock-shaped error response.
@@ -67,14 +66,18 @@ impl std::fmt::Display for BedrockError {
     }
 }
 
-impl IntoResponse for BedrockError {
-    fn into_response(self) -> Response {
+#[cfg(any(feature = "gateway", feature = "mock"))]
+impl axum::response::IntoResponse for BedrockError {
+    fn into_response(self) -> axum::response::Response {
         let mut response = (self.status, self.body()).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("x-amzn-errortype", HeaderValue::from_static(self.error_type));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert("x-amzn-errortype", http::HeaderValue::from_static(self.error_type));
         if let Some(secs) = self.retry_after_secs {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
     }

@@ -13,28 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::PolicyComponent;
 use crate::contract::{Request, TenantState};
-use crate::decision::{Decision, FailureKind, FailureMode, PolicyFailure, check_verdict};
 use crate::engine::PolicyEngine;
-use crate::ids::TenantId;
-use crate::instances::{CallLimits, InstanceStrategy, Instances};
-
-/// Which version of which tenant's policy; shown as `tenant@v3`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PolicyVersionId {
-    pub tenant: TenantId,
-    /// Per-tenant sequence number, from 1.
-    pub number: u32,
-    /// First 12 hex digits of the component's sha256.
-    pub digest: Arc<str>,
-}
-
-impl fmt::Display for PolicyVersionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@v{}", self.tenant, self.number)
-    }
-}
+use crate::engine::component::PolicyComponent;
+use crate::engine::failure::{FailureKind, PolicyFailure};
+use crate::engine::instances::{CallLimits, InstanceStrategy, Instances};
+use crate::ids::{PolicyVersionId, TenantId};
+use crate::registry::decision::{Decision, FailureMode, check_verdict};
 
 /// How a tenant runs its policy: parameters, limits and failure mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

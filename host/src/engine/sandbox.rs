@@ -3,7 +3,7 @@
 //! Invariants:
 //! - A policy gets the `tollgate:policy/host` interface (`log` and `price`)
 //!   and, for interpreted runtimes, the deny-everything WASI of
-//!   [`crate::wasi`]: no files, sockets, environment, real clocks or
+//!   [`crate::engine::wasi`]: no files, sockets, environment, real clocks or
 //!   randomness.
 //! - Memory growth past the tenant's cap traps at once (and is recorded, so
 //!   the failure is reported as a memory limit, not a generic trap).
@@ -16,8 +16,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::Linker;
 
 use crate::contract::{LogLevel, ModelPrice, names};
+use crate::engine::wasi::PolicyWasi;
 use crate::pricing::PriceBook;
-use crate::wasi::PolicyWasi;
 
 /// Longest log message kept from a policy, in bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
@@ -80,7 +80,7 @@ impl CallContext {
             return;
         }
         self.logs_left -= 1;
-        let message = truncate_utf8(message, MAX_LOG_BYTES);
+        let message = &message[..message.floor_char_boundary(MAX_LOG_BYTES)];
         let policy = &*self.label;
         match level {
             LogLevel::Trace => tracing::trace!(target: "tollgate::policy", policy, "{message}"),
@@ -129,7 +129,7 @@ impl ResourceLimiter for CallContext {
 /// only to what it imports, so a policy without WASI imports gets none.
 pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<CallContext>> {
     let mut linker = Linker::<CallContext>::new(engine);
-    crate::wasi::add_to_linker(&mut linker)?;
+    crate::engine::wasi::add_to_linker(&mut linker)?;
     linker.instance(names::TYPES_INTERFACE)?;
     let mut host = linker.instance(names::HOST_INTERFACE)?;
     host.func_wrap("log", |mut cx, (level, message): (LogLevel, String)| {
@@ -141,28 +141,4 @@ pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linke
         Ok((price,))
     })?;
     Ok(linker)
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        assert_eq!(truncate_utf8("héllo", 2), "h");
-        assert_eq!(truncate_utf8("héllo", 3), "hé");
-        assert_eq!(truncate_utf8("abc", 10), "abc");
-    }
 }

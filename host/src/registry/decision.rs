@@ -4,13 +4,13 @@
 //! A failing policy never yields an error to the caller: a decision is always
 //! made. Fail-closed rejects, fail-open admits and flags the decision.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{Action, RejectKind, Verdict};
-use crate::version::PolicyVersionId;
+use crate::engine::failure::{FailureKind, PolicyFailure};
+use crate::ids::PolicyVersionId;
 
 /// Longest verdict reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -32,52 +32,6 @@ pub enum FailureMode {
     Closed,
     /// Admit the call, flagged: availability over cost control.
     Open,
-}
-
-/// How a policy failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureKind {
-    /// Ran past its deadline.
-    Timeout,
-    /// Tried to grow memory past its cap.
-    MemoryLimit,
-    /// Recursed past the stack limit.
-    StackOverflow,
-    /// Trapped (a panic, `unreachable`, an out-of-bounds access, ...).
-    Trap,
-    /// Returned more than the contract allows (reason, metadata, ids).
-    OversizedOutput,
-    /// Returned something the contract forbids (bad metadata characters).
-    InvalidOutput,
-    /// No instance could be created (engine at capacity).
-    Capacity,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Timeout => "timeout",
-            FailureKind::MemoryLimit => "memory-limit",
-            FailureKind::StackOverflow => "stack-overflow",
-            FailureKind::Trap => "trap",
-            FailureKind::OversizedOutput => "oversized-output",
-            FailureKind::InvalidOutput => "invalid-output",
-            FailureKind::Capacity => "capacity",
-        }
-    }
-}
-
-/// A policy failure, with enough detail for the operator to act.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyFailure {
-    pub kind: FailureKind,
-    pub detail: String,
-}
-
-impl fmt::Display for PolicyFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.detail)
-    }
 }
 
 /// The outcome of one decision.
@@ -171,13 +125,13 @@ pub(crate) fn check_verdict(verdict: &Verdict) -> Result<(), PolicyFailure> {
         if key_chars == 0 || key_chars > MAX_METADATA_CHARS || value.chars().count() > MAX_METADATA_CHARS {
             return Err(oversized(format!(
                 "metadata key {:?}: keys must be 1-{MAX_METADATA_CHARS} and values 0-{MAX_METADATA_CHARS} characters",
-                crate::sandbox::truncate_utf8(key, 64)
+                &key[..key.floor_char_boundary(64)]
             )));
         }
         if let Some(c) = key.chars().chain(value.chars()).find(|c| !is_metadata_char(*c)) {
             return Err(invalid(format!(
                 "metadata pair {:?} contains {c:?}; Bedrock allows only letters, digits, whitespace and :_@$#=/+,-.",
-                crate::sandbox::truncate_utf8(key, 64)
+                &key[..key.floor_char_boundary(64)]
             )));
         }
     }

@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 
-use crate::component::PolicyComponent;
 use crate::contract::{Request, TenantState, Verdict};
-use crate::decision::{FailureKind, PolicyFailure};
 use crate::engine::PolicyEngine;
-use crate::sandbox::CallContext;
+use crate::engine::component::PolicyComponent;
+use crate::engine::failure::{FailureKind, PolicyFailure};
+use crate::engine::sandbox::CallContext;
 
 /// Epoch ticks (ms) `validate-config` may take, instantiation included.
 const VALIDATE_CONFIG_TICKS: u64 = 1000;

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - It imports nothing but `tollgate:policy/host`, `tollgate:policy/types`
-//!   and the WASI interfaces of [`crate::wasi::PROVIDED`].
+//!   and the WASI interfaces of [`crate::engine::wasi::PROVIDED`].
 //! - It exports `decide` with exactly the contract's signature; if it exports
 //!   `validate-config`, that has the contract's signature too.
 //! - It is immutable and shared (`Arc`) by every tenant version that uses the
@@ -11,7 +11,7 @@
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, types::ComponentItem};
 
-use crate::sandbox::CallContext;
+use crate::engine::sandbox::CallContext;
 
 /// Where a component's machine code came from when it was loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cases::CasesFile;
-use crate::decision::FailureMode;
+use crate::engine::instances::InstanceStrategy;
+use crate::ids::PolicyVersionId;
 use crate::ids::TenantId;
-use crate::instances::InstanceStrategy;
 use crate::registry::Registry;
-use crate::version::{PolicySettings, PolicyVersionId};
+use crate::registry::cases::CasesFile;
+use crate::registry::decision::FailureMode;
+use crate::registry::version::PolicySettings;
 
 /// One tenant's policy file.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,53 @@
+//! How Bedrock is reached, as written under `[upstream]`. Plain data: the
+//! `upstream` module builds its client from it.
+
+use serde::Deserialize;
+
+/// How the upstream is reached, as written under `[upstream]` in `tollgate.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Base URL; `None` means the region's public endpoint
+    /// (`https://bedrock-runtime.{region}.amazonaws.com`).
+    pub endpoint: Option<String>,
+    /// The region to sign for; `None` takes it from the AWS config chain.
+    pub region: Option<String>,
+    /// `sigv4` (the credential chain), `bearer` (a Bedrock API key from
+    /// `AWS_BEARER_TOKEN_BEDROCK`) or `none` (the mock).
+    pub auth: UpstreamAuthKind,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubles each retry, with jitter.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// A whole Converse call, or a stream's first byte.
+    pub timeout_ms: u64,
+    /// The longest silence inside a stream before it is cut.
+    pub stream_idle_timeout_ms: u64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            endpoint: None,
+            region: None,
+            auth: UpstreamAuthKind::Sigv4,
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+            connect_timeout_ms: 3_000,
+            timeout_ms: 300_000,
+            stream_idle_timeout_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuthKind {
+    #[default]
+    Sigv4,
+    Bearer,
+    None,
+}

@@ -1,0 +1,397 @@
+//! SigV4 (`Authorization: AWS4-HMAC-SHA256 ...`) with per-tenant access
+//! keys. The signature is recomputed from the request as received (method,
+//! path, query, signed headers, payload hash) and compared in constant
+//! time. The secret has to be kept in the clear, since HMAC needs it.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, Method, Uri};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::{AuthError, MAX_CLOCK_SKEW};
+use crate::ids::TenantId;
+
+/// The SigV4 service name AWS SDKs sign Bedrock runtime calls with.
+pub const SIGV4_SERVICE: &str = "bedrock";
+
+pub(super) const SIGV4_ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// An access key's tenant and secret.
+pub(super) struct SecretKey {
+    pub(super) tenant: TenantId,
+    pub(super) secret: String,
+}
+
+pub(super) fn verify(
+    access: &HashMap<String, SecretKey>,
+    params: &str,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<TenantId, AuthError> {
+    let auth = parse_sigv4_header(params)?;
+    let scope = parse_scope(auth.credential)?;
+
+    let amz_date = single_header(headers, "x-amz-date")?
+        .ok_or_else(|| AuthError::Malformed("SigV4 requests need an `x-amz-date` header".into()))?;
+    let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
+        AuthError::Malformed("`x-amz-date` must look like 20240131T235959Z (UTC, ISO 8601 basic)".into())
+    })?;
+    if amz_date.get(..8) != Some(scope.date) {
+        return Err(AuthError::Malformed(format!(
+            "the credential scope date {} is not the date of `x-amz-date` {amz_date}",
+            scope.date
+        )));
+    }
+    if !auth.signed_headers.contains(&"host") || !auth.signed_headers.contains(&"x-amz-date") {
+        return Err(AuthError::Malformed(
+            "SignedHeaders must include `host` and `x-amz-date`".into(),
+        ));
+    }
+
+    let key = access.get(scope.access_key_id).ok_or(AuthError::UnknownKey)?;
+
+    // Checked after the key is known, so an unknown caller learns nothing about our clock.
+    let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let skew_secs = now_secs.abs_diff(signed_at);
+    if skew_secs > MAX_CLOCK_SKEW.as_secs() {
+        return Err(AuthError::Expired {
+            signed_at: amz_date.to_owned(),
+            now: format_amz_date(now_secs),
+            skew_secs,
+        });
+    }
+
+    let payload_hash = payload_hash(headers, body)?;
+    let canonical_headers = canonical_headers(headers, uri, &auth.signed_headers)?;
+    let query = canonical_query(uri.query().unwrap_or(""));
+    let signed_at_time = UNIX_EPOCH + Duration::from_secs(signed_at);
+    let signing_key =
+        aws_sigv4::sign::v4::generate_signing_key(&key.secret, signed_at_time, scope.region, scope.service);
+
+    let path = normalize_path(uri.path());
+    // AWS SDKs sign Bedrock paths URI-encoded twice (the model id's ':' arrives as %3A and is
+    // signed as %253A); a client configured for single encoding is accepted too.
+    let double = percent_encode_path(&path);
+    let mut candidates = vec![double];
+    if candidates[0] != path {
+        candidates.push(path);
+    }
+    let mut matched = subtle::Choice::from(0);
+    for canonical_path in &candidates {
+        let creq = format!(
+            "{method}\n{canonical_path}\n{query}\n{canonical_headers}\n{}\n{payload_hash}",
+            auth.signed_headers.join(";"),
+            method = method.as_str(),
+        );
+        let string_to_sign = format!(
+            "{SIGV4_ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
+            scope.date,
+            scope.region,
+            scope.service,
+            hex::encode(Sha256::digest(creq.as_bytes()))
+        );
+        let expected = aws_sigv4::sign::v4::calculate_signature(&signing_key, string_to_sign.as_bytes());
+        matched |= expected.as_bytes().ct_eq(auth.signature.as_bytes());
+    }
+    if bool::from(matched) {
+        Ok(key.tenant.clone())
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+struct SigV4Header<'a> {
+    credential: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+}
+
+/// Parses `Credential=..., SignedHeaders=..., Signature=...` (the part after the algorithm).
+fn parse_sigv4_header(params: &str) -> Result<SigV4Header<'_>, AuthError> {
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in params.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            AuthError::Malformed(format!(
+                "SigV4 Authorization part {:?} has no '='",
+                crate::text::clip(part, 32)
+            ))
+        })?;
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => {
+                return Err(AuthError::Malformed(format!(
+                    "unexpected SigV4 Authorization part {:?}; expected Credential, SignedHeaders, Signature",
+                    crate::text::clip(name, 32)
+                )));
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(AuthError::Malformed(format!("SigV4 Authorization repeats {name}")));
+        }
+    }
+    let missing = |what: &str| AuthError::Malformed(format!("SigV4 Authorization header has no {what}="));
+    let credential = credential.ok_or_else(|| missing("Credential"))?;
+    let signed = signed.ok_or_else(|| missing("SignedHeaders"))?;
+    let signature = signature.ok_or_else(|| missing("Signature"))?;
+
+    if signature.len() != 64 || !signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(AuthError::Malformed("Signature must be 64 lowercase hex digits".into()));
+    }
+    let signed_headers: Vec<&str> = signed.split(';').collect();
+    let names_ok = signed_headers.iter().all(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    });
+    if !names_ok {
+        return Err(AuthError::Malformed(
+            "SignedHeaders must be lowercase header names separated by ';'".into(),
+        ));
+    }
+    let mut unique = signed_headers.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != signed_headers.len() {
+        return Err(AuthError::Malformed("SignedHeaders names a header twice".into()));
+    }
+    Ok(SigV4Header {
+        credential,
+        signed_headers,
+        signature,
+    })
+}
+
+struct Scope<'a> {
+    access_key_id: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+}
+
+/// Parses `AKID/YYYYMMDD/region/bedrock/aws4_request`.
+fn parse_scope(credential: &str) -> Result<Scope<'_>, AuthError> {
+    let parts: Vec<&str> = credential.split('/').collect();
+    let [access_key_id, date, region, service, terminator] = parts[..] else {
+        return Err(AuthError::Malformed(
+            "Credential must be ACCESS_KEY_ID/YYYYMMDD/REGION/bedrock/aws4_request".into(),
+        ));
+    };
+    if access_key_id.is_empty() {
+        return Err(AuthError::Malformed("Credential has an empty access key id".into()));
+    }
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthError::Malformed(format!(
+            "Credential date {:?} is not YYYYMMDD",
+            crate::text::clip(date, 32)
+        )));
+    }
+    let region_ok = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !region_ok {
+        return Err(AuthError::Malformed(format!(
+            "Credential region {:?} is not a region name",
+            crate::text::clip(region, 32)
+        )));
+    }
+    if service != SIGV4_SERVICE {
+        return Err(AuthError::Malformed(format!(
+            "Credential is scoped to service {:?}; sign for {SIGV4_SERVICE:?} (the Bedrock runtime's signing name)",
+            crate::text::clip(service, 32)
+        )));
+    }
+    if terminator != "aws4_request" {
+        return Err(AuthError::Malformed("Credential must end with /aws4_request".into()));
+    }
+    Ok(Scope {
+        access_key_id,
+        date,
+        region,
+        service,
+    })
+}
+
+/// A header that must appear at most once, as text.
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, AuthError> {
+    let mut values = headers.get_all(name).into_iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::Malformed(format!("more than one `{name}` header")));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| AuthError::Malformed(format!("`{name}` is not visible ASCII")))?;
+    Ok(Some(text.trim()))
+}
+
+/// The payload hash that was signed. A declared `x-amz-content-sha256` must match the body,
+/// otherwise a signed header would vouch for a body that was swapped in transit.
+fn payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, AuthError> {
+    let actual = hex::encode(Sha256::digest(body));
+    match single_header(headers, "x-amz-content-sha256")? {
+        None => Ok(actual),
+        Some(declared) if declared.eq_ignore_ascii_case(&actual) => Ok(declared.to_owned()),
+        Some(declared) if declared.len() == 64 && declared.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err(AuthError::BadSignature)
+        }
+        Some(_) => Err(AuthError::Malformed(
+            "`x-amz-content-sha256` must be the hex SHA-256 of the body; unsigned or streamed payloads are not \
+             accepted"
+                .into(),
+        )),
+    }
+}
+
+/// `name:value\n` for each signed header, in the order the client listed them.
+fn canonical_headers(headers: &HeaderMap, uri: &Uri, signed: &[&str]) -> Result<String, AuthError> {
+    let mut out = String::new();
+    for &name in signed {
+        let mut values = Vec::new();
+        for value in headers.get_all(name) {
+            let text = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| AuthError::Malformed(format!("signed header `{name}` is not UTF-8")))?;
+            values.push(trim_all(text));
+        }
+        if values.is_empty() {
+            // HTTP/2 carries the host in `:authority`, which ends up in the URI.
+            match (name, uri.authority()) {
+                ("host", Some(authority)) => values.push(authority.as_str().to_owned()),
+                _ => {
+                    return Err(AuthError::Malformed(format!(
+                        "signed header `{name}` is not in the request"
+                    )));
+                }
+            }
+        }
+        out.push_str(name);
+        out.push(':');
+        out.push_str(&values.join(","));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Trims spaces and folds runs of spaces into one, as SigV4 canonical header values want.
+fn trim_all(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_space = false;
+    for c in text.trim_matches(' ').chars() {
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out
+}
+
+/// RFC 3986 unreserved characters stay as they are; SigV4 encodes everything else.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+
+fn percent_encode_path(path: &str) -> String {
+    utf8_percent_encode(path, UNRESERVED_AND_SLASH).to_string()
+}
+
+/// Removes `.`/`..` segments and empty segments, as the AWS signer does before encoding.
+fn normalize_path(path: &str) -> String {
+    if !(path.contains('.') || path.contains("//")) && path.starts_with('/') {
+        return path.to_owned();
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut out = format!("/{}", segments.join("/"));
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..") || path == "." || path == "..";
+    if trailing && !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// Query pairs decoded (form style, as the signer parses them), re-encoded and sorted.
+fn canonical_query(query: &str) -> String {
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                utf8_percent_encode(&decode(k), UNRESERVED).to_string(),
+                utf8_percent_encode(&decode(v), UNRESERVED).to_string(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Seconds since the Unix epoch of `YYYYMMDDTHHMMSSZ`, or None if it is not a real UTC time.
+fn parse_amz_date(s: &str) -> Option<u64> {
+    // chrono's `%Y` would accept signs and more digits; SigV4 dates are exactly 16 characters.
+    if s.len() != 16 || !s.is_ascii() {
+        return None;
+    }
+    let at = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok()?;
+    u64::try_from(at.and_utc().timestamp()).ok()
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (for error messages).
+fn format_amz_date(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map_or_else(|| secs.to_string(), |at| at.format("%Y%m%dT%H%M%SZ").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_follow_the_sigv4_rules() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20240501T120000Z"), Some(1_714_564_800));
+        assert_eq!(
+            parse_amz_date("20240229T000000Z").map(format_amz_date).as_deref(),
+            Some("20240229T000000Z")
+        );
+        assert_eq!(parse_amz_date("20230229T000000Z"), None);
+        assert_eq!(parse_amz_date("20240501T120000"), None);
+        assert_eq!(parse_amz_date("2024-5-1T1200000Z"), None);
+        assert_eq!(trim_all("  a   b  c "), "a b c");
+        assert_eq!(normalize_path("/a/./b/../c//d/"), "/a/c/d/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(percent_encode_path("/model/x%3A0/converse"), "/model/x%253A0/converse");
+        assert_eq!(canonical_query("b=2&a=x+y&a=1&c"), "a=1&a=x%20y&b=2&c=");
+    }
+}

@@ -1,0 +1,196 @@
+//! The SDK interceptor: an unchanged `client.converse()` /
+//! `client.converse_stream()` on `aws-sdk-bedrockruntime`, answered through
+//! tollgate in process (no tollgate listener), against the built-in mock.
+
+mod support;
+
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, ConverseStreamOutput, Message};
+use aws_sdk_bedrockruntime::{Client, Config};
+use support::component;
+use tollgate_host::TenantId;
+use tollgate_host::config::Config as TollgateConfig;
+use tollgate_host::gateway::{Gateway, app};
+use tollgate_host::sdk::{AsTenant, InProcess};
+
+const SONNET: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
+fn config() -> TollgateConfig {
+    let policy = component("budget-guard").display().to_string();
+    let tenant = |id: &str, budget: &str, extra: &str, config: &str| {
+        format!(
+            "[tenants.{id}]\nbudget-usd = \"{budget}\"\npolicy = {policy:?}\ndeadline-ms = 200\n{extra}\n\
+             [tenants.{id}.policy-config]\n{config}\n\n"
+        )
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nplain-http = true\n\n[upstream]\nkind = \"mock\"\n\n[log]\ninvocations = \"\"\n\n\
+         [ledger]\nstore = \"memory\"\n\n[engine]\ncache-dir = {:?}\n\n{}{}{}{}",
+        std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
+        tenant("acme", "100", "", ""),
+        tenant("globex", "100", "", "downgrade-at-percent = 0"),
+        tenant("initech", "100", "rpm = 1", ""),
+        tenant("umbrella", "0.00001", "", ""),
+    );
+    TollgateConfig::parse(&text, "sdk test").expect("config")
+}
+
+fn client(gateway: &Gateway, tenant: &str) -> Client {
+    let conf = Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"))
+        // Each refusal is seen once; the SDK's own retries are tested elsewhere.
+        .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+        .http_client(InProcess::new(gateway.clone(), TenantId::new(tenant).expect("id")).into_shared())
+        .build();
+    Client::from_conf(conf)
+}
+
+fn message() -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("Say something about budgets.".into()))
+        .build()
+        .expect("message")
+}
+
+fn spent(gateway: &Gateway, tenant: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let state = gateway
+        .accounting()
+        .ledger()
+        .snapshot(&TenantId::new(tenant).expect("id"), now)
+        .expect("snapshot");
+    assert_eq!(state.open_reservations, 0, "{tenant}: every hold settled or released");
+    state.spent.get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_in_process() {
+    let assembled = app::assemble(&config()).await.expect("assemble");
+    let gateway = assembled.gateway.clone();
+    let mock = assembled.mock.expect("the built-in mock");
+
+    // Admitted: the call reaches the upstream with tollgate's metadata and is charged.
+    let acme = client(&gateway, "acme");
+    let out = acme
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect("admitted");
+    let usage = out.usage().expect("usage");
+    assert!(usage.output_tokens() > 0);
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].model_id, SONNET);
+    let metadata = sent[0].request_metadata().expect("requestMetadata");
+    assert_eq!(metadata["tollgate-tenant"], "acme");
+    assert_eq!(metadata["tollgate-decision"], "admit");
+    assert!(spent(&gateway, "acme") > 0);
+
+    // Streams work through the same path, and are charged too.
+    let before = spent(&gateway, "acme");
+    let mut stream = acme
+        .converse_stream()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect("stream admitted")
+        .stream;
+    let mut saw_metadata = false;
+    while let Some(event) = stream.recv().await.expect("event") {
+        if let ConverseStreamOutput::Metadata(m) = event {
+            saw_metadata = m.usage().is_some_and(|u| u.output_tokens() > 0);
+        }
+    }
+    assert!(saw_metadata, "the final metadata event carries the usage");
+    assert!(spent(&gateway, "acme") > before);
+
+    // Downgraded: the policy's cheaper model is what the upstream serves.
+    mock.clear_requests();
+    let globex = client(&gateway, "globex");
+    globex
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect("downgraded");
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].model_id, HAIKU, "downgraded one step down the chain");
+    assert_eq!(
+        sent[0].request_metadata().expect("metadata")["tollgate-decision"],
+        "downgrade"
+    );
+
+    // Throttled: the SDK's own ThrottlingException, nothing forwarded or charged.
+    let initech = client(&gateway, "initech");
+    initech
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect("first in the minute");
+    let charged = spent(&gateway, "initech");
+    mock.clear_requests();
+    let err = initech
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect_err("second call in the minute")
+        .into_service_error();
+    assert!(err.is_throttling_exception(), "{err:?}");
+    assert!(mock.requests().is_empty());
+    assert_eq!(spent(&gateway, "initech"), charged);
+
+    // Rejected: the budget is too small for the worst case.
+    let umbrella = client(&gateway, "umbrella");
+    let err = umbrella
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .expect_err("over budget")
+        .into_service_error();
+    assert_eq!(err.code(), Some("ServiceQuotaExceededException"), "{err:?}");
+    assert!(format!("{err:?}").contains("umbrella"), "{err:?}");
+    assert!(mock.requests().is_empty());
+    assert_eq!(spent(&gateway, "umbrella"), 0);
+
+    // The tenant is the service's choice per call too: AsTenant overrides the client's.
+    mock.clear_requests();
+    acme.converse()
+        .model_id(SONNET)
+        .messages(message())
+        .customize()
+        .interceptor(AsTenant::new(TenantId::new("globex").expect("id")))
+        .send()
+        .await
+        .expect("as globex");
+    let sent = mock.requests();
+    assert_eq!(
+        sent[0].request_metadata().expect("metadata")["tollgate-tenant"],
+        "globex"
+    );
+    assert!(
+        sent[0].header("x-tollgate-in-process-tenant").is_none(),
+        "the tenant header stays in process"
+    );
+
+    gateway.idle().await;
+    mock.shutdown().await;
+}
