@@ -659,3 +659,53 @@ async fn https_with_a_bedrock_api_key_as_the_sdk_sends_it() {
     assert!(metrics.contains("tollgate_upstream_seconds"), "{metrics}");
     assert!(metrics.contains("tollgate_alert_level{tenant=\"acme\"}"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converse_caller_that_hangs_up_is_still_charged_from_the_real_usage() {
+    // The upstream takes a second; the caller gives up after a fifth of it.
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            latency_ms: 1_000,
+            ..MockSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let impatient = aws_sdk_bedrockruntime::config::Config::builder().timeout_config(
+        aws_smithy_types::timeout::TimeoutConfig::builder()
+            .operation_timeout(std::time::Duration::from_millis(200))
+            .build(),
+    );
+    let err = client
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .customize()
+        .config_override(impatient)
+        .send()
+        .await
+        .expect_err("the caller hangs up before the answer");
+    assert!(format!("{err:?}").to_lowercase().contains("timeout"), "{err:?}");
+
+    // The gateway finishes the call on its own: one record, charged from the
+    // usage the upstream reported, and nothing left in flight.
+    let records = gw.wait_for_records(1).await;
+    let state = gw.settled("acme").await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0];
+    assert_eq!(record.tollgate.charged_from, "usage");
+    assert!(record.output.output_token_count.is_some_and(|n| n > 0));
+    assert!(record.tollgate.cost_nano_usd > 0);
+    assert!(record.tollgate.cost_nano_usd <= record.tollgate.reserved_nano_usd);
+    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    assert_eq!(state["reserved-nano-usd"], 0);
+    assert_eq!(gw.mock.requests().len(), 1, "the upstream ran the call once");
+
+    // The gateway is still healthy for the next call.
+    converse(&client, NOVA_MICRO, 50)
+        .await
+        .expect("the next call is served");
+    assert_eq!(gw.wait_for_records(2).await.len(), 2);
+}

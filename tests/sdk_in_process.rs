@@ -194,3 +194,25 @@ async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_i
     gateway.idle().await;
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_drops_the_call_still_pays_for_what_the_upstream_ran() {
+    let mut config = config();
+    config.upstream.mock.latency_ms = 500;
+    let assembled = app::assemble(&config).await.expect("assemble");
+    let gateway = assembled.gateway.clone();
+    let mock = assembled.mock.expect("the built-in mock");
+
+    // The service's own timeout drops the SDK future mid-call.
+    let acme = client(&gateway, "acme");
+    let call = acme.converse().model_id(SONNET).messages(message()).send();
+    let dropped = tokio::time::timeout(std::time::Duration::from_millis(100), call).await;
+    assert!(dropped.is_err(), "the call was dropped before the upstream answered");
+
+    // The call finishes without its caller: settled from the real usage.
+    gateway.idle().await;
+    assert_eq!(gateway.in_flight(), 0);
+    assert_eq!(mock.requests().len(), 1);
+    assert!(spent(&gateway, "acme") > 0, "the call the upstream ran is charged");
+    mock.shutdown().await;
+}

@@ -12,6 +12,9 @@ pub mod metadata;
 pub mod metrics;
 pub mod server;
 pub mod service;
+mod settlement;
+mod stream_pump;
+mod trace;
 
 pub use crate::upstream::error::BedrockError;
 pub use service::{Call, CallBody, CallResponse, Gateway, GatewayParts, TenantProfile};

@@ -25,7 +25,8 @@ use subtle::ConstantTimeEq;
 use crate::upstream::error::BedrockError;
 use std::sync::Arc;
 
-use super::service::{Gateway, now_ms};
+use super::service::Gateway;
+use super::trace::now_ms;
 use crate::ids::TenantId;
 use crate::registry::version::PolicySettings;
 

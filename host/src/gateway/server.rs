@@ -17,7 +17,8 @@ use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use super::admin::{self, AdminToken};
-use super::service::{Call, CallBody, Gateway, operation_name};
+use super::service::{Call, CallBody, Gateway};
+use super::trace::operation_name;
 use crate::contract::Operation;
 use crate::upstream::error::BedrockError;
 use crate::upstream::eventstream;

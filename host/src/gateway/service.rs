@@ -13,6 +13,9 @@
 //!   call that may have cost money is never free.
 //! * The ledger and the invocation log are written before the caller sees
 //!   the end of its answer (for a stream: before the final metadata frame).
+//! * A call runs in a task of its own, so the caller going away never stops
+//!   a call the upstream may be running: it is settled and logged all the
+//!   same ([`super::settlement`]; a stream by [`super::stream_pump`]).
 //! * Policies run inline on the async worker threads, which are as many as
 //!   the cores: a pool no wider than the machine, so an epoch deadline (wall
 //!   clock) measures the policy and not a queue.
@@ -24,31 +27,31 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::auth::Credentials;
-use super::invocation_log::{
-    InvocationLog, InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
-};
+use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
+use super::settlement::{Hold, Settlement};
+use super::stream_pump::StreamPump;
+use super::trace::{Trace, micros, millis, now_ms, operation_name};
 use crate::accounting::Accounting;
 use crate::contract::{Action, Operation, RejectKind, Request, TenantState};
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{Actual, LedgerStore, ReservationId, ReserveError, ReserveRequest};
+use crate::ledger::{LedgerStore, ReserveError, ReserveRequest};
 use crate::pricing::{Catalog, Usage};
 use crate::registry::{Registry, RegistryError};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError};
 use crate::upstream::error::BedrockError;
-use crate::upstream::eventstream;
 
 /// Response header naming the model that served the call.
 pub const SERVED_MODEL_HEADER: &str = "x-tollgate-served-model";
@@ -122,9 +125,7 @@ pub struct Gateway {
 struct Inner {
     parts: GatewayParts,
     next_request: AtomicU64,
-    /// Calls not yet logged, streams included; `idle` wakes waiters at zero.
-    in_flight: AtomicUsize,
-    idle: Notify,
+    settlement: Arc<Settlement>,
     /// Distinguishes request ids across restarts.
     boot: u64,
 }
@@ -134,10 +135,14 @@ impl Gateway {
         let boot = now_ms();
         Gateway {
             inner: Arc::new(Inner {
+                settlement: Arc::new(Settlement::new(
+                    Arc::clone(&parts.catalog),
+                    Arc::clone(&parts.estimator),
+                    Arc::clone(&parts.metrics),
+                    parts.log.clone(),
+                )),
                 parts,
                 next_request: AtomicU64::new(1),
-                in_flight: AtomicUsize::new(0),
-                idle: Notify::new(),
                 boot,
             }),
         }
@@ -167,6 +172,17 @@ impl Gateway {
         self.inner.parts.tenants.get(tenant)
     }
 
+    /// Calls started and not yet charged and logged (streams still open included).
+    pub fn in_flight(&self) -> usize {
+        self.inner.settlement.in_flight()
+    }
+
+    /// Resolves once no call is in flight: every started call has been
+    /// settled or released and logged. For draining and for tests.
+    pub async fn idle(&self) {
+        self.inner.settlement.idle().await
+    }
+
     /// Step 1: the tenant, from the credential alone.
     pub fn authenticate(
         &self,
@@ -185,6 +201,10 @@ impl Gateway {
     /// Steps 2–10 for an authenticated tenant. An `Err` is tollgate's own
     /// answer (a refused request or a verdict); upstream errors come back as
     /// a [`CallResponse`] with their status, as Bedrock sent them.
+    ///
+    /// The call runs in a task of its own: a caller that goes away (a closed
+    /// connection, a dropped future) does not stop it, so a call the
+    /// upstream ran is still settled from its usage, logged, and counted out.
     pub async fn call(&self, tenant: &TenantId, call: Call) -> Result<CallResponse, BedrockError> {
         let started = Instant::now();
         let request_id = format!(
@@ -192,20 +212,26 @@ impl Gateway {
             self.inner.boot & 0xffff_ffff,
             self.inner.next_request.fetch_add(1, Ordering::Relaxed)
         );
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        let mut trace = Trace::new(tenant, &call, request_id, started);
-        match self.run(tenant, call, &mut trace).await {
-            Ok(response) => Ok(response),
-            Err(err) => {
-                trace.status = err.status.as_u16();
-                trace.error_type = Some(err.error_type.to_owned());
-                if trace.reason.is_empty() {
-                    trace.reason = err.message.clone();
+        self.inner.settlement.begin();
+        let mut trace = Trace::new(tenant, call.operation, &call.model_id, request_id, started);
+        let this = self.clone();
+        let tenant = tenant.clone();
+        let task = tokio::spawn(async move {
+            match this.run(&tenant, call, &mut trace).await {
+                Ok(response) => Ok(response),
+                Err(err) => {
+                    trace.status = err.status.as_u16();
+                    trace.error_type = Some(err.error_type.to_owned());
+                    if trace.reason.is_empty() {
+                        trace.reason = err.message.clone();
+                    }
+                    this.inner.settlement.finish(&trace);
+                    Err(err)
                 }
-                self.finish(&trace);
-                Err(err)
             }
-        }
+        });
+        task.await
+            .unwrap_or_else(|e| Err(BedrockError::internal(format!("tollgate's call task failed: {e}"))))
     }
 
     async fn run(&self, tenant: &TenantId, call: Call, trace: &mut Trace) -> Result<CallResponse, BedrockError> {
@@ -457,7 +483,7 @@ impl Gateway {
                 .and_then(|v| v.to_str().ok())
                 .map(|t| t.split(':').next().unwrap_or(t).to_owned());
             hold.release(trace).await;
-            self.finish(trace);
+            self.inner.settlement.finish(trace);
             let body = match response.body {
                 UpstreamBody::Full(bytes) => bytes,
                 UpstreamBody::Stream(_) => Bytes::new(),
@@ -475,8 +501,11 @@ impl Gateway {
                     .ok()
                     .and_then(|v| v.get("usage").cloned())
                     .map(|u| Usage::from_converse(&u));
-                self.charge(&hold, usage, &served, estimate.raw, trace).await;
-                self.finish(trace);
+                self.inner
+                    .settlement
+                    .charge(&hold, usage, &served, estimate.raw, trace)
+                    .await;
+                self.inner.settlement.finish(trace);
                 Ok(CallResponse {
                     status: response.status,
                     headers,
@@ -486,7 +515,7 @@ impl Gateway {
             UpstreamBody::Stream(upstream) => {
                 let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(32);
                 let pump = StreamPump {
-                    gateway: self.clone(),
+                    settlement: Arc::clone(&self.inner.settlement),
                     hold,
                     served,
                     raw_estimate: estimate.raw,
@@ -505,375 +534,6 @@ impl Gateway {
                     body: CallBody::Stream(Box::pin(frames)),
                 })
             }
-        }
-    }
-
-    /// Settles from `usage`, or charges the hold when there is none.
-    async fn charge(&self, hold: &Hold, usage: Option<Usage>, served: &ModelId, raw_estimate: u64, trace: &mut Trace) {
-        let parts = &self.inner.parts;
-        let (actual, from) = match usage {
-            Some(usage) => match parts.catalog.cost(served.as_str(), &usage) {
-                Ok(cost) => {
-                    parts
-                        .estimator
-                        .observe(served.as_str(), raw_estimate, usage.prompt_tokens());
-                    trace.usage = Some(usage);
-                    let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
-                    (Actual { cost, tokens }, "usage")
-                }
-                Err(_) => (hold.as_actual(), "reservation"),
-            },
-            None => (hold.as_actual(), "reservation"),
-        };
-        if from == "reservation" {
-            tracing::warn!(
-                tenant = %hold.tenant,
-                request_id = %trace.request_id,
-                "the upstream reported no usage; charging the reservation"
-            );
-        }
-        trace.charged_from = from.to_owned();
-        match hold.settle(actual).await {
-            Ok(charged) => {
-                trace.cost_nano_usd = charged;
-                let tenant = hold.tenant.as_str();
-                parts.metrics.add_cost(tenant, charged);
-                if let Some(u) = &trace.usage {
-                    let model = served.as_str();
-                    parts.metrics.add_tokens(tenant, model, "input", u.input_tokens);
-                    parts.metrics.add_tokens(tenant, model, "output", u.output_tokens);
-                    parts
-                        .metrics
-                        .add_tokens(tenant, model, "cache-read", u.cache_read_input_tokens);
-                    parts.metrics.add_tokens(
-                        tenant,
-                        model,
-                        "cache-write",
-                        u.cache_write_input_tokens.saturating_add(u.cache_write_1h_input_tokens),
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::error!(tenant = %hold.tenant, error = %e, "could not settle a call");
-                trace.charged_from = format!("failed: {e}");
-            }
-        }
-    }
-
-    /// Step 10: the invocation record and the metrics.
-    fn finish(&self, trace: &Trace) {
-        if trace.logged {
-            return;
-        }
-        let parts = &self.inner.parts;
-        parts.metrics.tenant_verdict(&trace.tenant, &trace.decision);
-        parts.metrics.response(operation_name(trace.operation), trace.status);
-        if let Some(log) = &parts.log {
-            log.write(&trace.record());
-        }
-        // Each call is finished exactly once (a stream by its pump).
-        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.idle.notify_waiters();
-        }
-    }
-
-    /// Calls started and not yet charged and logged (streams still open included).
-    pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Resolves once no call is in flight: every started call has been
-    /// settled or released and logged. For draining and for tests.
-    pub async fn idle(&self) {
-        loop {
-            let notified = self.inner.idle.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a wake-up between the two is not lost.
-            notified.as_mut().enable();
-            if self.in_flight() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A reservation to end exactly once.
-struct Hold {
-    accounting: Arc<GatewayAccounting>,
-    tenant: TenantId,
-    id: ReservationId,
-    cost: crate::money::NanoUsd,
-    tokens: u64,
-}
-
-impl Hold {
-    fn as_actual(&self) -> Actual {
-        Actual {
-            cost: self.cost,
-            tokens: self.tokens,
-        }
-    }
-
-    /// Charges `actual`; the durable store waits for its commit, so off the async workers.
-    async fn settle(&self, actual: Actual) -> Result<u64, String> {
-        let accounting = Arc::clone(&self.accounting);
-        let tenant = self.tenant.clone();
-        let id = self.id;
-        tokio::task::spawn_blocking(move || accounting.settle(&tenant, id, actual, now_ms()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|settled| settled.charged.get())
-            .map_err(|e| e.to_string())
-    }
-
-    async fn release(&self, trace: &mut Trace) {
-        let accounting = Arc::clone(&self.accounting);
-        let tenant = self.tenant.clone();
-        let id = self.id;
-        let released = tokio::task::spawn_blocking(move || accounting.release(&tenant, id, now_ms())).await;
-        trace.charged_from = match released {
-            Ok(Ok(_)) => "released".into(),
-            Ok(Err(e)) => format!("failed: {e}"),
-            Err(e) => format!("failed: {e}"),
-        };
-    }
-}
-
-/// Carries a stream from the upstream to the caller, frame by frame, and
-/// settles when it ends, however it ends.
-struct StreamPump {
-    gateway: Gateway,
-    hold: Hold,
-    served: ModelId,
-    raw_estimate: u64,
-    trace: Trace,
-    upstream_started: Instant,
-    idle: Duration,
-}
-
-/// How a stream ended.
-enum StreamEnd {
-    /// The upstream's metadata event arrived (and was charged).
-    Complete,
-    /// The caller went away.
-    CallerGone,
-    /// The upstream sent an exception frame, broke off, or sent garbage.
-    UpstreamFailed(String),
-}
-
-impl StreamPump {
-    async fn run(mut self, upstream: reqwest::Response, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
-        let mut bytes = upstream.bytes_stream();
-        let mut buf = BytesMut::new();
-        // The frame that ends a failed stream, sent after the charge.
-        let mut final_frame: Option<Bytes> = None;
-        let end = 'pump: loop {
-            let chunk = match tokio::time::timeout(self.idle, bytes.next()).await {
-                Err(_) => {
-                    break StreamEnd::UpstreamFailed(format!(
-                        "the upstream sent nothing for {} ms",
-                        self.idle.as_millis()
-                    ));
-                }
-                Ok(None) => {
-                    break StreamEnd::UpstreamFailed("the upstream closed the stream before its metadata event".into());
-                }
-                Ok(Some(Err(e))) => break StreamEnd::UpstreamFailed(format!("the upstream stream broke: {e}")),
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            buf.extend_from_slice(&chunk);
-            loop {
-                let (raw, frame) = match eventstream::split_frame(&mut buf) {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(e) => break 'pump StreamEnd::UpstreamFailed(e.to_string()),
-                };
-                let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
-                if is_metadata {
-                    // Charge before the caller sees the end of its stream.
-                    let usage = frame.payload.get("usage").map(Usage::from_converse);
-                    self.trace.upstream_ms = millis(self.upstream_started.elapsed());
-                    self.gateway
-                        .charge(&self.hold, usage, &self.served, self.raw_estimate, &mut self.trace)
-                        .await;
-                    self.trace.logged = false;
-                    self.gateway.finish(&self.trace);
-                    // Whether or not the caller is still there, the call is done.
-                    let _ = tx.send(Ok(raw)).await;
-                    break 'pump StreamEnd::Complete;
-                }
-                if frame.message_type != "event" {
-                    // Held back until the call is charged and logged, like a metadata frame.
-                    let message = frame.payload.get("message").and_then(Value::as_str).unwrap_or_default();
-                    self.trace.error_type = Some(frame.kind.clone());
-                    final_frame = Some(raw);
-                    break 'pump StreamEnd::UpstreamFailed(format!(
-                        "the upstream sent {} {}: {message}",
-                        frame.message_type, frame.kind
-                    ));
-                }
-                if tx.send(Ok(raw)).await.is_err() {
-                    break 'pump StreamEnd::CallerGone;
-                }
-            }
-        };
-        // Dropping the upstream body here closes its connection: no more tokens are generated for nobody.
-        drop(bytes);
-        match end {
-            StreamEnd::Complete => {}
-            StreamEnd::CallerGone | StreamEnd::UpstreamFailed(_) => {
-                let why = match &end {
-                    StreamEnd::CallerGone => "the caller disconnected before the stream ended".to_owned(),
-                    StreamEnd::UpstreamFailed(why) => why.clone(),
-                    StreamEnd::Complete => String::new(),
-                };
-                tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %why, "stream ended without usage");
-                if let StreamEnd::UpstreamFailed(_) = &end
-                    && final_frame.is_none()
-                {
-                    // Tell the caller the stream failed, as Bedrock would.
-                    let frame = eventstream::encode_exception(
-                        "internalServerException",
-                        &format!("tollgate: {why}; the call was charged at its reserved worst case"),
-                    );
-                    final_frame = frame.ok();
-                    self.trace.error_type = Some("internalServerException".into());
-                }
-                self.trace.upstream_ms = millis(self.upstream_started.elapsed());
-                self.trace.reason = format!("{}; {why}", self.trace.reason);
-                self.gateway
-                    .charge(&self.hold, None, &self.served, self.raw_estimate, &mut self.trace)
-                    .await;
-                self.trace.logged = false;
-                self.gateway.finish(&self.trace);
-                if let Some(frame) = final_frame {
-                    let _ = tx.send(Ok(frame)).await;
-                }
-            }
-        }
-    }
-}
-
-/// What is known of a call so far, for its record.
-#[derive(Clone)]
-struct Trace {
-    tenant: String,
-    operation: Operation,
-    request_id: String,
-    upstream_request_id: Option<String>,
-    requested_model: String,
-    model_id: String,
-    served_model: Option<String>,
-    decision: String,
-    reason: String,
-    policy_version: Option<String>,
-    policy_failure: Option<String>,
-    estimated_input_tokens: u64,
-    max_output_tokens: u64,
-    reserved_nano_usd: u64,
-    cost_nano_usd: u64,
-    charged_from: String,
-    usage: Option<Usage>,
-    status: u16,
-    error_type: Option<String>,
-    dropped_metadata: Vec<String>,
-    request_metadata: Map<String, Value>,
-    started: Instant,
-    started_ms: u64,
-    decision_us: u64,
-    gateway_us: u64,
-    upstream_ms: u64,
-    /// Set once the record is written (or handed to the stream pump).
-    logged: bool,
-}
-
-impl Trace {
-    fn new(tenant: &TenantId, call: &Call, request_id: String, started: Instant) -> Trace {
-        Trace {
-            tenant: tenant.as_str().to_owned(),
-            operation: call.operation,
-            request_id,
-            upstream_request_id: None,
-            requested_model: call.model_id.clone(),
-            model_id: call.model_id.clone(),
-            served_model: None,
-            decision: "invalid".into(),
-            reason: String::new(),
-            policy_version: None,
-            policy_failure: None,
-            estimated_input_tokens: 0,
-            max_output_tokens: 0,
-            reserved_nano_usd: 0,
-            cost_nano_usd: 0,
-            charged_from: "none".into(),
-            usage: None,
-            status: 200,
-            error_type: None,
-            dropped_metadata: Vec::new(),
-            request_metadata: Map::new(),
-            started,
-            started_ms: now_ms(),
-            decision_us: 0,
-            gateway_us: 0,
-            upstream_ms: 0,
-            logged: false,
-        }
-    }
-
-    fn record(&self) -> InvocationRecord {
-        let usage = self.usage.unwrap_or_default();
-        let counted = self.usage.is_some();
-        let some = |n: u64| counted.then_some(n);
-        InvocationRecord {
-            schema_type: SCHEMA_TYPE.into(),
-            schema_version: SCHEMA_VERSION.into(),
-            timestamp: timestamp(self.started_ms),
-            request_id: self
-                .upstream_request_id
-                .clone()
-                .unwrap_or_else(|| self.request_id.clone()),
-            operation: operation_name(self.operation).into(),
-            model_id: self.model_id.clone(),
-            input: TokenCounts {
-                input_token_count: some(usage.input_tokens),
-                cache_read_input_token_count: some(usage.cache_read_input_tokens),
-                cache_write_input_token_count: some(
-                    usage
-                        .cache_write_input_tokens
-                        .saturating_add(usage.cache_write_1h_input_tokens),
-                ),
-                ..TokenCounts::default()
-            },
-            output: TokenCounts {
-                output_token_count: some(usage.output_tokens),
-                ..TokenCounts::default()
-            },
-            request_metadata: self.request_metadata.clone(),
-            tollgate: TollgateFields {
-                request_id: self.request_id.clone(),
-                tenant: self.tenant.clone(),
-                decision: self.decision.clone(),
-                reason: self.reason.clone(),
-                policy_version: self.policy_version.clone(),
-                policy_failure: self.policy_failure.clone(),
-                requested_model_id: self.requested_model.clone(),
-                served_model_id: self.served_model.clone(),
-                estimated_input_tokens: self.estimated_input_tokens,
-                max_output_tokens: self.max_output_tokens,
-                reserved_nano_usd: self.reserved_nano_usd,
-                cost_nano_usd: self.cost_nano_usd,
-                charged_from: self.charged_from.clone(),
-                status: self.status,
-                error_type: self.error_type.clone(),
-                dropped_metadata: self.dropped_metadata.clone(),
-                latency: Latency {
-                    decision_us: self.decision_us,
-                    gateway_us: self.gateway_us,
-                    upstream_ms: self.upstream_ms,
-                    total_ms: millis(self.started.elapsed()),
-                },
-            },
         }
     }
 }
@@ -1000,27 +660,6 @@ fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// Bedrock's name of the operation, as in its invocation logs.
-pub fn operation_name(operation: Operation) -> &'static str {
-    match operation {
-        Operation::Converse => "Converse",
-        Operation::ConverseStream => "ConverseStream",
-    }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

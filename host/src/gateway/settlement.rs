@@ -1,0 +1,193 @@
+//! Ending calls: every reservation is settled from the real usage, or
+//! charged at its hold, or released, exactly once; every call writes one
+//! invocation record and leaves the in-flight count.
+//!
+//! Invariants:
+//! * A call that may have cost money is never free: without a usage that
+//!   can be priced, the hold itself is charged.
+//! * [`Settlement::finish`] runs once per started call (a stream's by its
+//!   pump), so `in_flight` returns to zero when the gateway is idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+use super::invocation_log::InvocationLog;
+use super::metrics::Metrics;
+use super::service::GatewayAccounting;
+use super::trace::{Trace, now_ms, operation_name};
+use crate::estimate::Estimator;
+use crate::ids::{ModelId, TenantId};
+use crate::ledger::{Actual, ReservationId};
+use crate::pricing::{Catalog, Usage};
+
+/// A reservation to end exactly once.
+pub(super) struct Hold {
+    pub(super) accounting: Arc<GatewayAccounting>,
+    pub(super) tenant: TenantId,
+    pub(super) id: ReservationId,
+    pub(super) cost: crate::money::NanoUsd,
+    pub(super) tokens: u64,
+}
+
+impl Hold {
+    fn as_actual(&self) -> Actual {
+        Actual {
+            cost: self.cost,
+            tokens: self.tokens,
+        }
+    }
+
+    /// Charges `actual`; the durable store waits for its commit, so off the async workers.
+    pub(super) async fn settle(&self, actual: Actual) -> Result<u64, String> {
+        let accounting = Arc::clone(&self.accounting);
+        let tenant = self.tenant.clone();
+        let id = self.id;
+        tokio::task::spawn_blocking(move || accounting.settle(&tenant, id, actual, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|settled| settled.charged.get())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Returns the hold uncharged: only for a call the upstream provably never ran.
+    pub(super) async fn release(&self, trace: &mut Trace) {
+        let accounting = Arc::clone(&self.accounting);
+        let tenant = self.tenant.clone();
+        let id = self.id;
+        let released = tokio::task::spawn_blocking(move || accounting.release(&tenant, id, now_ms())).await;
+        trace.charged_from = match released {
+            Ok(Ok(_)) => "released".into(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) => format!("failed: {e}"),
+        };
+    }
+}
+
+/// What ends calls (the hold carries its ledger): the prices, the estimator to calibrate, the
+/// metrics and the log.
+pub(super) struct Settlement {
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) estimator: Arc<Estimator>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) log: Option<Arc<InvocationLog>>,
+    /// Calls not yet logged, streams included; `idle` wakes waiters at zero.
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Settlement {
+    pub(super) fn new(
+        catalog: Arc<Catalog>,
+        estimator: Arc<Estimator>,
+        metrics: Arc<Metrics>,
+        log: Option<Arc<InvocationLog>>,
+    ) -> Settlement {
+        Settlement {
+            catalog,
+            estimator,
+            metrics,
+            log,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// A call starts; [`Settlement::finish`] ends it.
+    pub(super) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Settles from `usage`, or charges the hold when there is none.
+    pub(super) async fn charge(
+        &self,
+        hold: &Hold,
+        usage: Option<Usage>,
+        served: &ModelId,
+        raw_estimate: u64,
+        trace: &mut Trace,
+    ) {
+        let (actual, from) = match usage {
+            Some(usage) => match self.catalog.cost(served.as_str(), &usage) {
+                Ok(cost) => {
+                    self.estimator
+                        .observe(served.as_str(), raw_estimate, usage.prompt_tokens());
+                    trace.usage = Some(usage);
+                    let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
+                    (Actual { cost, tokens }, "usage")
+                }
+                Err(_) => (hold.as_actual(), "reservation"),
+            },
+            None => (hold.as_actual(), "reservation"),
+        };
+        if from == "reservation" {
+            tracing::warn!(
+                tenant = %hold.tenant,
+                request_id = %trace.request_id,
+                "the upstream reported no usage; charging the reservation"
+            );
+        }
+        trace.charged_from = from.to_owned();
+        match hold.settle(actual).await {
+            Ok(charged) => {
+                trace.cost_nano_usd = charged;
+                let tenant = hold.tenant.as_str();
+                self.metrics.add_cost(tenant, charged);
+                if let Some(u) = &trace.usage {
+                    let model = served.as_str();
+                    self.metrics.add_tokens(tenant, model, "input", u.input_tokens);
+                    self.metrics.add_tokens(tenant, model, "output", u.output_tokens);
+                    self.metrics
+                        .add_tokens(tenant, model, "cache-read", u.cache_read_input_tokens);
+                    self.metrics.add_tokens(
+                        tenant,
+                        model,
+                        "cache-write",
+                        u.cache_write_input_tokens.saturating_add(u.cache_write_1h_input_tokens),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(tenant = %hold.tenant, error = %e, "could not settle a call");
+                trace.charged_from = format!("failed: {e}");
+            }
+        }
+    }
+
+    /// Step 10: the invocation record and the metrics.
+    pub(super) fn finish(&self, trace: &Trace) {
+        if trace.logged {
+            return;
+        }
+        self.metrics.tenant_verdict(&trace.tenant, &trace.decision);
+        self.metrics.response(operation_name(trace.operation), trace.status);
+        if let Some(log) = &self.log {
+            log.write(&trace.record());
+        }
+        // Each call is finished exactly once (a stream by its pump).
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Calls started and not yet charged and logged (streams still open included).
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no call is in flight: every started call has been
+    /// settled or released and logged. For draining and for tests.
+    pub(super) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a wake-up between the two is not lost.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

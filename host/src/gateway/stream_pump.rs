@@ -1,0 +1,135 @@
+//! A ConverseStream answer carried from the upstream to the caller frame
+//! by frame. The call is charged and logged before the caller sees the
+//! final metadata frame (or the failure frame); a stream that ends without
+//! usage (the caller left, the upstream broke off) is charged at its hold,
+//! and dropping the upstream body stops the generation.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::settlement::{Hold, Settlement};
+use super::trace::{Trace, millis};
+use crate::ids::ModelId;
+use crate::pricing::Usage;
+use crate::upstream::eventstream;
+
+/// Carries a stream from the upstream to the caller, frame by frame, and
+/// settles when it ends, however it ends.
+pub(super) struct StreamPump {
+    pub(super) settlement: Arc<Settlement>,
+    pub(super) hold: Hold,
+    pub(super) served: ModelId,
+    pub(super) raw_estimate: u64,
+    pub(super) trace: Trace,
+    pub(super) upstream_started: Instant,
+    pub(super) idle: Duration,
+}
+
+/// How a stream ended.
+enum StreamEnd {
+    /// The upstream's metadata event arrived (and was charged).
+    Complete,
+    /// The caller went away.
+    CallerGone,
+    /// The upstream sent an exception frame, broke off, or sent garbage.
+    UpstreamFailed(String),
+}
+
+impl StreamPump {
+    pub(super) async fn run(mut self, upstream: reqwest::Response, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
+        let mut bytes = upstream.bytes_stream();
+        let mut buf = BytesMut::new();
+        // The frame that ends a failed stream, sent after the charge.
+        let mut final_frame: Option<Bytes> = None;
+        let end = 'pump: loop {
+            let chunk = match tokio::time::timeout(self.idle, bytes.next()).await {
+                Err(_) => {
+                    break StreamEnd::UpstreamFailed(format!(
+                        "the upstream sent nothing for {} ms",
+                        self.idle.as_millis()
+                    ));
+                }
+                Ok(None) => {
+                    break StreamEnd::UpstreamFailed("the upstream closed the stream before its metadata event".into());
+                }
+                Ok(Some(Err(e))) => break StreamEnd::UpstreamFailed(format!("the upstream stream broke: {e}")),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            buf.extend_from_slice(&chunk);
+            loop {
+                let (raw, frame) = match eventstream::split_frame(&mut buf) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => break 'pump StreamEnd::UpstreamFailed(e.to_string()),
+                };
+                let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
+                if is_metadata {
+                    // Charge before the caller sees the end of its stream.
+                    let usage = frame.payload.get("usage").map(Usage::from_converse);
+                    self.trace.upstream_ms = millis(self.upstream_started.elapsed());
+                    self.settlement
+                        .charge(&self.hold, usage, &self.served, self.raw_estimate, &mut self.trace)
+                        .await;
+                    self.trace.logged = false;
+                    self.settlement.finish(&self.trace);
+                    // Whether or not the caller is still there, the call is done.
+                    let _ = tx.send(Ok(raw)).await;
+                    break 'pump StreamEnd::Complete;
+                }
+                if frame.message_type != "event" {
+                    // Held back until the call is charged and logged, like a metadata frame.
+                    let message = frame.payload.get("message").and_then(Value::as_str).unwrap_or_default();
+                    self.trace.error_type = Some(frame.kind.clone());
+                    final_frame = Some(raw);
+                    break 'pump StreamEnd::UpstreamFailed(format!(
+                        "the upstream sent {} {}: {message}",
+                        frame.message_type, frame.kind
+                    ));
+                }
+                if tx.send(Ok(raw)).await.is_err() {
+                    break 'pump StreamEnd::CallerGone;
+                }
+            }
+        };
+        // Dropping the upstream body here closes its connection: no more tokens are generated for nobody.
+        drop(bytes);
+        match end {
+            StreamEnd::Complete => {}
+            StreamEnd::CallerGone | StreamEnd::UpstreamFailed(_) => {
+                let why = match &end {
+                    StreamEnd::CallerGone => "the caller disconnected before the stream ended".to_owned(),
+                    StreamEnd::UpstreamFailed(why) => why.clone(),
+                    StreamEnd::Complete => String::new(),
+                };
+                tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %why, "stream ended without usage");
+                if let StreamEnd::UpstreamFailed(_) = &end
+                    && final_frame.is_none()
+                {
+                    // Tell the caller the stream failed, as Bedrock would.
+                    let frame = eventstream::encode_exception(
+                        "internalServerException",
+                        &format!("tollgate: {why}; the call was charged at its reserved worst case"),
+                    );
+                    final_frame = frame.ok();
+                    self.trace.error_type = Some("internalServerException".into());
+                }
+                self.trace.upstream_ms = millis(self.upstream_started.elapsed());
+                self.trace.reason = format!("{}; {why}", self.trace.reason);
+                self.settlement
+                    .charge(&self.hold, None, &self.served, self.raw_estimate, &mut self.trace)
+                    .await;
+                self.trace.logged = false;
+                self.settlement.finish(&self.trace);
+                if let Some(frame) = final_frame {
+                    let _ = tx.send(Ok(frame)).await;
+                }
+            }
+        }
+    }
+}

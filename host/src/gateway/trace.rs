@@ -1,0 +1,163 @@
+//! What is known of one call as it goes through the pipeline, and the
+//! invocation record it becomes: one record per call, written once.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use super::invocation_log::{
+    InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
+};
+use crate::contract::Operation;
+use crate::ids::TenantId;
+use crate::pricing::Usage;
+
+/// What is known of a call so far, for its record.
+#[derive(Clone)]
+pub(super) struct Trace {
+    pub(super) tenant: String,
+    pub(super) operation: Operation,
+    pub(super) request_id: String,
+    pub(super) upstream_request_id: Option<String>,
+    pub(super) requested_model: String,
+    pub(super) model_id: String,
+    pub(super) served_model: Option<String>,
+    pub(super) decision: String,
+    pub(super) reason: String,
+    pub(super) policy_version: Option<String>,
+    pub(super) policy_failure: Option<String>,
+    pub(super) estimated_input_tokens: u64,
+    pub(super) max_output_tokens: u64,
+    pub(super) reserved_nano_usd: u64,
+    pub(super) cost_nano_usd: u64,
+    pub(super) charged_from: String,
+    pub(super) usage: Option<Usage>,
+    pub(super) status: u16,
+    pub(super) error_type: Option<String>,
+    pub(super) dropped_metadata: Vec<String>,
+    pub(super) request_metadata: Map<String, Value>,
+    pub(super) started: Instant,
+    pub(super) started_ms: u64,
+    pub(super) decision_us: u64,
+    pub(super) gateway_us: u64,
+    pub(super) upstream_ms: u64,
+    /// Set once the record is written (or handed to the stream pump).
+    pub(super) logged: bool,
+}
+
+impl Trace {
+    pub(super) fn new(
+        tenant: &TenantId,
+        operation: Operation,
+        model_id: &str,
+        request_id: String,
+        started: Instant,
+    ) -> Trace {
+        Trace {
+            tenant: tenant.as_str().to_owned(),
+            operation,
+            request_id,
+            upstream_request_id: None,
+            requested_model: model_id.to_owned(),
+            model_id: model_id.to_owned(),
+            served_model: None,
+            decision: "invalid".into(),
+            reason: String::new(),
+            policy_version: None,
+            policy_failure: None,
+            estimated_input_tokens: 0,
+            max_output_tokens: 0,
+            reserved_nano_usd: 0,
+            cost_nano_usd: 0,
+            charged_from: "none".into(),
+            usage: None,
+            status: 200,
+            error_type: None,
+            dropped_metadata: Vec::new(),
+            request_metadata: Map::new(),
+            started,
+            started_ms: now_ms(),
+            decision_us: 0,
+            gateway_us: 0,
+            upstream_ms: 0,
+            logged: false,
+        }
+    }
+
+    pub(super) fn record(&self) -> InvocationRecord {
+        let usage = self.usage.unwrap_or_default();
+        let counted = self.usage.is_some();
+        let some = |n: u64| counted.then_some(n);
+        InvocationRecord {
+            schema_type: SCHEMA_TYPE.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            timestamp: timestamp(self.started_ms),
+            request_id: self
+                .upstream_request_id
+                .clone()
+                .unwrap_or_else(|| self.request_id.clone()),
+            operation: operation_name(self.operation).into(),
+            model_id: self.model_id.clone(),
+            input: TokenCounts {
+                input_token_count: some(usage.input_tokens),
+                cache_read_input_token_count: some(usage.cache_read_input_tokens),
+                cache_write_input_token_count: some(
+                    usage
+                        .cache_write_input_tokens
+                        .saturating_add(usage.cache_write_1h_input_tokens),
+                ),
+                ..TokenCounts::default()
+            },
+            output: TokenCounts {
+                output_token_count: some(usage.output_tokens),
+                ..TokenCounts::default()
+            },
+            request_metadata: self.request_metadata.clone(),
+            tollgate: TollgateFields {
+                request_id: self.request_id.clone(),
+                tenant: self.tenant.clone(),
+                decision: self.decision.clone(),
+                reason: self.reason.clone(),
+                policy_version: self.policy_version.clone(),
+                policy_failure: self.policy_failure.clone(),
+                requested_model_id: self.requested_model.clone(),
+                served_model_id: self.served_model.clone(),
+                estimated_input_tokens: self.estimated_input_tokens,
+                max_output_tokens: self.max_output_tokens,
+                reserved_nano_usd: self.reserved_nano_usd,
+                cost_nano_usd: self.cost_nano_usd,
+                charged_from: self.charged_from.clone(),
+                status: self.status,
+                error_type: self.error_type.clone(),
+                dropped_metadata: self.dropped_metadata.clone(),
+                latency: Latency {
+                    decision_us: self.decision_us,
+                    gateway_us: self.gateway_us,
+                    upstream_ms: self.upstream_ms,
+                    total_ms: millis(self.started.elapsed()),
+                },
+            },
+        }
+    }
+}
+
+pub fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Converse => "Converse",
+        Operation::ConverseStream => "ConverseStream",
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
