@@ -6,6 +6,7 @@ mod support;
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, ConverseStreamOutput, Message};
 use aws_sdk_bedrockruntime::{Client, Config};
 use support::component;
@@ -57,6 +58,17 @@ fn message() -> Message {
         .expect("message")
 }
 
+/// One Converse call of the test's message, as a service would make it.
+async fn ask(client: &Client) -> Result<ConverseOutput, ConverseError> {
+    client
+        .converse()
+        .model_id(SONNET)
+        .messages(message())
+        .send()
+        .await
+        .map_err(|e| e.into_service_error())
+}
+
 fn spent(gateway: &Gateway, tenant: &str) -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -79,13 +91,7 @@ async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_i
 
     // Admitted: the call reaches the upstream with tollgate's metadata and is charged.
     let acme = client(&gateway, "acme");
-    let out = acme
-        .converse()
-        .model_id(SONNET)
-        .messages(message())
-        .send()
-        .await
-        .expect("admitted");
+    let out = ask(&acme).await.expect("admitted");
     let usage = out.usage().expect("usage");
     assert!(usage.output_tokens() > 0);
     let sent = mock.requests();
@@ -118,13 +124,7 @@ async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_i
     // Downgraded: the policy's cheaper model is what the upstream serves.
     mock.clear_requests();
     let globex = client(&gateway, "globex");
-    globex
-        .converse()
-        .model_id(SONNET)
-        .messages(message())
-        .send()
-        .await
-        .expect("downgraded");
+    ask(&globex).await.expect("downgraded");
     let sent = mock.requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].model_id, HAIKU, "downgraded one step down the chain");
@@ -135,37 +135,17 @@ async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_i
 
     // Throttled: the SDK's own ThrottlingException, nothing forwarded or charged.
     let initech = client(&gateway, "initech");
-    initech
-        .converse()
-        .model_id(SONNET)
-        .messages(message())
-        .send()
-        .await
-        .expect("first in the minute");
+    ask(&initech).await.expect("first in the minute");
     let charged = spent(&gateway, "initech");
     mock.clear_requests();
-    let err = initech
-        .converse()
-        .model_id(SONNET)
-        .messages(message())
-        .send()
-        .await
-        .expect_err("second call in the minute")
-        .into_service_error();
+    let err = ask(&initech).await.expect_err("second call in the minute");
     assert!(err.is_throttling_exception(), "{err:?}");
     assert!(mock.requests().is_empty());
     assert_eq!(spent(&gateway, "initech"), charged);
 
     // Rejected: the budget is too small for the worst case.
     let umbrella = client(&gateway, "umbrella");
-    let err = umbrella
-        .converse()
-        .model_id(SONNET)
-        .messages(message())
-        .send()
-        .await
-        .expect_err("over budget")
-        .into_service_error();
+    let err = ask(&umbrella).await.expect_err("over budget");
     assert_eq!(err.code(), Some("ServiceQuotaExceededException"), "{err:?}");
     assert!(format!("{err:?}").contains("umbrella"), "{err:?}");
     assert!(mock.requests().is_empty());

@@ -217,31 +217,15 @@ impl Credentials {
             .trim();
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
-            self.bearer(rest.trim())
+            bearer::verify(&self.bearer, rest.trim())
         } else if scheme == SIGV4_ALGORITHM {
-            self.sigv4(rest, headers, method, uri, body, now)
+            sigv4::verify(&self.access, rest, headers, method, uri, body, now)
         } else {
             Err(AuthError::Malformed(format!(
                 "unsupported Authorization scheme {:?}; use `Bearer` or `{SIGV4_ALGORITHM}`",
                 scheme.chars().take(32).collect::<String>()
             )))
         }
-    }
-
-    fn bearer(&self, key: &str) -> Result<TenantId, AuthError> {
-        bearer::verify(&self.bearer, key)
-    }
-
-    fn sigv4(
-        &self,
-        params: &str,
-        headers: &HeaderMap,
-        method: &Method,
-        uri: &Uri,
-        body: &[u8],
-        now: SystemTime,
-    ) -> Result<TenantId, AuthError> {
-        sigv4::verify(&self.access, params, headers, method, uri, body, now)
     }
 }
 

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sigv4::http_request::{PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
 use http::{HeaderMap, Method, Uri};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -68,42 +69,55 @@ pub(super) fn verify(
     }
 
     let payload_hash = payload_hash(headers, body)?;
-    let canonical_headers = canonical_headers(headers, uri, &auth.signed_headers)?;
-    let query = canonical_query(uri.query().unwrap_or(""));
+    let signed = signed_headers(headers, uri, &auth.signed_headers)?;
+    let host = signed
+        .iter()
+        .find(|(name, _)| *name == "host")
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_default();
+    let target = format!("https://{host}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
+    let identity = aws_credential_types::Credentials::new(
+        scope.access_key_id,
+        key.secret.clone(),
+        None,
+        None,
+        "tollgate-tenant-access-key",
+    )
+    .into();
     let signed_at_time = UNIX_EPOCH + Duration::from_secs(signed_at);
-    let signing_key =
-        aws_sigv4::sign::v4::generate_signing_key(&key.secret, signed_at_time, scope.region, scope.service);
 
-    let path = normalize_path(uri.path());
-    // AWS SDKs sign Bedrock paths URI-encoded twice (the model id's ':' arrives as %3A and is
-    // signed as %253A); a client configured for single encoding is accepted too.
-    let double = percent_encode_path(&path);
-    let mut candidates = vec![double];
-    if candidates[0] != path {
-        candidates.push(path);
+    // Re-sign the request as received with the tenant's secret and compare.
+    // AWS SDKs sign Bedrock paths URI-encoded twice (the model id's ':' arrives
+    // as %3A and is signed as %253A); a client that encodes once is accepted too.
+    for mode in [PercentEncodingMode::Double, PercentEncodingMode::Single] {
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = mode;
+        // Sign exactly the headers the client listed, whichever they are.
+        settings.excluded_headers = Some(Vec::new());
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(scope.region)
+            .name(scope.service)
+            .time(signed_at_time)
+            .settings(settings)
+            .build()
+            .map_err(|e| AuthError::Malformed(format!("cannot check this SigV4 signature: {e}")))?
+            .into();
+        let signable = SignableRequest::new(
+            method.as_str(),
+            target.as_str(),
+            signed.iter().map(|(name, value)| (*name, value.as_str())),
+            SignableBody::Precomputed(payload_hash.clone()),
+        )
+        .map_err(|e| AuthError::Malformed(format!("cannot check this SigV4 signature: {e}")))?;
+        let expected = sign(signable, &params)
+            .map_err(|e| AuthError::Malformed(format!("cannot check this SigV4 signature: {e}")))?;
+        // Which encoding matched is no secret, so the common one ends the search.
+        if bool::from(expected.signature().as_bytes().ct_eq(auth.signature.as_bytes())) {
+            return Ok(key.tenant.clone());
+        }
     }
-    let mut matched = subtle::Choice::from(0);
-    for canonical_path in &candidates {
-        let creq = format!(
-            "{method}\n{canonical_path}\n{query}\n{canonical_headers}\n{}\n{payload_hash}",
-            auth.signed_headers.join(";"),
-            method = method.as_str(),
-        );
-        let string_to_sign = format!(
-            "{SIGV4_ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
-            scope.date,
-            scope.region,
-            scope.service,
-            hex::encode(Sha256::digest(creq.as_bytes()))
-        );
-        let expected = aws_sigv4::sign::v4::calculate_signature(&signing_key, string_to_sign.as_bytes());
-        matched |= expected.as_bytes().ct_eq(auth.signature.as_bytes());
-    }
-    if bool::from(matched) {
-        Ok(key.tenant.clone())
-    } else {
-        Err(AuthError::BadSignature)
-    }
+    Err(AuthError::BadSignature)
 }
 
 struct SigV4Header<'a> {
@@ -255,20 +269,21 @@ fn payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, AuthError> {
     }
 }
 
-/// `name:value\n` for each signed header, in the order the client listed them.
-fn canonical_headers(headers: &HeaderMap, uri: &Uri, signed: &[&str]) -> Result<String, AuthError> {
-    let mut out = String::new();
+/// The headers the client signed, as `(name, value)` pairs in the order it
+/// listed them (a repeated header once per value).
+fn signed_headers<'a>(headers: &HeaderMap, uri: &Uri, signed: &[&'a str]) -> Result<Vec<(&'a str, String)>, AuthError> {
+    let mut out = Vec::with_capacity(signed.len());
     for &name in signed {
-        let mut values = Vec::new();
+        let before = out.len();
         for value in headers.get_all(name) {
             let text = std::str::from_utf8(value.as_bytes())
                 .map_err(|_| AuthError::Malformed(format!("signed header `{name}` is not UTF-8")))?;
-            values.push(trim_all(text));
+            out.push((name, text.to_owned()));
         }
-        if values.is_empty() {
+        if out.len() == before {
             // HTTP/2 carries the host in `:authority`, which ends up in the URI.
             match (name, uri.authority()) {
-                ("host", Some(authority)) => values.push(authority.as_str().to_owned()),
+                ("host", Some(authority)) => out.push((name, authority.as_str().to_owned())),
                 _ => {
                     return Err(AuthError::Malformed(format!(
                         "signed header `{name}` is not in the request"
@@ -276,83 +291,8 @@ fn canonical_headers(headers: &HeaderMap, uri: &Uri, signed: &[&str]) -> Result<
                 }
             }
         }
-        out.push_str(name);
-        out.push(':');
-        out.push_str(&values.join(","));
-        out.push('\n');
     }
     Ok(out)
-}
-
-/// Trims spaces and folds runs of spaces into one, as SigV4 canonical header values want.
-fn trim_all(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut last_space = false;
-    for c in text.trim_matches(' ').chars() {
-        if c == ' ' && last_space {
-            continue;
-        }
-        last_space = c == ' ';
-        out.push(c);
-    }
-    out
-}
-
-/// RFC 3986 unreserved characters stay as they are; SigV4 encodes everything else.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
-
-fn percent_encode_path(path: &str) -> String {
-    utf8_percent_encode(path, UNRESERVED_AND_SLASH).to_string()
-}
-
-/// Removes `.`/`..` segments and empty segments, as the AWS signer does before encoding.
-fn normalize_path(path: &str) -> String {
-    if !(path.contains('.') || path.contains("//")) && path.starts_with('/') {
-        return path.to_owned();
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            other => segments.push(other),
-        }
-    }
-    let mut out = format!("/{}", segments.join("/"));
-    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..") || path == "." || path == "..";
-    if trailing && !out.ends_with('/') {
-        out.push('/');
-    }
-    out
-}
-
-/// Query pairs decoded (form style, as the signer parses them), re-encoded and sorted.
-fn canonical_query(query: &str) -> String {
-    let decode = |s: &str| {
-        percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                utf8_percent_encode(&decode(k), UNRESERVED).to_string(),
-                utf8_percent_encode(&decode(v), UNRESERVED).to_string(),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// Seconds since the Unix epoch of `YYYYMMDDTHHMMSSZ`, or None if it is not a real UTC time.
@@ -378,7 +318,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn helpers_follow_the_sigv4_rules() {
+    fn amz_dates_are_strict_utc() {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
         assert_eq!(parse_amz_date("20240501T120000Z"), Some(1_714_564_800));
         assert_eq!(
@@ -388,10 +328,5 @@ mod tests {
         assert_eq!(parse_amz_date("20230229T000000Z"), None);
         assert_eq!(parse_amz_date("20240501T120000"), None);
         assert_eq!(parse_amz_date("2024-5-1T1200000Z"), None);
-        assert_eq!(trim_all("  a   b  c "), "a b c");
-        assert_eq!(normalize_path("/a/./b/../c//d/"), "/a/c/d/");
-        assert_eq!(normalize_path(""), "/");
-        assert_eq!(percent_encode_path("/model/x%3A0/converse"), "/model/x%253A0/converse");
-        assert_eq!(canonical_query("b=2&a=x+y&a=1&c"), "a=1&a=x%20y&b=2&c=");
     }
 }
