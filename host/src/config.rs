@@ -343,12 +343,12 @@ impl Config {
         let invalid = |key: String, err: &toml::de::Error| ConfigError::Invalid {
             origin: origin.to_owned(),
             key,
-            line: err.span().map(|span| crate::pricing::line_of(text, span.start)),
+            line: err.span().map(|span| crate::toml_error::line_of(text, span.start)),
             problem: err.message().trim().to_owned(),
         };
         let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), &e))?;
         let config: Config = serde_path_to_error::deserialize(deserializer)
-            .map_err(|e| invalid(crate::pricing::toml_key_path(e.path()), e.inner()))?;
+            .map_err(|e| invalid(crate::toml_error::key_path(e.path()), e.inner()))?;
         Ok(config)
     }
 

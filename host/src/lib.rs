@@ -64,6 +64,7 @@ pub mod registry;
 #[cfg(feature = "sdk")]
 pub mod sdk;
 mod text;
+mod toml_error;
 #[cfg(any(feature = "bedrock", feature = "mock"))]
 pub mod upstream;
 
