@@ -5,7 +5,7 @@
 //! - One engine per process, shared behind `Arc`; cloning is cheap.
 //! - A component is compiled at most once per content digest: in memory it is
 //!   deduplicated, on disk its precompiled artifact is reused across restarts
-//!   (see [`crate::engine::artifact_cache`]).
+//!   (see `artifact_cache`).
 //! - Loading happens off the decision path; a decision only instantiates
 //!   (or reuses) an instance from an already checked [`PolicyComponent`].
 //! - Instances come from the pooling allocator with copy-on-write memory
@@ -33,7 +33,7 @@ use crate::engine::epoch_ticker::EpochTicker;
 use crate::engine::sandbox::{CallContext, policy_linker};
 use crate::pricing::{Catalog, PriceBook};
 
-/// Engine-wide settings. Per-tenant limits live in [`crate::Limits`].
+/// Engine-wide settings. Per-tenant limits live in [`crate::PolicySettings`].
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Where precompiled components are kept; `None` compiles in memory only.

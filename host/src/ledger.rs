@@ -26,7 +26,8 @@
 //!
 //! Modules: [`period`] (calendar periods), [`window`] (RPM/TPM minutes),
 //! [`reservation`], [`limits`], [`error`], [`store`] (the trait),
-//! [`memory`] and [`durable`] (redb) stores.
+//! [`book_store`] (the one store over in-memory books, with a journal),
+//! [`memory`] (no journal) and `durable` (a redb journal).
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -34,6 +35,7 @@ use std::sync::{PoisonError, RwLock};
 use crate::ids::TenantId;
 
 mod book;
+pub mod book_store;
 #[cfg(feature = "durable")]
 pub mod durable;
 pub mod error;
@@ -46,6 +48,8 @@ pub mod reservation;
 pub mod store;
 pub mod window;
 
+pub use book::Change;
+pub use book_store::{BookStore, Journal};
 #[cfg(feature = "durable")]
 pub use durable::DurableStore;
 pub use error::{LedgerError, ReserveError, StoreError};

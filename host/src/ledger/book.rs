@@ -27,7 +27,7 @@ const EXPIRED_MEMORY: usize = 256;
 /// persists reads it.
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "durable"), allow(dead_code))]
-pub(crate) enum Change<'a> {
+pub enum Change<'a> {
     Opened(&'a OpenReservation),
     Closed(ReservationId),
     Totals(&'a PeriodTotals),
@@ -50,6 +50,10 @@ pub(crate) struct TenantBook {
 }
 
 impl TenantBook {
+    pub(crate) fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
     pub(crate) fn new(tenant: TenantId) -> Self {
         TenantBook {
             tenant,

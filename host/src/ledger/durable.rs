@@ -9,20 +9,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::ids::TenantId;
 use crate::money::NanoUsd;
 
-use super::book::{Books, Change, TenantBook, lock};
-use super::error::{LedgerError, ReserveError, StoreError};
+use super::book::{Books, Change, lock};
+use super::book_store::{BookStore, Journal};
+use super::error::StoreError;
 use super::group_commit::{GroupCommit, Ticket};
-use super::limits::TenantLimits;
 use super::period::PeriodTotals;
-use super::reservation::{Actual, OpenReservation, Released, Reservation, ReservationId, ReserveRequest, Settled};
-use super::store::{LedgerStore, TenantLedgerState};
+use super::reservation::{OpenReservation, ReservationId};
 
 /// "next_id": a ceiling above every reservation id issued and persisted.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -36,7 +34,7 @@ const OPEN: TableDefinition<u64, (&str, u64, u64, u64, u64, u64)> = TableDefinit
 const ID_BLOCK: u64 = 1 << 20;
 
 /// One change, as the committer writes it.
-enum Write {
+pub enum Write {
     Opened(TenantId, OpenReservation),
     Closed(ReservationId),
     Totals(TenantId, PeriodTotals),
@@ -52,14 +50,37 @@ impl Write {
     }
 }
 
-pub struct DurableStore {
-    books: Books,
-    next_id: AtomicU64,
+/// The durable journal: a group committer over the redb database.
+pub struct Redb {
     committer: GroupCommit<Write>,
     path: PathBuf,
 }
 
-impl DurableStore {
+impl Journal for Redb {
+    type Entry = Write;
+    type Ticket = Ticket;
+
+    fn entry(tenant: &TenantId, change: Change<'_>) -> Option<Write> {
+        Some(Write::from_change(tenant, change))
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.committer.check()
+    }
+
+    fn enqueue(&self, entries: Vec<Write>, wait: bool) -> Result<Ticket, StoreError> {
+        self.committer.enqueue(entries, wait)
+    }
+
+    fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.committer.wait(ticket)
+    }
+}
+
+/// Tenants' books in memory, written through to redb.
+pub type DurableStore = BookStore<Redb>;
+
+impl BookStore<Redb> {
     /// Open (or create) the database at `path` and load it into memory.
     /// Reservations that expired by `now_ms` are expired now.
     pub fn open(path: impl AsRef<Path>, now_ms: u64) -> Result<Self, StoreError> {
@@ -141,38 +162,11 @@ impl DurableStore {
             Box::new(move |batch: Vec<Write>| write_batch(&db, batch, &mut id_ceiling).map_err(|e| commit_err(&e)));
         let committer =
             GroupCommit::start("tollgate-ledger-commit", commit).map_err(|e| err("starting the committer")(&e))?;
-        Ok(DurableStore {
-            books,
-            next_id: AtomicU64::new(next_id),
-            committer,
-            path,
-        })
+        Ok(BookStore::from_parts(books, next_id, Redb { committer, path }))
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Run `op` on the tenant's book, queueing its changes in the order made.
-    /// A ticket comes back when `durable(&result)`: the caller must wait for it.
-    fn with_book<R>(
-        &self,
-        tenant: &TenantId,
-        durable: fn(&R) -> bool,
-        op: impl FnOnce(&mut TenantBook, &mut dyn FnMut(Change<'_>)) -> R,
-    ) -> Result<(R, Option<Ticket>), StoreError> {
-        self.committer.check()?;
-        let book = self.books.get(tenant);
-        let mut book = lock(&book);
-        let mut writes = Vec::new();
-        let result = op(&mut book, &mut |change| writes.push(Write::from_change(tenant, change)));
-        // Queued under the book's lock, so one tenant's writes stay in order.
-        if writes.is_empty() {
-            return Ok((result, None));
-        }
-        let wait = durable(&result);
-        let ticket = self.committer.enqueue(writes, wait)?;
-        Ok((result, wait.then_some(ticket)))
+        &self.journal().path
     }
 }
 
@@ -242,79 +236,4 @@ fn write_batch(db: &Database, batch: Vec<Write>, id_ceiling: &mut u64) -> Result
 /// redb's errors as text: they are reported, not matched on.
 fn text(e: impl Into<redb::Error>) -> String {
     e.into().to_string()
-}
-
-impl LedgerStore for DurableStore {
-    fn reserve(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        request: ReserveRequest,
-        ttl_ms: u64,
-    ) -> Result<Reservation, ReserveError> {
-        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (open, _) = self.with_book(
-            tenant,
-            |_| false,
-            |book, sink| book.reserve(limits, request, id, ttl_ms, sink),
-        )?;
-        Ok(Reservation::from(&open?))
-    }
-
-    fn settle(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        id: ReservationId,
-        actual: Actual,
-        now_ms: u64,
-    ) -> Result<Settled, LedgerError> {
-        let (settled, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
-            book.settle(limits, id, actual, now_ms, sink)
-        })?;
-        let settled = settled?;
-        // Wait outside the book's lock: the tenant's other calls go on.
-        if let Some(ticket) = ticket {
-            self.committer.wait(ticket)?;
-        }
-        Ok(settled)
-    }
-
-    fn release(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        id: ReservationId,
-        now_ms: u64,
-    ) -> Result<Released, LedgerError> {
-        let (released, _) = self.with_book(tenant, |_| false, |book, sink| book.release(limits, id, now_ms, sink))?;
-        released
-    }
-
-    fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
-        self.committer.check()?;
-        let mut expired = 0;
-        for book in self.books.all() {
-            let mut book = lock(&book);
-            let mut writes = Vec::new();
-            expired += book.expire(now_ms, &mut |change| {
-                if let Change::Closed(id) = change {
-                    writes.push(Write::Closed(id));
-                }
-            });
-            if !writes.is_empty() {
-                self.committer.enqueue(writes, false)?;
-            }
-        }
-        Ok(expired)
-    }
-
-    fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError> {
-        let (state, _) = self.with_book(tenant, |_| false, |book, sink| book.state(limits, now_ms, sink))?;
-        Ok(state)
-    }
-
-    fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
-        Ok(lock(&self.books.get(tenant)).history())
-    }
 }

@@ -1,0 +1,160 @@
+//! The one [`LedgerStore`] over in-memory books. Every operation runs under
+//! its tenant's book lock, against the in-memory image (no I/O on the
+//! request path), and hands the changes it made, in order, to the store's
+//! [`Journal`]: none for [`MemoryStore`](super::MemoryStore), redb for the
+//! durable store. A settle returns once its journal says the charge is as
+//! durable as it makes anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ids::TenantId;
+
+use super::book::{Books, Change, TenantBook, lock};
+use super::error::{LedgerError, ReserveError, StoreError};
+use super::limits::TenantLimits;
+use super::period::PeriodTotals;
+use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
+use super::store::{LedgerStore, TenantLedgerState};
+
+/// Where a [`BookStore`]'s changes go.
+pub trait Journal: Send + Sync {
+    /// One change as the journal keeps it.
+    type Entry: Send;
+    /// A handle to wait on until queued entries are durable.
+    type Ticket;
+
+    /// The entry for a change, or `None` when the journal keeps nothing.
+    fn entry(tenant: &TenantId, change: Change<'_>) -> Option<Self::Entry>;
+
+    /// Refuses new work once the journal can no longer write.
+    fn check(&self) -> Result<(), StoreError>;
+
+    /// Queues one operation's entries, in order; called under the book's
+    /// lock so a tenant's entries never reorder.
+    fn enqueue(&self, entries: Vec<Self::Entry>, wait: bool) -> Result<Self::Ticket, StoreError>;
+
+    /// Waits until the entries of `ticket` are durable.
+    fn wait(&self, ticket: Self::Ticket) -> Result<(), StoreError>;
+}
+
+/// Tenants' books in memory, written through to a [`Journal`].
+pub struct BookStore<J> {
+    books: Books,
+    next_id: AtomicU64,
+    journal: J,
+}
+
+impl<J> BookStore<J> {
+    pub(crate) fn from_parts(books: Books, next_id: u64, journal: J) -> Self {
+        BookStore {
+            books,
+            next_id: AtomicU64::new(next_id),
+            journal,
+        }
+    }
+
+    #[cfg(feature = "durable")]
+    pub(crate) fn journal(&self) -> &J {
+        &self.journal
+    }
+}
+
+impl<J: Journal> BookStore<J> {
+    /// Runs `op` on the tenant's book and journals its changes. A ticket
+    /// comes back when `durable(&result)`: the caller must wait for it, and
+    /// does so outside the book's lock, so the tenant's other calls go on.
+    fn with_book<R>(
+        &self,
+        tenant: &TenantId,
+        durable: fn(&R) -> bool,
+        op: impl FnOnce(&mut TenantBook, &mut dyn FnMut(Change<'_>)) -> R,
+    ) -> Result<(R, Option<J::Ticket>), StoreError> {
+        self.journal.check()?;
+        let book = self.books.get(tenant);
+        let mut book = lock(&book);
+        let mut entries = Vec::new();
+        let result = op(&mut book, &mut |change| entries.extend(J::entry(tenant, change)));
+        if entries.is_empty() {
+            return Ok((result, None));
+        }
+        let wait = durable(&result);
+        let ticket = self.journal.enqueue(entries, wait)?;
+        Ok((result, wait.then_some(ticket)))
+    }
+}
+
+impl<J: Journal> LedgerStore for BookStore<J> {
+    fn reserve(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<Reservation, ReserveError> {
+        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (open, _) = self.with_book(
+            tenant,
+            |_| false,
+            |book, sink| book.reserve(limits, request, id, ttl_ms, sink),
+        )?;
+        Ok(Reservation::from(&open?))
+    }
+
+    fn settle(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let (settled, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+            book.settle(limits, id, actual, now_ms, sink)
+        })?;
+        let settled = settled?;
+        if let Some(ticket) = ticket {
+            self.journal.wait(ticket)?;
+        }
+        Ok(settled)
+    }
+
+    fn release(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        let (released, _) = self.with_book(tenant, |_| false, |book, sink| book.release(limits, id, now_ms, sink))?;
+        released
+    }
+
+    fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.journal.check()?;
+        let mut expired = 0;
+        for book in self.books.all() {
+            let mut book = lock(&book);
+            let tenant = book.tenant().clone();
+            let mut entries = Vec::new();
+            // Only the closed holds are journalled; the totals follow with the next charge.
+            expired += book.expire(now_ms, &mut |change| {
+                if let Change::Closed(_) = change {
+                    entries.extend(J::entry(&tenant, change));
+                }
+            });
+            if !entries.is_empty() {
+                self.journal.enqueue(entries, false)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError> {
+        let (state, _) = self.with_book(tenant, |_| false, |book, sink| book.state(limits, now_ms, sink))?;
+        Ok(state)
+    }
+
+    fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
+        Ok(lock(&self.books.get(tenant)).history())
+    }
+}
