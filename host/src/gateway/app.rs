@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::ids::TenantId;
 use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
 use crate::pricing::Catalog;
 use crate::registry::Registry;
-use crate::registry::cases::CasesFile;
+use crate::registry::policy_dir;
 use crate::upstream::bedrock::{Upstream, UpstreamSettings};
 use crate::upstream::mock::{MockBedrock, MockSettings};
 
@@ -99,31 +100,13 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         );
         credentials.push((tenant_id.clone(), tenant.credentials()));
         let file = tenant.policy_file().map_err(|e| tenant_err(id, e))?;
-        let wasm_path = config.resolve(&tenant.policy);
-        let wasm = std::fs::read(&wasm_path).map_err(|e| {
-            tenant_err(
-                id,
-                format!(
-                    "policy = {:?}: cannot read {}: {e}. Build the policy first (tollgate policy build)",
-                    tenant.policy,
-                    wasm_path.display()
-                ),
-            )
-        })?;
-        let cases = match &tenant.policy_cases {
-            Some(path) => {
-                Some(CasesFile::load(&config.resolve(path)).map_err(|e| tenant_err(id, format!("policy-cases: {e}")))?)
-            }
-            None => None,
-        };
+        let base = config.origin.parent().unwrap_or(Path::new("")).to_path_buf();
         let registry = Arc::clone(&registry);
-        let settings = file.settings();
-        let source = wasm_path.display().to_string();
         let task_tenant = tenant_id.clone();
-        tokio::task::spawn_blocking(move || registry.register(&task_tenant, &wasm, settings, &source, cases.as_ref()))
+        tokio::task::spawn_blocking(move || policy_dir::register_file(&registry, &task_tenant, &file, &base))
             .await
             .map_err(|e| tenant_err(id, e.to_string()))?
-            .map_err(|e| tenant_err(id, e.to_string()))?;
+            .map_err(|e| tenant_err(id, e))?;
     }
     let credentials =
         Credentials::from_config(credentials.iter().map(|(t, c)| (t, c))).map_err(|e| cfg_err(e.to_string()))?;

@@ -120,17 +120,33 @@ fn load_one(registry: &Registry, path: &Path) -> Result<PolicyVersionId, String>
     let tenant = TenantId::new(stem).map_err(|e| format!("the file name must be the tenant id: {e}"))?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
     let file: TenantPolicyFile = toml::from_str(&text).map_err(|e| e.to_string())?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    register_file(registry, &tenant, &file, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Registers the policy a tenant file describes, its paths relative to
+/// `base`: reads the component and its cases, then validates and activates
+/// it. Compiles, so call it off the async workers.
+pub fn register_file(
+    registry: &Registry,
+    tenant: &TenantId,
+    file: &TenantPolicyFile,
+    base: &Path,
+) -> Result<PolicyVersionId, String> {
     let wasm_path = base.join(&file.policy);
-    let wasm = std::fs::read(&wasm_path)
-        .map_err(|e| format!("policy = {:?}: cannot read {}: {e}", file.policy, wasm_path.display()))?;
+    let wasm = std::fs::read(&wasm_path).map_err(|e| {
+        format!(
+            "policy = {:?}: cannot read {}: {e}. Build the policy first (tollgate policy build)",
+            file.policy,
+            wasm_path.display()
+        )
+    })?;
     let cases = match &file.cases {
         Some(cases) => Some(CasesFile::load(&base.join(cases)).map_err(|e| format!("cases: {e}"))?),
         None => None,
     };
     registry
         .register(
-            &tenant,
+            tenant,
             &wasm,
             file.settings(),
             &wasm_path.display().to_string(),
