@@ -29,7 +29,11 @@ fn tollgate_toml(policy: &str) -> String {
     };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nplain-http = true\n\n[upstream]\nkind = \"mock\"\n\n[log]\ninvocations = \"\"\n\n\
-         [ledger]\nstore = \"memory\"\n\n{}{}{}{}",
+         [ledger]\nstore = \"memory\"\n\n[engine]\ncache-dir = {:?}\n\n{}{}{}{}",
+        std::env::temp_dir()
+            .join("tollgate-example-cache")
+            .display()
+            .to_string(),
         tenant("acme", "100", "", ""),
         tenant("globex", "100", "", "downgrade-at-percent = 0"),
         tenant("initech", "100", "rpm = 1", ""),

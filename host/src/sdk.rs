@@ -45,16 +45,15 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use percent_encoding::percent_decode_str;
 
 use crate::contract::Operation;
 use crate::gateway::{BedrockError, Call, CallBody, CallResponse, Gateway};
 use crate::ids::TenantId;
-use crate::upstream::eventstream;
 
 /// The header [`AsTenant`] uses to hand its tenant to [`InProcess`]. It
-/// never leaves the process: the connector removes it.
+/// never leaves the process: the connector forwards the body only.
 const TENANT_HEADER: &str = "x-tollgate-in-process-tenant";
 
 /// An SDK HTTP client that answers every call through a tollgate
@@ -160,23 +159,11 @@ fn route(uri: &str) -> Result<(Operation, String), BedrockError> {
 }
 
 fn response(operation: Operation, answer: CallResponse) -> HttpResponse {
-    let body = match answer.body {
+    into_sdk(answer.into_http(operation, |body| match body {
         CallBody::Full(bytes) => SdkBody::from(bytes),
         // Fused: the SDK may poll a body again after its end.
         CallBody::Stream(frames) => SdkBody::from_body_1_x(Frames(Mutex::new(Box::pin(frames.fuse())))),
-    };
-    let mut out = http::Response::new(body);
-    *out.status_mut() = answer.status;
-    *out.headers_mut() = answer.headers;
-    let content_type = if operation == Operation::ConverseStream && answer.status.is_success() {
-        eventstream::CONTENT_TYPE
-    } else {
-        "application/json"
-    };
-    out.headers_mut()
-        .entry(header::CONTENT_TYPE)
-        .or_insert(HeaderValue::from_static(content_type));
-    into_sdk(out)
+    }))
 }
 
 /// Event-stream frames as an HTTP body. The SDK wants a `Sync` body; the
@@ -202,15 +189,7 @@ impl http_body::Body for Frames {
 }
 
 fn error_response(error: &BedrockError) -> HttpResponse {
-    let mut out = http::Response::new(SdkBody::from(error.body()));
-    *out.status_mut() = error.status;
-    let headers = out.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("x-amzn-errortype", HeaderValue::from_static(error.error_type));
-    if let Some(secs) = error.retry_after_secs {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    into_sdk(out)
+    into_sdk(error.to_http().map(SdkBody::from))
 }
 
 fn into_sdk(response: http::Response<SdkBody>) -> HttpResponse {

@@ -21,7 +21,6 @@ use super::service::{Call, CallBody, Gateway};
 use super::trace::operation_name;
 use crate::contract::Operation;
 use crate::upstream::error::BedrockError;
-use crate::upstream::eventstream;
 
 pub use crate::config::DEFAULT_MAX_BODY_BYTES;
 
@@ -160,21 +159,10 @@ async fn answer(
         )
         .await
         .map_err(Refused::ByService)?;
-    let mut out = match response.body {
-        CallBody::Full(bytes) => Response::new(Body::from(bytes)),
-        CallBody::Stream(frames) => Response::new(Body::from_stream(frames)),
-    };
-    *out.status_mut() = response.status;
-    *out.headers_mut() = response.headers;
-    if operation == Operation::ConverseStream && response.status.is_success() {
-        out.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(eventstream::CONTENT_TYPE),
-        );
-    } else if !out.headers().contains_key(header::CONTENT_TYPE) {
-        out.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
+    let out = response.into_http(operation, |body| match body {
+        CallBody::Full(bytes) => Body::from(bytes),
+        CallBody::Stream(frames) => Body::from_stream(frames),
+    });
     Ok(out)
 }
 

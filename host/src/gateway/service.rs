@@ -116,6 +116,26 @@ pub enum CallBody {
     Stream(Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>),
 }
 
+impl CallResponse {
+    /// The answer as an HTTP response with `body` made from the call's:
+    /// a successful ConverseStream is an event stream, anything else JSON.
+    pub fn into_http<B>(self, operation: Operation, body: impl FnOnce(CallBody) -> B) -> http::Response<B> {
+        let mut out = http::Response::new(body(self.body));
+        *out.status_mut() = self.status;
+        *out.headers_mut() = self.headers;
+        let headers = out.headers_mut();
+        if operation == Operation::ConverseStream && self.status.is_success() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::upstream::eventstream::CONTENT_TYPE),
+            );
+        } else if !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        out
+    }
+}
+
 /// The gateway service. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {

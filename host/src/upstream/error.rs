@@ -66,10 +66,12 @@ impl std::fmt::Display for BedrockError {
     }
 }
 
-#[cfg(any(feature = "gateway", feature = "mock"))]
-impl axum::response::IntoResponse for BedrockError {
-    fn into_response(self) -> axum::response::Response {
-        let mut response = (self.status, self.body()).into_response();
+impl BedrockError {
+    /// The response Bedrock would send: status, `x-amzn-errortype`,
+    /// `Retry-After` when set, and the JSON message.
+    pub fn to_http(&self) -> http::Response<String> {
+        let mut response = http::Response::new(self.body());
+        *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -80,5 +82,12 @@ impl axum::response::IntoResponse for BedrockError {
             headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(any(feature = "gateway", feature = "mock"))]
+impl axum::response::IntoResponse for BedrockError {
+    fn into_response(self) -> axum::response::Response {
+        self.to_http().map(axum::body::Body::from)
     }
 }
