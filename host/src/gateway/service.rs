@@ -20,7 +20,7 @@
 //!   the cores: a pool no wider than the machine, so an epoch deadline (wall
 //!   clock) measures the policy and not a queue.
 //!
-//! The HTTP layer ([`super::server`]) only reads bodies and maps responses;
+//! The HTTP layer (`server`) only reads bodies and maps responses;
 //! a Rust service can call [`Gateway::call`] in-process instead.
 
 use std::collections::HashMap;
@@ -40,14 +40,14 @@ use super::auth::Credentials;
 use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
+pub use super::settlement::GatewayAccounting;
 use super::settlement::{Hold, Settlement};
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
-use crate::accounting::Accounting;
 use crate::contract::{Action, Operation, RejectKind, Request, TenantState};
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{LedgerStore, ReserveError, ReserveRequest};
+use crate::ledger::{ReserveError, ReserveRequest};
 use crate::pricing::{Catalog, Usage};
 use crate::registry::{Registry, RegistryError};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError};
@@ -66,9 +66,6 @@ pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
 const USER_KEYS: [&str; 3] = ["user", "user-id", "userId"];
 /// Caller metadata keys read as the use case, first match wins.
 const USE_CASE_KEYS: [&str; 3] = ["use-case", "useCase", "use_case"];
-
-/// The ledger the gateway charges, whatever its store.
-pub type GatewayAccounting = Accounting<Box<dyn LedgerStore>>;
 
 /// What the gateway knows of a tenant besides its credentials, policy and limits.
 #[derive(Debug, Clone, Default)]

@@ -15,12 +15,15 @@ use tokio::sync::Notify;
 
 use super::invocation_log::InvocationLog;
 use super::metrics::Metrics;
-use super::service::GatewayAccounting;
 use super::trace::{Trace, now_ms, operation_name};
+use crate::accounting::Accounting;
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{Actual, ReservationId};
+use crate::ledger::{Actual, LedgerStore, ReservationId};
 use crate::pricing::{Catalog, Usage};
+
+/// The ledger the gateway charges, whatever its store.
+pub type GatewayAccounting = Accounting<Box<dyn LedgerStore>>;
 
 /// A reservation to end exactly once.
 pub(super) struct Hold {
