@@ -709,3 +709,49 @@ async fn a_converse_caller_that_hangs_up_is_still_charged_from_the_real_usage() 
         .expect("the next call is served");
     assert_eq!(gw.wait_for_records(2).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarded_call_carries_the_reserved_max_tokens_even_on_a_profile_arn() {
+    const PROFILE: &str = "arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/acmenova";
+    let tenant = TenantSpec {
+        extra: "inference-profiles = { \"amazon.nova-micro-v1:0\" = \"arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/acmenova\" }",
+        ..acme()
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![tenant],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+
+    // No inferenceConfig at all, on the tenant's profile ARN.
+    client
+        .converse()
+        .model_id(PROFILE)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect("served");
+    let records = gw.wait_for_records(1).await;
+    let record = &records[0];
+    // The default is the base model's maximum (Nova: 10,000), not a guess
+    // made from the ARN, and it is what the upstream was told.
+    assert_eq!(record.tollgate.max_output_tokens, 10_000);
+    let sent = gw.mock.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].model_id, PROFILE);
+    let body = sent[0].body.as_ref().expect("json body");
+    assert_eq!(body["inferenceConfig"]["maxTokens"], 10_000);
+    let state = gw.settled("acme").await;
+    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    assert!(record.tollgate.cost_nano_usd <= record.tollgate.reserved_nano_usd);
+
+    // A caller's own cap is kept, and a larger one than needed is not raised.
+    converse(&client, PROFILE, 77).await.expect("served");
+    let sent = gw.mock.requests();
+    assert_eq!(
+        sent[1].body.as_ref().expect("json body")["inferenceConfig"]["maxTokens"],
+        77
+    );
+    assert_eq!(gw.wait_for_records(2).await[1].tollgate.max_output_tokens, 77);
+}

@@ -100,6 +100,8 @@ async fn an_unchanged_sdk_client_is_admitted_downgraded_throttled_and_rejected_i
     let metadata = sent[0].request_metadata().expect("requestMetadata");
     assert_eq!(metadata["tollgate-tenant"], "acme");
     assert_eq!(metadata["tollgate-decision"], "admit");
+    // What was reserved is what the upstream may generate.
+    assert!(sent[0].body.as_ref().expect("body")["inferenceConfig"]["maxTokens"].is_u64());
     assert!(spent(&gateway, "acme") > 0);
 
     // Streams work through the same path, and are charged too.

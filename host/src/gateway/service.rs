@@ -279,7 +279,13 @@ impl Gateway {
         // 3. Estimate.
         let body_value = Value::Object(std::mem::take(&mut body));
         let estimate = parts.estimator.estimate(requested.as_str(), &body_value);
-        let mut max_output = parts.estimator.max_output_tokens(requested.as_str(), &body_value);
+        // A caller's own cap, or the model's maximum looked up on the base model
+        // (an application-inference-profile ARN names no family by itself).
+        let caller_max_output = body_value
+            .get("inferenceConfig")
+            .and_then(|c| c.get("maxTokens"))
+            .and_then(Value::as_u64);
+        let mut max_output = parts.estimator.max_output_tokens(&base_model, &body_value);
         let Value::Object(taken) = body_value else {
             unreachable!("wrapped an object above")
         };
@@ -347,12 +353,16 @@ impl Gateway {
             Action::Admit => requested.clone(),
             Action::Downgrade(target) => {
                 let target = ModelId::new(target);
-                parts.catalog.resolve(target.as_str()).map_err(|e| {
+                let served_base = parts.catalog.resolve(target.as_str()).map_err(|e| {
                     BedrockError::internal(format!(
                         "policy {version} downgraded the call to {target}, which tollgate cannot price ({e}); fix \
                          the policy or price the model in the pricing override"
                     ))
                 })?;
+                if caller_max_output.is_none() {
+                    // The cheaper model's own maximum, which may be below the requested one's.
+                    max_output = max_output.min(parts.estimator.default_max_output(served_base.base_model));
+                }
                 target
             }
             Action::Throttle(retry_after_ms) => {
@@ -379,8 +389,9 @@ impl Gateway {
             && cap < max_output
         {
             max_output = cap;
-            set_max_tokens(&mut body, cap);
         }
+        // The upstream may generate no more than was reserved for.
+        set_max_tokens(&mut body, max_output);
         let worst = if served == requested && max_output == trace.max_output_tokens {
             requested_worst
         } else {
@@ -574,7 +585,7 @@ fn first_pair(pairs: &[(String, String)], keys: &[&str]) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Lowers `inferenceConfig.maxTokens` to the verdict's cap, adding it if absent.
+/// Sets `inferenceConfig.maxTokens` to the reserved output tokens, adding it if absent.
 fn set_max_tokens(body: &mut Map<String, Value>, cap: u64) {
     let config = body
         .entry("inferenceConfig")
