@@ -755,3 +755,98 @@ async fn the_forwarded_call_carries_the_reserved_max_tokens_even_on_a_profile_ar
     );
     assert_eq!(gw.wait_for_records(2).await[1].tollgate.max_output_tokens, 77);
 }
+
+/// One Converse call that sees each error as it is (no SDK retries), with its status.
+async fn converse_status(client: &Client) -> Result<(), String> {
+    client
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .inference_config(InferenceConfiguration::builder().max_tokens(100).build())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", e.into_service_error()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_times_out_after_the_send_is_charged_once_and_not_retried() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            latency_ms: 1_500,
+            ..MockSettings::default()
+        },
+        // Retries are allowed, so a retry would show.
+        upstream_extra: "max-attempts = 3\ninitial-backoff-ms = 1\ntimeout-ms = 300",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let err = converse_status(&client).await.expect_err("the upstream timed out");
+    assert!(err.contains("ModelTimeout") || err.contains("charged"), "{err}");
+
+    let records = gw.wait_for_records(1).await;
+    let state = gw.settled("acme").await;
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.tollgate.status, 504);
+    assert_eq!(record.tollgate.charged_from, "reservation");
+    assert!(record.tollgate.cost_nano_usd > 0);
+    assert_eq!(record.tollgate.cost_nano_usd, record.tollgate.reserved_nano_usd);
+    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    assert_eq!(
+        gw.mock.requests().len(),
+        1,
+        "a call that may have run is not sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbilled_refusals_are_retried_and_released_and_a_5xx_after_the_send_is_charged() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        upstream_extra: "max-attempts = 3\ninitial-backoff-ms = 1\nmax-backoff-ms = 5",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+
+    // 429 then 503, then an answer: retried by tollgate, charged once from usage.
+    gw.mock
+        .set_faults(Faults::Sequence(vec![Fault::Throttle, Fault::ServiceUnavailable]));
+    converse_status(&client).await.expect("the third attempt answers");
+    assert_eq!(gw.mock.requests().len(), 3);
+    let records = gw.wait_for_records(1).await;
+    let first = &records[0];
+    assert_eq!(first.tollgate.charged_from, "usage");
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], first.tollgate.cost_nano_usd);
+
+    // Three throttles: the refusal reaches the caller, nothing is charged.
+    gw.mock.clear_requests();
+    gw.mock.set_faults(Faults::Sequence(vec![Fault::Throttle; 3]));
+    let err = converse_status(&client).await.expect_err("throttled throughout");
+    assert!(err.contains("ThrottlingException"), "{err}");
+    assert_eq!(gw.mock.requests().len(), 3);
+    let records = gw.wait_for_records(2).await;
+    assert_eq!(records[1].tollgate.charged_from, "released");
+    assert_eq!(records[1].tollgate.cost_nano_usd, 0);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], first.tollgate.cost_nano_usd);
+
+    // A 500 came after the call reached the model: not retried, charged at its hold.
+    gw.mock.clear_requests();
+    gw.mock.set_faults(Faults::Sequence(vec![Fault::InternalError]));
+    let err = converse_status(&client).await.expect_err("internal error");
+    assert!(err.contains("InternalServerException"), "{err}");
+    assert_eq!(gw.mock.requests().len(), 1);
+    let records = gw.wait_for_records(3).await;
+    let failed = &records[2];
+    assert_eq!(failed.tollgate.charged_from, "reservation");
+    assert_eq!(failed.tollgate.cost_nano_usd, failed.tollgate.reserved_nano_usd);
+    let state = gw.settled("acme").await;
+    assert_eq!(
+        state["spent-nano-usd"],
+        first.tollgate.cost_nano_usd + failed.tollgate.cost_nano_usd
+    );
+    assert_eq!(records.len(), 3, "one record per call, retries included");
+}

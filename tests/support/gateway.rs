@@ -63,6 +63,8 @@ pub struct Options {
     pub https: bool,
     /// Extra lines for `[server]`.
     pub server_extra: &'static str,
+    /// Lines for `[upstream.bedrock]` that replace `max-attempts = 1`.
+    pub upstream_extra: &'static str,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -98,10 +100,15 @@ impl TestGateway {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-             auth = \"none\"\nmax-attempts = 1\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
+             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
              invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n\n",
             options.server_extra,
             mock.url(),
+            if options.upstream_extra.is_empty() {
+                "max-attempts = 1"
+            } else {
+                options.upstream_extra
+            },
             std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
         );
         for t in &options.tenants {

@@ -50,7 +50,7 @@ use crate::ids::{ModelId, TenantId};
 use crate::ledger::{ReserveError, ReserveRequest};
 use crate::pricing::{Catalog, Usage};
 use crate::registry::{Registry, RegistryError};
-use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError};
+use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError, status_proves_not_run};
 use crate::upstream::error::BedrockError;
 
 /// Response header naming the model that served the call.
@@ -483,7 +483,16 @@ impl Gateway {
             Ok(response) => response,
             Err(err) => {
                 trace.upstream_ms = millis(upstream_started.elapsed());
-                hold.release(trace).await;
+                if err.may_have_run() {
+                    // Bedrock may have run and billed it: the hold is the charge.
+                    trace.reason = format!("{}; {err}", trace.reason);
+                    self.inner
+                        .settlement
+                        .charge(&hold, None, &served, estimate.raw, trace)
+                        .await;
+                } else {
+                    hold.release(trace).await;
+                }
                 return Err(upstream_failed(&err));
             }
         };
@@ -510,7 +519,15 @@ impl Gateway {
                 .get("x-amzn-errortype")
                 .and_then(|v| v.to_str().ok())
                 .map(|t| t.split(':').next().unwrap_or(t).to_owned());
-            hold.release(trace).await;
+            if status_proves_not_run(response.status) {
+                hold.release(trace).await;
+            } else {
+                // A 5xx after the call reached the model may be billed: the hold is the charge.
+                self.inner
+                    .settlement
+                    .charge(&hold, None, &served, estimate.raw, trace)
+                    .await;
+            }
             self.inner.settlement.finish(trace);
             let body = match response.body {
                 UpstreamBody::Full(bytes) => bytes,
@@ -672,7 +689,16 @@ fn upstream_failed(err: &UpstreamError) -> BedrockError {
             StatusCode::GATEWAY_TIMEOUT,
             "ModelTimeoutException",
             format!(
-                "tollgate forwarded the call but {err}; nothing was charged. Retry, or raise [upstream] timeout-ms"
+                "tollgate forwarded the call but {err}. Bedrock may have run it, so it was charged at its reserved \
+                 worst case; raise [upstream] timeout-ms if calls this long are expected"
+            ),
+        ),
+        _ if err.may_have_run() => BedrockError::new(
+            StatusCode::BAD_GATEWAY,
+            "InternalServerException",
+            format!(
+                "tollgate forwarded the call but {err}. Bedrock may have run it, so it was charged at its reserved \
+                 worst case"
             ),
         ),
         _ => BedrockError::unavailable(format!(

@@ -62,8 +62,33 @@ pub enum UpstreamError {
     Signing(String),
     #[error("Bedrock did not answer within {0} ms")]
     Timeout(u64),
+    /// The connection could not be made: the request was never sent.
     #[error("cannot reach Bedrock at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    /// The exchange broke after the request may have been sent.
+    #[error("the connection to Bedrock at {endpoint} broke: {detail}")]
+    Broken { endpoint: String, detail: String },
+}
+
+impl UpstreamError {
+    /// Whether Bedrock may have run (and billed) the call: the request was
+    /// sent and no answer says otherwise. Such a call is charged, never
+    /// released, and not retried.
+    pub fn may_have_run(&self) -> bool {
+        matches!(self, UpstreamError::Timeout(_) | UpstreamError::Broken { .. })
+    }
+}
+
+/// Whether an error status proves that Bedrock did not run the call, so its
+/// hold may be released: a refusal of the request itself (4xx, but not a
+/// request timeout or a model error) or a documented unbilled 503. Other
+/// 5xx answers come after the call reached the model and may be billed.
+pub fn status_proves_not_run(status: StatusCode) -> bool {
+    match status.as_u16() {
+        408 | 424 => false,
+        400..=499 | 503 => true,
+        _ => false,
+    }
 }
 
 /// The upstream's answer. For a stream with status 200, `body` is still open.
@@ -158,8 +183,10 @@ impl Upstream {
         &self.endpoint
     }
 
-    /// Sends one call, retrying throttling, 5xx and connection failures with
-    /// backoff. Error statuses that survive the retries come back as a response.
+    /// Sends one call, retrying with backoff only what Bedrock provably did
+    /// not run: throttling (429), 503 and connections that could not be made.
+    /// A timeout or a broken exchange after the send is not retried: the
+    /// call may have run. Error statuses come back as a response.
     pub async fn send(
         &self,
         operation: Operation,
@@ -189,7 +216,7 @@ impl Upstream {
                     response.attempts = attempt;
                     return Ok(response);
                 }
-                Err(err @ (UpstreamError::Timeout(_) | UpstreamError::Unreachable { .. })) if !last => {
+                Err(err @ UpstreamError::Unreachable { .. }) if !last => {
                     tracing::debug!(error = %err, attempt, "retrying the upstream call");
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                 }
@@ -239,9 +266,13 @@ impl Upstream {
         let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
             .map_err(|e| UpstreamError::Client(e.to_string()))?;
         let timeout = Duration::from_millis(self.settings.timeout_ms);
-        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            detail: error_chain(&e),
+        let unreachable = |e: reqwest::Error| {
+            let (endpoint, detail) = (self.endpoint.clone(), error_chain(&e));
+            if e.is_connect() {
+                UpstreamError::Unreachable { endpoint, detail }
+            } else {
+                UpstreamError::Broken { endpoint, detail }
+            }
         };
         let response = tokio::time::timeout(timeout, self.http.execute(request))
             .await
@@ -309,9 +340,9 @@ fn accept(operation: Operation) -> &'static str {
     }
 }
 
-/// Throttling and server-side failures are worth another attempt.
+/// Refusals Bedrock documents as unbilled are worth another attempt.
 fn retryable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+    matches!(status.as_u16(), 429 | 503)
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
