@@ -209,6 +209,8 @@ async fn a_downgrade_reaches_the_cheaper_model_with_the_cap_applied() {
     let metadata = request.request_metadata().expect("metadata");
     assert_eq!(metadata["tollgate-decision"], "downgrade");
     assert_eq!(metadata["tollgate-original-model"], SONNET);
+    // The verdict's own pairs are attached too.
+    assert_eq!(metadata["tier"], "free");
 
     // The response says which model served it.
     let raw = gw
@@ -229,6 +231,78 @@ async fn a_downgrade_reaches_the_cheaper_model_with_the_cap_applied() {
     assert_eq!(record.tollgate.requested_model_id, SONNET);
     assert_eq!(record.tollgate.served_model_id.as_deref(), Some(NOVA_MICRO));
     assert_eq!(record.model_id, NOVA_MICRO);
+    assert_eq!(
+        record.request_metadata["tier"], "free",
+        "the log shows what was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_metadata_wins_over_the_callers_and_a_fail_open_call_is_flagged() {
+    let globex = TenantSpec {
+        tier: "enterprise",
+        ..TenantSpec::new("globex", "tiered")
+    };
+    let broken = TenantSpec {
+        extra: "failure-mode = \"open\"",
+        ..TenantSpec::new("broken", "trap")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![globex, broken],
+        ..Options::default()
+    })
+    .await;
+
+    // The caller sets the same key the policy sets: the policy's word is forwarded.
+    gw.sigv4_client(&TenantSpec::new("globex", "tiered"))
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(PROMPT))
+        .request_metadata("tier", "platinum")
+        .request_metadata("team", "finance")
+        .send()
+        .await
+        .expect("admitted");
+    let requests = gw.mock.requests();
+    let metadata = requests[0].request_metadata().expect("metadata");
+    assert_eq!(metadata["tier"], "enterprise");
+    assert_eq!(metadata["team"], "finance");
+    assert!(!metadata.contains_key("tollgate-policy-failure"));
+
+    // A failing policy of a fail-open tenant admits, flagged upstream and in the log.
+    converse(&gw.sigv4_client(&TenantSpec::new("broken", "trap")), NOVA_MICRO, 50)
+        .await
+        .expect("fail-open admits");
+    let requests = gw.mock.requests();
+    let metadata = requests[1].request_metadata().expect("metadata");
+    assert_eq!(metadata["tollgate-policy-failure"], "trap");
+    assert_eq!(metadata["tollgate-decision"], "admit");
+
+    gw.settled("globex").await;
+    gw.settled("broken").await;
+    let records = gw.wait_for_records(2).await;
+    let globex = records
+        .iter()
+        .find(|r| r.tollgate.tenant == "globex")
+        .expect("globex record");
+    assert!(
+        globex
+            .tollgate
+            .dropped_metadata
+            .iter()
+            .any(|d| d.starts_with("tier: the tenant's policy")),
+        "{:?}",
+        globex.tollgate.dropped_metadata
+    );
+    let broken = records
+        .iter()
+        .find(|r| r.tollgate.tenant == "broken")
+        .expect("broken record");
+    assert_eq!(broken.request_metadata["tollgate-policy-failure"], "trap");
+    assert!(
+        broken.tollgate.cost_nano_usd > 0,
+        "a fail-open call is charged like any other"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

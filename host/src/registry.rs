@@ -17,6 +17,8 @@ pub(crate) mod decision;
 pub mod policy_dir;
 pub(crate) mod version;
 
+pub use decision::is_metadata_char;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -6,12 +6,17 @@
 //! What gives way when there is no room, deterministically:
 //!
 //! 1. tollgate's pairs come first, always, in this priority order: tenant,
-//!    decision, policy version, original model (only when downgraded), user,
-//!    use case. There are at most six, so they always fit.
-//! 2. Any caller key in tollgate's namespace (`tollgate-`, any letter case) is
+//!    decision, policy version, policy failure (only when a fail-open tenant's
+//!    policy failed), original model (only when downgraded), user, use case.
+//!    There are at most seven, so they always fit.
+//! 2. The verdict's pairs follow, in the policy's order. A verdict holds at most
+//!    eight, checked against these same limits when it was made, and none in
+//!    tollgate's namespace, so they always fit too.
+//! 3. Any caller key in tollgate's namespace (`tollgate-`, any letter case) is
 //!    dropped and reported, whether or not tollgate sets that key on this call:
 //!    the log's `tollgate-*` pairs are always tollgate's word, never the caller's.
-//! 3. The caller's other pairs are kept in ascending key order (byte order)
+//!    A caller key the verdict also set is dropped: the policy's word wins.
+//! 4. The caller's other pairs are kept in ascending key order (byte order)
 //!    until the limit; the rest are dropped and reported. The order the caller
 //!    sent them in does not matter.
 
@@ -29,13 +34,15 @@ pub const MAX_KEY_CHARS: usize = 256;
 /// Most characters in a value (empty values are allowed).
 pub const MAX_VALUE_CHARS: usize = 256;
 /// Keys in this namespace belong to tollgate; callers cannot set them.
-pub const RESERVED_PREFIX: &str = "tollgate-";
+pub const RESERVED_PREFIX: &str = crate::registry::decision::RESERVED_METADATA_PREFIX;
 
 /// tollgate's own keys, in the priority order they are reserved in.
 pub mod keys {
     pub const TENANT: &str = "tollgate-tenant";
     pub const DECISION: &str = "tollgate-decision";
     pub const POLICY_VERSION: &str = "tollgate-policy-version";
+    /// Set when a fail-open tenant's policy failed; the value is the failure kind.
+    pub const POLICY_FAILURE: &str = "tollgate-policy-failure";
     pub const ORIGINAL_MODEL: &str = "tollgate-original-model";
     pub const USER: &str = "tollgate-user";
     pub const USE_CASE: &str = "tollgate-use-case";
@@ -48,10 +55,14 @@ pub struct TollgatePairs<'a> {
     /// The verdict, e.g. `allow` or `downgrade`.
     pub decision: &'a str,
     pub policy_version: Option<&'a str>,
+    /// The failure kind, when the policy failed and the tenant fails open.
+    pub policy_failure: Option<&'a str>,
     /// The model the caller asked for, when the call was downgraded.
     pub original_model: Option<&'a ModelId>,
     pub user: Option<&'a str>,
     pub use_case: Option<&'a str>,
+    /// The pairs the policy's verdict attached (already checked by the registry).
+    pub verdict: &'a [(String, String)],
 }
 
 impl TollgatePairs<'_> {
@@ -61,6 +72,7 @@ impl TollgatePairs<'_> {
             (keys::TENANT, Some(self.tenant.as_str())),
             (keys::DECISION, Some(self.decision)),
             (keys::POLICY_VERSION, self.policy_version),
+            (keys::POLICY_FAILURE, self.policy_failure),
             (keys::ORIGINAL_MODEL, self.original_model.map(ModelId::as_str)),
             (keys::USER, self.user),
             (keys::USE_CASE, self.use_case),
@@ -77,8 +89,10 @@ impl TollgatePairs<'_> {
 pub enum DropReason {
     /// The key is in tollgate's `tollgate-` namespace.
     Reserved,
-    /// The 16 pairs were used up by tollgate's and earlier (by key order) caller pairs.
+    /// The 16 pairs were used up by tollgate's, the verdict's and earlier (by key order) caller pairs.
     NoRoom,
+    /// The tenant's policy set the same key in its verdict.
+    Overridden,
     /// The pair breaks Bedrock's limits (only if it bypassed [`validate_caller`]).
     Invalid,
 }
@@ -87,7 +101,8 @@ impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DropReason::Reserved => "the tollgate- prefix is reserved for tollgate's own keys",
-            DropReason::NoRoom => "Bedrock allows 16 pairs and tollgate's own come first",
+            DropReason::NoRoom => "Bedrock allows 16 pairs and tollgate's and the policy's come first",
+            DropReason::Overridden => "the tenant's policy set this key",
             DropReason::Invalid => "it breaks Bedrock's requestMetadata limits",
         })
     }
@@ -129,6 +144,16 @@ impl Merged {
 pub fn merge(caller: &[(String, String)], ours: &TollgatePairs<'_>) -> Merged {
     let mut pairs: Vec<(String, String)> = ours.pairs().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let mut dropped = Vec::new();
+    // Checked when the verdict was made; re-checked here so a pair that slipped
+    // through can never make Bedrock refuse the call.
+    for (key, value) in ours.verdict {
+        let usable = !is_reserved(key) && check_key(key).is_ok() && check_value(key, value).is_ok();
+        let fresh = !pairs.iter().any(|(k, _)| k == key);
+        if usable && fresh && pairs.len() < MAX_PAIRS {
+            pairs.push((key.clone(), value.clone()));
+        }
+    }
+    let from_verdict = |key: &str| ours.verdict.iter().any(|(k, _)| k == key);
 
     let mut theirs: Vec<&(String, String)> = caller.iter().collect();
     theirs.sort();
@@ -137,6 +162,8 @@ pub fn merge(caller: &[(String, String)], ours: &TollgatePairs<'_>) -> Merged {
     for (key, value) in theirs {
         let reason = if is_reserved(key) {
             Some(DropReason::Reserved)
+        } else if from_verdict(key) {
+            Some(DropReason::Overridden)
         } else if last_key == Some(key.as_str()) || check_key(key).is_err() || check_value(key, value).is_err() {
             Some(DropReason::Invalid)
         } else if pairs.len() >= MAX_PAIRS {
@@ -162,10 +189,8 @@ pub fn is_reserved(key: &str) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
 }
 
-/// Bedrock's metadata charset: `[a-zA-Z0-9\s:_@$#=/+,-.]` (`\s` as in Java: space, \t \n \x0B \f \r).
-pub fn is_allowed_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r') || ":_@$#=/+,-.".contains(c)
-}
+/// Bedrock's metadata charset; one definition for caller and verdict pairs.
+pub use crate::registry::is_metadata_char as is_allowed_char;
 
 /// Replaces characters outside the charset with '_' and cuts to 256 characters. Of whitespace
 /// only the plain space is kept: line breaks in our values would only confuse log readers.
@@ -316,9 +341,11 @@ mod tests {
             tenant: &tenant,
             decision: "downgrade",
             policy_version: Some("v7"),
+            policy_failure: None,
             original_model: Some(&original),
             user: Some("alice@example.com"),
             use_case: Some("support"),
+            verdict: &[],
         };
         let merged = merge(&[("team".into(), "blue".into())], &ours);
         let keys: Vec<&str> = merged.pairs.iter().map(|(k, _)| k.as_str()).collect();
@@ -350,9 +377,11 @@ mod tests {
             tenant: &tenant,
             decision: "allow",
             policy_version: Some("v1"),
+            policy_failure: None,
             original_model: None,
             user: Some("u1"),
             use_case: None,
+            verdict: &[],
         };
         let forward = caller(16);
         let mut backward = forward.clone();
@@ -376,9 +405,11 @@ mod tests {
             tenant: &tenant,
             decision: "allow",
             policy_version: None,
+            policy_failure: None,
             original_model: None,
             user: None,
             use_case: None,
+            verdict: &[],
         };
         let spoof = vec![
             ("tollgate-tenant".to_owned(), "globex".to_owned()),
@@ -400,6 +431,64 @@ mod tests {
     }
 
     #[test]
+    fn verdict_pairs_and_the_failure_flag_are_forwarded_and_win_over_the_caller() {
+        let tenant = TenantId::new("acme").unwrap();
+        let verdict = vec![
+            ("budget-percent".to_string(), "81".to_string()),
+            ("team".to_string(), "policy-says".to_string()),
+        ];
+        let ours = TollgatePairs {
+            tenant: &tenant,
+            decision: "allow",
+            policy_version: Some("v2"),
+            policy_failure: Some("trap"),
+            original_model: None,
+            user: None,
+            use_case: None,
+            verdict: &verdict,
+        };
+        let merged = merge(
+            &[("team".into(), "caller-says".into()), ("zeta".into(), "z".into())],
+            &ours,
+        );
+        let keys: Vec<&str> = merged.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                keys::TENANT,
+                keys::DECISION,
+                keys::POLICY_VERSION,
+                keys::POLICY_FAILURE,
+                "budget-percent",
+                "team",
+                "zeta"
+            ]
+        );
+        assert_eq!(merged.get(keys::POLICY_FAILURE), Some("trap"));
+        assert_eq!(merged.get("team"), Some("policy-says"));
+        assert_eq!(
+            merged.dropped,
+            [Dropped {
+                key: "team".into(),
+                reason: DropReason::Overridden
+            }]
+        );
+        // Seven of ours and eight of the verdict's always fit; the caller gets the last one.
+        let verdict: Vec<(String, String)> = (0..8).map(|i| (format!("v{i}"), String::new())).collect();
+        let original = ModelId::new("amazon.nova-pro-v1:0");
+        let full = TollgatePairs {
+            original_model: Some(&original),
+            user: Some("u"),
+            use_case: Some("c"),
+            verdict: &verdict,
+            ..ours
+        };
+        let merged = merge(&caller(3), &full);
+        assert_eq!(merged.pairs.len(), MAX_PAIRS);
+        assert_eq!(merged.dropped.len(), 2, "{:?}", merged.dropped);
+    }
+
+    #[test]
     fn our_values_are_sanitised_and_truncated() {
         let tenant = TenantId::new("acme").unwrap();
         let long = "x".repeat(300);
@@ -407,9 +496,11 @@ mod tests {
             tenant: &tenant,
             decision: "allow",
             policy_version: None,
+            policy_failure: None,
             original_model: None,
             user: Some("Zoë Smith\n<zoe@example.com>"),
             use_case: Some(&long),
+            verdict: &[],
         };
         let merged = merge(&[], &ours);
         assert_eq!(merged.get(keys::USER), Some("Zo_ Smith__zoe@example.com_"));
@@ -433,9 +524,11 @@ mod tests {
             tenant: &tenant,
             decision: "allow",
             policy_version: None,
+            policy_failure: None,
             original_model: None,
             user: None,
             use_case: None,
+            verdict: &[],
         };
         let bad = vec![("".to_owned(), "v".to_owned()), ("ok".to_owned(), "é".to_owned())];
         let merged = merge(&bad, &ours);

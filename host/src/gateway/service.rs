@@ -445,9 +445,15 @@ impl Gateway {
                 tenant,
                 decision: decision.action.name(),
                 policy_version: Some(&version),
+                policy_failure: decision.failure.as_ref().map(|f| f.kind.as_str()),
                 original_model: (served != requested).then_some(&requested),
                 user: user.as_deref(),
                 use_case: use_case.as_deref(),
+                verdict: if decision.is_policy_verdict() {
+                    &decision.metadata
+                } else {
+                    &[]
+                },
             },
         );
         trace.dropped_metadata = merged

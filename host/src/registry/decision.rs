@@ -18,6 +18,8 @@ pub const MAX_REASON_BYTES: usize = 1024;
 pub const MAX_VERDICT_METADATA: usize = 8;
 /// Longest metadata key or value, in characters (Bedrock's limit).
 pub const MAX_METADATA_CHARS: usize = 256;
+/// Metadata keys the host sets itself; a verdict may not use them.
+pub const RESERVED_METADATA_PREFIX: &str = "tollgate-";
 /// Longest model id or ARN a downgrade may name.
 pub const MAX_MODEL_ID_BYTES: usize = 2048;
 /// Longest throttle a policy may ask for.
@@ -128,6 +130,15 @@ pub(crate) fn check_verdict(verdict: &Verdict) -> Result<(), PolicyFailure> {
                 &key[..key.floor_char_boundary(64)]
             )));
         }
+        if key
+            .get(..RESERVED_METADATA_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_METADATA_PREFIX))
+        {
+            return Err(invalid(format!(
+                "metadata key {:?} is in the host's {RESERVED_METADATA_PREFIX} namespace; choose another key",
+                &key[..key.floor_char_boundary(64)]
+            )));
+        }
         if let Some(c) = key.chars().chain(value.chars()).find(|c| !is_metadata_char(*c)) {
             return Err(invalid(format!(
                 "metadata pair {:?} contains {c:?}; Bedrock allows only letters, digits, whitespace and :_@$#=/+,-.",
@@ -149,9 +160,10 @@ pub(crate) fn check_verdict(verdict: &Verdict) -> Result<(), PolicyFailure> {
     }
 }
 
-/// Bedrock's `requestMetadata` alphabet: `[a-zA-Z0-9\s:_@$#=/+,-.]`.
+/// Bedrock's `requestMetadata` charset, `[a-zA-Z0-9\s:_@$#=/+,-.]`, where `\s`
+/// is Java's: space, \t \n \x0B \f \r. Unicode whitespace is refused by Bedrock.
 pub fn is_metadata_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c.is_whitespace() || ":_@$#=/+,-.".contains(c)
+    c.is_ascii_alphanumeric() || matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r') || ":_@$#=/+,-.".contains(c)
 }
 
 #[cfg(test)]
@@ -184,6 +196,19 @@ mod tests {
         let mut v = verdict(Action::Admit);
         v.metadata = (0..9).map(|i| (format!("k{i}"), String::new())).collect();
         assert_eq!(check_verdict(&v).unwrap_err().kind, FailureKind::OversizedOutput);
+
+        let mut v = verdict(Action::Admit);
+        v.metadata = vec![("key".into(), "non\u{a0}breaking".into())];
+        assert_eq!(
+            check_verdict(&v).unwrap_err().kind,
+            FailureKind::InvalidOutput,
+            "ASCII whitespace only"
+        );
+
+        let mut v = verdict(Action::Admit);
+        v.metadata = vec![("Tollgate-Tenant".into(), "someone-else".into())];
+        let err = check_verdict(&v).unwrap_err();
+        assert!(err.detail.contains("namespace"), "{}", err.detail);
 
         let mut v = verdict(Action::Admit);
         v.metadata = vec![("key".into(), "semi;colon".into())];
