@@ -830,6 +830,78 @@ async fn the_forwarded_call_carries_the_reserved_max_tokens_even_on_a_profile_ar
     assert_eq!(gw.wait_for_records(2).await[1].tollgate.max_output_tokens, 77);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_name_or_downgrade_to_another_tenants_profile() {
+    const ACME_PROFILE: &str = "arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/acmenova";
+    let owner = TenantSpec {
+        extra: "inference-profiles = { \"amazon.nova-micro-v1:0\" = \"arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/acmenova\" }",
+        ..acme()
+    };
+    let thief = TenantSpec::new("globex", "allow-all");
+    // A free-tier policy whose downgrade target is acme's profile.
+    let sly = TenantSpec {
+        tier: "free",
+        extra: "included-tokens = 1000000",
+        policy_config: "free-model = \"arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/acmenova\"",
+        ..TenantSpec::new("initech", "tiered")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![owner, thief, sly],
+        ..Options::default()
+    })
+    .await;
+
+    let err = gw
+        .sigv4_client(&TenantSpec::new("globex", "allow-all"))
+        .converse()
+        .model_id(ACME_PROFILE)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect_err("another tenant's profile")
+        .into_service_error();
+    assert!(err.is_access_denied_exception(), "{err:?}");
+    let text = format!("{err:?}");
+    assert!(text.contains("not one of tenant globex's"), "{text}");
+
+    // The policy's downgrade to it is an invalid verdict: the tenant fails closed.
+    let err = gw
+        .sigv4_client(&TenantSpec::new("initech", "tiered"))
+        .converse()
+        .model_id(SONNET)
+        .messages(user_message(PROMPT))
+        .send()
+        .await
+        .expect_err("downgrade to another tenant's profile");
+    let text = format!("{:?}", err.into_service_error());
+    assert!(text.contains("another tenant"), "{text}");
+    assert!(gw.mock.requests().is_empty(), "nothing reached Bedrock");
+
+    // The owner still uses it, and only the owner was charged.
+    converse(&gw.sigv4_client(&acme()), ACME_PROFILE, 50)
+        .await
+        .expect("the owner's call");
+    assert_eq!(gw.mock.requests().len(), 1);
+    assert!(gw.settled("acme").await["spent-nano-usd"].as_u64().expect("spent") > 0);
+    assert_eq!(gw.settled("globex").await["spent-nano-usd"], 0);
+    assert_eq!(gw.settled("initech").await["spent-nano-usd"], 0);
+    let records = gw.wait_for_records(3).await;
+    let initech = records
+        .iter()
+        .find(|r| r.tollgate.tenant == "initech")
+        .expect("initech record");
+    assert_eq!(initech.tollgate.cost_nano_usd, 0);
+    assert!(
+        initech
+            .tollgate
+            .policy_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("another tenant")),
+        "{:?}",
+        initech.tollgate.policy_failure
+    );
+}
+
 /// One Converse call that sees each error as it is (no SDK retries), with its status.
 async fn converse_status(client: &Client) -> Result<(), String> {
     client

@@ -436,6 +436,7 @@ impl Config {
                 "no tenants: add at least one [tenants.<id>] with a budget-usd, a policy and an api key".into(),
             ));
         }
+        let mut owners = std::collections::HashMap::new();
         for (id, tenant) in &self.tenants {
             let key = |field: &str| format!("tenants.{id}.{field}");
             TenantId::new(id).map_err(|e| invalid(format!("tenants.{id}"), e.to_string()))?;
@@ -446,10 +447,22 @@ impl Config {
                 ));
             }
             for (model, arn) in &tenant.inference_profiles {
-                if !arn.starts_with("arn:") || !arn.contains(":application-inference-profile/") {
+                if !crate::pricing::is_application_profile(arn) {
                     return Err(invalid(
                         key(&format!("inference-profiles.\"{model}\"")),
                         format!("{arn:?} is not an application inference profile ARN"),
+                    ));
+                }
+                // A profile's cost allocation and quotas are one tenant's: sharing would bill one for another.
+                if let Some(other) = owners.insert(arn.as_str(), id.as_str())
+                    && other != id.as_str()
+                {
+                    return Err(invalid(
+                        key(&format!("inference-profiles.\"{model}\"")),
+                        format!(
+                            "{arn:?} is also tenant {other}'s profile; an application inference profile belongs to \
+                             one tenant, so create one per tenant"
+                        ),
                     ));
                 }
             }
@@ -549,5 +562,20 @@ key-sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
             .validate()
             .expect_err("bad arn");
         assert!(err.to_string().contains("inference-profiles"), "{err}");
+
+        // One profile, two tenants: refused, since AWS bills a profile to one owner.
+        let arn = "arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/shared";
+        let text = format!(
+            "{MINIMAL}[tenants.acme.inference-profiles]\n\"amazon.nova-micro-v1:0\" = {arn:?}\n\
+             [tenants.globex]\nbudget-usd = \"1\"\npolicy = \"p.wasm\"\n\
+             [[tenants.globex.api-keys]]\nkey-sha256 = \"{}\"\n\
+             [tenants.globex.inference-profiles]\n\"amazon.nova-lite-v1:0\" = {arn:?}\n",
+            "0".repeat(64)
+        );
+        let err = Config::parse(&text, "t.toml")
+            .expect("parses")
+            .validate()
+            .expect_err("shared profile");
+        assert!(err.to_string().contains("belongs to one tenant"), "{err}");
     }
 }

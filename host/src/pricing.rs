@@ -22,6 +22,7 @@ mod file;
 mod price;
 mod static_prices;
 
+pub use arn::is_application_profile;
 pub use catalog::{Catalog, Resolved, UnknownModel};
 pub use file::{CatalogError, CatalogMeta};
 pub use price::{Price, PriceBook, Usage};

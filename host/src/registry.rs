@@ -18,6 +18,7 @@ pub mod policy_dir;
 pub(crate) mod version;
 
 pub use decision::is_metadata_char;
+pub use version::VerdictCheck;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -116,6 +117,21 @@ impl Registry {
             .active(tenant)
             .ok_or_else(|| RegistryError::UnknownTenant(tenant.clone()))?;
         Ok(version.decide(request, state))
+    }
+
+    /// [`Registry::decide`] with the host's own check of the verdict; see
+    /// [`PolicyVersion::decide_checked`].
+    pub fn decide_checked(
+        &self,
+        tenant: &TenantId,
+        request: &mut Request,
+        state: &TenantState,
+        host_check: &VerdictCheck<'_>,
+    ) -> Result<Decision, RegistryError> {
+        let version = self
+            .active(tenant)
+            .ok_or_else(|| RegistryError::UnknownTenant(tenant.clone()))?;
+        Ok(version.decide_checked(request, state, host_check))
     }
 
     /// The tenant's active version; holding it keeps it alive across swaps.

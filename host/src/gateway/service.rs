@@ -44,7 +44,7 @@ pub use super::settlement::GatewayAccounting;
 use super::settlement::{Hold, Settlement};
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
-use crate::contract::{Action, Operation, RejectKind, Request, TenantState};
+use crate::contract::{Action, Operation, RejectKind, Request, TenantState, Verdict};
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{ReserveError, ReserveRequest};
@@ -74,6 +74,15 @@ pub struct TenantProfile {
     pub tier: String,
     /// Model id → the tenant's application inference profile ARN.
     pub inference_profiles: HashMap<String, String>,
+}
+
+impl TenantProfile {
+    /// Whether the tenant may name `model_id`: any model or system profile,
+    /// but of application inference profiles only its own, since AWS bills
+    /// and throttles a profile as its owner's.
+    pub fn may_name(&self, model_id: &str) -> bool {
+        !crate::pricing::is_application_profile(model_id) || self.inference_profiles.values().any(|arn| arn == model_id)
+    }
 }
 
 /// Everything the request path needs; see [`Gateway::new`].
@@ -270,6 +279,13 @@ impl Gateway {
         let user = first_pair(&caller_pairs, &USER_KEYS);
         let use_case = first_pair(&caller_pairs, &USE_CASE_KEYS);
         let requested = ModelId::new(&call.model_id);
+        if !profile.may_name(requested.as_str()) {
+            return Err(BedrockError::access_denied(format!(
+                "application inference profile {} is not one of tenant {tenant}'s; name a model id or one of the \
+                 tenant's own profiles (listed under its inference-profiles in tollgate.toml)",
+                crate::text::clip(requested.as_str(), 256)
+            )));
+        }
         let resolved = parts
             .catalog
             .resolve(requested.as_str())
@@ -330,9 +346,22 @@ impl Gateway {
             now_ms: now,
             config: String::new(),
         };
+        // A downgrade must name a model tollgate can price, and no other tenant's profile.
+        let host_check = |verdict: &Verdict| match &verdict.action {
+            Action::Downgrade(target) if !profile.may_name(target) => Err(format!(
+                "downgrade target {} is an application inference profile of another tenant",
+                crate::text::clip(target, 256)
+            )),
+            Action::Downgrade(target) => parts
+                .catalog
+                .resolve(target)
+                .map(drop)
+                .map_err(|e| format!("downgrade target cannot be priced: {e}")),
+            _ => Ok(()),
+        };
         let decision = parts
             .registry
-            .decide(tenant, &mut request, &state)
+            .decide_checked(tenant, &mut request, &state, &host_check)
             .map_err(|e| match e {
                 RegistryError::UnknownTenant(_) => BedrockError::access_denied(format!(
                     "tenant {tenant} has no active policy, so tollgate admits none of its calls; give it a policy \
@@ -353,12 +382,11 @@ impl Gateway {
             Action::Admit => requested.clone(),
             Action::Downgrade(target) => {
                 let target = ModelId::new(target);
-                let served_base = parts.catalog.resolve(target.as_str()).map_err(|e| {
-                    BedrockError::internal(format!(
-                        "policy {version} downgraded the call to {target}, which tollgate cannot price ({e}); fix \
-                         the policy or price the model in the pricing override"
-                    ))
-                })?;
+                // The host check priced it already; this cannot fail, but is no reason to panic.
+                let served_base = parts
+                    .catalog
+                    .resolve(target.as_str())
+                    .map_err(|e| BedrockError::validation(e.to_string()))?;
                 if caller_max_output.is_none() {
                     // The cheaper model's own maximum, which may be below the requested one's.
                     max_output = max_output.min(parts.estimator.default_max_output(served_base.base_model));

@@ -29,3 +29,9 @@ impl<'a> Arn<'a> {
         })
     }
 }
+
+/// Whether `id` is an application inference profile ARN: a resource of one
+/// account, whose cost allocation and quotas belong to whoever created it.
+pub fn is_application_profile(id: &str) -> bool {
+    Arn::parse(id).is_some_and(|a| a.resource_type == "application-inference-profile")
+}

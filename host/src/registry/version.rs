@@ -13,12 +13,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{Request, TenantState};
+use crate::contract::{Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances};
 use crate::ids::{PolicyVersionId, TenantId};
+
+/// A host's own check of a verdict: `Err` says what is wrong with it.
+pub type VerdictCheck<'a> = dyn Fn(&Verdict) -> Result<(), String> + 'a;
 use crate::registry::decision::{Decision, FailureMode, check_verdict};
 
 /// How a tenant runs its policy: parameters, limits and failure mode.
@@ -151,22 +154,43 @@ impl PolicyVersion {
     /// Decides one call. The tenant id and this version's config are written
     /// into the request first, so the policy always sees its own parameters.
     pub fn decide(&self, request: &mut Request, state: &TenantState) -> Decision {
+        self.decide_checked(request, state, &|_| Ok(()))
+    }
+
+    /// [`PolicyVersion::decide`] with the host's own check of the verdict on
+    /// top of the contract's: a verdict it refuses is an invalid output, and
+    /// the tenant's failure mode decides instead.
+    pub fn decide_checked(
+        &self,
+        request: &mut Request,
+        state: &TenantState,
+        host_check: &VerdictCheck<'_>,
+    ) -> Decision {
         request.tenant_id.clear();
         request.tenant_id.push_str(self.id.tenant.as_str());
         request.config.clear();
         request.config.push_str(&self.settings.config);
-        self.decide_as_is(request, state)
+        self.decide_inner(request, state, host_check)
     }
 
     /// Decides with the request exactly as given (its `config` included);
     /// for test cases that pin their own parameters.
     pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
+        self.decide_inner(request, state, &|_| Ok(()))
+    }
+
+    fn decide_inner(&self, request: &Request, state: &TenantState, host_check: &VerdictCheck<'_>) -> Decision {
         let start = Instant::now();
         let cpu_start = thread_cpu_time();
         let run = || {
-            self.instances
-                .decide(request, state)
-                .and_then(|verdict| check_verdict(&verdict).map(|()| verdict))
+            self.instances.decide(request, state).and_then(|verdict| {
+                check_verdict(&verdict)?;
+                host_check(&verdict).map_err(|detail| PolicyFailure {
+                    kind: FailureKind::InvalidOutput,
+                    detail,
+                })?;
+                Ok(verdict)
+            })
         };
         let mut outcome = run();
         // The deadline is wall clock. On a busy host a thread can lose its core
