@@ -502,6 +502,49 @@ async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_stream_max_is_cut_and_charged_its_hold() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            stream_event_interval_ms: 50,
+            ..MockSettings::default()
+        },
+        upstream_extra: "max-attempts = 1\nstream-max-ms = 300",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(&PROMPT.repeat(20)))
+        .inference_config(InferenceConfiguration::builder().max_tokens(500).build())
+        .send()
+        .await
+        .expect("stream starts");
+    let mut failed = false;
+    loop {
+        match stream.stream.recv().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the caller is told the stream was cut");
+    let state = gw.settled("acme").await;
+    let records = gw.wait_for_records(1).await;
+    let cut = &records[0].tollgate;
+    assert!(cut.reason.contains("stream-max-ms"), "{}", cut.reason);
+    assert_eq!(cut.charged_from, "reservation");
+    assert_eq!(cut.cost_nano_usd, cut.reserved_nano_usd);
+    assert_eq!(state["spent-nano-usd"], cut.cost_nano_usd);
+    assert_eq!(state["reserved-nano-usd"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_has_one_matching_invocation_record() {
     let limited = TenantSpec {
         extra: "rpm = 3",

@@ -198,3 +198,41 @@ async fn a_service_that_drops_the_call_still_pays_for_what_the_upstream_ran() {
     assert!(spent(&gateway, "acme") > 0, "the call the upstream ran is charged");
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_outlives_its_hold_is_still_charged_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config();
+    config.upstream.mock.latency_ms = 1_000;
+    config.ledger.reservation_ttl_ms = 200;
+    config.log.invocations = dir.path().join("invocations.jsonl");
+    // tollgate refuses to start like this, and says what to set.
+    let err = config
+        .validate()
+        .expect_err("a TTL shorter than the longest call")
+        .to_string();
+    assert!(
+        err.contains("ledger.reservation-ttl-ms") && err.contains("raise reservation-ttl-ms to at least"),
+        "{err}"
+    );
+
+    // Forced anyway (a stalled host has the same effect): the hold expires mid-call.
+    let assembled = app::assemble(&config).await.expect("assemble");
+    let gateway = assembled.gateway.clone();
+    let out = ask(&client(&gateway, "acme"))
+        .await
+        .expect("served after the hold expired");
+    assert!(out.usage().is_some_and(|u| u.output_tokens() > 0));
+    gateway.idle().await;
+
+    let records =
+        tollgate_host::gateway::invocation_log::InvocationLog::read_all(&config.log.invocations).expect("log");
+    assert_eq!(records.len(), 1, "one record");
+    let record = &records[0].tollgate;
+    assert!(record.hold_expired, "{record:?}");
+    assert_eq!(record.charged_from, "usage");
+    assert!(record.cost_nano_usd > 0);
+    // Charged from its real usage, once, and nothing is left held.
+    assert_eq!(spent(&gateway, "acme"), record.cost_nano_usd);
+    assert_eq!(gateway.in_flight(), 0);
+}

@@ -135,6 +135,19 @@ pub struct UpstreamConfig {
     pub bedrock: UpstreamSettings,
 }
 
+impl UpstreamConfig {
+    /// The settings calls actually run under: the built-in mock uses the defaults.
+    pub fn effective(&self) -> UpstreamSettings {
+        match self.kind {
+            UpstreamKind::Mock => UpstreamSettings::default(),
+            UpstreamKind::Bedrock => self.bedrock.clone(),
+        }
+    }
+}
+
+/// Time a hold needs beyond its call's end for the settle itself.
+const SETTLE_MARGIN_MS: u64 = 60_000;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct MockConfig {
@@ -425,6 +438,23 @@ impl Config {
             return Err(invalid(
                 "server.admin-token".into(),
                 "the admin token must have at least 16 characters".into(),
+            ));
+        }
+        // A hold must outlive its call, or the call would be charged after its
+        // hold went back to the budget (still charged, but past the gate).
+        let upstream = self.upstream.effective();
+        let needed = upstream.longest_call_ms().saturating_add(SETTLE_MARGIN_MS);
+        if self.ledger.reservation_ttl_ms < needed {
+            return Err(invalid(
+                "ledger.reservation-ttl-ms".into(),
+                format!(
+                    "{} ms is shorter than the longest call the upstream settings allow plus {} s to settle \
+                     ({needed} ms: max-attempts × (connect-timeout-ms + timeout-ms), the backoffs between, and \
+                     stream-max-ms). A hold must outlive its call: raise reservation-ttl-ms to at least {needed}, or \
+                     lower those [upstream.bedrock] settings",
+                    self.ledger.reservation_ttl_ms,
+                    SETTLE_MARGIN_MS / 1000
+                ),
             ));
         }
         if let Err(e) = self.alerts.validate() {

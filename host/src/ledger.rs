@@ -71,7 +71,7 @@ impl Default for LedgerSettings {
     fn default() -> Self {
         // Bedrock calls (streams included) finish well within 15 minutes.
         LedgerSettings {
-            reservation_ttl_ms: 15 * 60 * 1000,
+            reservation_ttl_ms: 60 * 60 * 1000,
         }
     }
 }

@@ -272,15 +272,48 @@ fn reservations_expire_after_the_ttl() {
     assert_eq!(ledger.expire(a.expires_at_ms - 1).unwrap(), 0);
     assert_eq!(ledger.expire(a.expires_at_ms).unwrap(), 1);
     assert_eq!(ledger.snapshot(&t, a.expires_at_ms).unwrap().reserved, NanoUsd::ZERO);
-    let err = ledger
-        .settle(&t, a.id, Actual::default(), a.expires_at_ms + 1)
-        .unwrap_err();
+    // The call outlived its hold but ran: a late settle still charges, never free.
+    let late = ledger
+        .settle(
+            &t,
+            a.id,
+            Actual {
+                cost: NanoUsd(650),
+                tokens: 3,
+            },
+            a.expires_at_ms + 1,
+        )
+        .expect("a late settle charges");
+    assert!(late.late && late.held == NanoUsd::ZERO, "{late:?}");
+    assert_eq!(late.charged, NanoUsd(650));
+    let state = ledger.snapshot(&t, a.expires_at_ms + 1).unwrap();
+    assert_eq!(
+        (state.spent, state.reserved, state.used_tokens),
+        (NanoUsd(650), NanoUsd::ZERO, 3)
+    );
+    // Exactly once: the same id cannot be charged again.
+    assert!(matches!(
+        ledger.settle(
+            &t,
+            a.id,
+            Actual {
+                cost: NanoUsd(650),
+                tokens: 3
+            },
+            a.expires_at_ms + 2
+        ),
+        Err(LedgerError::UnknownReservation { .. })
+    ));
+    // A release after the expiry has nothing to return, and says why.
+    let b = ledger.reserve(&t, req(100, 1, a.expires_at_ms + 3)).unwrap();
+    ledger.expire(b.expires_at_ms).unwrap();
+    let err = ledger.release(&t, b.id, b.expires_at_ms + 1).unwrap_err();
     assert_eq!(
         err,
         LedgerError::Expired {
             tenant: t.clone(),
-            id: a.id,
-            expired_at_ms: a.expires_at_ms
+            id: b.id,
+            expired_at_ms: b.expires_at_ms
         }
     );
     assert!(err.to_string().contains("Raise the reservation TTL"), "{err}");

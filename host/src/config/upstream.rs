@@ -25,6 +25,24 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     /// The longest silence inside a stream before it is cut.
     pub stream_idle_timeout_ms: u64,
+    /// The longest a stream may run, first byte to last, before it is cut
+    /// (and charged at its hold): what bounds a call's life, so its hold can
+    /// be sure to outlive it.
+    pub stream_max_ms: u64,
+}
+
+impl UpstreamSettings {
+    /// The longest a call can take under these settings, retries and a
+    /// stream's whole length included: every attempt may wait its connect
+    /// and request timeouts, and every retry its longest backoff.
+    pub fn longest_call_ms(&self) -> u64 {
+        let attempts = u64::from(self.max_attempts.max(1));
+        let per_attempt = self.connect_timeout_ms.saturating_add(self.timeout_ms);
+        attempts
+            .saturating_mul(per_attempt)
+            .saturating_add((attempts - 1).saturating_mul(self.max_backoff_ms))
+            .saturating_add(self.stream_max_ms)
+    }
 }
 
 impl Default for UpstreamSettings {
@@ -39,6 +57,7 @@ impl Default for UpstreamSettings {
             connect_timeout_ms: 3_000,
             timeout_ms: 300_000,
             stream_idle_timeout_ms: 120_000,
+            stream_max_ms: 30 * 60 * 1000,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemorySto
 use crate::pricing::Catalog;
 use crate::registry::Registry;
 use crate::registry::policy_dir;
-use crate::upstream::bedrock::{Upstream, UpstreamSettings};
+use crate::upstream::bedrock::Upstream;
 use crate::upstream::mock::{MockBedrock, MockSettings};
 
 /// How often expired reservations are swept back.
@@ -149,7 +149,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             })
             .await
             .map_err(|e| cfg_err(format!("upstream: cannot start the built-in mock: {e}")))?;
-            let upstream = Upstream::unsigned(&mock.url(), UpstreamSettings::default())
+            let upstream = Upstream::unsigned(&mock.url(), config.upstream.effective())
                 .map_err(|e| cfg_err(format!("upstream: {e}")))?;
             (upstream, Some(mock))
         }

@@ -81,6 +81,9 @@ pub struct TollgateFields {
     /// `usage` (the response's figures), `reservation` (none were reported:
     /// the hold was charged), `released` (nothing was charged) or `none`.
     pub charged_from: String,
+    /// The call outlived its reservation's TTL: it was charged after the hold expired.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub hold_expired: bool,
     /// HTTP status sent to the caller.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]

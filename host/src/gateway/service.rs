@@ -601,6 +601,7 @@ impl Gateway {
                     trace: trace.clone(),
                     upstream_started,
                     idle: parts.upstream.stream_idle_timeout(),
+                    max: parts.upstream.stream_max(),
                 };
                 // The caller's trace ends here; the pump logs the call when the stream ends.
                 trace.logged = true;

@@ -19,7 +19,7 @@ use super::trace::{Trace, now_ms, operation_name};
 use crate::accounting::Accounting;
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{Actual, LedgerStore, ReservationId};
+use crate::ledger::{Actual, LedgerStore, ReservationId, Settled};
 use crate::pricing::{Catalog, Usage};
 
 /// The ledger the gateway charges, whatever its store.
@@ -43,14 +43,13 @@ impl Hold {
     }
 
     /// Charges `actual`; the durable store waits for its commit, so off the async workers.
-    pub(super) async fn settle(&self, actual: Actual) -> Result<u64, String> {
+    pub(super) async fn settle(&self, actual: Actual) -> Result<Settled, String> {
         let accounting = Arc::clone(&self.accounting);
         let tenant = self.tenant.clone();
         let id = self.id;
         tokio::task::spawn_blocking(move || accounting.settle(&tenant, id, actual, now_ms()))
             .await
             .map_err(|e| e.to_string())?
-            .map(|settled| settled.charged.get())
             .map_err(|e| e.to_string())
     }
 
@@ -133,8 +132,18 @@ impl Settlement {
         }
         trace.charged_from = from.to_owned();
         match hold.settle(actual).await {
-            Ok(charged) => {
+            Ok(settled) => {
+                let charged = settled.charged.get();
                 trace.cost_nano_usd = charged;
+                if settled.late {
+                    // Charged all the same; the TTL check at load should make this rare.
+                    tracing::warn!(
+                        tenant = %hold.tenant,
+                        request_id = %trace.request_id,
+                        "the call outlived its reservation; charged after the hold had expired"
+                    );
+                    trace.hold_expired = true;
+                }
                 let tenant = hold.tenant.as_str();
                 self.metrics.add_cost(tenant, charged);
                 if let Some(u) = &trace.usage {

@@ -29,6 +29,8 @@ pub(super) struct StreamPump {
     pub(super) trace: Trace,
     pub(super) upstream_started: Instant,
     pub(super) idle: Duration,
+    /// The stream is cut at `upstream_started + max`, so the call ends before its hold can expire.
+    pub(super) max: Duration,
 }
 
 /// How a stream ended.
@@ -47,8 +49,16 @@ impl StreamPump {
         let mut buf = BytesMut::new();
         // The frame that ends a failed stream, sent after the charge.
         let mut final_frame: Option<Bytes> = None;
+        let cut_at = tokio::time::Instant::from_std(self.upstream_started) + self.max;
         let end = 'pump: loop {
-            let chunk = match tokio::time::timeout(self.idle, bytes.next()).await {
+            let idle_at = tokio::time::Instant::now() + self.idle;
+            let chunk = match tokio::time::timeout_at(idle_at.min(cut_at), bytes.next()).await {
+                Err(_) if idle_at >= cut_at => {
+                    break StreamEnd::UpstreamFailed(format!(
+                        "the stream ran longer than stream-max-ms ({} ms) and was cut",
+                        self.max.as_millis()
+                    ));
+                }
                 Err(_) => {
                     break StreamEnd::UpstreamFailed(format!(
                         "the upstream sent nothing for {} ms",

@@ -20,8 +20,10 @@ use super::window::MinuteWindow;
 
 /// Closed periods kept in memory per tenant (a year of daily periods).
 const HISTORY_CAP: usize = 400;
-/// Recently expired ids kept so a late settle gets a precise error.
-const EXPIRED_MEMORY: usize = 256;
+/// Recently expired reservations kept so a late settle still charges.
+/// The gateway refuses a TTL shorter than its longest call, so expiries
+/// while the process lives are rare; this bounds the memory all the same.
+const EXPIRED_MEMORY: usize = 1024;
 
 /// A change to write through, in the order it was made. Only a store that
 /// persists reads it.
@@ -45,7 +47,7 @@ pub(crate) struct TenantBook {
     open: OpenMap,
     /// No open reservation expires before this (a lower bound: a sweep makes it exact).
     earliest_expiry: u64,
-    recently_expired: VecDeque<(ReservationId, u64)>,
+    recently_expired: VecDeque<(OpenReservation, u64)>,
     window: MinuteWindow,
 }
 
@@ -129,7 +131,20 @@ impl TenantBook {
         sink: &mut dyn FnMut(Change<'_>),
     ) -> Result<Settled, LedgerError> {
         self.catch_up(limits, now_ms, sink);
-        let r = self.close(id, sink)?;
+        // A call that outlived its hold still ran: it is charged, never free.
+        let (r, late) = match self.close(id, sink) {
+            Ok(r) => (r, false),
+            Err(LedgerError::Expired { .. }) => match self.take_expired(id) {
+                Some(r) => (r, true),
+                None => {
+                    return Err(LedgerError::UnknownReservation {
+                        tenant: self.tenant.clone(),
+                        id,
+                    });
+                }
+            },
+            Err(e) => return Err(e),
+        };
         self.window.correct(r.minute, r.tokens, actual.tokens);
         // Charged to the period that admitted it (the current one unless the
         // call straddled a boundary, or that period is no longer in memory).
@@ -143,7 +158,8 @@ impl TenantBook {
         sink(Change::Totals(totals));
         Ok(Settled {
             id,
-            held: r.cost,
+            held: if late { NanoUsd::ZERO } else { r.cost },
+            late,
             charged: actual.cost,
             period_start_ms: totals.start_ms,
             period_spent: totals.spent,
@@ -188,7 +204,7 @@ impl TenantBook {
             if self.recently_expired.len() == EXPIRED_MEMORY {
                 self.recently_expired.pop_front();
             }
-            self.recently_expired.push_back((r.id, r.expires_at_ms));
+            self.recently_expired.push_back((*r, r.expires_at_ms));
             sink(Change::Closed(r.id));
         }
         expired.len()
@@ -262,11 +278,17 @@ impl TenantBook {
         }
     }
 
+    /// Take an expired reservation out of the memory, so a second late settle is refused.
+    fn take_expired(&mut self, id: ReservationId) -> Option<OpenReservation> {
+        let at = self.recently_expired.iter().position(|(e, _)| e.id == id)?;
+        self.recently_expired.remove(at).map(|(r, _)| r)
+    }
+
     /// Take `id` out of the open set, or say precisely why it is not there.
     fn close(&mut self, id: ReservationId, sink: &mut dyn FnMut(Change<'_>)) -> Result<OpenReservation, LedgerError> {
         let Some(r) = self.open.remove(&id) else {
             let tenant = self.tenant.clone();
-            return Err(match self.recently_expired.iter().find(|(e, _)| *e == id) {
+            return Err(match self.recently_expired.iter().find(|(e, _)| e.id == id) {
                 Some(&(_, expired_at_ms)) => LedgerError::Expired {
                     tenant,
                     id,

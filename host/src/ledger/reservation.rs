@@ -79,7 +79,11 @@ pub struct Actual {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settled {
     pub id: ReservationId,
+    /// What was still held; 0 when the reservation had expired before the settle.
     pub held: NanoUsd,
+    /// The reservation had expired: its hold was already returned, and the
+    /// charge was made all the same, since the call ran.
+    pub late: bool,
     pub charged: NanoUsd,
     pub period_start_ms: u64,
     /// The period's spend after this charge.

@@ -305,6 +305,11 @@ impl Upstream {
         Duration::from_millis(self.settings.stream_idle_timeout_ms)
     }
 
+    /// The longest a stream may run before it is cut.
+    pub fn stream_max(&self) -> Duration {
+        Duration::from_millis(self.settings.stream_max_ms)
+    }
+
     /// The wait before retry `attempt`; see [`crate::backoff`].
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         crate::backoff::delay(
