@@ -64,7 +64,7 @@ impl ModelId {
 
 /// Prefixes of Bedrock's system-defined (cross-region) inference profiles,
 /// written without their trailing dot.
-pub const REGION_PREFIXES: [&str; 8] = ["us", "eu", "apac", "jp", "au", "ca", "us-gov", "global"];
+pub const REGION_PREFIXES: [&str; 9] = ["us", "eu", "apac", "jp", "au", "ca", "in", "us-gov", "global"];
 
 /// Splits `us.anthropic.…` into `(Some("us"), "anthropic.…")`; an id without
 /// a known prefix comes back whole.

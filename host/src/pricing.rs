@@ -19,13 +19,17 @@
 mod arn;
 mod catalog;
 mod file;
+mod metered;
 mod price;
+mod rates;
 mod static_prices;
 
 pub use arn::is_application_profile;
-pub use catalog::{Catalog, Resolved, UnknownModel};
+pub use catalog::{Catalog, PricingError, Resolved, UnknownModel};
 pub use file::{CatalogError, CatalogMeta};
+pub use metered::{LatencyMode, Metered, ServedAs, ServiceTier};
 pub use price::{Price, PriceBook, Usage};
+pub use rates::{Charge, Rates, TierBp};
 pub use static_prices::StaticPrices;
 
 pub use crate::ids::{REGION_PREFIXES, split_region_prefix};
@@ -35,6 +39,7 @@ mod tests {
     use super::*;
     use crate::contract::ModelPrice;
     use crate::money::NanoUsd;
+    use crate::pricing::{Charge, LatencyMode, Metered, ServedAs, ServiceTier};
 
     const SONNET_4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
     const SONNET_45: &str = "anthropic.claude-sonnet-4-5-20250929-v1:0";
@@ -409,18 +414,154 @@ mod tests {
         }
     }
 
+    fn metered(u: Usage, tier: ServiceTier, latency: LatencyMode) -> Metered {
+        Metered {
+            usage: u,
+            served_as: ServedAs { tier, latency },
+        }
+    }
+
+    fn charge(c: &Catalog, model: &str, m: Metered) -> Charge {
+        c.charge(model, &m).unwrap_or_else(|e| panic!("{model}: {e}"))
+    }
+
+    #[test]
+    fn a_1h_cache_write_is_billed_at_the_1h_price_on_a_geo_profile() {
+        // us. Sonnet 4.5: read $0.33, 1h write $6.60 per million (global +10%).
+        // 31,000 read + 10,000 1h-written: 31_000*0.33 + 10_000*6.60 = $0.07623,
+        // where billing the writes at the 5-minute $4.125 would give $0.05148.
+        let c = Catalog::embedded();
+        let m = metered(
+            usage(0, 0, 31_000, 10_000, 10_000),
+            ServiceTier::Standard,
+            LatencyMode::Standard,
+        );
+        let got = charge(&c, &format!("us.{SONNET_45}"), m);
+        assert_eq!(got.cost.get(), 76_230_000);
+        assert_eq!(got.unit_prices.cache_write_1h.get(), 6_600_000_000);
+        assert!(!got.long_context);
+    }
+
+    #[test]
+    fn above_200k_prompt_tokens_every_token_is_billed_at_the_long_context_price() {
+        let c = Catalog::embedded();
+        let std = |u| metered(u, ServiceTier::Standard, LatencyMode::Standard);
+        // 250,000 in + 1,000 out at $6 / $22.50: $1.5225, not $0.765.
+        let long = charge(&c, SONNET_45, std(usage(250_000, 1_000, 0, 0, 0)));
+        assert_eq!(long.cost.get(), 1_522_500_000);
+        assert!(long.long_context);
+        // Exactly 200,000 is not above the line.
+        let at = charge(&c, SONNET_45, std(usage(200_000, 1_000, 0, 0, 0)));
+        assert_eq!(at.cost.get(), 600_000_000 + 15_000_000);
+        // Cache reads count toward the line, and are then billed at $0.60.
+        let cached = charge(&c, SONNET_4, std(usage(100_000, 0, 150_000, 0, 0)));
+        assert_eq!(cached.cost.get(), 600_000_000 + 90_000_000);
+        // The geo premium applies to the long-context prices too: $6.60 in.
+        let geo = charge(&c, &format!("eu.{SONNET_45}"), std(usage(250_000, 0, 0, 0, 0)));
+        assert_eq!(geo.cost.get(), 1_650_000_000);
+    }
+
+    #[test]
+    fn priority_costs_175_percent_and_flex_half_of_standard() {
+        let c = Catalog::embedded();
+        let gpt = "openai.gpt-oss-120b-1:0";
+        let u = usage(1_000_000, 1_000_000, 0, 0, 0);
+        // Standard $0.15 / $0.60; priority $0.2625 / $1.05; flex $0.075 / $0.30.
+        let standard = charge(&c, gpt, metered(u, ServiceTier::Standard, LatencyMode::Standard));
+        let priority = charge(&c, gpt, metered(u, ServiceTier::Priority, LatencyMode::Standard));
+        let flex = charge(&c, gpt, metered(u, ServiceTier::Flex, LatencyMode::Standard));
+        let reserved = charge(&c, gpt, metered(u, ServiceTier::Reserved, LatencyMode::Standard));
+        assert_eq!(standard.cost.get(), 750_000_000);
+        assert_eq!(priority.cost.get(), 262_500_000 + 1_050_000_000);
+        assert_eq!(flex.cost.get(), 75_000_000 + 300_000_000);
+        assert_eq!(reserved.cost.get(), standard.cost.get());
+        // Latency-optimized Nova Pro: $1 / $4 instead of $0.80 / $3.20.
+        let nova = charge(
+            &c,
+            "amazon.nova-pro-v1:0",
+            metered(u, ServiceTier::Standard, LatencyMode::Optimized),
+        );
+        assert_eq!(nova.cost.get(), 5_000_000_000);
+        // A mode the catalog cannot price is an error, so the hold is charged.
+        let err = c
+            .charge(NOVA_MICRO, &metered(u, ServiceTier::Standard, LatencyMode::Optimized))
+            .expect_err("no optimized price");
+        assert!(err.to_string().contains("latency-optimized"), "{err}");
+        // A hold asked at priority is priced at priority; a flex one at standard.
+        let asked = |tier| ServedAs {
+            tier,
+            latency: LatencyMode::Standard,
+        };
+        assert_eq!(
+            c.hold(gpt, 1_000_000, 1_000_000, false, asked(ServiceTier::Priority))
+                .expect("priced")
+                .get(),
+            1_312_500_000
+        );
+        assert_eq!(
+            c.hold(gpt, 1_000_000, 1_000_000, false, asked(ServiceTier::Flex))
+                .expect("priced")
+                .get(),
+            750_000_000
+        );
+    }
+
+    #[test]
+    fn each_region_has_its_own_prices_and_unknown_regions_are_refused() {
+        let u = usage(1_000, 1_000, 0, 0, 0);
+        let std = metered(u, ServiceTier::Standard, LatencyMode::Standard);
+        // eu. Nova Micro billed from Frankfurt: $0.046 / $0.184.
+        let frankfurt = Catalog::embedded().in_region("eu-central-1").expect("priced region");
+        assert_eq!(
+            charge(&frankfurt, &format!("eu.{NOVA_MICRO}"), std).cost.get(),
+            46_000 + 184_000
+        );
+        // The same call from us-east-1: $0.035 / $0.14.
+        assert_eq!(
+            charge(&Catalog::embedded(), &format!("us.{NOVA_MICRO}"), std)
+                .cost
+                .get(),
+            35_000 + 140_000
+        );
+        // GovCloud Sonnet 4.5 on its us-gov. profile: $3.60 / $18, no further geo premium.
+        let gov = Catalog::embedded().in_region("us-gov-west-1").expect("priced region");
+        let sonnet = format!("us-gov.{SONNET_45}");
+        assert_eq!(charge(&gov, &sonnet, std).cost.get(), 3_600_000 + 18_000_000);
+        // GovCloud models it does not list cost the base price +20%.
+        assert_eq!(charge(&gov, NOVA_MICRO, std).cost.get(), 42_000 + 168_000);
+        // Claude 4.5 costs the same in Frankfurt as in us-east-1.
+        assert_eq!(
+            charge(&frankfurt, SONNET_45, std).cost,
+            charge(&Catalog::embedded(), SONNET_45, std).cost
+        );
+        // The in. prefix resolves.
+        assert_eq!(
+            Catalog::embedded()
+                .resolve(&format!("in.{SONNET_45}"))
+                .expect("priced")
+                .premium_bp,
+            1000
+        );
+        // A region without prices is refused, saying how to price it.
+        let err = Catalog::embedded()
+            .in_region("mars-north-1")
+            .expect_err("unpriced")
+            .to_string();
+        assert!(err.contains("mars-north-1") && err.contains("[regions."), "{err}");
+        // The price book's version names what was applied, region included.
+        assert_ne!(frankfurt.version(), Catalog::embedded().version());
+        assert_eq!(Catalog::embedded().version(), Catalog::embedded().version());
+    }
+
     #[test]
     fn usage_reads_converse_responses() {
         let v = serde_json::json!({
             "inputTokens": 12, "outputTokens": 34, "totalTokens": 46,
             "cacheReadInputTokens": 100, "cacheWriteInputTokens": 7
         });
-        let u = Usage::from_converse(&v);
+        let u = Usage::read(&v).expect("readable");
         assert_eq!(u, usage(12, 34, 100, 7, 0));
         assert_eq!(u.prompt_tokens(), 119);
-        assert_eq!(
-            Usage::from_converse(&serde_json::json!({"inputTokens": -3})),
-            Usage::default()
-        );
+        assert!(Usage::read(&serde_json::json!({"inputTokens": -3, "outputTokens": 1})).is_err());
     }
 }

@@ -65,6 +65,8 @@ pub struct Options {
     pub server_extra: &'static str,
     /// Lines for `[upstream.bedrock]` that replace `max-attempts = 1`.
     pub upstream_extra: &'static str,
+    /// The upstream region, which prices the calls; `us-east-1` when empty.
+    pub region: &'static str,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -99,11 +101,16 @@ impl TestGateway {
         };
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
-             [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
              auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
              invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n\n",
             options.server_extra,
             mock.url(),
+            if options.region.is_empty() {
+                "us-east-1"
+            } else {
+                options.region
+            },
             if options.upstream_extra.is_empty() {
                 "max-attempts = 1"
             } else {

@@ -63,6 +63,28 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         message,
     };
 
+    // The upstream.
+    let (upstream, mock) = match config.upstream.kind {
+        UpstreamKind::Mock => {
+            let mock = MockBedrock::start(MockSettings {
+                latency_ms: config.upstream.mock.latency_ms,
+                stream_event_interval_ms: config.upstream.mock.stream_event_interval_ms,
+                ..MockSettings::default()
+            })
+            .await
+            .map_err(|e| cfg_err(format!("upstream: cannot start the built-in mock: {e}")))?;
+            let upstream = Upstream::unsigned(&mock.url(), config.upstream.effective())
+                .map_err(|e| cfg_err(format!("upstream: {e}")))?;
+            (upstream, Some(mock))
+        }
+        UpstreamKind::Bedrock => (
+            Upstream::bedrock(config.upstream.bedrock.clone())
+                .await
+                .map_err(|e| cfg_err(format!("upstream.bedrock: {e}")))?,
+            None,
+        ),
+    };
+
     // Prices: embedded, then the override file, then the tenants' profile ARNs.
     let mut catalog = Catalog::embedded();
     if let Some(path) = &config.pricing.overrides {
@@ -76,6 +98,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                 .with_application_profile(arn, model)
                 .map_err(|e| tenant_err(id, format!("inference-profiles.\"{model}\": {e}")))?;
         }
+    }
+    // AWS bills by the region a call is sent to; the mock is priced as the catalog's first region.
+    if let Some(region) = upstream.region() {
+        catalog = catalog
+            .in_region(region)
+            .map_err(|e| cfg_err(format!("upstream region: {e}")))?;
     }
     let catalog = Arc::new(catalog);
 
@@ -138,28 +166,6 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     }
     let alerts = Arc::new(Alerts::new(config.alerts.clone()).map_err(|e| cfg_err(format!("alerts: {e}")))?);
     let accounting = Arc::new(Accounting::new(ledger, alerts));
-
-    // The upstream.
-    let (upstream, mock) = match config.upstream.kind {
-        UpstreamKind::Mock => {
-            let mock = MockBedrock::start(MockSettings {
-                latency_ms: config.upstream.mock.latency_ms,
-                stream_event_interval_ms: config.upstream.mock.stream_event_interval_ms,
-                ..MockSettings::default()
-            })
-            .await
-            .map_err(|e| cfg_err(format!("upstream: cannot start the built-in mock: {e}")))?;
-            let upstream = Upstream::unsigned(&mock.url(), config.upstream.effective())
-                .map_err(|e| cfg_err(format!("upstream: {e}")))?;
-            (upstream, Some(mock))
-        }
-        UpstreamKind::Bedrock => (
-            Upstream::bedrock(config.upstream.bedrock.clone())
-                .await
-                .map_err(|e| cfg_err(format!("upstream.bedrock: {e}")))?,
-            None,
-        ),
-    };
 
     let log = if config.log.invocations.as_os_str().is_empty() {
         None

@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::pricing::{LatencyMode, Price, ServiceTier, Usage};
+
 pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
 pub const SCHEMA_VERSION: &str = "1.0";
 
@@ -91,7 +93,72 @@ pub struct TollgateFields {
     /// Caller pairs left out of `requestMetadata`, with why.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub dropped_metadata: Vec<String>,
+    /// How a charge from usage was priced: enough to reproduce it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub billing: Option<Billing>,
+    /// Why the hold was charged instead of the usage, when it was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub billing_note: Option<String>,
     pub latency: Latency,
+}
+
+/// The prices and counts behind a charge from usage: `cost = ceil(sum of
+/// tokens × unit price / 1,000,000)`, which `tollgate cost` recomputes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Billing {
+    /// The region the call was priced in (the upstream's).
+    pub region: String,
+    /// The digest of the price book used (`tollgate cost --version` prints the current one).
+    pub price_book: String,
+    /// The catalog entry that priced it.
+    pub base_model: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prefix: Option<String>,
+    pub service_tier: ServiceTier,
+    pub latency: LatencyMode,
+    /// The prompt passed the model's long-context size.
+    pub long_context: bool,
+    /// Nano-dollars per million tokens, as applied.
+    pub unit_prices: Price,
+    /// Every usage field, the cache writes split by TTL.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<BilledTokens>,
+}
+
+/// A call's token counts as billed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BilledTokens {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+}
+
+impl From<Usage> for BilledTokens {
+    fn from(u: Usage) -> Self {
+        BilledTokens {
+            input: u.input_tokens,
+            output: u.output_tokens,
+            cache_read: u.cache_read_input_tokens,
+            cache_write_5m: u.cache_write_5m_tokens(),
+            cache_write_1h: u.cache_write_1h_input_tokens,
+        }
+    }
+}
+
+impl From<BilledTokens> for Usage {
+    fn from(b: BilledTokens) -> Self {
+        Usage {
+            input_tokens: b.input,
+            output_tokens: b.output,
+            cache_read_input_tokens: b.cache_read,
+            cache_write_input_tokens: b.cache_write_5m.saturating_add(b.cache_write_1h),
+            cache_write_1h_input_tokens: b.cache_write_1h,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

@@ -41,14 +41,14 @@ use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
 pub use super::settlement::GatewayAccounting;
-use super::settlement::{Hold, Settlement};
+use super::settlement::{CallBasis, Hold, Settlement};
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
 use crate::contract::{Action, Operation, RejectKind, Request, TenantState, Verdict};
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{ReserveError, ReserveRequest};
-use crate::pricing::{Catalog, Usage};
+use crate::pricing::{Catalog, Metered, ServedAs};
 use crate::registry::{Registry, RegistryError};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError, status_proves_not_run};
 use crate::upstream::error::BedrockError;
@@ -302,19 +302,23 @@ impl Gateway {
             .and_then(|c| c.get("maxTokens"))
             .and_then(Value::as_u64);
         let mut max_output = parts.estimator.max_output_tokens(&base_model, &body_value);
+        // The tier and latency mode asked for price the hold (and the charge, if the response is silent).
+        let asked = ServedAs::read(&body_value, ServedAs::default()).map_err(BedrockError::validation)?;
         let Value::Object(taken) = body_value else {
             unreachable!("wrapped an object above")
         };
         body = taken;
         let worst_case = |model: &str, max_output: u64| {
-            let priced = if estimate.uses_prompt_cache {
-                parts
-                    .catalog
-                    .worst_case_caching(model, estimate.input_tokens, max_output)
-            } else {
-                parts.catalog.worst_case(model, estimate.input_tokens, max_output)
-            };
-            priced.map_err(|e| BedrockError::validation(e.to_string()))
+            parts
+                .catalog
+                .hold(
+                    model,
+                    estimate.input_tokens,
+                    max_output,
+                    estimate.uses_prompt_cache,
+                    asked,
+                )
+                .map_err(|e| BedrockError::validation(e.to_string()))
         };
         let requested_worst = worst_case(requested.as_str(), max_output)?;
         trace.estimated_input_tokens = estimate.input_tokens;
@@ -520,9 +524,14 @@ impl Gateway {
                 if err.may_have_run() {
                     // Bedrock may have run and billed it: the hold is the charge.
                     trace.reason = format!("{}; {err}", trace.reason);
+                    let call_basis = CallBasis {
+                        served: served.clone(),
+                        raw_estimate: estimate.raw,
+                        asked,
+                    };
                     self.inner
                         .settlement
-                        .charge(&hold, None, &served, estimate.raw, trace)
+                        .charge(&hold, Err(err.to_string()), &call_basis, trace)
                         .await;
                 } else {
                     hold.release(trace).await;
@@ -540,6 +549,11 @@ impl Gateway {
             }
         }
         insert_header(&mut headers, SERVED_MODEL_HEADER, served.as_str());
+        let call_basis = CallBasis {
+            served: served.clone(),
+            raw_estimate: estimate.raw,
+            asked,
+        };
         insert_header(&mut headers, DECISION_HEADER, decision.action.name());
         insert_header(&mut headers, POLICY_VERSION_HEADER, &version);
         insert_header(&mut headers, REQUEST_ID_HEADER, &trace.request_id);
@@ -557,10 +571,8 @@ impl Gateway {
                 hold.release(trace).await;
             } else {
                 // A 5xx after the call reached the model may be billed: the hold is the charge.
-                self.inner
-                    .settlement
-                    .charge(&hold, None, &served, estimate.raw, trace)
-                    .await;
+                let why = format!("the upstream answered {} after the call reached it", response.status);
+                self.inner.settlement.charge(&hold, Err(why), &call_basis, trace).await;
             }
             self.inner.settlement.finish(trace);
             let body = match response.body {
@@ -576,14 +588,10 @@ impl Gateway {
         match response.body {
             UpstreamBody::Full(bytes) => {
                 trace.upstream_ms = millis(upstream_started.elapsed());
-                let usage = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("usage").cloned())
-                    .map(|u| Usage::from_converse(&u));
-                self.inner
-                    .settlement
-                    .charge(&hold, usage, &served, estimate.raw, trace)
-                    .await;
+                let metered = serde_json::from_slice::<Value>(&bytes)
+                    .map_err(|e| format!("the response is not JSON: {e}"))
+                    .and_then(|v| Metered::from_response(&v, asked));
+                self.inner.settlement.charge(&hold, metered, &call_basis, trace).await;
                 self.inner.settlement.finish(trace);
                 Ok(CallResponse {
                     status: response.status,
@@ -596,8 +604,7 @@ impl Gateway {
                 let pump = StreamPump {
                     settlement: Arc::clone(&self.inner.settlement),
                     hold,
-                    served,
-                    raw_estimate: estimate.raw,
+                    call: call_basis,
                     trace: trace.clone(),
                     upstream_started,
                     idle: parts.upstream.stream_idle_timeout(),

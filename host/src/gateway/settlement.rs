@@ -13,17 +13,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-use super::invocation_log::InvocationLog;
+use super::invocation_log::{Billing, InvocationLog};
 use super::metrics::Metrics;
 use super::trace::{Trace, now_ms, operation_name};
 use crate::accounting::Accounting;
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{Actual, LedgerStore, ReservationId, Settled};
-use crate::pricing::{Catalog, Usage};
+use crate::pricing::{Catalog, Charge, Metered, ServedAs};
 
 /// The ledger the gateway charges, whatever its store.
 pub type GatewayAccounting = Accounting<Box<dyn LedgerStore>>;
+
+/// What a call's charge depends on besides its response.
+#[derive(Clone)]
+pub(super) struct CallBasis {
+    /// The model that served it (a downgrade's target, or the one asked for).
+    pub(super) served: ModelId,
+    /// The input estimate before calibration, to calibrate against the real count.
+    pub(super) raw_estimate: u64,
+    /// The tier and latency mode the request asked for, where the response is silent.
+    pub(super) asked: ServedAs,
+}
 
 /// A reservation to end exactly once.
 pub(super) struct Hold {
@@ -101,33 +112,49 @@ impl Settlement {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Settles from `usage`, or charges the hold when there is none.
+    /// Settles from what the upstream metered, or charges the hold when that
+    /// cannot be read or priced (`Err` says why).
     pub(super) async fn charge(
         &self,
         hold: &Hold,
-        usage: Option<Usage>,
-        served: &ModelId,
-        raw_estimate: u64,
+        metered: Result<Metered, String>,
+        call: &CallBasis,
         trace: &mut Trace,
     ) {
-        let (actual, from) = match usage {
-            Some(usage) => match self.catalog.cost(served.as_str(), &usage) {
-                Ok(cost) => {
-                    self.estimator
-                        .observe(served.as_str(), raw_estimate, usage.prompt_tokens());
-                    trace.usage = Some(usage);
-                    let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
-                    (Actual { cost, tokens }, "usage")
-                }
-                Err(_) => (hold.as_actual(), "reservation"),
-            },
-            None => (hold.as_actual(), "reservation"),
+        let served = &call.served;
+        let priced = metered.and_then(|m| {
+            self.catalog
+                .charge(served.as_str(), &m)
+                .map(|charge| (m, charge))
+                .map_err(|e| e.to_string())
+        });
+        let (actual, from) = match priced {
+            Ok((metered, charge)) => {
+                let usage = metered.usage;
+                self.estimator
+                    .observe(served.as_str(), call.raw_estimate, usage.prompt_tokens());
+                trace.usage = Some(usage);
+                trace.billing = Some(self.billing(served, charge));
+                let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
+                (
+                    Actual {
+                        cost: charge.cost,
+                        tokens,
+                    },
+                    "usage",
+                )
+            }
+            Err(why) => {
+                trace.billing_note = Some(why);
+                (hold.as_actual(), "reservation")
+            }
         };
         if from == "reservation" {
             tracing::warn!(
                 tenant = %hold.tenant,
                 request_id = %trace.request_id,
-                "the upstream reported no usage; charging the reservation"
+                why = trace.billing_note.as_deref().unwrap_or_default(),
+                "no usage that can be priced; charging the reservation"
             );
         }
         trace.charged_from = from.to_owned();
@@ -152,18 +179,30 @@ impl Settlement {
                     self.metrics.add_tokens(tenant, model, "output", u.output_tokens);
                     self.metrics
                         .add_tokens(tenant, model, "cache-read", u.cache_read_input_tokens);
-                    self.metrics.add_tokens(
-                        tenant,
-                        model,
-                        "cache-write",
-                        u.cache_write_input_tokens.saturating_add(u.cache_write_1h_input_tokens),
-                    );
+                    self.metrics
+                        .add_tokens(tenant, model, "cache-write", u.cache_write_input_tokens);
                 }
             }
             Err(e) => {
                 tracing::error!(tenant = %hold.tenant, error = %e, "could not settle a call");
                 trace.charged_from = format!("failed: {e}");
             }
+        }
+    }
+
+    /// What the record needs to reproduce a charge.
+    fn billing(&self, served: &ModelId, charge: Charge) -> Billing {
+        let resolved = self.catalog.resolve(served.as_str()).ok();
+        Billing {
+            region: self.catalog.region().to_owned(),
+            price_book: self.catalog.version().to_owned(),
+            base_model: resolved.map(|r| r.base_model.to_owned()).unwrap_or_default(),
+            prefix: resolved.and_then(|r| r.prefix).map(str::to_owned),
+            service_tier: charge.served_as.tier,
+            latency: charge.served_as.latency,
+            long_context: charge.long_context,
+            unit_prices: charge.unit_prices,
+            usage: None,
         }
     }
 

@@ -13,10 +13,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::settlement::{Hold, Settlement};
+use super::settlement::{CallBasis, Hold, Settlement};
 use super::trace::{Trace, millis};
-use crate::ids::ModelId;
-use crate::pricing::Usage;
+use crate::pricing::Metered;
 use crate::upstream::eventstream;
 
 /// Carries a stream from the upstream to the caller, frame by frame, and
@@ -24,8 +23,7 @@ use crate::upstream::eventstream;
 pub(super) struct StreamPump {
     pub(super) settlement: Arc<Settlement>,
     pub(super) hold: Hold,
-    pub(super) served: ModelId,
-    pub(super) raw_estimate: u64,
+    pub(super) call: CallBasis,
     pub(super) trace: Trace,
     pub(super) upstream_started: Instant,
     pub(super) idle: Duration,
@@ -81,10 +79,10 @@ impl StreamPump {
                 let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
                 if is_metadata {
                     // Charge before the caller sees the end of its stream.
-                    let usage = frame.payload.get("usage").map(Usage::from_converse);
+                    let metered = Metered::from_response(&frame.payload, self.call.asked);
                     self.trace.upstream_ms = millis(self.upstream_started.elapsed());
                     self.settlement
-                        .charge(&self.hold, usage, &self.served, self.raw_estimate, &mut self.trace)
+                        .charge(&self.hold, metered, &self.call, &mut self.trace)
                         .await;
                     self.trace.logged = false;
                     self.settlement.finish(&self.trace);
@@ -132,7 +130,7 @@ impl StreamPump {
                 self.trace.upstream_ms = millis(self.upstream_started.elapsed());
                 self.trace.reason = format!("{}; {why}", self.trace.reason);
                 self.settlement
-                    .charge(&self.hold, None, &self.served, self.raw_estimate, &mut self.trace)
+                    .charge(&self.hold, Err(why), &self.call, &mut self.trace)
                     .await;
                 self.trace.logged = false;
                 self.settlement.finish(&self.trace);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use super::invocation_log::{
-    InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
+    Billing, InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
 };
 use crate::contract::Operation;
 use crate::ids::TenantId;
@@ -33,6 +33,8 @@ pub(super) struct Trace {
     pub(super) charged_from: String,
     pub(super) hold_expired: bool,
     pub(super) usage: Option<Usage>,
+    pub(super) billing: Option<Billing>,
+    pub(super) billing_note: Option<String>,
     pub(super) status: u16,
     pub(super) error_type: Option<String>,
     pub(super) dropped_metadata: Vec<String>,
@@ -73,6 +75,8 @@ impl Trace {
             charged_from: "none".into(),
             hold_expired: false,
             usage: None,
+            billing: None,
+            billing_note: None,
             status: 200,
             error_type: None,
             dropped_metadata: Vec::new(),
@@ -103,11 +107,8 @@ impl Trace {
             input: TokenCounts {
                 input_token_count: some(usage.input_tokens),
                 cache_read_input_token_count: some(usage.cache_read_input_tokens),
-                cache_write_input_token_count: some(
-                    usage
-                        .cache_write_input_tokens
-                        .saturating_add(usage.cache_write_1h_input_tokens),
-                ),
+                // Bedrock's own total: the 5-minute and 1-hour writes together.
+                cache_write_input_token_count: some(usage.cache_write_input_tokens),
                 ..TokenCounts::default()
             },
             output: TokenCounts {
@@ -133,6 +134,11 @@ impl Trace {
                 status: self.status,
                 error_type: self.error_type.clone(),
                 dropped_metadata: self.dropped_metadata.clone(),
+                billing: self.billing.clone().map(|b| Billing {
+                    usage: self.usage.map(Into::into),
+                    ..b
+                }),
+                billing_note: self.billing_note.clone(),
                 latency: Latency {
                     decision_us: self.decision_us,
                     gateway_us: self.gateway_us,

@@ -65,6 +65,26 @@ pub(super) struct CatalogFile {
     pub(super) application_profiles: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) models: BTreeMap<String, ModelEntry>,
+    /// Regions whose prices are the `[models]` table's as written.
+    #[serde(default)]
+    pub(super) base_regions: Option<Vec<String>>,
+    /// Service tier -> basis points of the standard price (17500 = 1.75x).
+    #[serde(default)]
+    pub(super) service_tier_bp: BTreeMap<String, u32>,
+    /// Other regions: a premium over the base prices, and entries of their own.
+    #[serde(default)]
+    pub(super) regions: BTreeMap<String, RegionEntry>,
+}
+
+/// One region's prices as written: models it lists replace the base entry
+/// whole; every other model costs the base price plus `premium_bp`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegionEntry {
+    #[serde(default)]
+    pub(super) premium_bp: u32,
+    #[serde(default)]
+    pub(super) models: BTreeMap<String, ModelEntry>,
 }
 
 /// One model's prices as written; see the catalog header for defaults.
@@ -83,6 +103,58 @@ pub(super) struct ModelEntry {
     pub(super) cache_write_1h: Option<PerMillion>,
     #[serde(default)]
     pub(super) prefix_premium_bp: BTreeMap<String, u32>,
+    /// Prices for the whole call when its prompt passes a size.
+    #[serde(default)]
+    pub(super) long_context: Option<LongContextEntry>,
+    /// Prices of latency-optimized inference, where the model offers it.
+    #[serde(default)]
+    pub(super) latency_optimized: Option<TierEntry>,
+    /// Overrides `[service_tier_bp]` for this model.
+    #[serde(default)]
+    pub(super) service_tier_bp: BTreeMap<String, u32>,
+}
+
+/// A set of prices beside a model's standard ones. A missing cache price is
+/// the model's standard one scaled like the input price, rounded up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TierEntry {
+    pub(super) input: PerMillion,
+    pub(super) output: PerMillion,
+    #[serde(default)]
+    pub(super) cache_read: Option<PerMillion>,
+    #[serde(default)]
+    pub(super) cache_write_5m: Option<PerMillion>,
+    #[serde(default)]
+    pub(super) cache_write_1h: Option<PerMillion>,
+}
+
+/// The long-context tier: once a call's prompt (input, cache reads and cache
+/// writes) passes `above_input_tokens`, every token of it is billed here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LongContextEntry {
+    pub(super) above_input_tokens: u64,
+    pub(super) input: PerMillion,
+    pub(super) output: PerMillion,
+    #[serde(default)]
+    pub(super) cache_read: Option<PerMillion>,
+    #[serde(default)]
+    pub(super) cache_write_5m: Option<PerMillion>,
+    #[serde(default)]
+    pub(super) cache_write_1h: Option<PerMillion>,
+}
+
+impl LongContextEntry {
+    pub(super) fn prices(&self) -> TierEntry {
+        TierEntry {
+            input: self.input,
+            output: self.output,
+            cache_read: self.cache_read,
+            cache_write_5m: self.cache_write_5m,
+            cache_write_1h: self.cache_write_1h,
+        }
+    }
 }
 
 /// A price per million tokens: a string of US dollars ("3.00", "$0.035") or

@@ -33,33 +33,65 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Reads a Converse response's `usage` object. Missing or malformed
-    /// fields count as 0: the response has already been paid for, and what
-    /// it does report must still be charged.
-    pub fn from_converse(usage: &serde_json::Value) -> Usage {
-        let field = |name: &str| usage.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        Usage {
-            input_tokens: field("inputTokens"),
-            output_tokens: field("outputTokens"),
-            cache_read_input_tokens: field("cacheReadInputTokens"),
-            cache_write_input_tokens: field("cacheWriteInputTokens"),
-            cache_write_1h_input_tokens: 0,
+    /// Reads a Converse response's `usage` object, as Bedrock names its
+    /// fields. `inputTokens` and `outputTokens` must be there; every count
+    /// must be a whole number; `cacheDetails` splits the cache writes by TTL.
+    /// Anything else is an error, so the call is charged its hold rather than
+    /// a guess.
+    pub fn read(usage: &serde_json::Value) -> Result<Usage, String> {
+        let count = |v: &serde_json::Value, name: &str, required: bool| -> Result<u64, String> {
+            match v.get(name) {
+                None | Some(serde_json::Value::Null) if !required => Ok(0),
+                None | Some(serde_json::Value::Null) => Err(format!("usage has no {name}")),
+                Some(n) => n
+                    .as_u64()
+                    .ok_or_else(|| format!("usage {name} is {n}, not a whole number of tokens")),
+            }
+        };
+        if !usage.is_object() {
+            return Err("usage is not an object".into());
         }
+        let mut write_1h = 0u64;
+        if let Some(details) = usage.get("cacheDetails").filter(|d| !d.is_null()) {
+            let details = details.as_array().ok_or("usage cacheDetails is not a list")?;
+            for detail in details {
+                let tokens = count(detail, "inputTokens", true)?;
+                match detail.get("ttl").and_then(serde_json::Value::as_str) {
+                    Some("1h") => write_1h = write_1h.saturating_add(tokens),
+                    Some("5m") => {}
+                    _ => return Err(format!("usage cacheDetails has an unknown ttl: {detail}")),
+                }
+            }
+        }
+        Ok(Usage {
+            input_tokens: count(usage, "inputTokens", true)?,
+            output_tokens: count(usage, "outputTokens", true)?,
+            cache_read_input_tokens: count(usage, "cacheReadInputTokens", false)?,
+            cache_write_input_tokens: count(usage, "cacheWriteInputTokens", false)?,
+            cache_write_1h_input_tokens: write_1h,
+        })
     }
 
     /// Every prompt token the model read, cached or not: what an input
     /// estimate should be compared with (`inputTokens` alone excludes cache
-    /// reads and writes).
+    /// reads and writes), and what a long-context tier is judged by.
     pub fn prompt_tokens(&self) -> u64 {
         self.input_tokens
             .saturating_add(self.cache_read_input_tokens)
             .saturating_add(self.cache_write_input_tokens.max(self.cache_write_1h_input_tokens))
     }
+
+    /// Cache writes at the 5-minute TTL: the rest of the writes after the 1-hour ones.
+    pub fn cache_write_5m_tokens(&self) -> u64 {
+        self.cache_write_input_tokens
+            .saturating_sub(self.cache_write_1h_input_tokens)
+    }
 }
 
 /// A model's effective prices, nano-dollars per million tokens, with the
 /// catalog's defaults filled in and any prefix premium applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Price {
     pub input: NanoUsd,
     pub output: NanoUsd,
@@ -75,7 +107,7 @@ impl Price {
         let write_1h = usage.cache_write_1h_input_tokens;
         // A 1h count above the total is inconsistent; charging it whole at the
         // dearer 1h price never undercharges.
-        let write_5m = usage.cache_write_input_tokens.saturating_sub(write_1h);
+        let write_5m = usage.cache_write_5m_tokens();
         let parts = [
             (usage.input_tokens, self.input),
             (usage.output_tokens, self.output),
@@ -92,19 +124,30 @@ impl Price {
 
     /// Every price raised by `bp` basis points, each rounded up.
     pub(super) fn with_premium(self, bp: u32) -> Price {
-        if bp == 0 {
+        self.scaled(BP_PER_UNIT + u128::from(bp), BP_PER_UNIT)
+    }
+
+    /// Every price times `bp` basis points (10000 = unchanged), each rounded up.
+    pub(super) fn times_bp(self, bp: u32) -> Price {
+        self.scaled(u128::from(bp), BP_PER_UNIT)
+    }
+
+    /// Every price times `num / den`, each rounded up: exact for the
+    /// published multipliers, and never below them.
+    pub(super) fn scaled(self, num: u128, den: u128) -> Price {
+        if num == den || den == 0 {
             return self;
         }
-        let raise = |p: NanoUsd| {
-            let raised = (u128::from(p.get()) * (BP_PER_UNIT + u128::from(bp))).div_ceil(BP_PER_UNIT);
-            NanoUsd(u64::try_from(raised).unwrap_or(u64::MAX))
+        let scale = |p: NanoUsd| {
+            let scaled = (u128::from(p.get()) * num).div_ceil(den);
+            NanoUsd(u64::try_from(scaled).unwrap_or(u64::MAX))
         };
         Price {
-            input: raise(self.input),
-            output: raise(self.output),
-            cache_read: raise(self.cache_read),
-            cache_write_5m: raise(self.cache_write_5m),
-            cache_write_1h: raise(self.cache_write_1h),
+            input: scale(self.input),
+            output: scale(self.output),
+            cache_read: scale(self.cache_read),
+            cache_write_5m: scale(self.cache_write_5m),
+            cache_write_1h: scale(self.cache_write_1h),
         }
     }
 }

@@ -120,6 +120,8 @@ pub struct Upstream {
     endpoint: String,
     auth: Auth,
     settings: UpstreamSettings,
+    /// The region calls are sent to, and so priced in.
+    region: Option<String>,
 }
 
 impl Upstream {
@@ -129,6 +131,7 @@ impl Upstream {
             http: http_client(&settings)?,
             endpoint: endpoint(url)?,
             auth: Auth::None,
+            region: settings.region.clone(),
             settings,
         })
     }
@@ -166,7 +169,7 @@ impl Upstream {
                     .credentials_provider()
                     .ok_or_else(|| UpstreamError::Credentials("the AWS config chain has no provider".into()))?;
                 Auth::Sigv4 {
-                    region,
+                    region: region.clone(),
                     credentials: CredentialsCache::new(provider),
                 }
             }
@@ -176,11 +179,17 @@ impl Upstream {
             endpoint: endpoint(&url)?,
             auth,
             settings,
+            region: Some(region),
         })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The region calls go to, when known (the mock names none).
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 
     /// Sends one call, retrying with backoff only what Bedrock provably did

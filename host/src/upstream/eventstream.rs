@@ -35,9 +35,10 @@ pub enum StreamEvent {
     MessageStop {
         stop_reason: String,
     },
+    /// The final event: `usage`, and how the call was served (`serviceTier`,
+    /// `performanceConfig`) when known.
     Metadata {
-        input_tokens: u64,
-        output_tokens: u64,
+        fields: serde_json::Map<String, Value>,
         latency_ms: u64,
     },
 }
@@ -66,18 +67,11 @@ impl StreamEvent {
                 json!({ "contentBlockIndex": content_block_index })
             }
             StreamEvent::MessageStop { stop_reason } => json!({ "stopReason": stop_reason }),
-            StreamEvent::Metadata {
-                input_tokens,
-                output_tokens,
-                latency_ms,
-            } => json!({
-                "usage": {
-                    "inputTokens": input_tokens,
-                    "outputTokens": output_tokens,
-                    "totalTokens": input_tokens.saturating_add(*output_tokens),
-                },
-                "metrics": { "latencyMs": latency_ms },
-            }),
+            StreamEvent::Metadata { fields, latency_ms } => {
+                let mut payload = fields.clone();
+                payload.insert("metrics".into(), json!({ "latencyMs": latency_ms }));
+                Value::Object(payload)
+            }
         }
     }
 
@@ -216,8 +210,10 @@ mod tests {
                 stop_reason: "end_turn".into(),
             },
             StreamEvent::Metadata {
-                input_tokens: 3,
-                output_tokens: 2,
+                fields: json!({"usage": {"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
                 latency_ms: 7,
             },
         ];

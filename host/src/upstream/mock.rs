@@ -5,8 +5,9 @@
 //! It is the default upstream of the demo and of the tests, so nothing needs
 //! AWS credentials. It accepts any credentials and any model id.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -139,6 +140,9 @@ struct Inner {
     faults: Mutex<FaultPlan>,
     requests: Mutex<Vec<RecordedRequest>>,
     request_counter: AtomicU64,
+    /// Prompt prefixes written to the cache, by digest: a later call with
+    /// the same prefix reads it. Entries never expire (tests are short).
+    cache: Mutex<HashSet<u64>>,
 }
 
 struct FaultPlan {
@@ -221,6 +225,7 @@ impl MockState {
                 faults: Mutex::new(FaultPlan::new(settings.faults, settings.seed)),
                 requests: Mutex::new(Vec::new()),
                 request_counter: AtomicU64::new(0),
+                cache: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -453,12 +458,16 @@ async fn handle(
             "ServiceUnavailableException",
             "The service is temporarily unavailable (injected by the mock).",
         ),
-        Fault::None | Fault::MidStream => match operation {
-            Operation::Converse => converse_response(&reply, started),
-            Operation::ConverseStream => {
-                stream_response(reply, started, state.inner.interval, fault == Fault::MidStream)
+        Fault::None | Fault::MidStream => {
+            // Counted once the call runs: a refused call writes nothing to the cache.
+            let counted = reply.count(&state.inner.cache);
+            match operation {
+                Operation::Converse => converse_response(&reply, &counted, started),
+                Operation::ConverseStream => {
+                    stream_response(reply, counted, started, state.inner.interval, fault == Fault::MidStream)
+                }
             }
-        },
+        }
     };
     with_request_id(response, &request_id)
 }
@@ -468,8 +477,89 @@ async fn handle(
 struct Reply {
     text: String,
     stop_reason: &'static str,
-    input_tokens: u64,
     output_tokens: u64,
+    prompt: Prompt,
+    /// What the response reports about how it was served: the request's
+    /// `serviceTier` and `performanceConfig`, echoed as Bedrock does.
+    served: Map<String, Value>,
+}
+
+/// The prompt's text, cut at its cache points.
+#[derive(Clone, Debug, Default)]
+struct Prompt {
+    /// Each run of text ending at a cache point: its characters, the digest
+    /// of the whole prefix up to that point, and the point's TTL.
+    cached: Vec<(usize, u64, &'static str)>,
+    /// Characters after the last cache point.
+    tail_chars: usize,
+}
+
+/// Token counts of one answer, as Bedrock reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counted {
+    input: u64,
+    output: u64,
+    cache_read: u64,
+    write_5m: u64,
+    write_1h: u64,
+}
+
+impl Counted {
+    fn usage_json(&self, with_cache: bool) -> Value {
+        let mut usage = json!({
+            "inputTokens": self.input,
+            "outputTokens": self.output,
+            "totalTokens": self.input + self.output + self.cache_read + self.write_5m + self.write_1h,
+        });
+        if with_cache {
+            usage["cacheReadInputTokens"] = json!(self.cache_read);
+            usage["cacheWriteInputTokens"] = json!(self.write_5m + self.write_1h);
+            let details: Vec<Value> = [("5m", self.write_5m), ("1h", self.write_1h)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(ttl, n)| json!({"ttl": ttl, "inputTokens": n}))
+                .collect();
+            if !details.is_empty() {
+                usage["cacheDetails"] = Value::Array(details);
+            }
+        }
+        usage
+    }
+}
+
+impl Reply {
+    /// Counts the prompt against the cache, writing what it did not hold.
+    fn count(&self, cache: &Mutex<HashSet<u64>>) -> Counted {
+        let mut counted = Counted {
+            output: self.output_tokens,
+            ..Counted::default()
+        };
+        let mut cache = lock(cache);
+        for &(chars, key, ttl) in &self.prompt.cached {
+            let tokens = tokens_for_chars(chars);
+            if cache.contains(&key) {
+                counted.cache_read += tokens;
+            } else {
+                cache.insert(key);
+                match ttl {
+                    "1h" => counted.write_1h += tokens,
+                    _ => counted.write_5m += tokens,
+                }
+            }
+        }
+        counted.input = tokens_for_chars(self.prompt.tail_chars);
+        if self.prompt.cached.is_empty() {
+            counted.input = counted.input.max(1);
+        }
+        counted
+    }
+
+    /// The fields a response and a stream's metadata event share.
+    fn billing_fields(&self, counted: &Counted) -> Map<String, Value> {
+        let mut fields = self.served.clone();
+        fields.insert("usage".into(), counted.usage_json(!self.prompt.cached.is_empty()));
+        fields
+    }
 }
 
 /// Builds the reply, or a ValidationException message for a request Bedrock would refuse.
@@ -488,14 +578,33 @@ fn compose_reply(model_id: &str, body: &Value) -> Result<Reply, String> {
         },
     };
 
-    let mut input_chars = 0usize;
+    let mut prompt = Prompt::default();
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    model_id.hash(&mut digest);
+    let mut walk = |block: &Value, prompt: &mut Prompt| {
+        if let Some(text) = block.get("text").and_then(Value::as_str) {
+            text.hash(&mut digest);
+            prompt.tail_chars += text.chars().count();
+        } else if let Some(point) = block.get("cachePoint") {
+            let ttl = match point.get("ttl").and_then(Value::as_str) {
+                Some("1h") => "1h",
+                _ => "5m",
+            };
+            prompt.cached.push((prompt.tail_chars, digest.finish(), ttl));
+            prompt.tail_chars = 0;
+        }
+    };
     if let Some(system) = body.get("system").and_then(Value::as_array) {
-        input_chars += system.iter().map(block_text_chars).sum::<usize>();
+        for block in system {
+            walk(block, &mut prompt);
+        }
     }
     let mut last_user_text = String::new();
     for message in messages {
         let blocks = message.get("content").and_then(Value::as_array);
-        input_chars += blocks.map_or(0, |b| b.iter().map(block_text_chars).sum());
+        for block in blocks.into_iter().flatten() {
+            walk(block, &mut prompt);
+        }
         if message.get("role").and_then(Value::as_str) == Some("user") {
             last_user_text = blocks
                 .map(|b| {
@@ -505,6 +614,12 @@ fn compose_reply(model_id: &str, body: &Value) -> Result<Reply, String> {
                         .join(" ")
                 })
                 .unwrap_or_default();
+        }
+    }
+    let mut served = Map::new();
+    for key in ["serviceTier", "performanceConfig"] {
+        if let Some(value) = body.get(key).filter(|v| v.is_object()) {
+            served.insert(key.to_owned(), value.clone());
         }
     }
 
@@ -528,35 +643,26 @@ fn compose_reply(model_id: &str, body: &Value) -> Result<Reply, String> {
     };
     Ok(Reply {
         output_tokens: tokens_for_chars(text.chars().count()),
-        input_tokens: tokens_for_chars(input_chars).max(1),
         text,
         stop_reason,
+        prompt,
+        served,
     })
-}
-
-/// Characters of text a content or system block carries.
-fn block_text_chars(block: &Value) -> usize {
-    block
-        .get("text")
-        .and_then(Value::as_str)
-        .map_or(0, |t| t.chars().count())
 }
 
 fn tokens_for_chars(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
 }
 
-fn converse_response(reply: &Reply, started: Instant) -> Response {
-    let body = json!({
+fn converse_response(reply: &Reply, counted: &Counted, started: Instant) -> Response {
+    let mut body = json!({
         "output": { "message": { "role": "assistant", "content": [{ "text": reply.text }] } },
         "stopReason": reply.stop_reason,
-        "usage": {
-            "inputTokens": reply.input_tokens,
-            "outputTokens": reply.output_tokens,
-            "totalTokens": reply.input_tokens + reply.output_tokens,
-        },
         "metrics": { "latencyMs": elapsed_ms(started) },
     });
+    if let Value::Object(map) = &mut body {
+        map.extend(reply.billing_fields(counted));
+    }
     json_response(StatusCode::OK, &body)
 }
 
@@ -580,7 +686,13 @@ fn split_deltas(text: &str) -> Vec<String> {
     deltas
 }
 
-fn stream_response(reply: Reply, started: Instant, interval: Duration, fail_mid_stream: bool) -> Response {
+fn stream_response(
+    reply: Reply,
+    counted: Counted,
+    started: Instant,
+    interval: Duration,
+    fail_mid_stream: bool,
+) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let deltas = split_deltas(&reply.text);
@@ -623,8 +735,7 @@ fn stream_response(reply: Reply, started: Instant, interval: Duration, fail_mid_
             )
         } else {
             StreamEvent::Metadata {
-                input_tokens: reply.input_tokens,
-                output_tokens: reply.output_tokens,
+                fields: reply.billing_fields(&counted),
                 latency_ms: elapsed_ms(started),
             }
             .encode()
@@ -702,7 +813,43 @@ mod tests {
         assert_eq!(reply.stop_reason, "max_tokens");
         assert_eq!(reply.output_tokens, 3);
         assert_eq!(reply.text.chars().count(), 12);
-        assert_eq!(reply.input_tokens, 5);
+        assert_eq!(reply.count(&Mutex::new(HashSet::new())).input, 5);
+    }
+
+    #[test]
+    fn cache_points_write_once_then_read_and_split_writes_by_ttl() {
+        let body = json!({
+            "system": [
+                { "text": "s".repeat(400) },
+                { "cachePoint": { "type": "default", "ttl": "1h" } },
+                { "text": "t".repeat(40) },
+                { "cachePoint": { "type": "default" } },
+            ],
+            "messages": [{ "role": "user", "content": [{ "text": "hello there model" }] }],
+            "serviceTier": { "type": "priority" },
+        });
+        let cache = Mutex::new(HashSet::new());
+        let reply = compose_reply("m", &body).unwrap();
+        let first = reply.count(&cache);
+        assert_eq!(
+            (first.write_1h, first.write_5m, first.cache_read, first.input),
+            (100, 10, 0, 5)
+        );
+        let fields = reply.billing_fields(&first);
+        assert_eq!(fields["usage"]["cacheWriteInputTokens"], 110);
+        assert_eq!(
+            fields["usage"]["cacheDetails"][1],
+            json!({"ttl": "1h", "inputTokens": 100})
+        );
+        assert_eq!(fields["serviceTier"]["type"], "priority");
+        let second = reply.count(&cache);
+        assert_eq!(
+            (second.write_1h, second.write_5m, second.cache_read, second.input),
+            (0, 0, 110, 5)
+        );
+        // Another model does not share the cache.
+        let other = compose_reply("n", &body).unwrap().count(&cache);
+        assert_eq!(other.cache_read, 0);
     }
 
     #[test]
