@@ -1,5 +1,6 @@
 //! The `tollgate` command: policy tooling and the demo.
 
+mod cost_cmd;
 mod demo;
 mod mock_cmd;
 mod policy_build;
@@ -74,6 +75,59 @@ enum Command {
     /// Build, check, test and benchmark policy components.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Price a call's usage as tollgate charges it, or reprice the records of
+    /// an invocation log.
+    Cost {
+        /// Use this configuration's prices (its pricing file, profiles and
+        /// upstream region); default: the embedded catalog.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The region the call is sent to (AWS bills by it).
+        #[arg(long)]
+        region: Option<String>,
+        /// A model id, cross-region profile id (us.…) or ARN.
+        #[arg(long)]
+        model: Option<String>,
+        /// Input tokens that were neither read from nor written to a cache.
+        #[arg(long, default_value_t = 0)]
+        input: u64,
+        #[arg(long, default_value_t = 0)]
+        output: u64,
+        #[arg(long, default_value_t = 0)]
+        cache_read: u64,
+        #[arg(long = "cache-write-5m", default_value_t = 0)]
+        cache_write_5m: u64,
+        #[arg(long = "cache-write-1h", default_value_t = 0)]
+        cache_write_1h: u64,
+        /// The service tier: default, priority, flex or reserved.
+        #[arg(long, default_value = "default")]
+        tier: String,
+        /// The call ran latency-optimized.
+        #[arg(long)]
+        latency_optimized: bool,
+        /// Reprice this invocation log's records instead.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Only the record with this tollgate request id.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Recompute every charge of the invocation log and compare each tenant's
+    /// total with the ledger; fails unless the difference is 0 nano-dollars.
+    Reconcile {
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// The invocation log (default: the config's).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// A running gateway, whose admin API reports the ledger; without it
+        /// the ledger file of a stopped gateway is read.
+        #[arg(long)]
+        admin_url: Option<String>,
+        /// The admin token (default: TOLLGATE_ADMIN_TOKEN, then the config's).
+        #[arg(long)]
+        admin_token: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,6 +217,41 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Policy(PolicyCommand::Demo { policies }) => policy_demo::run(policies),
         Command::Serve { config } => serve::run(&config),
+        Command::Cost {
+            config,
+            region,
+            model,
+            input,
+            output,
+            cache_read,
+            cache_write_5m,
+            cache_write_1h,
+            tier,
+            latency_optimized,
+            log,
+            request_id,
+        } => cost_cmd::cost(cost_cmd::CostArgs {
+            config,
+            region,
+            model,
+            usage: tollgate_host::Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cache_read_input_tokens: cache_read,
+                cache_write_input_tokens: cache_write_5m.saturating_add(cache_write_1h),
+                cache_write_1h_input_tokens: cache_write_1h,
+            },
+            tier,
+            latency_optimized,
+            log,
+            request_id,
+        }),
+        Command::Reconcile {
+            config,
+            log,
+            admin_url,
+            admin_token,
+        } => cost_cmd::reconcile_cmd(&config, log, admin_url, admin_token),
         Command::MockBedrock {
             listen,
             latency_ms,

@@ -158,6 +158,7 @@ async fn a_cache_read_and_a_1h_write_on_a_us_profile_are_exact() {
         .expect("usage");
     assert!(billed.cache_write_1h > 0 && billed.cache_write_5m == 0, "{billed:?}");
     assert_eq!(state["spent-nano-usd"], total);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +193,7 @@ async fn a_prompt_above_200k_tokens_is_billed_whole_at_the_long_context_price() 
         "the hold covered it"
     );
     assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,6 +266,7 @@ async fn priority_and_flex_calls_are_billed_at_their_tier_streams_included() {
         .collect();
     assert_eq!(tiers, ["Priority", "Flex", "Priority"]);
     assert_eq!(state["spent-nano-usd"], expected_total);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +299,7 @@ async fn an_eu_nova_call_is_billed_at_frankfurt_prices() {
         "eu-central-1"
     );
     assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +328,7 @@ async fn a_govcloud_sonnet_call_is_billed_at_govcloud_prices() {
         expected(unit, out.usage().expect("usage"))
     );
     assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +357,54 @@ async fn a_region_without_prices_is_refused_at_start() {
         stderr.contains("no prices for region \"mars-north-1\"") && stderr.contains("[regions."),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_catches_a_charge_that_does_not_recompute() {
+    let (gw, client) = start("").await;
+    client
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(user("Name three rivers in Europe."))
+        .inference_config(max_tokens(100))
+        .send()
+        .await
+        .expect("served");
+    gw.reconcile().await;
+
+    // `tollgate cost --log` reprices the record on its own.
+    let log = gw.log_path();
+    let run = |args: &[&str]| {
+        let out = support::tollgate().args(args).output().expect("run tollgate");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let log_arg = log.display().to_string();
+    let (ok, report) = run(&["cost", "--log", &log_arg]);
+    assert!(ok && report.contains("(matches)"), "{report}");
+
+    // One nano-dollar more in the log than the formula gives: both the record
+    // and the tenant's total are reported, and the command fails.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().expect("a record")).expect("json");
+    let cost = record["tollgate"]["costNanoUsd"].as_u64().expect("cost");
+    let tampered = text.replacen(
+        &format!("\"costNanoUsd\":{cost}"),
+        &format!("\"costNanoUsd\":{}", cost + 1),
+        1,
+    );
+    assert_ne!(tampered, text);
+    std::fs::write(&log, tampered).expect("rewrite log");
+    let config = gw.dir().join("tollgate.toml").display().to_string();
+    let (ok, report) = run(&["reconcile", "--config", &config, "--admin-url", &gw.url]);
+    assert!(!ok, "{report}");
+    assert!(report.contains("MISMATCH") && report.contains("not exact"), "{report}");
+    let (_, report) = run(&["cost", "--log", &log_arg]);
+    assert!(report.contains("MISMATCH"), "{report}");
 }

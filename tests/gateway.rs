@@ -131,6 +131,7 @@ async fn converse_and_stream_return_the_mocks_reply_with_merged_metadata() {
     for r in &records {
         assert_eq!(r.tollgate.charged_from, "usage");
     }
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,6 +182,7 @@ async fn caller_metadata_cannot_spoof_the_tenant_and_stays_within_bedrocks_limit
         "{:?}",
         record.tollgate.dropped_metadata
     );
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,6 +237,7 @@ async fn a_downgrade_reaches_the_cheaper_model_with_the_cap_applied() {
         record.request_metadata["tier"], "free",
         "the log shows what was forwarded"
     );
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,6 +306,7 @@ async fn verdict_metadata_wins_over_the_callers_and_a_fail_open_call_is_flagged(
         broken.tollgate.cost_nano_usd > 0,
         "a fail-open call is charged like any other"
     );
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +377,7 @@ async fn a_throttle_is_a_throttling_exception_and_a_reject_explains_itself() {
     assert!(rejection.contains("raise"), "says what to do: {rejection}");
     let state = gw.settled("poor").await;
     assert!(state["spent-nano-usd"].as_u64().expect("spent") <= 20_000);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,6 +428,7 @@ async fn concurrent_calls_never_overshoot_a_small_budget() {
     assert_eq!(charged, spent);
     assert_eq!(records.iter().filter(|r| r.tollgate.status == 200).count(), admitted);
     assert_eq!(gw.mock.requests().len(), admitted);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,6 +505,7 @@ async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
         state["spent-nano-usd"],
         failed_record.tollgate.cost_nano_usd + gone.tollgate.cost_nano_usd
     );
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,6 +549,7 @@ async fn a_stream_longer_than_stream_max_is_cut_and_charged_its_hold() {
     assert_eq!(cut.cost_nano_usd, cut.reserved_nano_usd);
     assert_eq!(state["spent-nano-usd"], cut.cost_nano_usd);
     assert_eq!(state["reserved-nano-usd"], 0);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,6 +619,7 @@ async fn every_call_has_one_matching_invocation_record() {
     assert_eq!(throttled.tollgate.status, 429);
     assert_eq!(throttled.tollgate.cost_nano_usd, 0);
     assert_eq!(throttled.input.input_token_count, None);
+    gw.reconcile().await;
 }
 
 /// The mock numbers its request ids from 0, in arrival order.
@@ -672,6 +681,7 @@ async fn fields_the_gateway_does_not_edit_reach_bedrock_unchanged() {
     assert_eq!(arrived_without_metadata, expected, "only requestMetadata may differ");
     assert_eq!(metadata["team"], "finance");
     assert_eq!(metadata["tollgate-tenant"], "acme");
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,6 +748,7 @@ async fn bad_requests_get_bedrock_shaped_errors() {
     // Nothing reached the upstream, and nothing was charged.
     assert!(gw.mock.requests().is_empty());
     assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -775,6 +786,7 @@ async fn https_with_a_bedrock_api_key_as_the_sdk_sends_it() {
     assert!(metrics.contains("tollgate_policy_decision_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("tollgate_upstream_seconds"), "{metrics}");
     assert!(metrics.contains("tollgate_alert_level{tenant=\"acme\"}"), "{metrics}");
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -825,6 +837,7 @@ async fn a_converse_caller_that_hangs_up_is_still_charged_from_the_real_usage() 
         .await
         .expect("the next call is served");
     assert_eq!(gw.wait_for_records(2).await.len(), 2);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -871,6 +884,7 @@ async fn the_forwarded_call_carries_the_reserved_max_tokens_even_on_a_profile_ar
         77
     );
     assert_eq!(gw.wait_for_records(2).await[1].tollgate.max_output_tokens, 77);
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -943,6 +957,7 @@ async fn a_tenant_cannot_name_or_downgrade_to_another_tenants_profile() {
         "{:?}",
         initech.tollgate.policy_failure
     );
+    gw.reconcile().await;
 }
 
 /// One Converse call that sees each error as it is (no SDK retries), with its status.
@@ -989,6 +1004,7 @@ async fn an_upstream_that_times_out_after_the_send_is_charged_once_and_not_retri
         1,
         "a call that may have run is not sent again"
     );
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1038,4 +1054,5 @@ async fn unbilled_refusals_are_retried_and_released_and_a_5xx_after_the_send_is_
         first.tollgate.cost_nano_usd + failed.tollgate.cost_nano_usd
     );
     assert_eq!(records.len(), 3, "one record per call, retries included");
+    gw.reconcile().await;
 }

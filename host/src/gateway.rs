@@ -10,6 +10,7 @@ pub mod auth;
 pub mod invocation_log;
 pub mod metadata;
 pub mod metrics;
+pub mod reconcile;
 pub mod server;
 pub mod service;
 mod settlement;

@@ -285,6 +285,34 @@ impl TestGateway {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Runs `tollgate reconcile` against this gateway once it is idle: every
+    /// charge in the log recomputes, and every tenant's log total equals its
+    /// ledger, to the nano-dollar. Returns the command's report.
+    pub async fn reconcile(&self) -> String {
+        self.idle().await;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .arg("reconcile")
+            .arg("--config")
+            .arg(self.dir.path().join("tollgate.toml"))
+            .arg("--admin-url")
+            .arg(&self.url);
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("run tollgate reconcile");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.contains("reconciliation exact"),
+            "{report}"
+        );
+        report
+    }
 }
 
 impl Drop for TestGateway {

@@ -1,7 +1,8 @@
 //! The admin API, behind its own bearer token (never a tenant's key):
 //!
 //! * `GET  /admin/tenants`: every tenant's budget, spend, holds, alert level and policy version;
-//! * `GET  /admin/tenants/{id}`: one tenant, the same fields;
+//! * `GET  /admin/tenants/{id}`: one tenant, the same fields (spend of this
+//!   period and of every period kept);
 //! * `POST /admin/tenants/{id}/policy`: a new policy version (the body is the
 //!   component), compiled off the request path and activated once it passes
 //!   its checks; calls keep deciding on the current version meanwhile;
@@ -102,7 +103,13 @@ pub struct TenantView {
     pub tenant: String,
     pub tier: String,
     pub budget_nano_usd: u64,
+    /// This period's spend.
     pub spent_nano_usd: u64,
+    /// Spend over every period the ledger keeps, this one included: what
+    /// `tollgate reconcile` holds the invocation log against.
+    pub spent_all_periods_nano_usd: u64,
+    /// Calls settled over those periods.
+    pub calls_all_periods: u64,
     pub reserved_nano_usd: u64,
     pub open_reservations: usize,
     pub period_end_ms: u64,
@@ -144,18 +151,21 @@ fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockErro
         .accounting()
         .tenant_state(tenant, &profile.tier, now_ms())
         .map_err(|e| BedrockError::internal(e.to_string()))?;
-    let open = state
-        .gateway
-        .accounting()
-        .ledger()
+    let ledger = state.gateway.accounting().ledger();
+    let open = ledger
         .snapshot(tenant, now_ms())
         .map(|s| s.open_reservations)
         .unwrap_or_default();
+    let history = ledger
+        .history(tenant)
+        .map_err(|e| BedrockError::internal(e.to_string()))?;
     Ok(TenantView {
         tenant: tenant.to_string(),
         tier: profile.tier.clone(),
         budget_nano_usd: tenant_state.budget.limit,
         spent_nano_usd: tenant_state.budget.spent,
+        spent_all_periods_nano_usd: history.iter().map(|p| p.spent.get()).fold(0, u64::saturating_add),
+        calls_all_periods: history.iter().map(|p| p.calls).sum(),
         reserved_nano_usd: tenant_state.budget.reserved,
         open_reservations: open,
         period_end_ms: tenant_state.budget.period_end_ms,

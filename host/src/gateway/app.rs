@@ -85,20 +85,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         ),
     };
 
-    // Prices: embedded, then the override file, then the tenants' profile ARNs.
-    let mut catalog = Catalog::embedded();
-    if let Some(path) = &config.pricing.overrides {
-        catalog = catalog
-            .with_overrides(config.resolve(path))
-            .map_err(|e| cfg_err(format!("pricing.overrides: {e}")))?;
-    }
-    for (id, tenant) in &config.tenants {
-        for (model, arn) in &tenant.inference_profiles {
-            catalog = catalog
-                .with_application_profile(arn, model)
-                .map_err(|e| tenant_err(id, format!("inference-profiles.\"{model}\": {e}")))?;
-        }
-    }
+    let mut catalog = price_book(config)?;
     // AWS bills by the region a call is sent to; the mock is priced as the catalog's first region.
     if let Some(region) = upstream.region() {
         catalog = catalog
@@ -218,6 +205,30 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         listen,
         mock,
     })
+}
+
+/// The prices a gateway of `config` charges by, before its region is
+/// chosen: the embedded catalog, then the pricing file, then the tenants'
+/// application inference profiles. `tollgate reconcile` reprices with it.
+pub fn price_book(config: &Config) -> Result<Catalog, StartError> {
+    let cfg_err = |m: String| StartError::Config(format!("{}: {m}", config.origin.display()));
+    let mut catalog = Catalog::embedded();
+    if let Some(path) = &config.pricing.overrides {
+        catalog = catalog
+            .with_overrides(config.resolve(path))
+            .map_err(|e| cfg_err(format!("pricing.overrides: {e}")))?;
+    }
+    for (id, tenant) in &config.tenants {
+        for (model, arn) in &tenant.inference_profiles {
+            catalog = catalog
+                .with_application_profile(arn, model)
+                .map_err(|e| StartError::Tenant {
+                    tenant: id.clone(),
+                    message: format!("inference-profiles.\"{model}\": {e}"),
+                })?;
+        }
+    }
+    Ok(catalog)
 }
 
 /// A gateway serving in this process.

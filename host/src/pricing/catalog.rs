@@ -55,7 +55,9 @@ pub struct Catalog {
     regions: BTreeMap<String, RegionEntry>,
     /// The region calls are priced in (the upstream's).
     region: String,
-    /// A digest of everything applied, so a charge names the price book it used.
+    /// A digest of every price source applied, in order.
+    sources: String,
+    /// `sources` and the region digested: the price book a charge names.
     version: String,
 }
 
@@ -79,6 +81,7 @@ impl Catalog {
             service_tier_bp: BTreeMap::new(),
             regions: BTreeMap::new(),
             region: DEFAULT_REGION.to_owned(),
+            sources: String::new(),
             version: String::new(),
         }
     }
@@ -148,7 +151,7 @@ impl Catalog {
             });
         }
         self.region = region.to_owned();
-        self.chain_version(&format!("region={region}"));
+        self.version = digest(&self.sources, &self.region);
         Ok(self)
     }
 
@@ -180,11 +183,8 @@ impl Catalog {
     }
 
     fn chain_version(&mut self, text: &str) {
-        let mut hasher = Sha256::new();
-        hasher.update(self.version.as_bytes());
-        hasher.update([0]);
-        hasher.update(text.as_bytes());
-        self.version = hex::encode(&hasher.finalize()[..8]);
+        self.sources = digest(&self.sources, text);
+        self.version = digest(&self.sources, &self.region);
     }
 
     /// The ids of every priced model, sorted.
@@ -532,6 +532,15 @@ impl UnknownModel {
             ),
         }
     }
+}
+
+/// The first 8 bytes of SHA-256 over `a`, a separator and `b`, in hex.
+fn digest(a: &str, b: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(a.as_bytes());
+    hasher.update([0]);
+    hasher.update(b.as_bytes());
+    hex::encode(&hasher.finalize()[..8])
 }
 
 /// An entry's standard prices. Missing cache prices fall back to prices that
