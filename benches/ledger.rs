@@ -46,6 +46,7 @@ fn pair<S: LedgerStore>(ledger: &Ledger<S>, t: &TenantId) {
                 cost: NanoUsd(30_000),
                 tokens: 2_000,
                 now_ms: T0,
+                ceiling: None,
             },
         )
         .unwrap();
@@ -138,6 +139,7 @@ fn snapshot(c: &mut Criterion) {
                     cost: NanoUsd(10),
                     tokens: 10,
                     now_ms: T0,
+                    ceiling: None,
                 },
             )
             .unwrap();
@@ -148,6 +150,7 @@ fn snapshot(c: &mut Criterion) {
                     cost: NanoUsd(10),
                     tokens: 10,
                     now_ms: T0,
+                    ceiling: None,
                 },
             )
             .unwrap();

@@ -77,6 +77,7 @@ impl Tenant {
                 cost: held,
                 tokens: estimate.input_tokens + max_output,
                 now_ms,
+                ceiling: None,
             },
         ) {
             Ok(r) => r,
@@ -172,6 +173,7 @@ fn the_ledger_refuses_what_the_budget_cannot_hold() {
                 cost: NanoUsd(10_000_001),
                 tokens: 10,
                 now_ms: NOW,
+                ceiling: None,
             },
         )
         .expect_err("one nano-dollar over the limit");

@@ -381,6 +381,65 @@ async fn a_throttle_is_a_throttling_exception_and_a_reject_explains_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimates_far_too_low_still_never_pass_the_budget() {
+    // Input-heavy calls whose estimates are cut to 30%: every settle comes in
+    // far above its hold, and admission by the byte-bounded ceiling keeps the
+    // sum of the settles inside the budget anyway.
+    let tight = TenantSpec {
+        budget_usd: "0.002",
+        ..TenantSpec::new("tight", "allow-all")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![tight],
+        extra_toml: "[estimator]\ninput-scale-percent = 30\n",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&TenantSpec::new("tight", ""));
+    let prompt = "Summarise this paragraph of the quarterly report for the board. ".repeat(40);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        let prompt = prompt.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0u32;
+            for _ in 0..8 {
+                let sent = client
+                    .converse()
+                    .model_id(NOVA_MICRO)
+                    .messages(user_message(&prompt))
+                    .inference_config(InferenceConfiguration::builder().max_tokens(20).build())
+                    .send()
+                    .await;
+                admitted += u32::from(sent.is_ok());
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("task");
+    }
+    let state = gw.settled("tight").await;
+    let spent = state["spent-nano-usd"].as_u64().expect("spent");
+    let records = gw.records();
+    let over_hold = records
+        .iter()
+        .filter(|r| r.tollgate.cost_nano_usd > r.tollgate.reserved_nano_usd)
+        .count();
+    assert!(
+        admitted > 0 && over_hold > 0,
+        "admitted {admitted}, settled above the hold {over_hold}"
+    );
+    assert!(spent <= 2_000_000, "spent {spent} of a 2000000 budget");
+    assert!(
+        records.len() == 256 && (admitted as usize) < 256,
+        "the budget ran out: {admitted}"
+    );
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_never_overshoot_a_small_budget() {
     // About 25 calls' worth of budget, 64 callers, 4 calls each.
     let tight = TenantSpec {

@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cost: NanoUsd::from_cents(3),
             tokens: 2_000,
             now_ms,
+            ceiling: None,
         },
     )?;
     let second = ledger.reserve(
@@ -107,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cost: NanoUsd::from_cents(3),
             tokens: 2_000,
             now_ms,
+            ceiling: None,
         },
     )?;
     ledger.settle(
@@ -126,6 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cost: NanoUsd::from_cents(10),
             tokens: 1,
             now_ms,
+            ceiling: None,
         },
     );
     println!("over-budget reservation: {}", refused.expect_err("the budget holds"));

@@ -81,6 +81,8 @@ pub struct Config {
     #[serde(default)]
     pub engine: EngineConfig,
     #[serde(default)]
+    pub estimator: EstimatorConfig,
+    #[serde(default)]
     pub alerts: AlertSettings,
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -153,6 +155,25 @@ const SETTLE_MARGIN_MS: u64 = 60_000;
 pub struct MockConfig {
     pub latency_ms: u64,
     pub stream_event_interval_ms: u64,
+}
+
+/// How input tokens are estimated before a call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EstimatorConfig {
+    /// Every estimate times this percentage (100: as estimated and
+    /// calibrated). Above 100 makes holds more conservative; below 100 is
+    /// for proving the budget gate when estimates run low. Budgets hold
+    /// either way: admission counts each call at its byte-bounded ceiling.
+    pub input_scale_percent: u64,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            input_scale_percent: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -454,6 +475,15 @@ impl Config {
                      lower those [upstream.bedrock] settings",
                     self.ledger.reservation_ttl_ms,
                     SETTLE_MARGIN_MS / 1000
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.estimator.input_scale_percent) {
+            return Err(invalid(
+                "estimator.input-scale-percent".into(),
+                format!(
+                    "{} is outside 1-1000; 100 uses the estimates as they are",
+                    self.estimator.input_scale_percent
                 ),
             ));
         }

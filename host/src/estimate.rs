@@ -123,12 +123,44 @@ impl Calibration {
     }
 }
 
+/// Tokens a request's prompt can come to at most, whatever the model's
+/// tokenizer: every token is at least one byte of the request (byte-level
+/// BPE and byte-fallback vocabularies alike), plus the template tokens a
+/// model adds around messages and tools, and the fixed cost of small images
+/// and documents whose tokens can outnumber their bytes. `body_len` is the
+/// request body's length in bytes.
+pub fn input_token_ceiling(body_len: usize, request: &Value) -> u64 {
+    let mut tally = Tally::default();
+    tally.request(request);
+    let media = tally
+        .media_blocks
+        .saturating_mul(IMAGE_TOKENS.max(DOCUMENT_TOKENS).max(VIDEO_TOKENS));
+    // Media read from S3 has no bytes here: counted at a whole long context.
+    let s3 = tally.s3_blocks.saturating_mul(S3_MEDIA_CEILING_TOKENS);
+    let tools = if tally.has_tools { TOOLS_PREAMBLE * 4 } else { 0 };
+    u64::try_from(body_len)
+        .unwrap_or(u64::MAX)
+        .saturating_add(CEILING_TEMPLATE_TOKENS)
+        .saturating_add(tools)
+        .saturating_add(media)
+        .saturating_add(s3)
+}
+
+/// The ceiling's allowance for one image, document or video read from S3.
+const S3_MEDIA_CEILING_TOKENS: u64 = 200_000;
+
+/// Template tokens (roles, turn markers, a default system prompt) a request
+/// may carry beyond its bytes.
+const CEILING_TEMPLATE_TOKENS: u64 = 256;
+
 /// Estimates input tokens and calibrates itself per model. Share it behind
 /// `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct Estimator {
     calibrations: RwLock<HashMap<String, AtomicU64>>,
     max_output_defaults: HashMap<String, u64>,
+    /// Every estimate times this percentage, after calibration.
+    scale_percent: u64,
 }
 
 impl Default for Estimator {
@@ -142,7 +174,16 @@ impl Estimator {
         Estimator {
             calibrations: RwLock::new(HashMap::new()),
             max_output_defaults: HashMap::new(),
+            scale_percent: 100,
         }
+    }
+
+    /// Scales every input estimate, after calibration: above 100 makes holds
+    /// more conservative; below 100 is for proving that the budget gate holds
+    /// when estimates run low (the ceiling, not the estimate, bounds a call).
+    pub fn with_scale_percent(mut self, percent: u64) -> Self {
+        self.scale_percent = percent.max(1);
+        self
     }
 
     /// Sets the output tokens assumed for `model_id` when a request gives no
@@ -157,7 +198,8 @@ impl Estimator {
         let mut tally = Tally::default();
         tally.request(request);
         let ratio = self.calibration(model_id).ratio_ppm;
-        let calibrated = (u128::from(tally.tokens) * u128::from(ratio)).div_ceil(u128::from(PPM));
+        let calibrated = (u128::from(tally.tokens) * u128::from(ratio) * u128::from(self.scale_percent))
+            .div_ceil(u128::from(PPM) * 100);
         Estimate {
             input_tokens: u64::try_from(calibrated).unwrap_or(u64::MAX),
             raw: tally.tokens,
@@ -244,6 +286,11 @@ fn base_model(model_id: &str) -> &str {
 struct Tally {
     tokens: u64,
     cache_points: bool,
+    /// Image, document and video blocks, for the ceiling.
+    media_blocks: u64,
+    /// Those whose bytes are in S3, not in the request.
+    s3_blocks: u64,
+    has_tools: bool,
 }
 
 impl Tally {
@@ -264,6 +311,7 @@ impl Tally {
         let tools = array(request.get("toolConfig").and_then(|c| c.get("tools")));
         if !tools.is_empty() {
             self.add(TOOLS_PREAMBLE);
+            self.has_tools = true;
         }
         for tool in tools {
             if tool.get("cachePoint").is_some() {
@@ -283,6 +331,12 @@ impl Tally {
             return;
         }
         let field = |name: &str| block.get(name);
+        if let Some(media) = field("image").or_else(|| field("document")).or_else(|| field("video")) {
+            self.media_blocks += 1;
+            if media.pointer("/source/s3Location").is_some() {
+                self.s3_blocks += 1;
+            }
+        }
         if let Some(text) = field("text").and_then(Value::as_str) {
             self.add(text_tokens(text));
         } else if field("image").is_some() {
@@ -372,6 +426,30 @@ mod tests {
     use super::*;
 
     const CLAUDE: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+
+    #[test]
+    fn the_ceiling_bounds_the_prompt_by_its_bytes_and_scaling_lowers_the_estimate() {
+        let text = "word ".repeat(1_000);
+        let body = json!({"messages": [{"role": "user", "content": [{"text": text}]}]});
+        let len = body.to_string().len();
+        let ceiling = input_token_ceiling(len, &body);
+        let estimate = Estimator::new().estimate(CLAUDE, &body).input_tokens;
+        assert!(
+            ceiling >= len as u64 && ceiling > estimate * 3,
+            "{ceiling} vs {estimate}"
+        );
+        // Media in S3 has no bytes in the request: a whole long context each.
+        let s3 = json!({"messages": [{"role": "user", "content": [
+            {"document": {"format": "pdf", "name": "r", "source": {"s3Location": {"uri": "s3://b/k.pdf"}}}}
+        ]}]});
+        assert!(input_token_ceiling(s3.to_string().len(), &s3) >= 200_000);
+        // Estimates scaled to 70% are 30% low.
+        let low = Estimator::new()
+            .with_scale_percent(70)
+            .estimate(CLAUDE, &body)
+            .input_tokens;
+        assert_eq!(low, (estimate * 70).div_ceil(100));
+    }
 
     #[test]
     fn counts_each_kind_of_block() {

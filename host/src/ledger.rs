@@ -19,7 +19,7 @@
 //! let acme = TenantId::new("acme").unwrap();
 //! ledger.set_limits(&acme, TenantLimits::monthly(NanoUsd::from_usd(10)));
 //! let now_ms = 1_750_000_000_000;
-//! let r = ledger.reserve(&acme, ReserveRequest { cost: NanoUsd::from_cents(3), tokens: 2_000, now_ms }).unwrap();
+//! let r = ledger.reserve(&acme, ReserveRequest { cost: NanoUsd::from_cents(3), tokens: 2_000, now_ms, ceiling: None }).unwrap();
 //! ledger.settle(&acme, r.id, Actual { cost: NanoUsd::from_cents(1), tokens: 700 }, now_ms + 900).unwrap();
 //! assert_eq!(ledger.snapshot(&acme, now_ms + 1_000).unwrap().spent, NanoUsd::from_cents(1));
 //! ```

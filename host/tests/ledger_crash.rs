@@ -58,6 +58,7 @@ fn child_writer() {
                                 cost: NanoUsd(cost),
                                 tokens: 100,
                                 now_ms,
+                                ceiling: None,
                             },
                         )
                         .unwrap();
@@ -166,6 +167,7 @@ fn a_killed_writer_loses_no_acknowledged_settle() {
                 cost: NanoUsd(1),
                 tokens: 1,
                 now_ms: T0,
+                ceiling: None,
             },
         )
         .unwrap();

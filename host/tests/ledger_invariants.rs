@@ -87,7 +87,7 @@ proptest! {
             match op {
                 Op::Reserve { cost } => {
                     let fits = model.spent + model.reserved() + cost <= limit;
-                    match ledger.reserve(&t, ReserveRequest { cost: NanoUsd(cost), tokens: 1, now_ms: now }) {
+                    match ledger.reserve(&t, ReserveRequest { cost: NanoUsd(cost), tokens: 1, now_ms: now, ceiling: None }) {
                         Ok(r) => {
                             prop_assert!(fits);
                             model.open.insert(r.id, (cost, now + TTL));
@@ -204,6 +204,7 @@ fn hammer<S: LedgerStore + 'static>(ledger: Arc<Ledger<S>>, ops_per_thread: u64)
                         cost: NanoUsd(cost),
                         tokens: rng.below(2_000),
                         now_ms: now,
+                        ceiling: None,
                     };
                     let r = match ledger.reserve(t, request) {
                         Ok(r) => r,

@@ -26,6 +26,7 @@ fn ledger(limits: TenantLimits) -> (Ledger<MemoryStore>, TenantId) {
 fn req(cost: u64, tokens: u64, now_ms: u64) -> ReserveRequest {
     ReserveRequest {
         cost: NanoUsd(cost),
+        ceiling: None,
         tokens,
         now_ms,
     }
@@ -261,6 +262,59 @@ fn settle_may_charge_more_than_held() {
         ledger.reserve(&t, req(0, 0, T0 + 3)),
         Err(ReserveError::Budget { .. })
     ));
+}
+
+#[test]
+fn admission_counts_open_calls_at_their_ceiling_so_settles_above_the_hold_stay_inside() {
+    let (ledger, t) = ledger(TenantLimits::monthly(NanoUsd(1_000)));
+    let with_ceiling = |now| ReserveRequest {
+        ceiling: Some(NanoUsd(400)),
+        ..req(100, 1, now)
+    };
+    let a = ledger.reserve(&t, with_ceiling(T0)).unwrap();
+    let b = ledger.reserve(&t, with_ceiling(T0 + 1)).unwrap();
+    // Two holds of 100 whose calls may reach 400 each: a third does not fit.
+    let err = ledger.reserve(&t, with_ceiling(T0 + 2)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReserveError::Budget {
+                requested: NanoUsd(400),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        ledger.snapshot(&t, T0 + 2).unwrap().reserved,
+        NanoUsd(200),
+        "the holds are the estimates"
+    );
+    // Both estimates were 4x low: the budget still holds.
+    for r in [a, b] {
+        ledger
+            .settle(
+                &t,
+                r.id,
+                Actual {
+                    cost: NanoUsd(400),
+                    tokens: 1,
+                },
+                T0 + 3,
+            )
+            .unwrap();
+    }
+    assert_eq!(ledger.snapshot(&t, T0 + 3).unwrap().spent, NanoUsd(800));
+    // Settled, the exposure is gone: 200 more fits at its ceiling of 200.
+    ledger
+        .reserve(
+            &t,
+            ReserveRequest {
+                ceiling: Some(NanoUsd(200)),
+                ..req(50, 1, T0 + 4)
+            },
+        )
+        .unwrap();
 }
 
 #[test]

@@ -112,6 +112,7 @@ fn spend(ledger: &Ledger<MemoryStore>, t: &TenantId, cost: u64, now_ms: u64) {
                 cost: NanoUsd(cost),
                 tokens: 1,
                 now_ms,
+                ceiling: None,
             },
         )
         .unwrap();
@@ -140,7 +141,8 @@ fn spend_resets_at_the_month_end_and_the_old_total_stays_queryable() {
                 ReserveRequest {
                     cost: NanoUsd(200),
                     tokens: 1,
-                    now_ms: last_minute
+                    now_ms: last_minute,
+                    ceiling: None,
                 }
             )
             .is_err()
@@ -173,6 +175,7 @@ fn a_call_straddling_the_boundary_is_charged_to_the_period_that_admitted_it() {
                 cost: NanoUsd(600),
                 tokens: 1,
                 now_ms: before,
+                ceiling: None,
             },
         )
         .unwrap();
@@ -190,7 +193,8 @@ fn a_call_straddling_the_boundary_is_charged_to_the_period_that_admitted_it() {
                 ReserveRequest {
                     cost: NanoUsd(500),
                     tokens: 1,
-                    now_ms: after
+                    now_ms: after,
+                    ceiling: None,
                 }
             )
             .is_err()
@@ -247,7 +251,8 @@ fn daily_rollover_on_the_short_and_long_dst_days() {
                     ReserveRequest {
                         cost: NanoUsd(1),
                         tokens: 1,
-                        now_ms: end - 1
+                        now_ms: end - 1,
+                        ceiling: None,
                     }
                 )
                 .is_err(),
@@ -272,7 +277,8 @@ fn weekly_rollover_on_monday() {
                 ReserveRequest {
                     cost: NanoUsd(1),
                     tokens: 1,
-                    now_ms: ms("2025-11-02T23:59:59-05:00")
+                    now_ms: ms("2025-11-02T23:59:59-05:00"),
+                    ceiling: None,
                 }
             )
             .is_err()

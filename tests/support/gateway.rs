@@ -67,6 +67,8 @@ pub struct Options {
     pub upstream_extra: &'static str,
     /// The upstream region, which prices the calls; `us-east-1` when empty.
     pub region: &'static str,
+    /// TOML appended to the file, after the tenants (e.g. an `[estimator]` table).
+    pub extra_toml: &'static str,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -134,6 +136,7 @@ impl TestGateway {
                 config = t.policy_config,
             ));
         }
+        toml.push_str(options.extra_toml);
         let config_path = dir.path().join("tollgate.toml");
         std::fs::write(&config_path, toml).expect("write config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");

@@ -168,7 +168,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         registry,
         accounting,
         catalog,
-        estimator: Arc::new(Estimator::new()),
+        estimator: Arc::new(Estimator::new().with_scale_percent(config.estimator.input_scale_percent)),
         upstream: Arc::new(upstream),
         log,
         metrics: Arc::new(Metrics::new()),

@@ -45,7 +45,7 @@ use super::settlement::{CallBasis, Hold, Settlement};
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
 use crate::contract::{Action, Operation, RejectKind, Request, TenantState, Verdict};
-use crate::estimate::Estimator;
+use crate::estimate::{Estimator, input_token_ceiling};
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{ReserveError, ReserveRequest};
 use crate::pricing::{Catalog, Metered, ServedAs};
@@ -295,6 +295,7 @@ impl Gateway {
         // 3. Estimate.
         let body_value = Value::Object(std::mem::take(&mut body));
         let estimate = parts.estimator.estimate(requested.as_str(), &body_value);
+        let input_ceiling = input_token_ceiling(call.body.len(), &body_value);
         // A caller's own cap, or the model's maximum looked up on the base model
         // (an application-inference-profile ARN names no family by itself).
         let caller_max_output = body_value
@@ -434,7 +435,18 @@ impl Gateway {
             trace.served_model = Some(served.as_str().to_owned());
         }
 
-        // 7. Reserve.
+        // 7. Reserve: held at the estimate, admitted at the ceiling, so a
+        // call whose estimate came in low still settles inside the budget.
+        let ceiling = parts
+            .catalog
+            .hold(
+                served.as_str(),
+                input_ceiling,
+                max_output,
+                estimate.uses_prompt_cache,
+                asked,
+            )
+            .map_err(|e| BedrockError::validation(e.to_string()))?;
         let reserved_tokens = estimate.input_tokens.saturating_add(max_output);
         let reservation = parts
             .accounting
@@ -444,6 +456,7 @@ impl Gateway {
                     cost: worst,
                     tokens: reserved_tokens,
                     now_ms: now,
+                    ceiling: Some(ceiling),
                 },
             )
             .map_err(|e| {

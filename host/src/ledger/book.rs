@@ -44,6 +44,9 @@ pub(crate) struct TenantBook {
     history: BTreeMap<u64, PeriodTotals>,
     /// Always the sum of `open[..].cost`.
     reserved: NanoUsd,
+    /// Always the sum of `open[..].ceiling - open[..].cost`: how far the open
+    /// calls may still overrun their holds.
+    exposure: NanoUsd,
     open: OpenMap,
     /// No open reservation expires before this (a lower bound: a sweep makes it exact).
     earliest_expiry: u64,
@@ -63,6 +66,7 @@ impl TenantBook {
             current: PeriodTotals::default(),
             history: BTreeMap::new(),
             reserved: NanoUsd::ZERO,
+            exposure: NanoUsd::ZERO,
             open: OpenMap::default(),
             earliest_expiry: u64::MAX,
             recently_expired: VecDeque::new(),
@@ -81,6 +85,7 @@ impl TenantBook {
     pub(crate) fn restore_open(&mut self, r: OpenReservation) {
         if self.open.insert(r.id, r).is_none() {
             self.reserved = self.reserved.saturating_add(r.cost);
+            self.exposure = self.exposure.saturating_add(r.ceiling.saturating_sub(r.cost));
             self.earliest_expiry = self.earliest_expiry.min(r.expires_at_ms);
         }
     }
@@ -95,13 +100,17 @@ impl TenantBook {
     ) -> Result<OpenReservation, ReserveError> {
         let now_ms = request.now_ms;
         self.catch_up(limits, now_ms, sink);
-        let committed = u128::from(self.current.spent.get()) + u128::from(self.reserved.get());
-        if committed + u128::from(request.cost.get()) > u128::from(limits.budget.get()) {
+        let ceiling = request.ceiling.unwrap_or(request.cost).max(request.cost);
+        // Every open call counted at the most it can cost: a settle above its
+        // hold then still lands inside the budget.
+        let committed =
+            u128::from(self.current.spent.get()) + u128::from(self.reserved.get()) + u128::from(self.exposure.get());
+        if committed + u128::from(ceiling.get()) > u128::from(limits.budget.get()) {
             return Err(ReserveError::Budget {
                 limit: limits.budget,
                 spent: self.current.spent,
-                reserved: self.reserved,
-                requested: request.cost,
+                reserved: self.reserved.saturating_add(self.exposure),
+                requested: ceiling,
                 period_end_ms: self.current.end_ms,
             });
         }
@@ -109,6 +118,7 @@ impl TenantBook {
         let r = OpenReservation {
             id,
             cost: request.cost,
+            ceiling,
             tokens: request.tokens,
             minute: self.window.minute(),
             period_start_ms: self.current.start_ms,
@@ -116,6 +126,7 @@ impl TenantBook {
         };
         self.window.admit(request.tokens);
         self.reserved = self.reserved.saturating_add(r.cost);
+        self.exposure = self.exposure.saturating_add(r.ceiling.saturating_sub(r.cost));
         self.earliest_expiry = self.earliest_expiry.min(r.expires_at_ms);
         self.open.insert(id, r);
         sink(Change::Opened(&r));
@@ -200,6 +211,7 @@ impl TenantBook {
         expired.sort_unstable_by_key(|r| (r.expires_at_ms, r.id));
         for r in &expired {
             self.reserved = self.reserved.saturating_sub(r.cost);
+            self.exposure = self.exposure.saturating_sub(r.ceiling.saturating_sub(r.cost));
             self.window.correct(r.minute, r.tokens, 0);
             if self.recently_expired.len() == EXPIRED_MEMORY {
                 self.recently_expired.pop_front();
@@ -298,6 +310,7 @@ impl TenantBook {
             });
         };
         self.reserved = self.reserved.saturating_sub(r.cost);
+        self.exposure = self.exposure.saturating_sub(r.ceiling.saturating_sub(r.cost));
         sink(Change::Closed(id));
         Ok(r)
     }

@@ -141,6 +141,7 @@ impl BookStore<Redb> {
                 let r = OpenReservation {
                     id: ReservationId(id),
                     cost: NanoUsd(cost),
+                    ceiling: NanoUsd(cost),
                     tokens,
                     minute,
                     period_start_ms,

@@ -23,8 +23,14 @@ impl fmt::Display for ReservationId {
 /// What a call may cost at most, asked for before it is forwarded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReserveRequest {
-    /// Estimated input plus max output tokens at the chosen model's price.
+    /// Estimated input plus max output tokens at the chosen model's price:
+    /// the hold, and what a call that fails after the send is charged.
     pub cost: NanoUsd,
+    /// The most the call can cost whatever the estimate's error (e.g. every
+    /// byte of the prompt a token), when that is above `cost`. Admission
+    /// counts every open call at its ceiling, so settles of calls whose
+    /// estimate came in low can never pass the budget; `None` is `cost`.
+    pub ceiling: Option<NanoUsd>,
     /// Estimated input plus max output tokens, counted against TPM.
     pub tokens: u64,
     pub now_ms: u64,
@@ -47,6 +53,10 @@ pub struct Reservation {
 pub struct OpenReservation {
     pub id: ReservationId,
     pub cost: NanoUsd,
+    /// What the call may come to at most (`>= cost`). Kept in memory only: a
+    /// reservation restored from disk belongs to a process that is gone, and
+    /// counts at its cost.
+    pub ceiling: NanoUsd,
     pub tokens: u64,
     /// Minute (since the epoch) whose window counted its tokens.
     pub minute: u64,
