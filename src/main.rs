@@ -59,6 +59,9 @@ enum Command {
         /// Delay before each reply, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Delay between the events of a stream, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        stream_event_interval_ms: u64,
         /// Share of calls answered with ThrottlingException (0–1).
         #[arg(long, default_value_t = 0.0)]
         throttle_rate: f64,
@@ -255,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::MockBedrock {
             listen,
             latency_ms,
+            stream_event_interval_ms,
             throttle_rate,
             server_error_rate,
             mid_stream_error_rate,
@@ -262,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
         } => mock_cmd::run(mock_cmd::MockOptions {
             listen,
             latency_ms,
+            stream_event_interval_ms,
             throttle_rate,
             server_error_rate,
             mid_stream_error_rate,

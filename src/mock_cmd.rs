@@ -10,6 +10,7 @@ use tollgate_host::upstream::mock::{self, Faults, MockSettings};
 pub struct MockOptions {
     pub listen: SocketAddr,
     pub latency_ms: u64,
+    pub stream_event_interval_ms: u64,
     pub throttle_rate: f64,
     pub server_error_rate: f64,
     pub mid_stream_error_rate: f64,
@@ -37,6 +38,7 @@ pub fn run(options: MockOptions) -> Result<()> {
     };
     let settings = MockSettings {
         latency_ms: options.latency_ms,
+        stream_event_interval_ms: options.stream_event_interval_ms,
         faults,
         seed: options.seed,
         ..MockSettings::default()
