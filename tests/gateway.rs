@@ -1115,3 +1115,76 @@ async fn unbilled_refusals_are_retried_and_released_and_a_5xx_after_the_send_is_
     assert_eq!(records.len(), 3, "one record per call, retries included");
     gw.reconcile().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_hang_up_at_any_point_leave_every_call_charged_once() {
+    // 200 ms before the first byte, then a stream event every 20 ms.
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            latency_ms: 200,
+            stream_event_interval_ms: 20,
+            ..MockSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    let prompt = PROMPT.repeat(10);
+    let cut = std::time::Duration::from_millis;
+    // (stream?, hang up after) — before the answer, mid-stream, and never.
+    let plan = [
+        (false, Some(cut(50))),
+        (false, None),
+        (true, Some(cut(50))),
+        (true, Some(cut(260))),
+        (true, None),
+    ];
+    for (stream, hang_up) in plan {
+        let call = async {
+            if stream {
+                let mut out = client
+                    .converse_stream()
+                    .model_id(NOVA_MICRO)
+                    .messages(user_message(&prompt))
+                    .inference_config(InferenceConfiguration::builder().max_tokens(300).build())
+                    .send()
+                    .await
+                    .expect("stream starts");
+                while out.stream.recv().await.expect("event").is_some() {}
+            } else {
+                converse(&client, NOVA_MICRO, 300).await.expect("answered");
+            }
+        };
+        match hang_up {
+            Some(after) => assert!(tokio::time::timeout(after, call).await.is_err(), "hung up"),
+            None => call.await,
+        }
+    }
+    let state = gw.settled("acme").await;
+    let records = gw.wait_for_records(plan.len()).await;
+    assert_eq!(records.len(), plan.len(), "one record per call");
+    assert_eq!(gw.mock.requests().len(), plan.len(), "every call reached the upstream");
+    let mut from: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.operation.as_str(), r.tollgate.charged_from.as_str()))
+        .collect();
+    from.sort_unstable();
+    // A Converse runs to its answer whoever waits for it; a stream whose caller
+    // left is charged its hold (docs/charging.md).
+    assert_eq!(
+        from,
+        [
+            ("Converse", "usage"),
+            ("Converse", "usage"),
+            ("ConverseStream", "reservation"),
+            ("ConverseStream", "reservation"),
+            ("ConverseStream", "usage")
+        ]
+    );
+    assert!(records.iter().all(|r| r.tollgate.cost_nano_usd > 0));
+    let charged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert_eq!(state["spent-nano-usd"], charged);
+    assert_eq!(state["reserved-nano-usd"], 0);
+    gw.reconcile().await;
+}
