@@ -235,4 +235,9 @@ async fn a_call_that_outlives_its_hold_is_still_charged_exactly_once() {
     // Charged from its real usage, once, and nothing is left held.
     assert_eq!(spent(&gateway, "acme"), record.cost_nano_usd);
     assert_eq!(gateway.in_flight(), 0);
+    // And the log reprices to the ledger, to the nano-dollar.
+    let catalog = app::price_book(&config).expect("prices");
+    let reconciliation = tollgate_host::gateway::reconcile::reconcile(&catalog, &records);
+    assert!(reconciliation.is_exact(), "{:?}", reconciliation.mismatches);
+    assert_eq!(reconciliation.tenants["acme"].recomputed, spent(&gateway, "acme"));
 }
