@@ -269,17 +269,31 @@ async fn priority_and_flex_calls_are_billed_at_their_tier_streams_included() {
     gw.reconcile().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_eu_nova_call_is_billed_at_frankfurt_prices() {
-    let (gw, client) = start("eu-central-1").await;
+/// One Converse call of `model` through a gateway whose upstream is in
+/// `region`, charged exactly at `unit`.
+async fn one_call_is_billed_at(region: &'static str, model: &str, unit: Unit) {
+    let (gw, client) = start(region).await;
     let out = client
         .converse()
-        .model_id(format!("eu.{NOVA_MICRO}"))
-        .messages(user(&"Translate this paragraph into German. ".repeat(20)))
+        .model_id(model)
+        .messages(user(&"Draft a short memo on the delivery schedule. ".repeat(20)))
         .inference_config(max_tokens(300))
         .send()
         .await
         .expect("served");
+    let state = gw.settled("acme").await;
+    let record = record_of(&gw.wait_for_records(1).await, out.request_id().expect("id"));
+    assert_eq!(
+        record.tollgate.cost_nano_usd,
+        expected(unit, out.usage().expect("usage"))
+    );
+    assert_eq!(record.tollgate.billing.as_ref().expect("billing").region, region);
+    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eu_nova_call_is_billed_at_frankfurt_prices() {
     // Nova Micro from eu-central-1: $0.046 in, $0.184 out (us-east-1: $0.035 / $0.14).
     let unit = Unit {
         input: usd(46_000),
@@ -288,31 +302,11 @@ async fn an_eu_nova_call_is_billed_at_frankfurt_prices() {
         write_5m: usd(46_000),
         write_1h: usd(46_000),
     };
-    let state = gw.settled("acme").await;
-    let record = record_of(&gw.wait_for_records(1).await, out.request_id().expect("id"));
-    assert_eq!(
-        record.tollgate.cost_nano_usd,
-        expected(unit, out.usage().expect("usage"))
-    );
-    assert_eq!(
-        record.tollgate.billing.as_ref().expect("billing").region,
-        "eu-central-1"
-    );
-    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
-    gw.reconcile().await;
+    one_call_is_billed_at("eu-central-1", &format!("eu.{NOVA_MICRO}"), unit).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_govcloud_sonnet_call_is_billed_at_govcloud_prices() {
-    let (gw, client) = start("us-gov-west-1").await;
-    let out = client
-        .converse()
-        .model_id(format!("us-gov.{SONNET_45}"))
-        .messages(user(&"Draft a memo on the procurement schedule. ".repeat(20)))
-        .inference_config(max_tokens(300))
-        .send()
-        .await
-        .expect("served");
     // Sonnet 4.5 in GovCloud: $3.60 in, $18 out, and no further us-gov. premium.
     let unit = Unit {
         input: usd(3_600_000),
@@ -321,14 +315,7 @@ async fn a_govcloud_sonnet_call_is_billed_at_govcloud_prices() {
         write_5m: usd(4_500_000),
         write_1h: usd(7_200_000),
     };
-    let state = gw.settled("acme").await;
-    let record = record_of(&gw.wait_for_records(1).await, out.request_id().expect("id"));
-    assert_eq!(
-        record.tollgate.cost_nano_usd,
-        expected(unit, out.usage().expect("usage"))
-    );
-    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
-    gw.reconcile().await;
+    one_call_is_billed_at("us-gov-west-1", &format!("us-gov.{SONNET_45}"), unit).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
