@@ -41,7 +41,6 @@ pub fn run(options: MockOptions) -> Result<()> {
         stream_event_interval_ms: options.stream_event_interval_ms,
         faults,
         seed: options.seed,
-        ..MockSettings::default()
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
