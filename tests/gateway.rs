@@ -1188,3 +1188,38 @@ async fn callers_that_hang_up_at_any_point_leave_every_call_charged_once() {
     assert_eq!(state["reserved-nano-usd"], 0);
     gw.reconcile().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_that_costs_more_is_refused_unless_the_tenant_allows_it() {
+    // The "free" model is Opus 4: every Nova Micro call would go up in price.
+    let spec = |id: &'static str, extra: &'static str| TenantSpec {
+        tier: "free",
+        extra,
+        policy_config: "free-model = \"anthropic.claude-opus-4-20250514-v1:0\"",
+        ..TenantSpec::new(id, "tiered")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![
+            spec("strict", "included-tokens = 1000000"),
+            spec("lenient", "included-tokens = 1000000\nallow-costlier-downgrade = true"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let err = converse(&gw.sigv4_client(&TenantSpec::new("strict", "")), NOVA_MICRO, 50)
+        .await
+        .expect_err("a costlier downgrade is an invalid verdict; the tenant fails closed");
+    assert!(
+        err.contains("would hold") && err.contains("allow-costlier-downgrade"),
+        "{err}"
+    );
+    assert!(gw.mock.requests().is_empty(), "nothing reached Bedrock");
+
+    converse(&gw.sigv4_client(&TenantSpec::new("lenient", "")), NOVA_MICRO, 50)
+        .await
+        .expect("allowed for this tenant");
+    assert_eq!(gw.mock.requests()[0].model_id, "anthropic.claude-opus-4-20250514-v1:0");
+    assert_eq!(gw.settled("strict").await["spent-nano-usd"], 0);
+    assert!(gw.settled("lenient").await["spent-nano-usd"].as_u64().expect("spent") > 0);
+    gw.reconcile().await;
+}

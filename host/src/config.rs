@@ -300,6 +300,10 @@ pub struct TenantConfig {
     /// Model id → application inference profile ARN to send the call to.
     #[serde(default)]
     pub inference_profiles: BTreeMap<String, String>,
+    /// Let the policy "downgrade" to a model whose hold costs more than the
+    /// requested one's; refused as an invalid verdict otherwise.
+    #[serde(default)]
+    pub allow_costlier_downgrade: bool,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default)]

@@ -80,7 +80,8 @@ impl CallContext {
             return;
         }
         self.logs_left -= 1;
-        let message = &message[..message.floor_char_boundary(MAX_LOG_BYTES)];
+        // A policy's text cannot forge log lines: control characters are escaped.
+        let message = crate::text::escape_controls(&message[..message.floor_char_boundary(MAX_LOG_BYTES)]);
         let policy = &*self.label;
         match level {
             LogLevel::Trace => tracing::trace!(target: "tollgate::policy", policy, "{message}"),

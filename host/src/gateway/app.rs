@@ -111,6 +111,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             TenantProfile {
                 tier: tenant.tier.clone(),
                 inference_profiles: tenant.inference_profiles.clone().into_iter().collect(),
+                allow_costlier_downgrade: tenant.allow_costlier_downgrade,
             },
         );
         credentials.push((tenant_id.clone(), tenant.credentials()));

@@ -74,6 +74,8 @@ pub struct TenantProfile {
     pub tier: String,
     /// Model id → the tenant's application inference profile ARN.
     pub inference_profiles: HashMap<String, String>,
+    /// Whether the policy may "downgrade" to a model whose hold costs more.
+    pub allow_costlier_downgrade: bool,
 }
 
 impl TenantProfile {
@@ -357,11 +359,28 @@ impl Gateway {
                 "downgrade target {} is an application inference profile of another tenant",
                 crate::text::clip(target, 256)
             )),
-            Action::Downgrade(target) => parts
-                .catalog
-                .resolve(target)
-                .map(drop)
-                .map_err(|e| format!("downgrade target cannot be priced: {e}")),
+            Action::Downgrade(target) => {
+                let target_worst = parts
+                    .catalog
+                    .hold(
+                        target,
+                        estimate.input_tokens,
+                        max_output,
+                        estimate.uses_prompt_cache,
+                        asked,
+                    )
+                    .map_err(|e| format!("downgrade target cannot be priced: {e}"))?;
+                if target_worst > requested_worst && !profile.allow_costlier_downgrade {
+                    return Err(format!(
+                        "downgrade target {} would hold {} where the requested model holds {}; a downgrade may not \
+                         cost more unless the tenant sets allow-costlier-downgrade",
+                        crate::text::clip(target, 256),
+                        target_worst,
+                        requested_worst
+                    ));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         };
         let decision = parts

@@ -173,8 +173,9 @@ impl Settlement {
                 }
                 let tenant = hold.tenant.as_str();
                 self.metrics.add_cost(tenant, charged);
-                if let Some(u) = &trace.usage {
-                    let model = served.as_str();
+                if let (Some(u), Some(billing)) = (&trace.usage, &trace.billing) {
+                    // The resolved model, not the caller's spelling: labels stay bounded.
+                    let model = billing.base_model.as_str();
                     self.metrics.add_tokens(tenant, model, "input", u.input_tokens);
                     self.metrics.add_tokens(tenant, model, "output", u.output_tokens);
                     self.metrics

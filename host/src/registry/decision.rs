@@ -150,6 +150,14 @@ pub(crate) fn check_verdict(verdict: &Verdict) -> Result<(), PolicyFailure> {
         Action::Downgrade(model) if model.is_empty() || model.len() > MAX_MODEL_ID_BYTES => Err(invalid(format!(
             "downgrade target must be a model id of 1-{MAX_MODEL_ID_BYTES} bytes"
         ))),
+        // Bedrock model ids, profile ids and ARNs use no other characters; a
+        // control character would also reach logs and headers.
+        Action::Downgrade(model) if !model.chars().all(|c| c.is_ascii_alphanumeric() || ".:/_-".contains(c)) => {
+            Err(invalid(format!(
+                "downgrade target {:?} is not a Bedrock model id or ARN (letters, digits and . : / _ - only)",
+                crate::text::clip(model, 64)
+            )))
+        }
         Action::Throttle(ms) if *ms > MAX_RETRY_AFTER_MS => Err(invalid(format!(
             "throttle of {ms} ms; the longest allowed is {MAX_RETRY_AFTER_MS} ms, reject instead"
         ))),
@@ -203,6 +211,13 @@ mod tests {
             check_verdict(&v).unwrap_err().kind,
             FailureKind::InvalidOutput,
             "ASCII whitespace only"
+        );
+
+        let v = verdict(Action::Downgrade("amazon.nova-micro-v1:0\r\nforged".into()));
+        assert_eq!(
+            check_verdict(&v).unwrap_err().kind,
+            FailureKind::InvalidOutput,
+            "control characters"
         );
 
         let mut v = verdict(Action::Admit);

@@ -30,6 +30,8 @@ use super::eventstream::{self, StreamEvent};
 
 /// Bodies above this are refused, as Bedrock refuses oversized requests.
 const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+/// Requests the mock remembers for inspection; older ones are forgotten.
+const MAX_RECORDED: usize = 10_000;
 /// Words per `contentBlockDelta`, so a reply arrives as several events.
 const WORDS_PER_DELTA: usize = 3;
 
@@ -138,7 +140,8 @@ struct Inner {
     latency: Duration,
     interval: Duration,
     faults: Mutex<FaultPlan>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    /// The latest requests, at most [`MAX_RECORDED`]: a long run cannot grow it without bound.
+    requests: Mutex<VecDeque<RecordedRequest>>,
     request_counter: AtomicU64,
     /// Prompt prefixes written to the cache, by digest: a later call with
     /// the same prefix reads it. Entries never expire (tests are short).
@@ -223,7 +226,7 @@ impl MockState {
                 latency: Duration::from_millis(settings.latency_ms),
                 interval: Duration::from_millis(settings.stream_event_interval_ms),
                 faults: Mutex::new(FaultPlan::new(settings.faults, settings.seed)),
-                requests: Mutex::new(Vec::new()),
+                requests: Mutex::new(VecDeque::new()),
                 request_counter: AtomicU64::new(0),
                 cache: Mutex::new(HashSet::new()),
             }),
@@ -240,8 +243,9 @@ impl MockState {
     }
 
     /// Every request received so far, oldest first.
+    /// The latest requests (at most 10,000), oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.inner.requests).clone()
+        lock(&self.inner.requests).iter().cloned().collect()
     }
 
     pub fn clear_requests(&self) {
@@ -414,7 +418,7 @@ async fn handle(
         Ok(_) => lock(&state.inner.faults).draw(operation),
         Err(_) => Fault::None,
     };
-    lock(&state.inner.requests).push(RecordedRequest {
+    let request = RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_owned(),
         model_id: model_id.clone(),
@@ -430,7 +434,14 @@ async fn handle(
             .collect(),
         body: parsed.clone(),
         fault,
-    });
+    };
+    {
+        let mut recorded = lock(&state.inner.requests);
+        if recorded.len() == MAX_RECORDED {
+            recorded.pop_front();
+        }
+        recorded.push_back(request);
+    }
     let request_number = state.inner.request_counter.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("00000000-0000-4000-8000-{request_number:012x}");
 
