@@ -1223,3 +1223,42 @@ async fn a_downgrade_that_costs_more_is_refused_unless_the_tenant_allows_it() {
     assert!(gw.settled("lenient").await["spent-nano-usd"].as_u64().expect("spent") > 0);
     gw.reconcile().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_failing_on_every_call_cannot_flood_the_log() {
+    let broken = TenantSpec {
+        extra: "failure-mode = \"open\"",
+        ..TenantSpec::new("broken", "trap")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![broken],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&TenantSpec::new("broken", ""));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                converse(&client, NOVA_MICRO, 20).await.expect("fail-open admits");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    gw.settled("broken").await;
+    let log = std::fs::read_to_string(gw.dir().join("stderr.log")).expect("stderr");
+    let lines = log.lines().filter(|l| l.contains("policy failed")).count() as u64;
+    // 400 failures; at most 5 lines a second get through, the rest are counted.
+    assert!(
+        lines >= 1 && lines <= 5 * (seconds + 1),
+        "{lines} lines in {seconds} s:\n{log}"
+    );
+    assert!(log.contains("suppressed"), "{log}");
+    assert_eq!(gw.records().len(), 400, "every call still has its record");
+    gw.reconcile().await;
+}

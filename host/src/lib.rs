@@ -58,6 +58,7 @@ pub mod estimate;
 pub mod gateway;
 pub mod ids;
 pub mod ledger;
+mod log_gate;
 pub mod money;
 pub mod pricing;
 pub mod registry;

@@ -69,8 +69,10 @@ impl CallContext {
 
     /// Reports log lines dropped during the call that just ended.
     pub(crate) fn end_call(&mut self) {
-        if self.logs_dropped > 0 {
-            tracing::warn!(policy = %self.label, dropped = self.logs_dropped, "policy log lines over the per-decision limit were dropped");
+        if self.logs_dropped > 0
+            && let Some(suppressed) = crate::log_gate::POLICY_LINES.admit(&self.label)
+        {
+            tracing::warn!(policy = %self.label, dropped = self.logs_dropped, suppressed, "policy log lines over the per-decision limit were dropped");
         }
     }
 
@@ -80,15 +82,19 @@ impl CallContext {
             return;
         }
         self.logs_left -= 1;
+        // Across calls too: a policy logging on every call gets a few lines a second.
+        let Some(suppressed) = crate::log_gate::POLICY_LINES.admit(&self.label) else {
+            return;
+        };
         // A policy's text cannot forge log lines: control characters are escaped.
         let message = crate::text::escape_controls(&message[..message.floor_char_boundary(MAX_LOG_BYTES)]);
         let policy = &*self.label;
         match level {
-            LogLevel::Trace => tracing::trace!(target: "tollgate::policy", policy, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "tollgate::policy", policy, "{message}"),
-            LogLevel::Info => tracing::info!(target: "tollgate::policy", policy, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "tollgate::policy", policy, "{message}"),
-            LogLevel::Error => tracing::error!(target: "tollgate::policy", policy, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "tollgate::policy", policy, suppressed, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "tollgate::policy", policy, suppressed, "{message}"),
+            LogLevel::Info => tracing::info!(target: "tollgate::policy", policy, suppressed, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "tollgate::policy", policy, suppressed, "{message}"),
+            LogLevel::Error => tracing::error!(target: "tollgate::policy", policy, suppressed, "{message}"),
         }
     }
 }

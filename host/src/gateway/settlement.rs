@@ -149,11 +149,14 @@ impl Settlement {
                 (hold.as_actual(), "reservation")
             }
         };
-        if from == "reservation" {
+        if from == "reservation"
+            && let Some(suppressed) = crate::log_gate::HOLD_CHARGES.admit(hold.tenant.as_str())
+        {
             tracing::warn!(
                 tenant = %hold.tenant,
                 request_id = %trace.request_id,
-                why = trace.billing_note.as_deref().unwrap_or_default(),
+                why = crate::text::escape_controls(trace.billing_note.as_deref().unwrap_or_default()).as_ref(),
+                suppressed,
                 "no usage that can be priced; charging the reservation"
             );
         }

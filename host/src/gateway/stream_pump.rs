@@ -115,7 +115,9 @@ impl StreamPump {
                     StreamEnd::UpstreamFailed(why) => why.clone(),
                     StreamEnd::Complete => String::new(),
                 };
-                tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %why, "stream ended without usage");
+                if let Some(suppressed) = crate::log_gate::HOLD_CHARGES.admit(self.hold.tenant.as_str()) {
+                    tracing::warn!(tenant = %self.hold.tenant, request_id = %self.trace.request_id, reason = %crate::text::escape_controls(&why), suppressed, "stream ended without usage");
+                }
                 if let StreamEnd::UpstreamFailed(_) = &end
                     && final_frame.is_none()
                 {

@@ -211,7 +211,10 @@ impl PolicyVersion {
         match outcome {
             Ok(verdict) => Decision::from_verdict(verdict, self.id.clone(), elapsed),
             Err(failure) => {
-                tracing::warn!(policy = %self.id, failure = %failure, "policy failed; applying the tenant's failure mode");
+                // A policy failing on every call must not flood the log.
+                if let Some(suppressed) = crate::log_gate::POLICY_FAILURES.admit(self.id.tenant.as_str()) {
+                    tracing::warn!(policy = %self.id, failure = %failure, suppressed, "policy failed; applying the tenant's failure mode");
+                }
                 Decision::from_failure(failure, self.settings.failure_mode, self.id.clone(), elapsed)
             }
         }
