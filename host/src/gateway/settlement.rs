@@ -55,6 +55,13 @@ impl Hold {
 
     /// Charges `actual`; the durable store waits for its commit, so off the async workers.
     pub(super) async fn settle(&self, actual: Actual) -> Result<Settled, String> {
+        // An in-memory settle takes nanoseconds: a thread hop would cost more than it.
+        if !self.accounting.ledger().store().may_block() {
+            return self
+                .accounting
+                .settle(&self.tenant, self.id, actual, now_ms())
+                .map_err(|e| e.to_string());
+        }
         let accounting = Arc::clone(&self.accounting);
         let tenant = self.tenant.clone();
         let id = self.id;
@@ -66,10 +73,16 @@ impl Hold {
 
     /// Returns the hold uncharged: only for a call the upstream provably never ran.
     pub(super) async fn release(&self, trace: &mut Trace) {
-        let accounting = Arc::clone(&self.accounting);
-        let tenant = self.tenant.clone();
-        let id = self.id;
-        let released = tokio::task::spawn_blocking(move || accounting.release(&tenant, id, now_ms())).await;
+        let released = if self.accounting.ledger().store().may_block() {
+            let accounting = Arc::clone(&self.accounting);
+            let tenant = self.tenant.clone();
+            let id = self.id;
+            tokio::task::spawn_blocking(move || accounting.release(&tenant, id, now_ms()))
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(self.accounting.release(&self.tenant, self.id, now_ms()))
+        };
         trace.charged_from = match released {
             Ok(Ok(_)) => "released".into(),
             Ok(Err(e)) => format!("failed: {e}"),

@@ -35,6 +35,10 @@ pub trait Journal: Send + Sync {
 
     /// Waits until the entries of `ticket` are durable.
     fn wait(&self, ticket: Self::Ticket) -> Result<(), StoreError>;
+
+    /// Whether [`Journal::wait`] can block on I/O (a journal that keeps
+    /// nothing returns at once).
+    const WAITS: bool = true;
 }
 
 /// Tenants' books in memory, written through to a [`Journal`].
@@ -156,5 +160,9 @@ impl<J: Journal> LedgerStore for BookStore<J> {
 
     fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
         Ok(lock(&self.books.get(tenant)).history())
+    }
+
+    fn may_block(&self) -> bool {
+        J::WAITS
     }
 }

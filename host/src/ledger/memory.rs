@@ -15,6 +15,8 @@ impl Journal for Forget {
     type Entry = ();
     type Ticket = ();
 
+    const WAITS: bool = false;
+
     fn entry(_: &TenantId, _: Change<'_>) -> Option<()> {
         None
     }

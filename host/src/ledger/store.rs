@@ -53,6 +53,13 @@ pub trait LedgerStore: Send + Sync {
 
     /// Totals of the tenant's periods kept, the current one included, oldest first.
     fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError>;
+
+    /// Whether a settle or release may block on I/O (a disk or a network), so
+    /// an async caller must run it off its workers. A store that answers from
+    /// memory in nanoseconds says `false` and is called in place.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A tenant's ledger figures at one instant: what a policy is shown.
@@ -120,5 +127,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
         (**self).history(tenant)
+    }
+
+    fn may_block(&self) -> bool {
+        (**self).may_block()
     }
 }
