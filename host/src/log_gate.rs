@@ -62,6 +62,7 @@ pub(crate) static POLICY_FAILURES: LazyLock<LogGate> = LazyLock::new(|| LogGate:
 /// A policy's own log lines, per policy version.
 pub(crate) static POLICY_LINES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(20));
 /// Calls charged their hold instead of their usage, per tenant.
+#[cfg(feature = "gateway")]
 pub(crate) static HOLD_CHARGES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(5));
 
 fn unix_second() -> u64 {
