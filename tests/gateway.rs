@@ -553,7 +553,9 @@ async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
     let state = gw.settled("acme").await;
     assert_eq!(records.len(), 2);
     let gone = &records[1];
-    assert_eq!(gone.tollgate.charged_from, "reservation");
+    // The stream was read on to its metadata event: the real usage, not the hold.
+    assert_eq!(gone.tollgate.charged_from, "usage");
+    assert!(gone.tollgate.cost_nano_usd < gone.tollgate.reserved_nano_usd);
     assert!(
         gone.tollgate.reason.contains("disconnected"),
         "{}",
@@ -564,6 +566,38 @@ async fn a_mid_stream_failure_and_a_disconnect_leave_the_ledger_correct() {
         state["spent-nano-usd"],
         failed_record.tollgate.cost_nano_usd + gone.tollgate.cost_nano_usd
     );
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_draining_off_a_stream_whose_caller_left_is_charged_its_hold() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        mock: MockSettings {
+            stream_event_interval_ms: 20,
+            ..MockSettings::default()
+        },
+        upstream_extra: "max-attempts = 1\nstream-drain-ms = 0",
+        ..Options::default()
+    })
+    .await;
+    let mut stream = gw
+        .sigv4_client(&acme())
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(user_message(&PROMPT.repeat(20)))
+        .inference_config(InferenceConfiguration::builder().max_tokens(500).build())
+        .send()
+        .await
+        .expect("stream starts");
+    stream.stream.recv().await.expect("first event").expect("an event");
+    drop(stream);
+    let state = gw.settled("acme").await;
+    let gone = &gw.wait_for_records(1).await[0].tollgate;
+    assert_eq!(gone.charged_from, "reservation");
+    assert_eq!(gone.cost_nano_usd, gone.reserved_nano_usd);
+    assert!(gone.reason.contains("disconnected"), "{}", gone.reason);
+    assert_eq!(state["spent-nano-usd"], gone.cost_nano_usd);
     gw.reconcile().await;
 }
 
@@ -1171,14 +1205,14 @@ async fn callers_that_hang_up_at_any_point_leave_every_call_charged_once() {
         .collect();
     from.sort_unstable();
     // A Converse runs to its answer whoever waits for it; a stream whose caller
-    // left is charged its hold (docs/charging.md).
+    // left is read on to its metadata event (docs/charging.md).
     assert_eq!(
         from,
         [
             ("Converse", "usage"),
             ("Converse", "usage"),
-            ("ConverseStream", "reservation"),
-            ("ConverseStream", "reservation"),
+            ("ConverseStream", "usage"),
+            ("ConverseStream", "usage"),
             ("ConverseStream", "usage")
         ]
     );

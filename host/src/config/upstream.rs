@@ -29,6 +29,10 @@ pub struct UpstreamSettings {
     /// (and charged at its hold): what bounds a call's life, so its hold can
     /// be sure to outlive it.
     pub stream_max_ms: u64,
+    /// How long a stream whose caller left is read on, to charge its real
+    /// usage from the final metadata event; 0 stops at once and charges the
+    /// hold. Never beyond `stream-max-ms`.
+    pub stream_drain_ms: u64,
 }
 
 impl UpstreamSettings {
@@ -58,6 +62,7 @@ impl Default for UpstreamSettings {
             timeout_ms: 300_000,
             stream_idle_timeout_ms: 120_000,
             stream_max_ms: 30 * 60 * 1000,
+            stream_drain_ms: 60_000,
         }
     }
 }

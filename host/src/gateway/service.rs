@@ -641,6 +641,7 @@ impl Gateway {
                     upstream_started,
                     idle: parts.upstream.stream_idle_timeout(),
                     max: parts.upstream.stream_max(),
+                    drain: parts.upstream.stream_drain(),
                 };
                 // The caller's trace ends here; the pump logs the call when the stream ends.
                 trace.logged = true;

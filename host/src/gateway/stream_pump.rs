@@ -1,8 +1,10 @@
 //! A ConverseStream answer carried from the upstream to the caller frame
 //! by frame. The call is charged and logged before the caller sees the
-//! final metadata frame (or the failure frame); a stream that ends without
-//! usage (the caller left, the upstream broke off) is charged at its hold,
-//! and dropping the upstream body stops the generation.
+//! final metadata frame (or the failure frame). When the caller leaves, the
+//! stream is read on, unsent, to its metadata event within `stream-drain-ms`,
+//! so the call is charged its real usage; a stream that ends without usage
+//! (the upstream broke off, the drain ran out) is charged at its hold, and
+//! dropping the upstream body stops the generation.
 
 use std::io;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub(super) struct StreamPump {
     pub(super) idle: Duration,
     /// The stream is cut at `upstream_started + max`, so the call ends before its hold can expire.
     pub(super) max: Duration,
+    /// How long to keep reading after the caller left, to charge the real
+    /// usage from the metadata event; zero charges the hold at once.
+    pub(super) drain: Duration,
 }
 
 /// How a stream ended.
@@ -48,9 +53,13 @@ impl StreamPump {
         // The frame that ends a failed stream, sent after the charge.
         let mut final_frame: Option<Bytes> = None;
         let cut_at = tokio::time::Instant::from_std(self.upstream_started) + self.max;
+        // Set when the caller went away: the stream is read on, unsent, until then.
+        let mut drain_until: Option<tokio::time::Instant> = None;
         let end = 'pump: loop {
             let idle_at = tokio::time::Instant::now() + self.idle;
-            let chunk = match tokio::time::timeout_at(idle_at.min(cut_at), bytes.next()).await {
+            let deadline = idle_at.min(cut_at).min(drain_until.unwrap_or(cut_at));
+            let chunk = match tokio::time::timeout_at(deadline, bytes.next()).await {
+                Err(_) if drain_until.is_some_and(|d| d <= idle_at.min(cut_at)) => break StreamEnd::CallerGone,
                 Err(_) if idle_at >= cut_at => {
                     break StreamEnd::UpstreamFailed(format!(
                         "the stream ran longer than stream-max-ms ({} ms) and was cut",
@@ -79,6 +88,12 @@ impl StreamPump {
                 let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
                 if is_metadata {
                     // Charge before the caller sees the end of its stream.
+                    if drain_until.is_some() {
+                        self.trace.reason = format!(
+                            "{}; the caller disconnected, and the stream was read to its end to charge its real usage",
+                            self.trace.reason
+                        );
+                    }
                     let metered = Metered::from_response(&frame.payload, self.call.asked);
                     self.trace.upstream_ms = millis(self.upstream_started.elapsed());
                     self.settlement
@@ -100,8 +115,12 @@ impl StreamPump {
                         frame.message_type, frame.kind
                     ));
                 }
-                if tx.send(Ok(raw)).await.is_err() {
-                    break 'pump StreamEnd::CallerGone;
+                if drain_until.is_none() && tx.send(Ok(raw)).await.is_err() {
+                    if self.drain.is_zero() {
+                        break 'pump StreamEnd::CallerGone;
+                    }
+                    // Read on to the metadata event, within the bound: the exact bill.
+                    drain_until = Some(tokio::time::Instant::now() + self.drain);
                 }
             }
         };

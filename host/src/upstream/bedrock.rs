@@ -319,6 +319,11 @@ impl Upstream {
         Duration::from_millis(self.settings.stream_max_ms)
     }
 
+    /// How long a stream whose caller left is read on.
+    pub fn stream_drain(&self) -> Duration {
+        Duration::from_millis(self.settings.stream_drain_ms)
+    }
+
     /// The wait before retry `attempt`; see [`crate::backoff`].
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         crate::backoff::delay(
