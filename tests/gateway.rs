@@ -1296,3 +1296,67 @@ async fn a_policy_failing_on_every_call_cannot_flood_the_log() {
     assert_eq!(gw.records().len(), 400, "every call still has its record");
     gw.reconcile().await;
 }
+
+/// Sends the headers of a POST announcing `content_length` bytes, and only
+/// a few of them; returns the status line the gateway answers with anyway.
+fn answer_without_the_body(url: &str, path: &str, authorization: &str, content_length: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    // Only an upper bound for a broken gateway; a good one answers at once.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {authorization}\r\n\
+         content-type: application/json\r\ncontent-length: {content_length}\r\n\r\n{{\"messages\":"
+    )
+    .expect("send headers");
+    let mut status = String::new();
+    BufReader::new(stream)
+        .read_line(&mut status)
+        .expect("a status line before the body was sent");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_the_headers_refuse_are_answered_before_their_body_is_read() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        ..Options::default()
+    })
+    .await;
+    let url = gw.url.clone();
+    let statuses = tokio::task::spawn_blocking(move || {
+        [
+            // An unknown bearer key announcing 20 MB.
+            answer_without_the_body(
+                &url,
+                "/model/amazon.nova-micro-v1%3A0/converse",
+                "Bearer not-a-key-of-any-tenant",
+                20_000_000,
+            ),
+            // A SigV4 header for an access key no tenant has.
+            answer_without_the_body(
+                &url,
+                "/model/amazon.nova-micro-v1%3A0/converse",
+                "AWS4-HMAC-SHA256 Credential=AKIDNOBODY/20260101/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=00",
+                20_000_000,
+            ),
+            // A policy upload with a wrong admin token.
+            answer_without_the_body(&url, "/admin/tenants/acme/policy", "Bearer wrong-token", 50_000_000),
+        ]
+    })
+    .await
+    .expect("join");
+    assert!(statuses[0].contains(" 403 "), "{statuses:?}");
+    assert!(statuses[1].starts_with("HTTP/1.1 4"), "{statuses:?}");
+    assert!(statuses[2].contains(" 401 "), "{statuses:?}");
+    // Nothing was decided or charged, and the gateway still serves.
+    converse(&gw.sigv4_client(&acme()), NOVA_MICRO, 20)
+        .await
+        .expect("served");
+    gw.reconcile().await;
+}

@@ -14,7 +14,6 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -77,6 +76,9 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         .route("/admin/idle", get(idle))
         .with_state(state)
 }
+
+/// Largest policy component the admin API accepts.
+const MAX_POLICY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Longest `/admin/idle` waits before answering 503.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -215,11 +217,23 @@ async fn upload(
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The token is checked before a byte of the body is read.
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
+    let body = match axum::body::to_bytes(body, MAX_POLICY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return BedrockError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                format!("a policy component may be at most {MAX_POLICY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+    };
     let tenant = match parse_tenant(&tenant) {
         Ok(t) => t,
         Err(e) => return e.into_response(),

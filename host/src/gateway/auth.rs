@@ -188,6 +188,25 @@ impl Credentials {
         self.authenticate_at(headers, method, uri, body, SystemTime::now())
     }
 
+    /// What can be checked before the body is read: a bearer key wholly; a
+    /// SigV4 header's form, key and clock. A caller refused here is refused
+    /// before the gateway reads a byte of its body; one that passes still
+    /// needs [`Credentials::authenticate`] once the body is in.
+    pub fn precheck(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), AuthError> {
+        self.precheck_at(headers, uri, SystemTime::now())
+    }
+
+    pub fn precheck_at(&self, headers: &HeaderMap, uri: &Uri, now: SystemTime) -> Result<(), AuthError> {
+        let (scheme, rest) = authorization(headers, uri)?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            bearer::verify(&self.bearer, rest.trim()).map(drop)
+        } else if scheme == SIGV4_ALGORITHM {
+            sigv4::identify(&self.access, rest, headers, now).map(drop)
+        } else {
+            Err(unsupported_scheme(scheme))
+        }
+    }
+
     /// Authenticates a request; `now` is the gateway's clock (passed in so tests can fix it).
     pub fn authenticate_at(
         &self,
@@ -197,36 +216,45 @@ impl Credentials {
         body: &[u8],
         now: SystemTime,
     ) -> Result<TenantId, AuthError> {
-        let mut values = headers.get_all(header::AUTHORIZATION).into_iter();
-        let Some(value) = values.next() else {
-            if uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) {
-                return Err(AuthError::Malformed(
-                    "presigned URLs are not accepted; send the signature in the Authorization header".into(),
-                ));
-            }
-            return Err(AuthError::Missing);
-        };
-        if values.next().is_some() {
-            return Err(AuthError::Malformed(
-                "more than one Authorization header; send exactly one".into(),
-            ));
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::Malformed("the Authorization header is not visible ASCII".into()))?
-            .trim();
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let (scheme, rest) = authorization(headers, uri)?;
         if scheme.eq_ignore_ascii_case("bearer") {
             bearer::verify(&self.bearer, rest.trim())
         } else if scheme == SIGV4_ALGORITHM {
             sigv4::verify(&self.access, rest, headers, method, uri, body, now)
         } else {
-            Err(AuthError::Malformed(format!(
-                "unsupported Authorization scheme {:?}; use `Bearer` or `{SIGV4_ALGORITHM}`",
-                scheme.chars().take(32).collect::<String>()
-            )))
+            Err(unsupported_scheme(scheme))
         }
     }
+}
+
+/// The one Authorization header, split into its scheme and the rest.
+fn authorization<'h>(headers: &'h HeaderMap, uri: &Uri) -> Result<(&'h str, &'h str), AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).into_iter();
+    let Some(value) = values.next() else {
+        if uri.query().is_some_and(|q| q.contains("X-Amz-Signature=")) {
+            return Err(AuthError::Malformed(
+                "presigned URLs are not accepted; send the signature in the Authorization header".into(),
+            ));
+        }
+        return Err(AuthError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Malformed(
+            "more than one Authorization header; send exactly one".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Malformed("the Authorization header is not visible ASCII".into()))?
+        .trim();
+    Ok(value.split_once(' ').unwrap_or((value, "")))
+}
+
+fn unsupported_scheme(scheme: &str) -> AuthError {
+    AuthError::Malformed(format!(
+        "unsupported Authorization scheme {:?}; use `Bearer` or `{SIGV4_ALGORITHM}`",
+        scheme.chars().take(32).collect::<String>()
+    ))
 }
 
 #[cfg(test)]

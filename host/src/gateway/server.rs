@@ -132,6 +132,8 @@ async fn answer(
             "The provided model identifier is not valid: it must be percent-encoded UTF-8 in the path",
         )));
     };
+    // A caller the headers already refuse does not get its body read.
+    state.gateway.precheck(headers, uri).map_err(Refused::BeforeService)?;
     let limit = state.settings.max_body_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Refused::BeforeService(BedrockError::new(

@@ -212,6 +212,16 @@ impl Gateway {
     }
 
     /// Step 1: the tenant, from the credential alone.
+    /// Checks the credential from the headers alone, before the body is read;
+    /// see [`Credentials::precheck`](super::auth::Credentials::precheck).
+    pub fn precheck(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), BedrockError> {
+        self.inner
+            .parts
+            .credentials
+            .precheck(headers, uri)
+            .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))
+    }
+
     pub fn authenticate(
         &self,
         headers: &HeaderMap,

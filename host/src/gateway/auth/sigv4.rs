@@ -26,15 +26,23 @@ pub(super) struct SecretKey {
     pub(super) secret: String,
 }
 
-pub(super) fn verify(
-    access: &HashMap<String, SecretKey>,
-    params: &str,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
+/// What the header alone tells: a well-formed SigV4 Authorization for a known
+/// key, signed close enough to now. The signature itself needs the body.
+pub(super) struct Identified<'a> {
+    auth: SigV4Header<'a>,
+    scope: Scope<'a>,
+    key: &'a SecretKey,
+    signed_at: u64,
+}
+
+/// Checks everything a SigV4 request says before its body: so an unknown or
+/// stale caller is refused without the gateway reading what it sends.
+pub(super) fn identify<'a>(
+    access: &'a HashMap<String, SecretKey>,
+    params: &'a str,
+    headers: &'a HeaderMap,
     now: SystemTime,
-) -> Result<TenantId, AuthError> {
+) -> Result<Identified<'a>, AuthError> {
     let auth = parse_sigv4_header(params)?;
     let scope = parse_scope(auth.credential)?;
 
@@ -67,6 +75,29 @@ pub(super) fn verify(
             skew_secs,
         });
     }
+    Ok(Identified {
+        auth,
+        scope,
+        key,
+        signed_at,
+    })
+}
+
+pub(super) fn verify(
+    access: &HashMap<String, SecretKey>,
+    params: &str,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<TenantId, AuthError> {
+    let Identified {
+        auth,
+        scope,
+        key,
+        signed_at,
+    } = identify(access, params, headers, now)?;
 
     let payload_hash = payload_hash(headers, body)?;
     let signed = signed_headers(headers, uri, &auth.signed_headers)?;
