@@ -48,7 +48,7 @@ use crate::contract::{Action, Operation, RejectKind, Request, TenantState, Verdi
 use crate::estimate::{Estimator, input_token_ceiling};
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{ReserveError, ReserveRequest};
-use crate::pricing::{Catalog, Metered, ServedAs};
+use crate::pricing::{Catalog, Metered, Rates, ServedAs};
 use crate::registry::{Registry, RegistryError};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError, status_proves_not_run};
 use crate::upstream::error::BedrockError;
@@ -321,19 +321,14 @@ impl Gateway {
             unreachable!("wrapped an object above")
         };
         body = taken;
-        let worst_case = |model: &str, max_output: u64| {
-            parts
-                .catalog
-                .hold(
-                    model,
-                    estimate.input_tokens,
-                    max_output,
-                    estimate.uses_prompt_cache,
-                    asked,
-                )
-                .map_err(|e| BedrockError::validation(e.to_string()))
+        // Each model is resolved once; its rates price both the hold and the ceiling.
+        let requested_rates = resolved.rates;
+        let hold_at = |rates: &Rates, input_tokens: u64, max_output: u64| {
+            rates
+                .hold(asked, input_tokens, max_output, estimate.uses_prompt_cache)
+                .map_err(BedrockError::validation)
         };
-        let requested_worst = worst_case(requested.as_str(), max_output)?;
+        let requested_worst = hold_at(&requested_rates, estimate.input_tokens, max_output)?;
         trace.estimated_input_tokens = estimate.input_tokens;
         trace.max_output_tokens = max_output;
 
@@ -412,8 +407,8 @@ impl Gateway {
         trace.decision_us = micros(decision.elapsed);
 
         // 6. Apply the verdict.
-        let served = match &decision.action {
-            Action::Admit => requested.clone(),
+        let (served, served_rates) = match &decision.action {
+            Action::Admit => (requested.clone(), requested_rates),
             Action::Downgrade(target) => {
                 let target = ModelId::new(target);
                 // The host check priced it already; this cannot fail, but is no reason to panic.
@@ -425,7 +420,7 @@ impl Gateway {
                     // The cheaper model's own maximum, which may be below the requested one's.
                     max_output = max_output.min(parts.estimator.default_max_output(served_base.base_model));
                 }
-                target
+                (target, served_base.rates)
             }
             Action::Throttle(retry_after_ms) => {
                 return Err(BedrockError::throttling(
@@ -457,7 +452,7 @@ impl Gateway {
         let worst = if served == requested && max_output == trace.max_output_tokens {
             requested_worst
         } else {
-            worst_case(served.as_str(), max_output)?
+            hold_at(&served_rates, estimate.input_tokens, max_output)?
         };
         trace.max_output_tokens = max_output;
         if served != requested {
@@ -466,16 +461,7 @@ impl Gateway {
 
         // 7. Reserve: held at the estimate, admitted at the ceiling, so a
         // call whose estimate came in low still settles inside the budget.
-        let ceiling = parts
-            .catalog
-            .hold(
-                served.as_str(),
-                input_ceiling,
-                max_output,
-                estimate.uses_prompt_cache,
-                asked,
-            )
-            .map_err(|e| BedrockError::validation(e.to_string()))?;
+        let ceiling = hold_at(&served_rates, input_ceiling, max_output)?;
         let reserved_tokens = estimate.input_tokens.saturating_add(max_output);
         let reservation = parts
             .accounting

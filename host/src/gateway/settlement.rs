@@ -20,7 +20,7 @@ use crate::accounting::Accounting;
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::{Actual, LedgerStore, ReservationId, Settled};
-use crate::pricing::{Catalog, Charge, Metered, ServedAs};
+use crate::pricing::{Catalog, Charge, Metered, Resolved, ServedAs};
 
 /// The ledger the gateway charges, whatever its store.
 pub type GatewayAccounting = Accounting<Box<dyn LedgerStore>>;
@@ -135,19 +135,22 @@ impl Settlement {
         trace: &mut Trace,
     ) {
         let served = &call.served;
+        // One resolution prices the call and describes it in the record.
         let priced = metered.and_then(|m| {
-            self.catalog
-                .charge(served.as_str(), &m)
-                .map(|charge| (m, charge))
-                .map_err(|e| e.to_string())
+            let resolved = self.catalog.resolve(served.as_str()).map_err(|e| e.to_string())?;
+            let charge = resolved
+                .rates
+                .charge(&m)
+                .map_err(|why| format!("cannot price a call of {served}: {why}"))?;
+            Ok((m, charge, self.billing(&resolved, charge)))
         });
         let (actual, from) = match priced {
-            Ok((metered, charge)) => {
+            Ok((metered, charge, billing)) => {
                 let usage = metered.usage;
                 self.estimator
                     .observe(served.as_str(), call.raw_estimate, usage.prompt_tokens());
                 trace.usage = Some(usage);
-                trace.billing = Some(self.billing(served, charge));
+                trace.billing = Some(billing);
                 let tokens = usage.prompt_tokens().saturating_add(usage.output_tokens);
                 (
                     Actual {
@@ -208,13 +211,12 @@ impl Settlement {
     }
 
     /// What the record needs to reproduce a charge.
-    fn billing(&self, served: &ModelId, charge: Charge) -> Billing {
-        let resolved = self.catalog.resolve(served.as_str()).ok();
+    fn billing(&self, resolved: &Resolved<'_>, charge: Charge) -> Billing {
         Billing {
             region: self.catalog.region().to_owned(),
             price_book: self.catalog.version().to_owned(),
-            base_model: resolved.map(|r| r.base_model.to_owned()).unwrap_or_default(),
-            prefix: resolved.and_then(|r| r.prefix).map(str::to_owned),
+            base_model: resolved.base_model.to_owned(),
+            prefix: resolved.prefix.map(str::to_owned),
             service_tier: charge.served_as.tier,
             latency: charge.served_as.latency,
             long_context: charge.long_context,

@@ -227,15 +227,13 @@ impl Catalog {
         caching: bool,
         asked: ServedAs,
     ) -> Result<NanoUsd, PricingError> {
-        let resolved = self.resolve(model_id)?;
-        let price = resolved
+        self.resolve(model_id)?
             .rates
-            .worst(asked, input_tokens)
+            .hold(asked, input_tokens, max_output_tokens, caching)
             .map_err(|why| PricingError::Unpriced {
                 model: crate::text::clip(model_id, 256),
                 why,
-            })?;
-        Ok(hold_cost(price, input_tokens, max_output_tokens, caching))
+            })
     }
 
     /// What to reserve for a standard call: every input token at the input

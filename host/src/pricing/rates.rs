@@ -109,6 +109,20 @@ impl Rates {
     }
 }
 
+impl Rates {
+    /// What to hold for a call asked to be served as `asked`: `input_tokens`
+    /// of prompt (billed as the dearest cache write when `caching`) and
+    /// `max_output` of output, at the dearest prices that may apply.
+    pub fn hold(&self, asked: ServedAs, input_tokens: u64, max_output: u64, caching: bool) -> Result<NanoUsd, String> {
+        Ok(hold_cost(
+            self.worst(asked, input_tokens)?,
+            input_tokens,
+            max_output,
+            caching,
+        ))
+    }
+}
+
 /// Each price the higher of the two.
 fn dearest(a: Price, b: Price) -> Price {
     Price {
