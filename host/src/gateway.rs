@@ -11,6 +11,7 @@ pub mod invocation_log;
 pub mod metadata;
 pub mod metrics;
 pub mod reconcile;
+mod refusal;
 pub mod server;
 pub mod service;
 mod settlement;

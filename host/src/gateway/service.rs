@@ -40,17 +40,18 @@ use super::auth::Credentials;
 use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
+use super::refusal::{reject, reserve_refused, upstream_failed};
 pub use super::settlement::GatewayAccounting;
 use super::settlement::{CallBasis, Hold, Settlement};
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
-use crate::contract::{Action, Operation, RejectKind, Request, TenantState, Verdict};
+use crate::contract::{Action, Operation, Request, Verdict};
 use crate::estimate::{Estimator, input_token_ceiling};
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{ReserveError, ReserveRequest};
+use crate::ledger::ReserveRequest;
 use crate::pricing::{Catalog, Metered, Rates, ServedAs};
 use crate::registry::{Registry, RegistryError};
-use crate::upstream::bedrock::{Upstream, UpstreamBody, UpstreamError, status_proves_not_run};
+use crate::upstream::bedrock::{Upstream, UpstreamBody, status_proves_not_run};
 use crate::upstream::error::BedrockError;
 
 /// Response header naming the model that served the call.
@@ -686,105 +687,12 @@ fn set_max_tokens(body: &mut Map<String, Value>, cap: u64) {
     }
 }
 
-/// A reject verdict as a Bedrock error that says which limit, the figures, and what to do.
-fn reject(
-    tenant: &TenantId,
-    version: &str,
-    kind: RejectKind,
-    reason: &str,
-    state: &TenantState,
-    worst_case: u64,
-) -> BedrockError {
-    let b = &state.budget;
-    let figures = format!(
-        "{:?} budget {}, spent {}, held for calls in flight {}, this call up to {}",
-        b.period,
-        crate::money::NanoUsd(b.limit),
-        crate::money::NanoUsd(b.spent),
-        crate::money::NanoUsd(b.reserved),
-        crate::money::NanoUsd(worst_case),
-    )
-    .to_lowercase();
-    let message = format!(
-        "tollgate rejected the call for tenant {tenant} ({kind}, policy {version}): {reason}. Figures: {figures}.",
-        kind = kind.as_str()
-    );
-    match kind {
-        RejectKind::BudgetExhausted => BedrockError::quota_exceeded(format!(
-            "{message} The budget resets at the period's end; the operator can raise the tenant's budget"
-        )),
-        RejectKind::QuotaExceeded => BedrockError::quota_exceeded(format!(
-            "{message} The operator can raise the tenant's quota or included tokens"
-        )),
-        RejectKind::ModelNotAllowed => BedrockError::access_denied(format!(
-            "{message} Use a model the tenant's plan allows, or the operator can change the policy's config"
-        )),
-        RejectKind::Denied => BedrockError::access_denied(format!(
-            "{message} The operator can change or roll back the tenant's policy"
-        )),
-    }
-}
-
-fn reserve_refused(tenant: &TenantId, err: ReserveError) -> BedrockError {
-    match &err {
-        ReserveError::Budget { .. } => {
-            BedrockError::quota_exceeded(format!("tollgate rejected the call for tenant {tenant}: {err}"))
-        }
-        ReserveError::Tpm {
-            retry_after_ms,
-            limit,
-            requested,
-            ..
-        } => {
-            if requested > limit {
-                BedrockError::quota_exceeded(format!("tollgate rejected the call for tenant {tenant}: {err}"))
-            } else {
-                BedrockError::throttling(format!("tollgate throttled tenant {tenant}: {err}"), *retry_after_ms)
-            }
-        }
-        ReserveError::Rpm { retry_after_ms, .. } => {
-            BedrockError::throttling(format!("tollgate throttled tenant {tenant}: {err}"), *retry_after_ms)
-        }
-        ReserveError::UnknownTenant { .. } => BedrockError::access_denied(format!(
-            "{err}. Give the tenant a budget under its [tenants] entry in tollgate.toml"
-        )),
-        ReserveError::Store(_) => BedrockError::unavailable(format!(
-            "tollgate could not record the reservation for tenant {tenant}: {err}. Nothing was sent; retry"
-        )),
-    }
-}
-
-fn upstream_failed(err: &UpstreamError) -> BedrockError {
-    match err {
-        UpstreamError::Timeout(_) => BedrockError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ModelTimeoutException",
-            format!(
-                "tollgate forwarded the call but {err}. Bedrock may have run it, so it was charged at its reserved \
-                 worst case; raise [upstream] timeout-ms if calls this long are expected"
-            ),
-        ),
-        _ if err.may_have_run() => BedrockError::new(
-            StatusCode::BAD_GATEWAY,
-            "InternalServerException",
-            format!(
-                "tollgate forwarded the call but {err}. Bedrock may have run it, so it was charged at its reserved \
-                 worst case"
-            ),
-        ),
-        _ => BedrockError::unavailable(format!(
-            "tollgate could not complete the call upstream: {err}. Nothing was charged; retry"
-        )),
-    }
-}
-
 fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), value);
     }
 }
 
-/// Bedrock's name of the operation, as in its invocation logs.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,57 +728,5 @@ mod tests {
         assert_eq!(first_pair(&pairs, &USER_KEYS).as_deref(), Some("u-1"));
         assert_eq!(first_pair(&pairs, &USE_CASE_KEYS).as_deref(), Some("support"));
         assert_eq!(first_pair(&[], &USER_KEYS), None);
-    }
-
-    #[test]
-    fn rejects_name_the_limit_the_figures_and_the_remedy() {
-        let tenant = TenantId::new("acme").expect("id");
-        let mut state = TenantState::default();
-        state.budget.limit = 5_000_000_000;
-        state.budget.spent = 4_990_000_000;
-        let err = reject(
-            &tenant,
-            "acme@v2",
-            RejectKind::BudgetExhausted,
-            "budget nearly spent",
-            &state,
-            20_000_000,
-        );
-        assert_eq!(err.error_type, "ServiceQuotaExceededException");
-        for needle in [
-            "acme",
-            "budget-exhausted",
-            "acme@v2",
-            "$5",
-            "$4.99",
-            "raise the tenant's budget",
-        ] {
-            assert!(err.message.contains(needle), "{needle} missing: {}", err.message);
-        }
-    }
-
-    #[test]
-    fn reservation_refusals_map_to_bedrock_errors() {
-        let tenant = TenantId::new("acme").expect("id");
-        let rpm = reserve_refused(
-            &tenant,
-            ReserveError::Rpm {
-                limit: 10,
-                used: 10,
-                retry_after_ms: 1500,
-            },
-        );
-        assert_eq!(rpm.error_type, "ThrottlingException");
-        assert_eq!(rpm.retry_after_secs, Some(2));
-        let tpm_too_big = reserve_refused(
-            &tenant,
-            ReserveError::Tpm {
-                limit: 100,
-                used: 0,
-                requested: 500,
-                retry_after_ms: 100,
-            },
-        );
-        assert_eq!(tpm_too_big.error_type, "ServiceQuotaExceededException");
     }
 }
