@@ -37,6 +37,7 @@ pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -47,6 +48,7 @@ use crate::ledger::{Period, TenantLimits};
 use crate::money::NanoUsd;
 use crate::registry::decision::FailureMode;
 use crate::registry::policy_dir::InstancesSetting;
+use crate::registry::{BreakerSettings, PoolSettings};
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
 use upstream::UpstreamSettings;
 
@@ -149,6 +151,8 @@ impl UpstreamConfig {
 
 /// Time a hold needs beyond its call's end for the settle itself.
 const SETTLE_MARGIN_MS: u64 = 60_000;
+/// The longest first pause of the policy circuit breaker.
+const MAX_COOLDOWN_MS: u64 = crate::registry::breaker::MAX_COOLDOWN.as_millis() as u64;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -231,12 +235,49 @@ pub struct PricingConfig {
 pub struct EngineConfig {
     /// Precompiled policies, so a restart does not compile them again.
     pub cache_dir: Option<PathBuf>,
+    /// Threads that run policies; 0 = one per core (at least 2).
+    pub decision_threads: usize,
+    /// Decisions one tenant may run at once; 0 = half the threads (at least 1).
+    pub tenant_concurrency: usize,
+    /// The longest a call waits for a decision thread before its tenant's
+    /// failure mode decides it.
+    pub queue_timeout_ms: u64,
+    /// Failures in a row after which a policy is skipped for a while and its
+    /// failure mode decides at once; 0 turns this off.
+    pub breaker_failures: u32,
+    /// The first pause after such a run of failures; it doubles on each
+    /// further one, up to 30 s.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        let pool = PoolSettings::default();
+        let breaker = BreakerSettings::default();
         EngineConfig {
             cache_dir: Some(PathBuf::from("tollgate-data/cache")),
+            decision_threads: pool.threads,
+            tenant_concurrency: pool.tenant_concurrency,
+            queue_timeout_ms: pool.queue_timeout.as_millis() as u64,
+            breaker_failures: breaker.threshold,
+            breaker_cooldown_ms: breaker.cooldown.as_millis() as u64,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            threads: self.decision_threads,
+            tenant_concurrency: self.tenant_concurrency,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+        }
+    }
+
+    pub fn breaker(&self) -> BreakerSettings {
+        BreakerSettings {
+            threshold: self.breaker_failures,
+            cooldown: Duration::from_millis(self.breaker_cooldown_ms),
         }
     }
 }
@@ -480,6 +521,30 @@ impl Config {
                     self.ledger.reservation_ttl_ms,
                     SETTLE_MARGIN_MS / 1000
                 ),
+            ));
+        }
+        if !(1..=60_000).contains(&self.engine.queue_timeout_ms) {
+            return Err(invalid(
+                "engine.queue-timeout-ms".into(),
+                format!(
+                    "{} is outside 1-60000; a call waits at most this long for a decision thread",
+                    self.engine.queue_timeout_ms
+                ),
+            ));
+        }
+        if self.engine.decision_threads > 1024 {
+            return Err(invalid(
+                "engine.decision-threads".into(),
+                format!(
+                    "{} threads is too many; use 0 for one per core, or at most 1024",
+                    self.engine.decision_threads
+                ),
+            ));
+        }
+        if !(1..=MAX_COOLDOWN_MS).contains(&self.engine.breaker_cooldown_ms) {
+            return Err(invalid(
+                "engine.breaker-cooldown-ms".into(),
+                format!("{} is outside 1-{MAX_COOLDOWN_MS}", self.engine.breaker_cooldown_ms),
             ));
         }
         if !(1..=1000).contains(&self.estimator.input_scale_percent) {

@@ -12,12 +12,16 @@
 //! - Each tenant keeps its last [`KEEP_VERSIONS`] versions for rollback;
 //!   version numbers are never reused.
 
+pub(crate) mod breaker;
 pub mod cases;
 pub(crate) mod decision;
 pub mod policy_dir;
+pub(crate) mod pool;
 pub(crate) mod version;
 
+pub use breaker::BreakerSettings;
 pub use decision::is_metadata_char;
+pub use pool::{DecisionPool, PoolSettings};
 pub use version::VerdictCheck;
 
 use std::collections::HashMap;
@@ -85,6 +89,7 @@ struct History {
 /// The tenant → policy registry. Cheap to share behind `Arc`.
 pub struct Registry {
     engine: PolicyEngine,
+    breaker: BreakerSettings,
     tenants: ArcSwap<HashMap<TenantId, Arc<TenantPolicies>>>,
     writer: Mutex<()>,
     /// Last version number handed out per tenant; taken when staging starts
@@ -96,10 +101,18 @@ impl Registry {
     pub fn new(engine: PolicyEngine) -> Self {
         Registry {
             engine,
+            breaker: BreakerSettings::default(),
             tenants: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(()),
             numbers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// When a version failing call after call is skipped; applies to
+    /// versions registered from now on.
+    pub fn with_breaker(mut self, breaker: BreakerSettings) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     pub fn engine(&self) -> &PolicyEngine {
@@ -205,7 +218,8 @@ impl Registry {
             .map_err(|source| RegistryError::Version {
                 tenant: tenant.clone(),
                 source,
-            })?;
+            })?
+            .with_breaker(self.breaker);
         if let Some(cases) = cases {
             let outcomes = cases::run(&version, cases);
             let failed: Vec<String> = outcomes.iter().filter(|o| !o.passed()).map(|o| o.to_string()).collect();

@@ -6,8 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
+use std::time::{Duration, Instant};
+
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::config::{Config, Region};
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_types::retry::RetryConfig;
 use serde_json::Value;
@@ -16,9 +19,12 @@ use tollgate_host::upstream::mock::{MockBedrock, MockSettings};
 
 use super::{component, tollgate};
 
+pub const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// One tenant of the test gateway.
+#[derive(Clone)]
 pub struct TenantSpec {
     pub id: &'static str,
     pub policy: &'static str,
@@ -69,6 +75,8 @@ pub struct Options {
     pub region: &'static str,
     /// TOML appended to the file, after the tenants (e.g. an `[estimator]` table).
     pub extra_toml: &'static str,
+    /// Extra lines for `[engine]`.
+    pub engine_extra: &'static str,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -105,7 +113,7 @@ impl TestGateway {
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
              auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
-             invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n\n",
+             invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n{}\n\n",
             options.server_extra,
             mock.url(),
             if options.region.is_empty() {
@@ -119,10 +127,11 @@ impl TestGateway {
                 options.upstream_extra
             },
             std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
+            options.engine_extra,
         );
         for t in &options.tenants {
             toml.push_str(&format!(
-                "[tenants.{id}]\ntier = \"{tier}\"\nbudget-usd = \"{budget}\"\npolicy = {policy:?}\ndeadline-ms = 200\n{extra}\n\
+                "[tenants.{id}]\ntier = \"{tier}\"\nbudget-usd = \"{budget}\"\npolicy = {policy:?}\n{deadline}{extra}\n\
                  [[tenants.{id}.api-keys]]\nkey = \"{bearer}\"\n[[tenants.{id}.access-keys]]\naccess-key-id = \"{akid}\"\n\
                  secret-access-key = \"{secret}\"\n[tenants.{id}.policy-config]\n{config}\n\n",
                 id = t.id,
@@ -130,6 +139,11 @@ impl TestGateway {
                 budget = t.budget_usd,
                 policy = component(t.policy).display().to_string(),
                 extra = t.extra,
+                deadline = if t.extra.contains("deadline-ms") {
+                    ""
+                } else {
+                    "deadline-ms = 200\n"
+                },
                 bearer = t.bearer_key(),
                 akid = t.access_key_id(),
                 secret = t.secret(),
@@ -322,5 +336,30 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One Converse call: `Ok` with its latency, or the error's HTTP status and code.
+pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("Say hello".into()))
+        .build()
+        .expect("message");
+    let started = Instant::now();
+    match client
+        .converse()
+        .model_id(NOVA_MICRO)
+        .messages(message)
+        .inference_config(InferenceConfiguration::builder().max_tokens(20).build())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(started.elapsed()),
+        Err(e) => {
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            let e = e.into_service_error();
+            Err((status, e.meta().code().unwrap_or("?").to_owned()))
+        }
     }
 }

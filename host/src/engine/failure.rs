@@ -19,8 +19,11 @@ pub enum FailureKind {
     OversizedOutput,
     /// Returned something the contract forbids (bad metadata characters).
     InvalidOutput,
-    /// No instance could be created (engine at capacity).
+    /// No instance or decision thread was free in time (engine at capacity,
+    /// or the tenant's share of the decision pool busy).
     Capacity,
+    /// Not run: the policy failed its recent calls and its circuit breaker is open.
+    CircuitOpen,
 }
 
 impl FailureKind {
@@ -33,6 +36,7 @@ impl FailureKind {
             FailureKind::OversizedOutput => "oversized-output",
             FailureKind::InvalidOutput => "invalid-output",
             FailureKind::Capacity => "capacity",
+            FailureKind::CircuitOpen => "circuit-open",
         }
     }
 }

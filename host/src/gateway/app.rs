@@ -26,8 +26,8 @@ use crate::estimate::Estimator;
 use crate::ids::TenantId;
 use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
 use crate::pricing::Catalog;
-use crate::registry::Registry;
 use crate::registry::policy_dir;
+use crate::registry::{DecisionPool, Registry};
 use crate::upstream::bedrock::Upstream;
 use crate::upstream::mock::{MockBedrock, MockSettings};
 
@@ -99,7 +99,9 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         engine = engine.cache_dir(config.resolve(dir));
     }
     let engine = engine.build().map_err(|e| cfg_err(format!("engine: {e}")))?;
-    let registry = Arc::new(Registry::new(engine));
+    let registry = Arc::new(Registry::new(engine).with_breaker(config.engine.breaker()));
+    let pool = DecisionPool::start(config.engine.pool())
+        .map_err(|e| cfg_err(format!("engine: cannot start the decision threads: {e}")))?;
 
     // Tenants: ids, profiles, credentials, policies.
     let mut tenants = HashMap::new();
@@ -167,6 +169,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         credentials,
         tenants,
         registry,
+        pool,
         accounting,
         catalog,
         estimator: Arc::new(Estimator::new().with_scale_percent(config.estimator.input_scale_percent)),

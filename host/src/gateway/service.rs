@@ -50,7 +50,7 @@ use crate::estimate::{Estimator, input_token_ceiling};
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::ReserveRequest;
 use crate::pricing::{Catalog, Metered, Rates, ServedAs};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{DecisionPool, Registry};
 use crate::upstream::bedrock::{Upstream, UpstreamBody, status_proves_not_run};
 use crate::upstream::error::BedrockError;
 
@@ -93,6 +93,8 @@ pub struct GatewayParts {
     pub credentials: Credentials,
     pub tenants: HashMap<TenantId, TenantProfile>,
     pub registry: Arc<Registry>,
+    /// Where policies run: decision threads, a share per tenant.
+    pub pool: DecisionPool,
     pub accounting: Arc<GatewayAccounting>,
     pub catalog: Arc<Catalog>,
     pub estimator: Arc<Estimator>,
@@ -344,7 +346,7 @@ impl Gateway {
             .set_alert(tenant.as_str(), state.alert as i64, state.aggregate_alert as i64);
 
         // 5. Decide.
-        let mut request = Request {
+        let request = Request {
             request_id: trace.request_id.clone(),
             tenant_id: tenant.as_str().to_owned(),
             user_id: user.clone().unwrap_or_default(),
@@ -389,16 +391,13 @@ impl Gateway {
             }
             _ => Ok(()),
         };
-        let decision = parts
-            .registry
-            .decide_checked(tenant, &mut request, &state, &host_check)
-            .map_err(|e| match e {
-                RegistryError::UnknownTenant(_) => BedrockError::access_denied(format!(
-                    "tenant {tenant} has no active policy, so tollgate admits none of its calls; give it a policy \
+        let version = parts.registry.active(tenant).ok_or_else(|| {
+            BedrockError::access_denied(format!(
+                "tenant {tenant} has no active policy, so tollgate admits none of its calls; give it a policy \
                  (policy = \"...\" under its [tenants] entry, or upload one through the admin API)"
-                )),
-                other => BedrockError::internal(other.to_string()),
-            })?;
+            ))
+        })?;
+        let decision = parts.pool.decide(version, request, state.clone(), host_check).await;
         parts.metrics.decision_seconds.observe(decision.elapsed.as_secs_f64());
         let version = decision.version.to_string();
         trace.decision = decision.action.name().to_owned();

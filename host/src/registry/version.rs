@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -20,9 +21,34 @@ use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances};
 use crate::ids::{PolicyVersionId, TenantId};
 
+use crate::registry::breaker::{Breaker, BreakerSettings};
+use crate::registry::decision::{Decision, FailureMode, check_verdict};
+
+/// Quick calls in a row a heavy version needs to be light again.
+pub const LIGHT_AGAIN_AFTER: u32 = 64;
+
 /// A host's own check of a verdict: `Err` says what is wrong with it.
 pub type VerdictCheck<'a> = dyn Fn(&Verdict) -> Result<(), String> + 'a;
-use crate::registry::decision::{Decision, FailureMode, check_verdict};
+
+/// One run of a policy, before the host's check and the failure mode.
+pub(crate) struct Run {
+    pub(crate) outcome: Result<Verdict, PolicyFailure>,
+    /// Wall time of the policy call(s), instantiation included.
+    pub(crate) elapsed: Duration,
+    /// False when the call never reached the policy (no capacity); such a
+    /// failure is not the policy's and does not count against its breaker.
+    pub(crate) ran: bool,
+}
+
+impl Run {
+    pub(crate) fn not_run(failure: PolicyFailure) -> Self {
+        Run {
+            outcome: Err(failure),
+            elapsed: Duration::ZERO,
+            ran: false,
+        }
+    }
+}
 
 /// How a tenant runs its policy: parameters, limits and failure mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +99,9 @@ pub struct PolicyVersion {
     component: Arc<PolicyComponent>,
     settings: PolicySettings,
     instances: Instances,
+    breaker: Breaker,
+    /// Quick calls still needed to be light again; 0 = light.
+    heavy: AtomicU32,
     created_at: SystemTime,
     source: String,
 }
@@ -125,9 +154,17 @@ impl PolicyVersion {
             component,
             settings,
             instances,
+            breaker: Breaker::new(BreakerSettings::default()),
+            heavy: AtomicU32::new(0),
             created_at: SystemTime::now(),
             source,
         })
+    }
+
+    /// Replaces the default circuit breaker settings.
+    pub fn with_breaker(mut self, settings: BreakerSettings) -> Self {
+        self.breaker = Breaker::new(settings);
+        self
     }
 
     pub fn id(&self) -> &PolicyVersionId {
@@ -159,63 +196,146 @@ impl PolicyVersion {
 
     /// [`PolicyVersion::decide`] with the host's own check of the verdict on
     /// top of the contract's: a verdict it refuses is an invalid output, and
-    /// the tenant's failure mode decides instead.
+    /// the tenant's failure mode decides instead. Runs on the calling
+    /// thread; the gateway uses a [`crate::registry::DecisionPool`] instead.
     pub fn decide_checked(
         &self,
         request: &mut Request,
         state: &TenantState,
         host_check: &VerdictCheck<'_>,
     ) -> Decision {
+        self.bind(request);
+        if let Some(skipped) = self.short_circuit() {
+            return skipped;
+        }
+        self.conclude(self.run(request, state), host_check)
+    }
+
+    /// Decides with the request exactly as given (its `config` included);
+    /// for test cases that pin their own parameters. The circuit breaker
+    /// neither skips nor counts these calls.
+    pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
+        let run = self.run(request, state);
+        self.decide_from(run, &|_| Ok(()), false)
+    }
+
+    /// Writes the tenant id and this version's config into the request.
+    pub(crate) fn bind(&self, request: &mut Request) {
         request.tenant_id.clear();
         request.tenant_id.push_str(self.id.tenant.as_str());
         request.config.clear();
         request.config.push_str(&self.settings.config);
-        self.decide_inner(request, state, host_check)
     }
 
-    /// Decides with the request exactly as given (its `config` included);
-    /// for test cases that pin their own parameters.
-    pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
-        self.decide_inner(request, state, &|_| Ok(()))
+    /// The failure mode's decision, without running the policy, while its
+    /// circuit breaker is open.
+    pub(crate) fn short_circuit(&self) -> Option<Decision> {
+        let open = self.breaker.check().err()?;
+        let failure = PolicyFailure {
+            kind: FailureKind::CircuitOpen,
+            detail: format!(
+                "it failed its last {} calls, so it is skipped for {} ms more",
+                open.failures,
+                open.remaining.as_millis()
+            ),
+        };
+        Some(Decision::from_failure(
+            failure,
+            self.settings.failure_mode,
+            self.id.clone(),
+            Duration::ZERO,
+        ))
     }
 
-    fn decide_inner(&self, request: &Request, state: &TenantState, host_check: &VerdictCheck<'_>) -> Decision {
+    /// Runs the policy once (twice at most, see below) and checks its verdict
+    /// against the contract. The host's own check comes in [`Self::conclude`].
+    pub(crate) fn run(&self, request: &Request, state: &TenantState) -> Run {
         let start = Instant::now();
         let cpu_start = thread_cpu_time();
-        let run = || {
-            self.instances.decide(request, state).and_then(|verdict| {
-                check_verdict(&verdict)?;
-                host_check(&verdict).map_err(|detail| PolicyFailure {
-                    kind: FailureKind::InvalidOutput,
-                    detail,
-                })?;
-                Ok(verdict)
-            })
+        let once = || {
+            self.instances
+                .decide(request, state)
+                .and_then(|verdict| check_verdict(&verdict).map(|()| verdict))
         };
-        let mut outcome = run();
+        let mut outcome = once();
+        let cpu = |end: Option<Duration>| match (cpu_start, end) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
         // The deadline is wall clock. On a busy host a thread can lose its core
         // for longer than the deadline while the policy itself ran for
         // microseconds; that is not the policy's fault. When the thread used
         // less than half the deadline in CPU time, decide once more (policies
-        // are pure functions, so a second run is safe). A spinning policy
-        // burns its CPU time and still times out; at worst it gets two deadlines.
+        // are pure functions, so a second run is safe) - but only if this
+        // version's previous call succeeded. A policy that times out call
+        // after call is never run twice, so it cannot double its share.
         if let Err(failure) = &outcome
             && failure.kind == FailureKind::Timeout
-            && let (Some(before), Some(after)) = (cpu_start, thread_cpu_time())
-            && after.saturating_sub(before) < self.deadline() / 2
+            && !self.breaker.failing()
+            && cpu(thread_cpu_time()).is_some_and(|used| used < self.deadline() / 2)
         {
             tracing::info!(policy = %self.id, "policy call timed out while its thread was preempted; deciding again");
-            outcome = run();
+            outcome = once();
         }
         let elapsed = start.elapsed();
+        // Heavy: it burned half its deadline in CPU, or ran out of time. Light
+        // again only after LIGHT_AGAIN_AFTER calls in a row that each decided
+        // within a quarter of it, so a policy cannot alternate cheaply.
+        let used = cpu(thread_cpu_time()).unwrap_or(elapsed);
+        let timed_out = matches!(&outcome, Err(f) if f.kind == FailureKind::Timeout);
+        if timed_out || used >= self.deadline() / 2 {
+            self.heavy.store(LIGHT_AGAIN_AFTER, Ordering::Relaxed);
+        } else if outcome.is_ok() && elapsed < self.deadline() / 4 {
+            let _ = self
+                .heavy
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        } else if self.heavy.load(Ordering::Relaxed) != 0 {
+            self.heavy.store(LIGHT_AGAIN_AFTER, Ordering::Relaxed);
+        }
+        Run {
+            outcome,
+            elapsed,
+            ran: true,
+        }
+    }
+
+    /// Whether recent calls used much of the deadline; the decision pool
+    /// runs such a version on its low-priority lane.
+    pub fn is_heavy(&self) -> bool {
+        self.heavy.load(Ordering::Relaxed) != 0
+    }
+
+    /// Turns a run into the decision: the host's check, the circuit breaker,
+    /// and the failure mode when the policy failed.
+    pub(crate) fn conclude(&self, run: Run, host_check: &VerdictCheck<'_>) -> Decision {
+        self.decide_from(run, host_check, true)
+    }
+
+    fn decide_from(&self, run: Run, host_check: &VerdictCheck<'_>, count: bool) -> Decision {
+        let outcome = run.outcome.and_then(|verdict| {
+            host_check(&verdict).map_err(|detail| PolicyFailure {
+                kind: FailureKind::InvalidOutput,
+                detail,
+            })?;
+            Ok(verdict)
+        });
         match outcome {
-            Ok(verdict) => Decision::from_verdict(verdict, self.id.clone(), elapsed),
+            Ok(verdict) => {
+                if count {
+                    self.breaker.success();
+                }
+                Decision::from_verdict(verdict, self.id.clone(), run.elapsed)
+            }
             Err(failure) => {
-                // A policy failing on every call must not flood the log.
-                if let Some(suppressed) = crate::log_gate::POLICY_FAILURES.admit(self.id.tenant.as_str()) {
+                let tripped = if count && run.ran { self.breaker.failure() } else { None };
+                if let Some(cooldown) = tripped {
+                    tracing::warn!(policy = %self.id, failure = %failure, cooldown_ms = cooldown.as_millis() as u64,
+                        "policy failed too many calls in a row; skipping it and applying the tenant's failure mode");
+                } else if let Some(suppressed) = crate::log_gate::POLICY_FAILURES.admit(self.id.tenant.as_str()) {
+                    // A policy failing on every call must not flood the log.
                     tracing::warn!(policy = %self.id, failure = %failure, suppressed, "policy failed; applying the tenant's failure mode");
                 }
-                Decision::from_failure(failure, self.settings.failure_mode, self.id.clone(), elapsed)
+                Decision::from_failure(failure, self.settings.failure_mode, self.id.clone(), run.elapsed)
             }
         }
     }

@@ -1,0 +1,135 @@
+//! A policy's output can never hurt the service: every invalid verdict is
+//! decided by the tenant's failure mode (never a 5xx), and a policy failing
+//! call after call is skipped by its circuit breaker. Through the real
+//! `tollgate serve` and the real AWS SDK.
+
+mod support;
+
+use support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, timed_call as call};
+
+/// A static string for a generated tenant spec.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invalid_policy_output_is_decided_by_the_failure_mode_never_a_5xx() {
+    const OWNED: &str = "arn:aws:bedrock:us-east-1:111122223333:application-inference-profile/ownednova";
+    // Each class of bad output, as the policy's config for the scripted policy.
+    let classes: [(&str, String); 11] = [
+        (
+            "unpriced",
+            "action = \"downgrade\"\ntarget = \"acme.unknown-model-v1:0\"".into(),
+        ),
+        (
+            "control",
+            "action = \"downgrade\"\ntarget = \"amazon.nova-micro-v1:0\\r\\nforged\"".into(),
+        ),
+        (
+            "costlier",
+            "action = \"downgrade\"\ntarget = \"anthropic.claude-opus-4-20250514-v1:0\"".into(),
+        ),
+        ("stolen", format!("action = \"downgrade\"\ntarget = \"{OWNED}\"")),
+        ("alphabet", "metadata = [[\"team\", \"semi;colon\"]]".into()),
+        ("unicodespace", "metadata = [[\"team\", \"non\\u00a0breaking\"]]".into()),
+        (
+            "reserved",
+            "metadata = [[\"tollgate-tenant\", \"someone-else\"]]".into(),
+        ),
+        ("longreason", format!("reason = \"{}\"", "x".repeat(2000))),
+        (
+            "manypairs",
+            format!(
+                "metadata = [{}]",
+                (0..9)
+                    .map(|i| format!("[\"k{i}\", \"v\"]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        ("longthrottle", "action = \"throttle\"\nretry-after-ms = 3600001".into()),
+        ("zerocap", "max-output-tokens = 0".into()),
+    ];
+    let mut tenants = vec![TenantSpec {
+        extra: leak(format!("inference-profiles = {{ \"{NOVA_MICRO}\" = \"{OWNED}\" }}")),
+        ..TenantSpec::new("owner", "allow-all")
+    }];
+    for (name, config) in &classes {
+        for (mode, extra) in [("c", ""), ("o", "failure-mode = \"open\"")] {
+            tenants.push(TenantSpec {
+                extra,
+                policy_config: leak(config.clone()),
+                ..TenantSpec::new(leak(format!("{name}{mode}")), "scripted")
+            });
+        }
+    }
+    let gw = TestGateway::start(Options {
+        tenants: tenants.clone(),
+        ..Options::default()
+    })
+    .await;
+    for spec in tenants.iter().skip(1) {
+        let client = gw.sigv4_client(spec);
+        for _ in 0..3 {
+            let outcome = call(&client).await;
+            if spec.extra.is_empty() {
+                let (status, code) = outcome.expect_err("fail-closed refuses the call");
+                assert!((400..500).contains(&status), "{}: {status} {code}", spec.id);
+            } else {
+                outcome.unwrap_or_else(|e| panic!("{}: fail-open admits the call, got {e:?}", spec.id));
+            }
+        }
+    }
+    // Every call was forwarded as asked (fail-open) or not at all; none to a
+    // model the policy named.
+    for request in gw.mock.requests() {
+        assert_eq!(request.model_id, NOVA_MICRO);
+    }
+    let records = gw.wait_for_records(tenants.len() * 3 - 3).await;
+    for record in &records {
+        let failure = record.tollgate.policy_failure.as_deref().unwrap_or_default();
+        assert!(
+            failure.starts_with("invalid-output") || failure.starts_with("oversized-output"),
+            "{}: {failure:?}",
+            record.tollgate.tenant
+        );
+        assert!(!failure.contains('\r') && !failure.contains('\n'), "{failure:?}");
+    }
+    let log = std::fs::read_to_string(gw.dir().join("stderr.log")).expect("stderr");
+    assert!(!log.contains("\nforged"), "no forged log line");
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_failing_call_after_call_is_skipped_by_its_circuit_breaker() {
+    let broken = TenantSpec {
+        extra: "failure-mode = \"open\"",
+        ..TenantSpec::new("broken", "trap")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![broken.clone()],
+        // A long cool-down: no trial call happens during the test.
+        engine_extra: "breaker-failures = 5\nbreaker-cooldown-ms = 30000",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&broken);
+    for _ in 0..20 {
+        call(&client).await.expect("fail-open admits every call");
+    }
+    let records = gw.wait_for_records(20).await;
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| {
+            let failure = r.tollgate.policy_failure.as_deref().unwrap_or_default();
+            failure.split(':').next().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(kinds[..5], ["trap"; 5], "{kinds:?}");
+    assert_eq!(kinds[5..], ["circuit-open"; 15], "{kinds:?}");
+    let skipped = records[19].tollgate.policy_failure.as_deref().unwrap_or_default();
+    assert!(skipped.contains("failed its last 5 calls"), "{skipped}");
+    let log = std::fs::read_to_string(gw.dir().join("stderr.log")).expect("stderr");
+    assert!(log.contains("skipping it"), "the trip is logged once:\n{log}");
+    gw.reconcile().await;
+}
