@@ -40,6 +40,7 @@ token=budget-load-admin-token-0123456789
   cat <<TOML
 [server]
 listen = "127.0.0.1:0"
+admin-listen = "127.0.0.1:0"
 plain-http = true
 admin-token = "$token"
 [upstream]
@@ -70,8 +71,9 @@ TOML
   done
 } >"$work/tollgate.toml"
 $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
-until grep -q "listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
+until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
 gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
+admin=$(sed -n 's/^tollgate admin listening on \(.*\)$/\1/p' "$work/gw.out")
 
 model="anthropic.claude-3-5-haiku-20241022-v1%3A0"
 # About 500 tokens of prompt and at most 64 of output: the input dominates.
@@ -113,8 +115,8 @@ wrk -t2 -c61 -d"${secs}s" -s "$work/post.lua" "$gw" >"$work/wrk.out"
 while [ "$(wc -l <"$work/hangups" 2>/dev/null || echo 0)" -lt 3 ]; do sleep 0.2; done
 
 # Everything started is settled and logged before the figures are read.
-curl -sf -H "authorization: Bearer $token" "$gw/admin/idle" >/dev/null
-curl -sf -H "authorization: Bearer $token" "$gw/admin/tenants" >"$work/tenants.json"
+curl -sf -H "authorization: Bearer $token" "$admin/admin/idle" >/dev/null
+curl -sf -H "authorization: Bearer $token" "$admin/admin/tenants" >"$work/tenants.json"
 
 requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
 echo "input estimates scaled to ${scale}%"
@@ -132,4 +134,4 @@ jq -r '.[] | [.tenant, ."budget-nano-usd", ."spent-nano-usd"] | @tsv' "$work/ten
       'BEGIN { printf "| %s | %.0f | %.0f | %.2f%% | %s |\n", t, l, s, 100 * s / l, (s <= l ? "yes" : "NO") }'
   done
 echo
-$bin reconcile --config "$work/tollgate.toml" --admin-url "$gw" --admin-token "$token" | tail -4
+$bin reconcile --config "$work/tollgate.toml" --admin-url "$admin" --admin-token "$token" | tail -4

@@ -27,6 +27,7 @@ mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
 cat >"$work/tollgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
+admin-listen = "127.0.0.1:0"
 plain-http = true
 [upstream]
 kind = "bedrock"
@@ -49,7 +50,7 @@ policy = "$PWD/policies/target/components/budget_guard.wasm"
 key = "acme-load-test-key-0123456789"
 TOML
 $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
-until grep -q "listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
+until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
 gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
 
 cat >"$work/post.lua" <<'LUA'

@@ -166,7 +166,7 @@ pub fn run(options: DemoOptions) -> Result<()> {
 fn config_text(listen: &str, cert: &tls::SelfSigned, components: &Path) -> String {
     let mut text = format!(
         "# Written by `tollgate demo`; run it yourself with: tollgate serve --config {config}\n\
-         [server]\nlisten = \"{listen}\"\ntls-cert = {cert:?}\ntls-key = {key:?}\n\
+         [server]\nlisten = \"{listen}\"\nadmin-listen = \"127.0.0.1:0\"\ntls-cert = {cert:?}\ntls-key = {key:?}\n\
          admin-token = \"demo-admin-token-0123456789\"\nshutdown-grace-secs = 5\n\n\
          [upstream]\nkind = \"mock\"\n[upstream.mock]\nlatency-ms = 15\nstream-event-interval-ms = 2\n\n\
          [ledger]\npath = \"ledger.redb\"\n\n[log]\ninvocations = \"invocations.jsonl\"\n\n\
@@ -214,7 +214,11 @@ fn print_banner(running: &Running, cert: &Path, config: &Path, work: &Path) {
          messages=[{{\"role\": \"user\", \"content\": [{{\"text\": \"Hello\"}}]}}])[\"output\"])'",
         cert.display()
     );
-    println!("  metrics: curl --cacert {} {url}/metrics", cert.display());
+    println!(
+        "  metrics: curl --cacert {} {}/metrics  (the operator listener)",
+        cert.display(),
+        running.admin_url
+    );
     println!("\nCtrl-C stops the demo.\n");
     let _ = std::io::stdout().flush();
 }

@@ -18,6 +18,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         // The first line is the endpoint, so scripts and tests can read it.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "tollgate listening on {}", running.url);
+        // The second line is the operator listener (admin API, metrics, readiness).
+        let _ = writeln!(out, "tollgate admin listening on {}", running.admin_url);
         let upstream = match (config.upstream.kind, &running.mock) {
             (UpstreamKind::Mock, Some(mock)) => format!("built-in mock Bedrock at {}", mock.url()),
             _ => format!(

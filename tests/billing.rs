@@ -389,7 +389,7 @@ async fn reconciliation_catches_a_charge_that_does_not_recompute() {
     assert_ne!(tampered, text);
     std::fs::write(&log, tampered).expect("rewrite log");
     let config = gw.dir().join("tollgate.toml").display().to_string();
-    let (ok, report) = run(&["reconcile", "--config", &config, "--admin-url", &gw.url]);
+    let (ok, report) = run(&["reconcile", "--config", &config, "--admin-url", &gw.admin_url]);
     assert!(!ok, "{report}");
     assert!(report.contains("MISMATCH") && report.contains("not exact"), "{report}");
     let (_, report) = run(&["cost", "--log", &log_arg]);

@@ -861,11 +861,37 @@ async fn https_with_a_bedrock_api_key_as_the_sdk_sends_it() {
         .await
         .expect("SigV4 over HTTPS");
     assert!(text.starts_with("Mock reply"), "{text}");
-    let health = gw.raw().get(format!("{}/readyz", gw.url)).send().await.expect("readyz");
+    assert!(gw.admin_url.starts_with("https://127.0.0.1:"), "{}", gw.admin_url);
+    let health = gw
+        .raw()
+        .get(format!("{}/readyz", gw.admin_url))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(health.status(), 200);
+    // Nothing about other tenants answers on the tenant listener.
+    for path in ["/readyz", "/metrics", "/admin/tenants", "/admin/idle"] {
+        let response = gw
+            .raw()
+            .get(format!("{}{path}", gw.url))
+            .bearer_auth(support::gateway::ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("tenant listener");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    assert_eq!(
+        gw.raw()
+            .get(format!("{}/healthz", gw.url))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
     let metrics = gw
         .raw()
-        .get(format!("{}/metrics", gw.url))
+        .get(format!("{}/metrics", gw.admin_url))
         .send()
         .await
         .expect("metrics")
@@ -1327,7 +1353,7 @@ async fn callers_the_headers_refuse_are_answered_before_their_body_is_read() {
         ..Options::default()
     })
     .await;
-    let url = gw.url.clone();
+    let (url, admin_url) = (gw.url.clone(), gw.admin_url.clone());
     let statuses = tokio::task::spawn_blocking(move || {
         [
             // An unknown bearer key announcing 20 MB.
@@ -1346,7 +1372,19 @@ async fn callers_the_headers_refuse_are_answered_before_their_body_is_read() {
                 20_000_000,
             ),
             // A policy upload with a wrong admin token.
-            answer_without_the_body(&url, "/admin/tenants/acme/policy", "Bearer wrong-token", 50_000_000),
+            answer_without_the_body(
+                &admin_url,
+                "/admin/tenants/acme/policy",
+                "Bearer wrong-token",
+                50_000_000,
+            ),
+            // The admin API does not exist on the tenant listener.
+            answer_without_the_body(
+                &url,
+                "/admin/tenants/acme/policy",
+                &format!("Bearer {}", support::gateway::ADMIN_TOKEN),
+                50_000_000,
+            ),
         ]
     })
     .await
@@ -1354,6 +1392,7 @@ async fn callers_the_headers_refuse_are_answered_before_their_body_is_read() {
     assert!(statuses[0].contains(" 403 "), "{statuses:?}");
     assert!(statuses[1].starts_with("HTTP/1.1 4"), "{statuses:?}");
     assert!(statuses[2].contains(" 401 "), "{statuses:?}");
+    assert!(statuses[3].contains(" 404 "), "{statuses:?}");
     // Nothing was decided or charged, and the gateway still serves.
     converse(&gw.sigv4_client(&acme()), NOVA_MICRO, 20)
         .await

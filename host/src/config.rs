@@ -97,6 +97,9 @@ pub struct Config {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
+    /// The operator listener: the admin API, `/metrics` and `/readyz`. Same
+    /// TLS settings as `listen`; keep it where only operators reach.
+    pub admin_listen: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP. SDKs send bearer keys only over HTTPS; SigV4 works over either.
@@ -105,18 +108,36 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Seconds calls in flight get to finish at shutdown.
     pub shutdown_grace_secs: u64,
+    /// Open connections at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Model calls being admitted at once; one more gets a 503 at once.
+    pub max_in_flight: usize,
+    /// How long a connection may take to send a request's head, counted
+    /// from when it starts waiting for one: bounds slow clients and idle
+    /// kept-alive connections alike.
+    pub header_read_timeout_ms: u64,
+    /// How long a model call's body may take to arrive after its head.
+    pub body_read_timeout_ms: u64,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8443".into(),
+            admin_listen: "127.0.0.1:8444".into(),
             tls_cert: None,
             tls_key: None,
             plain_http: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             admin_token: None,
             shutdown_grace_secs: 30,
+            max_connections: 4096,
+            max_in_flight: 4096,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -490,6 +511,23 @@ impl Config {
                 format!("{:?} is not an address like 127.0.0.1:8443", self.server.listen),
             ));
         }
+        match self.server.admin_listen.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                return Err(invalid(
+                    "server.admin-listen".into(),
+                    format!("{:?} is not an address like 127.0.0.1:8444", self.server.admin_listen),
+                ));
+            }
+            Ok(admin) if admin.port() != 0 && self.server.listen.parse().ok() == Some(admin) => {
+                return Err(invalid(
+                    "server.admin-listen".into(),
+                    "it is the same address as server.listen; the operator listener needs its own (tenants must \
+                     not reach the admin API or metrics)"
+                        .into(),
+                ));
+            }
+            Ok(_) => {}
+        }
         if !self.server.plain_http && (self.server.tls_cert.is_none() || self.server.tls_key.is_none()) {
             return Err(invalid(
                 "server".into(),
@@ -522,6 +560,29 @@ impl Config {
                     SETTLE_MARGIN_MS / 1000
                 ),
             ));
+        }
+        for (key, value, max) in [
+            ("server.max-connections", self.server.max_connections as u64, 1_000_000),
+            ("server.max-in-flight", self.server.max_in_flight as u64, 1_000_000),
+            (
+                "server.header-read-timeout-ms",
+                self.server.header_read_timeout_ms,
+                3_600_000,
+            ),
+            (
+                "server.body-read-timeout-ms",
+                self.server.body_read_timeout_ms,
+                3_600_000,
+            ),
+            (
+                "server.tls-handshake-timeout-ms",
+                self.server.tls_handshake_timeout_ms,
+                600_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key.into(), format!("{value} is outside 1-{max}")));
+            }
         }
         if !(1..=60_000).contains(&self.engine.queue_timeout_ms) {
             return Err(invalid(

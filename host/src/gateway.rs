@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod invocation_log;
+pub mod listener;
 pub mod metadata;
 pub mod metrics;
 pub mod reconcile;

@@ -62,6 +62,9 @@ pub(crate) static POLICY_FAILURES: LazyLock<LogGate> = LazyLock::new(|| LogGate:
 /// A policy's own log lines, per policy version.
 pub(crate) static POLICY_LINES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(20));
 /// Calls charged their hold instead of their usage, per tenant.
+/// Connections the listener could not accept or had to close at its cap.
+#[cfg(feature = "gateway")]
+pub(crate) static ACCEPT_ERRORS: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(1));
 #[cfg(feature = "gateway")]
 pub(crate) static HOLD_CHARGES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(5));
 

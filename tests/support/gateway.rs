@@ -82,6 +82,8 @@ pub struct Options {
 /// A running `tollgate serve` process and its upstream.
 pub struct TestGateway {
     pub url: String,
+    /// The operator listener: admin API, metrics, readiness.
+    pub admin_url: String,
     pub mock: MockBedrock,
     pub dir: tempfile::TempDir,
     pub cert_pem: Option<String>,
@@ -110,7 +112,7 @@ impl TestGateway {
             "plain-http = true\n".to_owned()
         };
         let mut toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
              auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
              invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n{}\n\n",
@@ -165,11 +167,13 @@ impl TestGateway {
             .spawn()
             .expect("start tollgate serve");
         let stdout = child.stdout.take().expect("stdout");
-        // The first line names the endpoint; it is printed once the port is open.
-        let line = tokio::task::spawn_blocking(move || {
+        // The first two lines name the endpoints; they are printed once the ports are open.
+        let (line, admin_line) = tokio::task::spawn_blocking(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
+            let mut admin_line = String::new();
+            let _ = reader.read_line(&mut admin_line);
             // Keep draining so the process never blocks on a full pipe.
             std::thread::spawn(move || {
                 let mut sink = String::new();
@@ -177,17 +181,23 @@ impl TestGateway {
                     sink.clear();
                 }
             });
-            line
+            (line, admin_line)
         })
         .await
-        .expect("read the first line");
+        .expect("read the first lines");
         let Some(url) = line.trim().strip_prefix("tollgate listening on ") else {
             let _ = child.kill();
             let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
             panic!("tollgate serve did not start: {line:?}\n{log}");
         };
+        let admin_url = admin_line
+            .trim()
+            .strip_prefix("tollgate admin listening on ")
+            .unwrap_or_else(|| panic!("no admin endpoint line: {admin_line:?}"))
+            .to_owned();
         TestGateway {
             url: url.to_owned(),
+            admin_url,
             mock,
             dir,
             cert_pem,
@@ -252,7 +262,7 @@ impl TestGateway {
     /// A tenant's state from the admin API.
     pub async fn tenant_state(&self, tenant: &str) -> Value {
         self.raw()
-            .get(format!("{}/admin/tenants/{tenant}", self.url))
+            .get(format!("{}/admin/tenants/{tenant}", self.admin_url))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -274,7 +284,7 @@ impl TestGateway {
     async fn idle(&self) {
         let response = self
             .raw()
-            .get(format!("{}/admin/idle", self.url))
+            .get(format!("{}/admin/idle", self.admin_url))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -314,7 +324,7 @@ impl TestGateway {
             .arg("--config")
             .arg(self.dir.path().join("tollgate.toml"))
             .arg("--admin-url")
-            .arg(&self.url);
+            .arg(&self.admin_url);
         let out = tokio::task::spawn_blocking(move || command.output())
             .await
             .expect("join")

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::admin::AdminToken;
 use super::auth::Credentials;
 use super::invocation_log::InvocationLog;
 use super::metrics::Metrics;
-use super::server::{self, Bound, Listen, ServeError, ServerSettings};
+use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts, TenantProfile};
 use super::trace::now_ms;
 use crate::accounting::Accounting;
@@ -50,6 +50,10 @@ pub struct Assembled {
     pub gateway: Gateway,
     pub settings: ServerSettings,
     pub listen: Listen,
+    /// The operator listener (admin API, metrics, readiness).
+    pub admin_listen: Listen,
+    /// The listener's connection limits and timeouts.
+    pub edges: Edges,
     /// The in-process mock, when the upstream is the built-in one.
     pub mock: Option<MockBedrock>,
 }
@@ -200,13 +204,35 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         },
         _ => return Err(cfg_err("server: set tls-cert and tls-key, or plain-http = true".into())),
     };
+    let admin_addr: SocketAddr = config.server.admin_listen.parse().map_err(|_| {
+        cfg_err(format!(
+            "server.admin-listen: {:?} is not an address",
+            config.server.admin_listen
+        ))
+    })?;
+    let admin_listen = match &listen {
+        Listen::Http { .. } => Listen::Http { addr: admin_addr },
+        Listen::Https { cert, key, .. } => Listen::Https {
+            addr: admin_addr,
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+    };
     Ok(Assembled {
         gateway,
         settings: ServerSettings {
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
+            max_in_flight: config.server.max_in_flight,
             admin_token,
         },
         listen,
+        admin_listen,
+        edges: Edges {
+            max_connections: config.server.max_connections,
+            header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+            tls_handshake_timeout: Duration::from_millis(config.server.tls_handshake_timeout_ms),
+        },
         mock,
     })
 }
@@ -241,9 +267,11 @@ pub struct Running {
     pub addr: SocketAddr,
     /// `https://127.0.0.1:8443`, say.
     pub url: String,
+    /// The operator listener: admin API, `/metrics`, `/readyz`.
+    pub admin_url: String,
     pub mock: Option<MockBedrock>,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), ServeError>>,
+    stop: Option<watch::Sender<bool>>,
+    servers: Vec<JoinHandle<Result<(), ServeError>>>,
     sweeper: JoinHandle<()>,
 }
 
@@ -251,13 +279,19 @@ impl Running {
     /// Stops accepting, lets calls in flight finish, and waits for the server.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         self.sweeper.abort();
-        let served = match (&mut self.server).await {
-            Ok(result) => result,
-            Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
-        };
+        let mut served = Ok(());
+        for server in self.servers.drain(..) {
+            let result = match server.await {
+                Ok(result) => result,
+                Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+            };
+            if served.is_ok() {
+                served = result;
+            }
+        }
         if let Some(mock) = self.mock.take() {
             mock.shutdown().await;
         }
@@ -269,18 +303,21 @@ impl Running {
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let assembled = assemble(config).await?;
     let bound = Bound::bind(&assembled.listen).await?;
+    let admin_bound = Bound::bind(&assembled.admin_listen).await?;
     let addr = bound.local_addr()?;
     let url = format!("{}://{addr}", bound.scheme());
-    let app = server::router(assembled.gateway.clone(), assembled.settings);
-    let (stop, stopped) = oneshot::channel::<()>();
+    let admin_url = format!("{}://{}", admin_bound.scheme(), admin_bound.local_addr()?);
+    let tenant_app = server::tenant_router(assembled.gateway.clone(), assembled.settings.clone());
+    let operator_app = server::operator_router(assembled.gateway.clone(), assembled.settings);
+    let (stop, stopped) = watch::channel(false);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let server = tokio::spawn(bound.serve(
-        app,
-        async move {
-            let _ = stopped.await;
-        },
-        grace,
-    ));
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let servers = vec![
+        tokio::spawn(bound.serve(tenant_app, until_stopped(stopped.clone()), grace, assembled.edges)),
+        tokio::spawn(admin_bound.serve(operator_app, until_stopped(stopped), grace, assembled.edges)),
+    ];
     let accounting = Arc::clone(assembled.gateway.accounting());
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_SWEEP);
@@ -300,9 +337,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         gateway: assembled.gateway,
         addr,
         url,
+        admin_url,
         mock: assembled.mock,
         stop: Some(stop),
-        server,
+        servers,
         sweeper,
     })
 }

@@ -1,20 +1,22 @@
-//! The HTTP face of the gateway: Bedrock's runtime paths, health, metrics and
-//! the admin API, over HTTPS (rustls) or, where configured, plain HTTP. A thin
-//! layer: it reads bodies, authenticates, and maps [`Gateway::call`]'s answer
-//! to a response.
+//! The HTTP face of the gateway, on two listeners: the tenant listener
+//! (Bedrock's runtime paths and `/healthz`) and the operator listener (the
+//! admin API, `/metrics`, `/readyz`), over HTTPS (rustls) or, where
+//! configured, plain HTTP. A thin layer: it reads bodies, authenticates, and
+//! maps [`Gateway::call`]'s answer to a response.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::{BoxError, Router};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 
 use super::admin::{self, AdminToken};
 use super::service::{Call, CallBody, Gateway};
@@ -22,12 +24,17 @@ use super::trace::operation_name;
 use crate::contract::Operation;
 use crate::upstream::error::BedrockError;
 
+pub use super::listener::{Bound, Edges, Listen, ServeError, install_crypto_provider};
 pub use crate::config::DEFAULT_MAX_BODY_BYTES;
 
 /// How the HTTP layer behaves.
 #[derive(Clone)]
 pub struct ServerSettings {
     pub max_body_bytes: usize,
+    /// The longest a model call's body may take to arrive, from its head.
+    pub body_read_timeout: Duration,
+    /// Model calls in flight at once; one more is shed with a 503.
+    pub max_in_flight: usize,
     pub admin_token: Option<AdminToken>,
 }
 
@@ -35,6 +42,8 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: Duration::from_secs(60),
+            max_in_flight: 4096,
             admin_token: None,
         }
     }
@@ -46,24 +55,52 @@ pub(crate) struct AppState {
     pub(crate) settings: Arc<ServerSettings>,
 }
 
-/// The gateway's routes.
-pub fn router(gateway: Gateway, settings: ServerSettings) -> Router {
+/// The tenant listener's routes: Bedrock's model paths and `/healthz`.
+/// Nothing about other tenants answers here: the admin API, `/metrics` and
+/// `/readyz` are on the operator listener ([`operator_router`]).
+pub fn tenant_router(gateway: Gateway, settings: ServerSettings) -> Router {
+    let max_in_flight = settings.max_in_flight.max(1);
+    let state = AppState {
+        gateway,
+        settings: Arc::new(settings),
+    };
+    // Past the limit a call is refused at once, before its body is read,
+    // rather than queued: Bedrock clients retry a 503 with backoff.
+    let shed = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+            overloaded(max_in_flight)
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(max_in_flight));
+    let model_calls = Router::new()
+        .route("/model/{model_id}/converse", post(converse))
+        .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route_layer(shed)
+        .with_state(state);
+    Router::new()
+        .merge(model_calls)
+        .route("/model/{model_id}/{operation}", any(unsupported))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        // The limit is enforced when the body is read, with a Bedrock-shaped error.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The operator listener's routes: the admin API, `/metrics`, `/readyz` and
+/// `/healthz`. Bind it where only operators reach (loopback by default).
+pub fn operator_router(gateway: Gateway, settings: ServerSettings) -> Router {
     let admin = admin::routes(gateway.clone(), settings.admin_token.clone());
     let state = AppState {
         gateway,
         settings: Arc::new(settings),
     };
     Router::new()
-        .route("/model/{model_id}/converse", post(converse))
-        .route("/model/{model_id}/converse-stream", post(converse_stream))
-        .route("/model/{model_id}/{operation}", any(unsupported))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(admin)
         .fallback(not_found)
-        // The limit is enforced when the body is read, with a Bedrock-shaped error.
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -135,16 +172,32 @@ async fn answer(
     // A caller the headers already refuse does not get its body read.
     state.gateway.precheck(headers, uri).map_err(Refused::BeforeService)?;
     let limit = state.settings.max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Refused::BeforeService(BedrockError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ValidationException",
-            format!(
-                "The request body is larger than this gateway's limit of {limit} bytes (or could not be read); send \
-                 smaller images or documents, or raise [server] max-body-bytes"
-            ),
-        ))
-    })?;
+    let timeout = state.settings.body_read_timeout;
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(Refused::BeforeService(BedrockError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                format!(
+                    "The request body is larger than this gateway's limit of {limit} bytes (or could not be read); \
+                     send smaller images or documents, or raise [server] max-body-bytes"
+                ),
+            )));
+        }
+        Err(_) => {
+            // Nothing was decided, reserved or sent: the call simply did not arrive in time.
+            return Err(Refused::BeforeService(BedrockError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                format!(
+                    "The request body did not arrive within {} ms of its headers; send it faster, or raise \
+                     [server] body-read-timeout-ms",
+                    timeout.as_millis()
+                ),
+            )));
+        }
+    };
     let tenant = state
         .gateway
         .authenticate(headers, method, uri, &body)
@@ -166,6 +219,18 @@ async fn answer(
         CallBody::Stream(frames) => Body::from_stream(frames),
     });
     Ok(out)
+}
+
+fn overloaded(max_in_flight: usize) -> Response {
+    BedrockError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+        format!(
+            "tollgate has {max_in_flight} calls in flight, its limit; retry with backoff, or raise [server] \
+             max-in-flight"
+        ),
+    )
+    .into_response()
 }
 
 async fn unsupported(uri: Uri) -> Response {
@@ -224,110 +289,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
-}
-
-/// Where the gateway listens and how.
-#[derive(Debug, Clone)]
-pub enum Listen {
-    /// HTTPS with a certificate chain and key in PEM files.
-    Https {
-        addr: SocketAddr,
-        cert: PathBuf,
-        key: PathBuf,
-    },
-    /// Plain HTTP: only where configured (loopback, or behind a TLS proxy).
-    Http { addr: SocketAddr },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}. Is another process using the port?")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot load the TLS certificate {cert} / key {key}: {detail}")]
-    Tls {
-        cert: PathBuf,
-        key: PathBuf,
-        detail: String,
-    },
-    #[error("the server failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// A bound listener, ready to serve.
-pub struct Bound {
-    listener: std::net::TcpListener,
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
-}
-
-impl Bound {
-    /// Binds the address (port 0 picks one) and loads the certificate, so
-    /// errors surface before the gateway reports itself started.
-    pub async fn bind(listen: &Listen) -> Result<Bound, ServeError> {
-        let addr = match listen {
-            Listen::Https { addr, .. } | Listen::Http { addr } => *addr,
-        };
-        let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-        listener.set_nonblocking(true)?;
-        let tls = match listen {
-            Listen::Http { .. } => None,
-            Listen::Https { cert, key, .. } => {
-                install_crypto_provider();
-                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .map_err(|e| ServeError::Tls {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        detail: e.to_string(),
-                    })?;
-                Some(config)
-            }
-        };
-        Ok(Bound { listener, tls })
-    }
-
-    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
-        Ok(self.listener.local_addr()?)
-    }
-
-    pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
-    }
-
-    /// Serves until `shutdown` resolves, then lets calls in flight finish
-    /// (up to `grace`).
-    pub async fn serve(
-        self,
-        app: Router,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-        grace: Duration,
-    ) -> Result<(), ServeError> {
-        let handle = axum_server::Handle::new();
-        let trigger = handle.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            trigger.graceful_shutdown(Some(grace));
-        });
-        let service = app.into_make_service();
-        match self.tls {
-            Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)
-                    .handle(handle)
-                    .serve(service)
-                    .await?
-            }
-            None => {
-                axum_server::from_tcp(self.listener)
-                    .handle(handle)
-                    .serve(service)
-                    .await?
-            }
-        }
-        Ok(())
-    }
-}
-
-/// rustls needs one process-wide crypto provider; ring builds everywhere.
-pub fn install_crypto_provider() {
-    // An error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

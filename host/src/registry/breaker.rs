@@ -175,7 +175,10 @@ mod tests {
         assert_eq!(b.failure(), Some(Duration::from_secs(30)), "capped at the maximum");
         let open = b.check().unwrap_err();
         assert_eq!(open.failures, 3);
-        assert!(b.failure().is_none(), "a call in flight when it tripped does not trip it again");
+        assert!(
+            b.failure().is_none(),
+            "a call in flight when it tripped does not trip it again"
+        );
         b.success();
         assert!(b.check().is_ok());
         assert!(!b.failing());

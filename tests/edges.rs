@@ -1,0 +1,158 @@
+//! The listener's edges under hostile clients: idle sockets, slowloris
+//! heads, slow bodies, a connection flood and an overload. Each is closed or
+//! refused within its limit, nothing is charged for it, and a good client
+//! (the real AWS SDK) keeps being served. Through the real `tollgate serve`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::gateway::{Options, TenantSpec, TestGateway, timed_call};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate_host::upstream::mock::MockSettings;
+
+const PATH: &str = "/model/amazon.nova-micro-v1%3A0/converse";
+
+/// Reads until the gateway closes the connection; returns what it sent and
+/// when it closed. `limit` only bounds a broken gateway.
+async fn until_closed(mut stream: TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was still open after {limit:?}"),
+        }
+    }
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+async fn connect(addr: &str) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slowloris_and_slow_body_connections_are_closed_and_a_good_client_is_served() {
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        server_extra: "header-read-timeout-ms = 2000\nbody-read-timeout-ms = 2000",
+        ..Options::default()
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let limit = Duration::from_secs(20);
+    let key = acme.bearer_key();
+
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        let stream = connect(&addr).await;
+        idle.push(tokio::spawn(until_closed(stream, limit)));
+    }
+    let mut slowloris = Vec::new();
+    for i in 0..200 {
+        let mut stream = connect(&addr).await;
+        // A head that never ends: one more header, then nothing.
+        let head = format!("POST {PATH} HTTP/1.1\r\nhost: {addr}\r\nx-slow-{i}: 1\r\n");
+        stream.write_all(head.as_bytes()).await.expect("send");
+        slowloris.push(tokio::spawn(until_closed(stream, limit)));
+    }
+    let mut slow_body = Vec::new();
+    for _ in 0..200 {
+        let mut stream = connect(&addr).await;
+        // An authenticated head announcing 1000 bytes, and 12 of them.
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"messages\":"
+        );
+        stream.write_all(head.as_bytes()).await.expect("send");
+        slow_body.push(tokio::spawn(until_closed(stream, limit)));
+    }
+
+    // A good client, meanwhile.
+    let client = gw.sigv4_client(&acme);
+    for _ in 0..20 {
+        timed_call(&client).await.expect("the good client is served");
+    }
+
+    let timeout = Duration::from_secs(2);
+    for (name, tasks) in [("idle", idle), ("slowloris", slowloris)] {
+        for task in tasks {
+            let (sent, closed_after) = task.await.expect("task");
+            assert!(
+                closed_after >= timeout - Duration::from_millis(100),
+                "{name}: closed early, {closed_after:?}"
+            );
+            // hyper answers nothing to a head that never came (or a 408 for a partial one).
+            assert!(sent.is_empty() || sent.starts_with("HTTP/1.1 408"), "{name}: {sent:?}");
+        }
+    }
+    for task in slow_body {
+        let (sent, closed_after) = task.await.expect("task");
+        assert!(
+            closed_after >= timeout - Duration::from_millis(100),
+            "slow body closed early, {closed_after:?}"
+        );
+        assert!(sent.starts_with("HTTP/1.1 408"), "{sent:?}");
+        assert!(sent.contains("RequestTimeoutException"), "{sent}");
+    }
+    timed_call(&client).await.expect("still served afterwards");
+    let state = gw.settled("acme").await;
+    assert_eq!(gw.mock.requests().len(), 21, "only the good calls reached Bedrock");
+    assert!(state["spent-nano-usd"].as_u64().expect("spent") > 0);
+    assert_eq!(gw.records().len(), 21, "only the good calls were decided");
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_at_once_and_calls_past_the_in_flight_limit_get_a_503() {
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        server_extra: "max-connections = 20\nmax-in-flight = 2",
+        // Slow enough that two calls are still in flight when the third arrives.
+        mock: MockSettings {
+            latency_ms: 1500,
+            ..MockSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+
+    // Load shedding: three calls at once, two in flight; the third is refused at once.
+    let client = gw.sigv4_client(&acme);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { timed_call(&client).await })
+        })
+        .collect();
+    let mut served = 0;
+    let mut shed = Vec::new();
+    for call in calls {
+        match call.await.expect("task") {
+            Ok(_) => served += 1,
+            Err((503, code)) => shed.push(code),
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!((served, shed.len()), (2, 1), "{shed:?}");
+    assert_eq!(shed[0], "ServiceUnavailableException");
+
+    // The connection cap: 20 held open, the 21st closed as soon as it is accepted.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(connect(&addr).await);
+    }
+    let (sent, closed_after) = until_closed(connect(&addr).await, Duration::from_secs(10)).await;
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(closed_after < Duration::from_secs(1), "closed after {closed_after:?}");
+    drop(held);
+    timed_call(&client).await.expect("served once the connections are gone");
+    gw.settled("acme").await;
+    gw.reconcile().await;
+}
