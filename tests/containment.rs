@@ -241,3 +241,60 @@ fn a_reused_instance_is_retired_before_it_reaches_its_memory_cap() {
     // 200 calls of 256 KiB cannot fit in one instance under 16 MiB.
     assert!(fresh_starts > 1, "the instance was never retired");
 }
+
+/// Settings of the `counter` policy, which flips after `flip_after` calls.
+fn counter_settings(flip_after: u64) -> PolicySettings {
+    PolicySettings {
+        config: format!("{{\"flip-after\": {flip_after}}}"),
+        deadline_ms: 200,
+        ..PolicySettings::default()
+    }
+}
+
+#[test]
+fn a_policy_that_keeps_state_fails_its_cases_on_a_reused_instance() {
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let cases = tollgate_host::registry::cases::CasesFile::parse(
+        "[[case]]\nname = \"admits\"\nexpect = { action = \"admit\" }\n",
+        "inline",
+    )
+    .expect("cases");
+    // Each case passes on a fresh instance; the replay on one instance catches the drift.
+    let err = registry
+        .register(
+            &tenant("stateful"),
+            &wasm("counter"),
+            counter_settings(50),
+            "counter",
+            Some(&cases),
+        )
+        .expect_err("a stateful policy is not activated");
+    let text = err.to_string();
+    assert!(matches!(err, RegistryError::CasesFailed { .. }), "{text}");
+    assert!(
+        text.contains("reused instance") && text.contains("after 50 earlier calls"),
+        "{text}"
+    );
+    assert!(registry.active(&tenant("stateful")).is_none());
+}
+
+#[test]
+fn pooled_instances_are_retired_before_kept_state_can_flip_a_verdict() {
+    let registry = tollgate_host::Registry::new(cached_engine());
+    // It would flip after 200 calls on one instance; no instance serves that many.
+    registry
+        .register(
+            &tenant("stateful"),
+            &wasm("counter"),
+            counter_settings(200),
+            "counter",
+            None,
+        )
+        .expect("register");
+    for call in 0..1000 {
+        let decision = registry
+            .decide(&tenant("stateful"), &mut request(), &state())
+            .expect("tenant");
+        assert_eq!(decision.action, Action::Admit, "call {call}: {}", decision.reason);
+    }
+}

@@ -32,6 +32,12 @@ use crate::engine::sandbox::CallContext;
 /// Epoch ticks (ms) `validate-config` may take, instantiation included.
 const VALIDATE_CONFIG_TICKS: u64 = 1000;
 
+/// Calls one pooled instance serves before it is retired. State a policy
+/// keeps between calls (it should keep none) lives at most this long, and
+/// `policy test` replays the cases on one instance this many times, so a
+/// policy whose verdicts drift with its call count is caught there.
+pub const MAX_INSTANCE_USES: u32 = 128;
+
 /// Room below the memory cap that a pooled instance must keep to be reused:
 /// more than an interpreter's heap grows by in one step.
 pub const RETIRE_HEADROOM: usize = 2 << 20;
@@ -66,6 +72,8 @@ struct Warm {
     store: Store<CallContext>,
     instance: Instance,
     decide: Func,
+    /// Calls it has served.
+    uses: u32,
 }
 
 /// The instances of one policy version.
@@ -102,6 +110,28 @@ impl Instances {
             Some(warm) => warm,
             None => self.instantiate(self.limits.deadline_ticks)?,
         };
+        let verdict = self.call(&mut warm, request, state)?;
+        self.give_back(warm);
+        Ok(verdict)
+    }
+
+    /// Calls `decide` on a new instance, dropped after.
+    pub(crate) fn decide_fresh(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
+        let mut warm = self.instantiate(self.limits.deadline_ticks)?;
+        self.call(&mut warm, request, state)
+    }
+
+    /// One instance kept across calls, for checking that a policy decides
+    /// the same on a reused instance as on a fresh one.
+    pub(crate) fn session(&self) -> Session<'_> {
+        Session {
+            instances: self,
+            warm: None,
+        }
+    }
+
+    fn call(&self, warm: &mut Warm, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
+        warm.uses = warm.uses.saturating_add(1);
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(self.limits.deadline_ticks);
         // SAFETY: the engine type-checked `decide` against exactly these
@@ -109,13 +139,9 @@ impl Instances {
         let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> = unsafe { TypedFunc::new_unchecked(warm.decide) };
         let result = typed.call(&mut warm.store, (request, state));
         warm.store.data_mut().end_call();
-        match result {
-            Ok((verdict,)) => {
-                self.give_back(warm);
-                Ok(verdict)
-            }
-            Err(err) => Err(self.classify(err, &warm.store)),
-        }
+        result
+            .map(|(verdict,)| verdict)
+            .map_err(|err| self.classify(err, &warm.store))
     }
 
     /// Calls `validate-config` in a fresh instance; `Ok` when the policy has
@@ -156,7 +182,9 @@ impl Instances {
     }
 
     fn give_back(&self, warm: Warm) {
-        if warm.store.data().memory_bytes().saturating_add(RETIRE_HEADROOM) > self.limits.memory_bytes {
+        if warm.uses >= MAX_INSTANCE_USES
+            || warm.store.data().memory_bytes().saturating_add(RETIRE_HEADROOM) > self.limits.memory_bytes
+        {
             return;
         }
         if let InstanceStrategy::Pooled { max_idle } = self.strategy {
@@ -194,6 +222,7 @@ impl Instances {
             store,
             instance,
             decide,
+            uses: 0,
         })
     }
 
@@ -213,6 +242,30 @@ impl Instances {
             }
         };
         PolicyFailure { kind, detail }
+    }
+}
+
+/// See [`Instances::session`]. An instance that fails is dropped and the
+/// next call starts a new one, as on the decision path.
+pub(crate) struct Session<'a> {
+    instances: &'a Instances,
+    warm: Option<Warm>,
+}
+
+impl Session<'_> {
+    pub(crate) fn decide(&mut self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
+        let mut warm = match self.warm.take() {
+            Some(warm) => warm,
+            None => self.instances.instantiate(self.instances.limits.deadline_ticks)?,
+        };
+        let verdict = self.instances.call(&mut warm, request, state)?;
+        self.warm = Some(warm);
+        Ok(verdict)
+    }
+
+    /// Calls the current instance has served (0 before the first).
+    pub(crate) fn uses(&self) -> u32 {
+        self.warm.as_ref().map_or(0, |w| w.uses)
     }
 }
 

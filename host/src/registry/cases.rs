@@ -26,6 +26,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::contract::{Action, RejectKind, Request, TenantState};
+use crate::engine::failure::FailureKind;
+use crate::engine::instances::MAX_INSTANCE_USES;
 use crate::ids::ModelId;
 use crate::registry::decision::Decision;
 use crate::registry::version::PolicyVersion;
@@ -311,18 +313,29 @@ impl fmt::Display for CaseOutcome {
 }
 
 /// Runs every case against a version and reports each outcome.
+/// Runs every case twice: each on a fresh instance, compared with its
+/// expectation; then all of them, round after round, on one reused
+/// instance for as many calls as a pooled instance serves
+/// ([`MAX_INSTANCE_USES`]). A verdict that differs on the reused instance
+/// means the policy keeps state between calls, and fails that case.
 pub fn run(version: &PolicyVersion, cases: &CasesFile) -> Vec<CaseOutcome> {
-    cases
+    let requests: Vec<Request> = cases
         .cases
         .iter()
         .map(|case| {
-            let decision = match &case.config {
-                Some(_) => version.decide_as_is(&case.request, &case.state),
-                None => {
-                    let mut request = case.request.clone();
-                    version.decide(&mut request, &case.state)
-                }
-            };
+            let mut request = case.request.clone();
+            if case.config.is_none() {
+                version.bind(&mut request);
+            }
+            request
+        })
+        .collect();
+    let mut outcomes: Vec<CaseOutcome> = cases
+        .cases
+        .iter()
+        .zip(&requests)
+        .map(|(case, request)| {
+            let decision = version.decide_case(request, &case.state, None);
             let mismatches = compare(&case.expect, &decision);
             CaseOutcome {
                 name: case.name.clone(),
@@ -330,7 +343,52 @@ pub fn run(version: &PolicyVersion, cases: &CasesFile) -> Vec<CaseOutcome> {
                 mismatches,
             }
         })
-        .collect()
+        .collect();
+    if cases.cases.is_empty() {
+        return outcomes;
+    }
+    let mut session = version.session();
+    for call in 0..MAX_INSTANCE_USES as usize {
+        let i = call % cases.cases.len();
+        let uses = session.uses();
+        let again = version.decide_case(&requests[i], &cases.cases[i].state, Some(&mut session));
+        if !same_verdict(&outcomes[i].decision, &again) {
+            let expected = format!("{} (as on a fresh instance)", verdict_text(&outcomes[i].decision));
+            outcomes[i].mismatches.push(Mismatch {
+                field: "reused instance",
+                expected,
+                actual: format!(
+                    "{} after {uses} earlier calls on the same instance: the policy keeps state between calls; \
+                     a verdict must depend only on the request and the tenant state",
+                    verdict_text(&again)
+                ),
+            });
+            break;
+        }
+    }
+    outcomes
+}
+
+/// Whether two decisions of the same case agree. Timeouts and capacity
+/// failures depend on the machine, not the policy, so they are not compared.
+fn same_verdict(a: &Decision, b: &Decision) -> bool {
+    let timing = |d: &Decision| {
+        d.failure
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FailureKind::Timeout | FailureKind::Capacity))
+    };
+    if timing(a) || timing(b) {
+        return true;
+    }
+    a.action == b.action
+        && a.reason == b.reason
+        && a.metadata == b.metadata
+        && a.max_output_tokens == b.max_output_tokens
+        && a.failure.as_ref().map(|f| f.kind) == b.failure.as_ref().map(|f| f.kind)
+}
+
+fn verdict_text(d: &Decision) -> String {
+    format!("{}: {}", describe(&d.action), crate::text::clip(&d.reason, 200))
 }
 
 fn compare(expect: &Expectation, decision: &Decision) -> Vec<Mismatch> {

@@ -18,7 +18,7 @@ use crate::contract::{Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
-use crate::engine::instances::{CallLimits, InstanceStrategy, Instances};
+use crate::engine::instances::{CallLimits, InstanceStrategy, Instances, Session};
 use crate::ids::{PolicyVersionId, TenantId};
 
 use crate::registry::breaker::{Breaker, BreakerSettings};
@@ -217,6 +217,34 @@ impl PolicyVersion {
     pub fn decide_as_is(&self, request: &Request, state: &TenantState) -> Decision {
         let run = self.run(request, state);
         self.decide_from(run, &|_| Ok(()), false)
+    }
+
+    /// Decides a test case: on a new instance when `session` is `None`, else
+    /// on the session's instance. Neither the breaker nor the heavy lane
+    /// sees these calls.
+    pub(crate) fn decide_case(
+        &self,
+        request: &Request,
+        state: &TenantState,
+        session: Option<&mut Session<'_>>,
+    ) -> Decision {
+        let start = Instant::now();
+        let outcome = match session {
+            None => self.instances.decide_fresh(request, state),
+            Some(session) => session.decide(request, state),
+        }
+        .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
+        let run = Run {
+            outcome,
+            elapsed: start.elapsed(),
+            ran: true,
+        };
+        self.decide_from(run, &|_| Ok(()), false)
+    }
+
+    /// One instance kept across test cases; see [`Self::decide_case`].
+    pub(crate) fn session(&self) -> Session<'_> {
+        self.instances.session()
     }
 
     /// Writes the tenant id and this version's config into the request.
