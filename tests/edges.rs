@@ -156,3 +156,52 @@ async fn connections_past_the_cap_are_closed_at_once_and_calls_past_the_in_fligh
     gw.settled("acme").await;
     gw.reconcile().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_the_upstream_is_down_and_ready_once_it_answers() {
+    // A port with nothing listening: the upstream is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(format!("http://127.0.0.1:{port}")),
+        ..Options::default()
+    })
+    .await;
+    let readyz = || async {
+        let response = gw
+            .raw()
+            .get(format!("{}/readyz", gw.admin_url))
+            .send()
+            .await
+            .expect("readyz answers");
+        (response.status().as_u16(), response.text().await.expect("text"))
+    };
+    let (status, text) = readyz().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("upstream") && text.contains("does not answer"), "{text}");
+    // A call meanwhile is refused, charged nothing, and the process stays up.
+    let refused = timed_call(&gw.sigv4_client(&acme)).await.expect_err("no upstream");
+    assert!(refused.0 >= 500, "{refused:?}");
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
+
+    // The upstream comes back on the same port: ready at once, no restart.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    let upstream = tokio::spawn(async move {
+        axum::serve(listener, tollgate_host::upstream::mock::router(MockSettings::default()))
+            .await
+            .expect("mock serves");
+    });
+    let (status, text) = readyz().await;
+    assert_eq!(status, 200, "{text}");
+    timed_call(&gw.sigv4_client(&acme)).await.expect("served again");
+    assert!(gw.settled("acme").await["spent-nano-usd"].as_u64().expect("spent") > 0);
+    gw.reconcile().await;
+    upstream.abort();
+}

@@ -77,6 +77,8 @@ pub struct Options {
     pub extra_toml: &'static str,
     /// Extra lines for `[engine]`.
     pub engine_extra: &'static str,
+    /// The upstream URL, instead of the in-process mock's.
+    pub upstream_url: Option<String>,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -117,7 +119,7 @@ impl TestGateway {
              auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
              invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n{}\n\n",
             options.server_extra,
-            mock.url(),
+            options.upstream_url.clone().unwrap_or_else(|| mock.url()),
             if options.region.is_empty() {
                 "us-east-1"
             } else {

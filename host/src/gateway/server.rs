@@ -259,7 +259,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when every configured tenant has an active policy and a budget.
+/// Ready when every configured tenant has an active policy and a budget,
+/// the ledger accepts writes, and the upstream answers.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut problems = Vec::new();
     for (tenant, _) in state.gateway.tenants() {
@@ -269,6 +270,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         if state.gateway.accounting().ledger().limits(tenant).is_none() {
             problems.push(format!("tenant {tenant} has no budget"));
         }
+    }
+    if let Err(e) = state.gateway.accounting().ledger().store().health() {
+        problems.push(format!(
+            "the ledger does not accept writes ({e}); no call can be charged"
+        ));
+    }
+    if let Err(e) = state.gateway.upstream().probe().await {
+        problems.push(format!(
+            "the upstream {} does not answer ({e})",
+            state.gateway.upstream().endpoint()
+        ));
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

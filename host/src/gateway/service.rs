@@ -191,6 +191,10 @@ impl Gateway {
         &self.inner.parts.metrics
     }
 
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.inner.parts.upstream
+    }
+
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.inner.parts.catalog
     }

@@ -165,4 +165,47 @@ impl<J: Journal> LedgerStore for BookStore<J> {
     fn may_block(&self) -> bool {
         J::WAITS
     }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.journal.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::memory::Forget;
+
+    /// A journal whose disk has failed: it refuses every write.
+    struct Failed;
+
+    impl Journal for Failed {
+        type Entry = ();
+        type Ticket = ();
+
+        fn entry(_: &TenantId, _: Change<'_>) -> Option<()> {
+            Some(())
+        }
+
+        fn check(&self) -> Result<(), StoreError> {
+            Err(StoreError::Stopped("disk full".into()))
+        }
+
+        fn enqueue(&self, _: Vec<()>, _: bool) -> Result<(), StoreError> {
+            self.check()
+        }
+
+        fn wait(&self, _: ()) -> Result<(), StoreError> {
+            self.check()
+        }
+    }
+
+    #[test]
+    fn a_store_whose_journal_stopped_reports_it_as_unhealthy() {
+        assert!(BookStore::from_parts(Books::default(), 1, Forget).health().is_ok());
+        let err = BookStore::from_parts(Books::default(), 1, Failed)
+            .health()
+            .expect_err("unhealthy");
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
 }

@@ -60,6 +60,13 @@ pub trait LedgerStore: Send + Sync {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// `Err` once the store can no longer accept writes (a durable store
+    /// whose commit failed, a network store that is unreachable), for
+    /// readiness probes. Cheap: no I/O.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A tenant's ledger figures at one instant: what a policy is shown.
@@ -131,5 +138,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn may_block(&self) -> bool {
         (**self).may_block()
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        (**self).health()
     }
 }

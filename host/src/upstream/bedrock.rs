@@ -13,8 +13,8 @@
 //! A retry only happens before any byte has reached the caller: for a stream,
 //! once the upstream answered 200 the stream is the caller's.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use aws_credential_types::Credentials;
@@ -122,7 +122,13 @@ pub struct Upstream {
     settings: UpstreamSettings,
     /// The region calls are sent to, and so priced in.
     region: Option<String>,
+    /// When the last reachability probe succeeded.
+    probed: Mutex<Option<Instant>>,
 }
+
+/// How long a probe's answer is reused: readiness checks come every few
+/// seconds from each load balancer, and Bedrock need not see them all.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
 
 impl Upstream {
     /// An unauthenticated endpoint, e.g. the built-in mock at `url`.
@@ -133,6 +139,7 @@ impl Upstream {
             auth: Auth::None,
             region: settings.region.clone(),
             settings,
+            probed: Mutex::new(None),
         })
     }
 
@@ -180,11 +187,37 @@ impl Upstream {
             auth,
             settings,
             region: Some(region),
+            probed: Mutex::new(None),
         })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Whether the endpoint answers HTTP at all (any status will do: an
+    /// unsigned request is refused, which proves DNS, TCP and TLS work).
+    /// A success is reused for a few seconds; a failure is probed again
+    /// next time, so recovery shows at once.
+    pub async fn probe(&self) -> Result<(), String> {
+        if let Some(at) = *self.probed.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < PROBE_REUSE
+        {
+            return Ok(());
+        }
+        let timeout = Duration::from_millis(self.settings.connect_timeout_ms.saturating_add(2_000));
+        let answered = self.http.get(&self.endpoint).timeout(timeout).send().await;
+        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
+        match answered {
+            Ok(_) => {
+                *probed = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                *probed = None;
+                Err(e.to_string())
+            }
+        }
     }
 
     /// The region calls go to, when known (the mock names none).
