@@ -16,6 +16,7 @@ pub(crate) mod component;
 pub(crate) mod epoch_ticker;
 pub(crate) mod failure;
 pub(crate) mod instances;
+pub mod long_call;
 pub(crate) mod sandbox;
 pub(crate) mod wasi;
 

@@ -15,6 +15,7 @@
 pub(crate) mod breaker;
 pub mod cases;
 pub(crate) mod decision;
+pub(crate) mod lanes;
 pub mod policy_dir;
 pub(crate) mod pool;
 pub(crate) mod version;

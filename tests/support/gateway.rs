@@ -371,6 +371,9 @@ pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
         Err(e) => {
             let status = e.raw_response().map_or(0, |r| r.status().as_u16());
             let e = e.into_service_error();
+            if std::env::var_os("TOLLGATE_TEST_VERBOSE").is_some() {
+                eprintln!("{status} {:?}: {:?}", e.meta().code(), e.meta().message());
+            }
             Err((status, e.meta().code().unwrap_or("?").to_owned()))
         }
     }

@@ -21,12 +21,13 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
 use crate::contract::{Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
+use crate::engine::long_call;
 use crate::engine::sandbox::CallContext;
 
 /// Epoch ticks (ms) `validate-config` may take, instantiation included.
@@ -133,7 +134,10 @@ impl Instances {
     fn call(&self, warm: &mut Warm, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
         warm.uses = warm.uses.saturating_add(1);
         warm.store.data_mut().begin_call();
-        warm.store.set_epoch_deadline(self.limits.deadline_ticks);
+        let deadline = self.limits.deadline_ticks;
+        let first = long_call::first_slice(deadline);
+        warm.store.data_mut().ticks_after_slice = deadline - first;
+        warm.store.set_epoch_deadline(first);
         // SAFETY: the engine type-checked `decide` against exactly these
         // parameter and result types when the component was loaded.
         let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> = unsafe { TypedFunc::new_unchecked(warm.decide) };
@@ -204,6 +208,16 @@ impl Instances {
         );
         let mut store = Store::new(engine, context);
         store.limiter(|cx| cx);
+        // At the end of a call's first slice, tell the thread's owner and
+        // grant the rest; at the end of the deadline, stop the call.
+        store.epoch_deadline_callback(|mut cx| {
+            let rest = std::mem::take(&mut cx.data_mut().ticks_after_slice);
+            if rest == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            long_call::fire();
+            Ok(UpdateDeadline::Continue(rest))
+        });
         store.set_epoch_deadline(deadline_ticks);
         let instance = match self.component.pre.instantiate(&mut store) {
             Ok(instance) => instance,

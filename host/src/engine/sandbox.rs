@@ -32,6 +32,9 @@ pub struct CallContext {
     memory_cap: usize,
     /// Set when the policy tried to grow memory past `memory_cap`.
     pub(crate) memory_exceeded: bool,
+    /// Ticks of the call's deadline left after its first slice (see
+    /// `engine::long_call`); 0 once the epoch callback has granted them.
+    pub(crate) ticks_after_slice: u64,
     /// Linear memory the instance holds, all memories together.
     memory_bytes: usize,
     logs_left: u32,
@@ -48,6 +51,7 @@ impl CallContext {
             prices,
             memory_cap,
             memory_exceeded: false,
+            ticks_after_slice: 0,
             memory_bytes: 0,
             logs_left: MAX_LOGS_PER_CALL,
             logs_dropped: 0,

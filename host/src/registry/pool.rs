@@ -17,15 +17,9 @@
 //!   decided on the caller's task, as the thread hop costs more than such a
 //!   policy (measured: about 40% of the gateway's throughput at c=64). The
 //!   most it can hold a worker is that deadline, once, before it is heavy.
-//! - Two lanes of as many threads each. A version whose recent call burned
-//!   half its deadline in CPU, or timed out, is heavy and runs on the low
-//!   lane, whose threads run at the lowest OS priority (nice 19 on Linux):
-//!   a spinning policy then gets only the CPU nobody else wants, and the
-//!   normal lane, the async workers and `/healthz` keep theirs. A heavy
-//!   version that decides quickly again returns to the normal lane.
+//! - The threads form two lanes, normal and low priority (see `lanes`).
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +29,7 @@ use crate::contract::{Request, TenantState, Verdict};
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::ids::TenantId;
 use crate::registry::decision::Decision;
+use crate::registry::lanes::{Job, Lanes};
 use crate::registry::version::{PolicyVersion, Run, VerdictCheck};
 
 /// How many decision threads and how they are shared.
@@ -81,36 +76,6 @@ impl PoolSettings {
 /// The longest deadline a light version may be decided inline with.
 pub const INLINE_MAX_DEADLINE: Duration = Duration::from_millis(10);
 
-/// One call handed to a decision thread.
-struct Job {
-    version: Arc<PolicyVersion>,
-    request: Request,
-    state: TenantState,
-    reply: oneshot::Sender<Run>,
-    /// Held until the policy returns, even if the caller left: a tenant
-    /// whose callers hang up still cannot exceed its share.
-    _permit: OwnedSemaphorePermit,
-    started: Instant,
-    timeout: Duration,
-}
-
-impl Job {
-    fn execute(self) {
-        if self.reply.is_closed() {
-            return;
-        }
-        if self.started.elapsed() > self.timeout {
-            let _ = self.reply.send(Run::not_run(PolicyFailure {
-                kind: FailureKind::Capacity,
-                detail: format!("no decision thread was free within {} ms", self.timeout.as_millis()),
-            }));
-            return;
-        }
-        let run = self.version.run(&self.request, &self.state);
-        let _ = self.reply.send(run);
-    }
-}
-
 /// The pool. Cheap to clone; the threads stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct DecisionPool {
@@ -118,8 +83,7 @@ pub struct DecisionPool {
 }
 
 struct Inner {
-    jobs: crossbeam_channel::Sender<Job>,
-    heavy_jobs: crossbeam_channel::Sender<Job>,
+    lanes: Lanes,
     shares: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
     tenant_concurrency: usize,
     queue_timeout: Duration,
@@ -130,12 +94,10 @@ impl DecisionPool {
     /// Starts the decision threads.
     pub fn start(settings: PoolSettings) -> std::io::Result<Self> {
         let threads = settings.resolved_threads();
-        let heavy_jobs = spawn_lane("tollgate-heavy", threads, None)?;
-        let jobs = spawn_lane("tollgate-decide", threads, Some(heavy_jobs.clone()))?;
+        let lanes = Lanes::start(threads)?;
         Ok(DecisionPool {
             inner: Arc::new(Inner {
-                jobs,
-                heavy_jobs,
+                lanes,
                 shares: Mutex::new(HashMap::new()),
                 tenant_concurrency: settings.resolved_tenant_concurrency(),
                 queue_timeout: settings.queue_timeout,
@@ -206,12 +168,7 @@ impl DecisionPool {
             started,
             timeout,
         };
-        let lane = if job.version.is_heavy() {
-            &self.inner.heavy_jobs
-        } else {
-            &self.inner.jobs
-        };
-        if lane.send(job).is_err() {
+        if !self.inner.lanes.send(job) {
             return busy("the decision pool has stopped; no thread started it");
         }
         answer.await.unwrap_or_else(|_| {
@@ -232,50 +189,3 @@ impl DecisionPool {
         share
     }
 }
-
-/// Starts one lane's threads; they stop when its senders are dropped. The
-/// normal lane passes `heavy`: a queued call whose version turned heavy
-/// meanwhile moves there instead of running here.
-fn spawn_lane(
-    name: &str,
-    threads: usize,
-    heavy: Option<crossbeam_channel::Sender<Job>>,
-) -> std::io::Result<crossbeam_channel::Sender<Job>> {
-    let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
-    for i in 0..threads {
-        let queue: crossbeam_channel::Receiver<Job> = queue.clone();
-        let heavy = heavy.clone();
-        std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
-            if heavy.is_none() {
-                lower_priority();
-            }
-            for job in queue {
-                let job = match &heavy {
-                    Some(lane) if job.version.is_heavy() => match lane.send(job) {
-                        Ok(()) => continue,
-                        Err(crossbeam_channel::SendError(job)) => job,
-                    },
-                    _ => job,
-                };
-                // A panic loses only its own call: the caller's oneshot is
-                // dropped and its failure mode decides.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job.execute()));
-            }
-        })?;
-    }
-    Ok(jobs)
-}
-
-/// Gives the calling thread the lowest scheduling priority. Lowering needs
-/// no privilege; where it fails the lane still separates heavy tenants.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: plain syscalls on the calling thread's own id.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if rc != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the heavy decision lane's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
