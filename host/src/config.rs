@@ -234,14 +234,33 @@ impl Default for LedgerConfig {
 pub struct LogConfig {
     /// The JSONL invocation log; `""` turns it off.
     pub invocations: PathBuf,
+    /// Rotate the log when it reaches this many bytes; 0 never.
+    pub max_bytes: u64,
+    /// Rotate it when the UTC `hour` or `day` changes, or `never`.
+    pub rotate_every: RotateEvery,
+    /// Records queued for the writer thread before calls wait for the disk.
+    pub queue: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             invocations: PathBuf::from("tollgate-data/invocations.jsonl"),
+            max_bytes: 256 << 20,
+            rotate_every: RotateEvery::Day,
+            queue: 65_536,
         }
     }
+}
+
+/// When the invocation log is rotated by time (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotateEvery {
+    Never,
+    Hour,
+    #[default]
+    Day,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

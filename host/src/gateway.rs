@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod invocation_log;
 pub mod listener;
+pub mod log_writer;
 pub mod metadata;
 pub mod metrics;
 pub mod reconcile;

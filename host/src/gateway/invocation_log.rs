@@ -5,18 +5,16 @@
 //! `tollgate`: the decision and why, the cost in nano-dollars, the policy
 //! version, the original model, and where the time went.
 //!
-//! A record is written (one `write` of a whole line, on a file opened for
-//! appending) before the caller gets its answer, so a finished call always
-//! has its record.
+//! Records are written by one thread, off the request path, and rotated
+//! by size and time (see `log_writer`). `/admin/idle` and a clean shutdown
+//! wait until every finished call's record is on disk.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::log_writer::{LogWriter, WriterSettings, rotated_files};
 use crate::pricing::{LatencyMode, Price, ServiceTier, Usage};
 
 pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
@@ -185,11 +183,16 @@ pub struct LogOpenError {
 /// The JSONL file. Writes from any thread.
 pub struct InvocationLog {
     path: PathBuf,
-    file: Mutex<File>,
+    writer: LogWriter,
 }
 
 impl InvocationLog {
     pub fn open(path: impl AsRef<Path>) -> Result<InvocationLog, LogOpenError> {
+        Self::open_with(path, WriterSettings::default())
+    }
+
+    /// Opens the log with its rotation and queue settings.
+    pub fn open_with(path: impl AsRef<Path>, settings: WriterSettings) -> Result<InvocationLog, LogOpenError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| LogOpenError {
@@ -197,47 +200,40 @@ impl InvocationLog {
                 source,
             })?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| LogOpenError {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(InvocationLog {
-            path,
-            file: Mutex::new(file),
-        })
+        let writer = LogWriter::start(path.clone(), settings).map_err(|source| LogOpenError {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(InvocationLog { path, writer })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one record. A failed write is logged, never the caller's problem.
-    pub fn write(&self, record: &InvocationRecord) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!(error = %e, "could not serialise an invocation record");
-                return;
-            }
-        };
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = file.write_all(&line) {
-            tracing::error!(error = %e, path = %self.path.display(), "could not write the invocation log");
-        }
+    /// Queues one record for the writer. A failed write is logged, never
+    /// the caller's problem.
+    pub fn write(&self, record: InvocationRecord) {
+        self.writer.write(record);
     }
 
-    /// Reads every record of a log file (for reports and tests).
+    /// Resolves once every record written before it is on disk.
+    pub async fn flush(&self) {
+        self.writer.flush().await;
+    }
+
+    /// Reads every record of a log, the files rotated away from it first
+    /// (for reports, reconciliation and tests).
     pub fn read_all(path: impl AsRef<Path>) -> std::io::Result<Vec<InvocationRecord>> {
-        let text = std::fs::read_to_string(path)?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
-            .collect()
+        let path = path.as_ref();
+        let mut records = Vec::new();
+        for file in rotated_files(path).iter().chain(std::iter::once(&path.to_path_buf())) {
+            let text = std::fs::read_to_string(file)?;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                records.push(serde_json::from_str(line).map_err(std::io::Error::other)?);
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -255,12 +251,8 @@ pub fn timestamp(now_ms: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip_through_the_file() {
-        let dir = std::env::temp_dir().join(format!("tollgate-log-{}", std::process::id()));
-        let path = dir.join("invocations.jsonl");
-        let log = InvocationLog::open(&path).expect("open");
-        let record = InvocationRecord {
+    fn record() -> InvocationRecord {
+        InvocationRecord {
             schema_type: SCHEMA_TYPE.into(),
             schema_version: SCHEMA_VERSION.into(),
             timestamp: timestamp(1_714_564_800_123),
@@ -281,15 +273,58 @@ mod tests {
                 decision: "admit".into(),
                 ..TollgateFields::default()
             },
-        };
-        log.write(&record);
-        log.write(&record);
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("tollgate-log-{}", std::process::id()));
+        let path = dir.join("invocations.jsonl");
+        let log = InvocationLog::open(&path).expect("open");
+        let record = record();
+        log.write(record.clone());
+        log.write(record.clone());
+        // Dropping the log writes what is queued.
+        drop(log);
         let back = InvocationLog::read_all(&path).expect("read");
         assert_eq!(back, vec![record.clone(), record]);
         assert_eq!(back[0].timestamp, "2024-05-01T12:00:00.123Z");
         let line = std::fs::read_to_string(&path).expect("text");
         assert!(line.contains("\"schemaType\":\"ModelInvocationLog\""), "{line}");
         assert!(line.contains("\"inputTokenCount\":12"), "{line}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_reads_back_whole() {
+        let dir = std::env::temp_dir().join(format!("tollgate-log-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("invocations.jsonl");
+        let line = serde_json::to_vec(&record()).expect("json").len() as u64 + 1;
+        let settings = WriterSettings {
+            max_bytes: 2 * line,
+            rotate_every: crate::config::RotateEvery::Never,
+            queue: 4,
+        };
+        let log = InvocationLog::open_with(&path, settings).expect("open");
+        for i in 0..7 {
+            let mut r = record();
+            r.request_id = format!("r-{i}");
+            log.write(r);
+        }
+        drop(log);
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 3, "{rotated:?}");
+        let ids: Vec<String> = InvocationLog::read_all(&path)
+            .expect("read")
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect();
+        assert_eq!(
+            ids,
+            (0..7).map(|i| format!("r-{i}")).collect::<Vec<_>>(),
+            "every record, in order"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

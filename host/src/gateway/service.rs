@@ -11,14 +11,17 @@
 //!   response's usage when it has one; otherwise (a stream cut by the client
 //!   or the upstream, a reply without usage) the hold itself is charged, so a
 //!   call that may have cost money is never free.
-//! * The ledger and the invocation log are written before the caller sees
-//!   the end of its answer (for a stream: before the final metadata frame).
+//! * The ledger is written, and the invocation record handed to the log's
+//!   writer thread, before the caller sees the end of its answer (for a
+//!   stream: before the final metadata frame). `/admin/idle` and a clean
+//!   shutdown wait until the records are on disk.
 //! * A call runs in a task of its own, so the caller going away never stops
 //!   a call the upstream may be running: it is settled and logged all the
 //!   same ([`super::settlement`]; a stream by [`super::stream_pump`]).
-//! * Policies run inline on the async worker threads, which are as many as
-//!   the cores: a pool no wider than the machine, so an epoch deadline (wall
-//!   clock) measures the policy and not a queue.
+//! * Policies run on the decision pool (`registry::pool`): a share of its
+//!   threads per tenant, heavy versions on a low-priority lane, and light
+//!   versions with short deadlines inline. A deadline measures the policy,
+//!   not a queue.
 //!
 //! The HTTP layer (`server`) only reads bodies and maps responses;
 //! a Rust service can call [`Gateway::call`] in-process instead.
@@ -189,6 +192,13 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.parts.metrics
+    }
+
+    /// Resolves once every record written so far is on disk.
+    pub async fn flush_log(&self) {
+        if let Some(log) = &self.inner.parts.log {
+            log.flush().await;
+        }
     }
 
     pub fn upstream(&self) -> &Arc<Upstream> {

@@ -233,7 +233,7 @@ impl Settlement {
         self.metrics.tenant_verdict(&trace.tenant, &trace.decision);
         self.metrics.response(operation_name(trace.operation), trace.status);
         if let Some(log) = &self.log {
-            log.write(&trace.record());
+            log.write(trace.record());
         }
         // Each call is finished exactly once (a stream by its pump).
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -255,6 +255,10 @@ impl Settlement {
             // Register before checking, so a wake-up between the two is not lost.
             notified.as_mut().enable();
             if self.in_flight() == 0 {
+                // Every finished call's record is on disk, too.
+                if let Some(log) = &self.log {
+                    log.flush().await;
+                }
                 return;
             }
             notified.await;
