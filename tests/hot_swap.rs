@@ -91,17 +91,38 @@ fn rollback_returns_to_the_previous_version_and_keeps_history() {
     assert_eq!(decision.version.number, 2);
     assert!(!decision.reason.starts_with("allow-all"), "{}", decision.reason);
 
+    let version = |n: u32| {
+        registry
+            .versions(&acme)
+            .into_iter()
+            .find(|v| v.id().number == n)
+            .expect("kept")
+    };
+    assert!(
+        version(2).instance_memory_bytes().is_some(),
+        "the active version keeps a warm instance"
+    );
+
     let back = registry.rollback(&acme).expect("rollback");
     assert_eq!(back.number, 1);
     let decision = registry.decide(&acme, &mut request(), &state()).expect("decide");
     assert_eq!(decision.version.number, 1);
     assert!(decision.reason.starts_with("allow-all"), "{}", decision.reason);
+    // The version swapped out holds no idle instance, and so no memory.
+    assert!(version(2).instance_memory_bytes().is_none());
+    assert!(version(1).instance_memory_bytes().is_some());
 
     assert!(matches!(
         registry.rollback(&acme),
         Err(RegistryError::NoPreviousVersion(_))
     ));
     assert_eq!(registry.activate(&acme, 2).expect("activate").number, 2);
+    assert!(version(1).instance_memory_bytes().is_none());
+    registry.decide(&acme, &mut request(), &state()).expect("decide");
+    assert!(
+        version(2).instance_memory_bytes().is_some(),
+        "active again, it keeps instances again"
+    );
     assert_eq!(registry.versions(&acme).len(), 2);
     assert!(matches!(
         registry.activate(&acme, 9),

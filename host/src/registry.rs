@@ -245,7 +245,7 @@ impl Registry {
             history.versions.push(Arc::clone(&version));
             history.activations.push(number);
             prune(&mut history);
-            existing.active.store(version);
+            existing.active.swap(version).release_idle();
             return;
         }
         let policies = Arc::new(TenantPolicies {
@@ -278,7 +278,11 @@ impl Registry {
                 number,
             })?;
         history.activations.push(number);
-        policies.active.store(Arc::clone(&version));
+        version.keep_idle();
+        let previous = policies.active.swap(Arc::clone(&version));
+        if !Arc::ptr_eq(&previous, &version) {
+            previous.release_idle();
+        }
         Ok(version.id().clone())
     }
 
@@ -296,7 +300,8 @@ impl Registry {
                 break;
             };
             if let Some(version) = history.versions.iter().find(|v| v.id().number == previous).cloned() {
-                policies.active.store(Arc::clone(&version));
+                version.keep_idle();
+                policies.active.swap(Arc::clone(&version)).release_idle();
                 return Ok(version.id().clone());
             }
         }

@@ -17,6 +17,7 @@
 //! grow their heaps over thousands of calls, and an instance left to reach
 //! the cap would fail a decision instead of a fresh one taking over.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,8 @@ pub(crate) struct Instances {
     limits: CallLimits,
     strategy: InstanceStrategy,
     idle: Mutex<Vec<Warm>>,
+    /// Set while the version is not active: instances are not kept.
+    retired: AtomicBool,
 }
 
 impl Instances {
@@ -102,6 +105,7 @@ impl Instances {
             limits,
             strategy,
             idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -174,6 +178,18 @@ impl Instances {
         idle.first().map(|warm| warm.store.data().memory_bytes())
     }
 
+    /// Frees the idle instances and keeps none until [`Self::keep_idle`].
+    pub(crate) fn release_idle(&self) {
+        self.retired.store(true, Ordering::Release);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(idle);
+    }
+
+    /// Keeps idle instances again (the version is active again).
+    pub(crate) fn keep_idle(&self) {
+        self.retired.store(false, Ordering::Release);
+    }
+
     pub(crate) fn instantiate_only(&self) {
         let _ = self.instantiate(self.limits.deadline_ticks);
     }
@@ -187,6 +203,7 @@ impl Instances {
 
     fn give_back(&self, warm: Warm) {
         if warm.uses >= MAX_INSTANCE_USES
+            || self.retired.load(Ordering::Acquire)
             || warm.store.data().memory_bytes().saturating_add(RETIRE_HEADROOM) > self.limits.memory_bytes
         {
             return;

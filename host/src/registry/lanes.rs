@@ -63,7 +63,6 @@ impl Job {
     }
 }
 
-
 /// Where jobs are sent. Dropping it stops the threads once their queues are empty.
 pub(crate) struct Lanes {
     normal: Sender<Job>,
@@ -108,7 +107,11 @@ impl Lanes {
     /// Queues a job on the lane its version belongs to; `false` once the
     /// threads have stopped.
     pub(crate) fn send(&self, job: Job) -> bool {
-        let lane = if job.version.is_heavy() { &self.low } else { &self.normal };
+        let lane = if job.version.is_heavy() {
+            &self.low
+        } else {
+            &self.normal
+        };
         lane.send(job).is_ok()
     }
 }

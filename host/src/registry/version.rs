@@ -375,6 +375,18 @@ impl PolicyVersion {
         self.instances.instantiate_only();
     }
 
+    /// Drops the idle instances, freeing their memory and pool slots; for a
+    /// version that is no longer active. Calls still in flight on it finish,
+    /// and a later call (after a rollback) instantiates again.
+    pub fn release_idle(&self) {
+        self.instances.release_idle();
+    }
+
+    /// Keeps idle instances again; for a version made active again.
+    pub(crate) fn keep_idle(&self) {
+        self.instances.keep_idle();
+    }
+
     /// Linear memory of one warm instance (pooled strategy, after at least
     /// one decision), for `tollgate policy bench`.
     #[doc(hidden)]
