@@ -96,7 +96,7 @@ struct EngineInner {
     prices: Arc<dyn PriceBook>,
     pooling: bool,
     loaded: Mutex<HashMap<String, Weak<PolicyComponent>>>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 /// The embeddable policy engine. Cheap to clone; clones share everything.
@@ -189,7 +189,7 @@ impl PolicyEngine {
                 prices,
                 pooling,
                 loaded: Mutex::new(HashMap::new()),
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
@@ -205,6 +205,11 @@ impl PolicyEngine {
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner.engine
+    }
+
+    /// The epoch clock; hold [`EpochTicker::enter`]'s guard while Wasm runs.
+    pub(crate) fn ticker(&self) -> &EpochTicker {
+        &self.inner.ticker
     }
 
     pub(crate) fn prices(&self) -> &Arc<dyn PriceBook> {
@@ -345,6 +350,7 @@ impl PolicyEngine {
         );
         store.limiter(|cx| cx);
         store.set_epoch_deadline(LOAD_CHECK_TICKS);
+        let _running = self.inner.ticker.enter();
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| LoadError::Invalid(format!("instantiating the policy failed: {e:#}")))?;

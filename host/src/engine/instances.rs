@@ -142,6 +142,7 @@ impl Instances {
         let first = long_call::first_slice(deadline);
         warm.store.data_mut().ticks_after_slice = deadline - first;
         warm.store.set_epoch_deadline(first);
+        let _running = self.engine.ticker().enter();
         // SAFETY: the engine type-checked `decide` against exactly these
         // parameter and result types when the component was loaded.
         let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> = unsafe { TypedFunc::new_unchecked(warm.decide) };
@@ -163,6 +164,7 @@ impl Instances {
         // good policy refused. A loop here is still stopped.
         let mut warm = self.instantiate(VALIDATE_CONFIG_TICKS)?;
         warm.store.set_epoch_deadline(VALIDATE_CONFIG_TICKS);
+        let _running = self.engine.ticker().enter();
         let func = func(&mut warm.store, warm.instance, index)?;
         // SAFETY: type-checked at load, as for `decide`.
         let typed: TypedFunc<(&str,), (Result<(), String>,)> = unsafe { TypedFunc::new_unchecked(func) };
@@ -236,6 +238,7 @@ impl Instances {
             Ok(UpdateDeadline::Continue(rest))
         });
         store.set_epoch_deadline(deadline_ticks);
+        let _running = self.engine.ticker().enter();
         let instance = match self.component.pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
