@@ -153,6 +153,9 @@ async fn connections_past_the_cap_are_closed_at_once_and_calls_past_the_in_fligh
     assert!(closed_after < Duration::from_secs(1), "closed after {closed_after:?}");
     drop(held);
     timed_call(&client).await.expect("served once the connections are gone");
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("tollgate_calls_shed_total 1\n"), "{metrics}");
+    assert!(!metrics.contains("tollgate_connections_refused_total 0\n"), "{metrics}");
     gw.settled("acme").await;
     gw.reconcile().await;
 }

@@ -131,5 +131,12 @@ async fn a_policy_failing_call_after_call_is_skipped_by_its_circuit_breaker() {
     assert!(skipped.contains("failed its last 5 calls"), "{skipped}");
     let log = std::fs::read_to_string(gw.dir().join("stderr.log")).expect("stderr");
     assert!(log.contains("skipping it"), "the trip is logged once:\n{log}");
+    let metrics = gw.metrics().await;
+    for line in [
+        "tollgate_policy_failures_total{tenant=\"broken\",kind=\"trap\"} 5",
+        "tollgate_policy_failures_total{tenant=\"broken\",kind=\"circuit-open\"} 15",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
     gw.reconcile().await;
 }

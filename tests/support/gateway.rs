@@ -274,6 +274,18 @@ impl TestGateway {
             .expect("JSON")
     }
 
+    /// The operator listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.raw()
+            .get(format!("{}/metrics", self.admin_url))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Waits until the gateway has charged and logged every call it
     /// started (it answers `/admin/idle` then), and returns the tenant's state.
     pub async fn settled(&self, tenant: &str) -> Value {

@@ -227,6 +227,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             key: key.clone(),
         },
     };
+    let refused = gateway.metrics().connections_refused.clone();
     Ok(Assembled {
         gateway,
         settings: ServerSettings {
@@ -241,6 +242,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             max_connections: config.server.max_connections,
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(config.server.tls_handshake_timeout_ms),
+            refused: Some(refused),
         },
         mock,
     })
@@ -326,7 +328,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let servers = vec![
-        tokio::spawn(bound.serve(tenant_app, until_stopped(stopped.clone()), grace, assembled.edges)),
+        tokio::spawn(bound.serve(
+            tenant_app,
+            until_stopped(stopped.clone()),
+            grace,
+            assembled.edges.clone(),
+        )),
         tokio::spawn(admin_bound.serve(operator_app, until_stopped(stopped), grace, assembled.edges)),
     ];
     let accounting = Arc::clone(assembled.gateway.accounting());

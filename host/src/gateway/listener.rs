@@ -44,11 +44,13 @@ pub enum Listen {
 }
 
 /// The limits of the listener. See the module documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Edges {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// Counts connections closed at the cap, when set.
+    pub refused: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Default for Edges {
@@ -57,6 +59,7 @@ impl Default for Edges {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            refused: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Bound {
         edges: Edges,
     ) -> Result<(), ServeError> {
         let permits = Arc::new(Semaphore::new(edges.max_connections.max(1)));
+        let handshake_timeout = edges.tls_handshake_timeout;
         let graceful = GracefulShutdown::new();
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -144,6 +148,9 @@ impl Bound {
                 },
             };
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                if let Some(refused) = &edges.refused {
+                    refused.inc();
+                }
                 if let Some(suppressed) = crate::log_gate::ACCEPT_ERRORS.admit("cap") {
                     tracing::warn!(
                         max_connections = edges.max_connections,
@@ -164,9 +171,7 @@ impl Bound {
                 match tls {
                     None => serve_connection(&http, stream, service, watcher).await,
                     Some(tls) => {
-                        if let Ok(Ok(stream)) =
-                            tokio::time::timeout(edges.tls_handshake_timeout, tls.accept(stream)).await
-                        {
+                        if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
                             serve_connection(&http, stream, service, watcher).await;
                         }
                     }

@@ -29,6 +29,13 @@ pub struct TenantModelKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantFailure {
+    pub tenant: String,
+    /// A `FailureKind` name: timeout, trap, capacity, circuit-open, ...
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
     pub tenant: String,
 }
@@ -55,6 +62,9 @@ pub struct Metrics {
     pub responses: Family<StatusLabel, Counter>,
     pub alert_level: Family<TenantLabel, Gauge>,
     pub aggregate_alert_level: Gauge,
+    pub policy_failures: Family<TenantFailure, Counter>,
+    pub connections_refused: Counter,
+    pub calls_shed: Counter,
     /// Serialises encoding; the metrics themselves are lock-free.
     encode_lock: Mutex<()>,
 }
@@ -113,8 +123,29 @@ impl Metrics {
             "The alert level across all tenants: 0 green, 1 yellow, 2 orange, 3 red",
             aggregate_alert_level.clone(),
         );
+        let policy_failures = Family::<TenantFailure, Counter>::default();
+        registry.register(
+            "policy_failures",
+            "Decisions made by the tenant's failure mode, by failure kind (timeout, trap, capacity, circuit-open, ...)",
+            policy_failures.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as they were accepted: max-connections were open",
+            connections_refused.clone(),
+        );
+        let calls_shed = Counter::default();
+        registry.register(
+            "calls_shed",
+            "Model calls refused with a 503 because max-in-flight calls were being admitted",
+            calls_shed.clone(),
+        );
         Metrics {
             registry,
+            policy_failures,
+            connections_refused,
+            calls_shed,
             decisions,
             tokens,
             cost_nano_usd,

@@ -60,6 +60,7 @@ pub(crate) struct AppState {
 /// `/readyz` are on the operator listener ([`operator_router`]).
 pub fn tenant_router(gateway: Gateway, settings: ServerSettings) -> Router {
     let max_in_flight = settings.max_in_flight.max(1);
+    let shed_count = gateway.metrics().calls_shed.clone();
     let state = AppState {
         gateway,
         settings: Arc::new(settings),
@@ -67,8 +68,9 @@ pub fn tenant_router(gateway: Gateway, settings: ServerSettings) -> Router {
     // Past the limit a call is refused at once, before its body is read,
     // rather than queued: Bedrock clients retry a 503 with backoff.
     let shed = tower::ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |_: BoxError| async move {
-            overloaded(max_in_flight)
+        .layer(HandleErrorLayer::new(move |_: BoxError| {
+            shed_count.inc();
+            async move { overloaded(max_in_flight) }
         }))
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(max_in_flight));

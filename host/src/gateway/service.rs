@@ -413,6 +413,16 @@ impl Gateway {
         })?;
         let decision = parts.pool.decide(version, request, state.clone(), host_check).await;
         parts.metrics.decision_seconds.observe(decision.elapsed.as_secs_f64());
+        if let Some(failure) = &decision.failure {
+            parts
+                .metrics
+                .policy_failures
+                .get_or_create(&super::metrics::TenantFailure {
+                    tenant: tenant.as_str().to_owned(),
+                    kind: failure.kind.as_str().to_owned(),
+                })
+                .inc();
+        }
         let version = decision.version.to_string();
         trace.decision = decision.action.name().to_owned();
         trace.reason = decision.reason.clone();
