@@ -18,37 +18,20 @@
 # budget, and runs `tollgate reconcile` (which must be exact). Needs wrk, curl
 # and jq (`apt-get install wrk curl jq`).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 secs="${1:-40}"
 budget="${2:-8}"
 scale="${SCALE:-70}"
 for tool in wrk curl jq; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed: apt-get install $tool" >&2; exit 1; }
 done
-cargo build --release --quiet
-bin=target/release/tollgate
-$bin policy build policies --out policies/target/components >/dev/null
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+. "$(dirname "$0")/common.sh"
 
-$bin mock-bedrock --listen 127.0.0.1:0 --latency-ms 50 --stream-event-interval-ms 10 >"$work/mock.out" &
-until grep -q "listening on" "$work/mock.out" 2>/dev/null; do sleep 0.05; done
-mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
+start_mock --latency-ms 50 --stream-event-interval-ms 10
 
 token=budget-load-admin-token-0123456789
 {
+  server_and_upstream_toml "admin-token = \"$token\""
   cat <<TOML
-[server]
-listen = "127.0.0.1:0"
-admin-listen = "127.0.0.1:0"
-plain-http = true
-admin-token = "$token"
-[upstream]
-kind = "bedrock"
-[upstream.bedrock]
-endpoint = "$mock"
-region = "us-east-1"
-auth = "none"
 max-attempts = 1
 [ledger]
 path = "ledger.redb"
@@ -70,10 +53,7 @@ key = "$t-budget-load-key-0123456789"
 TOML
   done
 } >"$work/tollgate.toml"
-$bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
-until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
-gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
-admin=$(sed -n 's/^tollgate admin listening on \(.*\)$/\1/p' "$work/gw.out")
+start_gateway
 
 model="anthropic.claude-3-5-haiku-20241022-v1%3A0"
 # About 500 tokens of prompt and at most 64 of output: the input dominates.

@@ -10,31 +10,15 @@
 # budget-guard policy, then runs wrk against each. Needs wrk
 # (`apt-get install wrk`). Prints one table in the format of benches/RESULTS.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 secs="${1:-10}"
 store="${STORE:-durable}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet
-bin=target/release/tollgate
-$bin policy build policies --out policies/target/components >/dev/null
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+. "$(dirname "$0")/common.sh"
 
-$bin mock-bedrock --listen 127.0.0.1:0 >"$work/mock.out" &
-until grep -q "listening on" "$work/mock.out" 2>/dev/null; do sleep 0.05; done
-mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
-
-cat >"$work/tollgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-admin-listen = "127.0.0.1:0"
-plain-http = true
-[upstream]
-kind = "bedrock"
-[upstream.bedrock]
-endpoint = "$mock"
-region = "us-east-1"
-auth = "none"
+start_mock
+{
+  server_and_upstream_toml
+  cat <<TOML
 [ledger]
 store = "$store"
 path = "ledger.redb"
@@ -49,16 +33,9 @@ policy = "$PWD/policies/target/components/budget_guard.wasm"
 [[tenants.acme.api-keys]]
 key = "acme-load-test-key-0123456789"
 TOML
-$bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
-until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
-gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
-
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer acme-load-test-key-0123456789"
-wrk.body = '{"messages":[{"role":"user","content":[{"text":"Summarise the quarterly report in three short bullet points"}]}],"inferenceConfig":{"maxTokens":256},"requestMetadata":{"user":"u-1","use-case":"load"}}'
-LUA
+} >"$work/tollgate.toml"
+start_gateway
+write_post_lua acme-load-test-key-0123456789 load
 path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
 
 # One run: prints "rps p50 p99" (latencies in ms).

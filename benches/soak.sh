@@ -10,31 +10,15 @@
 # (VmRSS) against the calls answered so far, every 5 s, until `calls`.
 # Needs wrk (`apt-get install wrk`).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 target="${1:-1000000}"
 store="${STORE:-memory}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet
-bin=target/release/tollgate
-$bin policy build policies --out policies/target/components >/dev/null
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+. "$(dirname "$0")/common.sh"
 
-$bin mock-bedrock --listen 127.0.0.1:0 >"$work/mock.out" &
-until grep -q "listening on" "$work/mock.out" 2>/dev/null; do sleep 0.05; done
-mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
-
-cat >"$work/tollgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:0"
-admin-listen = "127.0.0.1:0"
-plain-http = true
-[upstream]
-kind = "bedrock"
-[upstream.bedrock]
-endpoint = "$mock"
-region = "us-east-1"
-auth = "none"
+start_mock
+{
+  server_and_upstream_toml
+  cat <<TOML
 [ledger]
 store = "$store"
 path = "ledger.redb"
@@ -50,18 +34,10 @@ policy = "$PWD/policies/target/components/budget_guard.wasm"
 [[tenants.acme.api-keys]]
 key = "acme-soak-test-key-0123456789"
 TOML
-$bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
-pid=$!
-until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
-gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
-admin=$(sed -n 's/^tollgate admin listening on \(.*\)$/\1/p' "$work/gw.out")
-
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer acme-soak-test-key-0123456789"
-wrk.body = '{"messages":[{"role":"user","content":[{"text":"Summarise the quarterly report in three short bullet points"}]}],"inferenceConfig":{"maxTokens":256},"requestMetadata":{"user":"u-1","use-case":"soak"}}'
-LUA
+} >"$work/tollgate.toml"
+start_gateway
+pid=$gw_pid
+write_post_lua acme-soak-test-key-0123456789 soak
 path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
 
 answered() {

@@ -1,0 +1,55 @@
+# Shared by the load scripts in benches/: build, a work directory, and
+# starting `tollgate mock-bedrock` and `tollgate serve` on loopback ports.
+# Source it after `set -euo pipefail`; it defines $bin and $work.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release --quiet
+bin=target/release/tollgate
+$bin policy build policies --out policies/target/components >/dev/null
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+
+# start_mock [mock-bedrock flags...]: sets $mock to its URL.
+start_mock() {
+  $bin mock-bedrock --listen 127.0.0.1:0 "$@" >"$work/mock.out" &
+  until grep -q "listening on" "$work/mock.out" 2>/dev/null; do sleep 0.05; done
+  mock=$(sed -n 's/^mock Bedrock listening on \(.*\)$/\1/p' "$work/mock.out")
+}
+
+# start_gateway: serves $work/tollgate.toml; sets $gw, $admin and $gw_pid.
+start_gateway() {
+  $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
+  gw_pid=$!
+  until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
+  gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
+  admin=$(sed -n 's/^tollgate admin listening on \(.*\)$/\1/p' "$work/gw.out")
+}
+
+# server_and_upstream_toml [EXTRA-SERVER-LINES]: the [server] and [upstream]
+# tables of a gateway in front of $mock; [upstream.bedrock] comes last, so
+# lines printed right after it belong to it.
+server_and_upstream_toml() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:0"
+admin-listen = "127.0.0.1:0"
+plain-http = true
+${1:-}
+[upstream]
+kind = "bedrock"
+[upstream.bedrock]
+endpoint = "$mock"
+region = "us-east-1"
+auth = "none"
+TOML
+}
+
+# write_post_lua KEY USE-CASE: a wrk script posting one Converse body with a bearer key.
+write_post_lua() {
+  cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer $1"
+wrk.body = '{"messages":[{"role":"user","content":[{"text":"Summarise the quarterly report in three short bullet points"}]}],"inferenceConfig":{"maxTokens":256},"requestMetadata":{"user":"u-1","use-case":"$2"}}'
+LUA
+}
