@@ -14,7 +14,6 @@ use tokio::task::JoinHandle;
 use super::admin::AdminToken;
 use super::auth::Credentials;
 use super::invocation_log::InvocationLog;
-use super::log_writer::WriterSettings;
 use super::metrics::Metrics;
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts, TenantProfile};
@@ -166,15 +165,8 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         None
     } else {
         Some(Arc::new(
-            InvocationLog::open_with(
-                config.resolve(&config.log.invocations),
-                WriterSettings {
-                    max_bytes: config.log.max_bytes,
-                    rotate_every: config.log.rotate_every,
-                    queue: config.log.queue,
-                },
-            )
-            .map_err(|e| cfg_err(e.to_string()))?,
+            InvocationLog::open_with(config.resolve(&config.log.invocations), &config.log)
+                .map_err(|e| cfg_err(e.to_string()))?,
         ))
     };
 

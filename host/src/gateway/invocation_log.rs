@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::log_writer::{LogWriter, WriterSettings, rotated_files};
+use super::log_writer::{LogWriter, rotated_files};
+use crate::config::LogConfig;
 use crate::pricing::{LatencyMode, Price, ServiceTier, Usage};
 
 pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
@@ -188,11 +189,12 @@ pub struct InvocationLog {
 
 impl InvocationLog {
     pub fn open(path: impl AsRef<Path>) -> Result<InvocationLog, LogOpenError> {
-        Self::open_with(path, WriterSettings::default())
+        Self::open_with(path, &LogConfig::default())
     }
 
-    /// Opens the log with its rotation and queue settings.
-    pub fn open_with(path: impl AsRef<Path>, settings: WriterSettings) -> Result<InvocationLog, LogOpenError> {
+    /// Opens the log with the rotation and queue settings of `settings`
+    /// (its `invocations` path is not used: `path` is).
+    pub fn open_with(path: impl AsRef<Path>, settings: &LogConfig) -> Result<InvocationLog, LogOpenError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| LogOpenError {
@@ -301,12 +303,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("invocations.jsonl");
         let line = serde_json::to_vec(&record()).expect("json").len() as u64 + 1;
-        let settings = WriterSettings {
+        let settings = LogConfig {
             max_bytes: 2 * line,
             rotate_every: crate::config::RotateEvery::Never,
             queue: 4,
+            ..LogConfig::default()
         };
-        let log = InvocationLog::open_with(&path, settings).expect("open");
+        let log = InvocationLog::open_with(&path, &settings).expect("open");
         for i in 0..7 {
             let mut r = record();
             r.request_id = format!("r-{i}");

@@ -26,27 +26,6 @@ use tokio::sync::oneshot;
 use super::invocation_log::InvocationRecord;
 use crate::config::{LogConfig, RotateEvery};
 
-/// How the writer rotates and how much it queues.
-#[derive(Debug, Clone, Copy)]
-pub struct WriterSettings {
-    /// Rotate when the file reaches this size; 0 never.
-    pub max_bytes: u64,
-    pub rotate_every: RotateEvery,
-    /// Records queued for the writer before senders wait.
-    pub queue: usize,
-}
-
-impl Default for WriterSettings {
-    fn default() -> Self {
-        let config = LogConfig::default();
-        WriterSettings {
-            max_bytes: config.max_bytes,
-            rotate_every: config.rotate_every,
-            queue: config.queue,
-        }
-    }
-}
-
 /// The period a moment falls in; a change means a new file.
 fn period(every: RotateEvery, at: SystemTime) -> u64 {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -70,7 +49,7 @@ pub(crate) struct LogWriter {
 
 impl LogWriter {
     /// Opens (or creates) `path` for appending and starts the thread.
-    pub(crate) fn start(path: PathBuf, settings: WriterSettings) -> std::io::Result<Self> {
+    pub(crate) fn start(path: PathBuf, settings: &LogConfig) -> std::io::Result<Self> {
         let file = open(&path)?;
         let meta = file.metadata()?;
         let period = period(
@@ -80,7 +59,7 @@ impl LogWriter {
         let (sender, queue) = crossbeam_channel::bounded(settings.queue.max(1));
         let mut state = Open {
             path,
-            settings,
+            settings: settings.clone(),
             out: BufWriter::with_capacity(64 << 10, file),
             written: meta.len(),
             period,
@@ -129,7 +108,8 @@ impl Drop for LogWriter {
 /// The writer thread's state.
 struct Open {
     path: PathBuf,
-    settings: WriterSettings,
+    /// Rotation and queue settings (`invocations` is `path`'s source).
+    settings: LogConfig,
     out: BufWriter<File>,
     written: u64,
     period: u64,
