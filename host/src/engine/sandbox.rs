@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, WasmStr};
 
 use crate::contract::{LogLevel, ModelPrice, names};
 use crate::engine::wasi::PolicyWasi;
@@ -21,6 +21,8 @@ use crate::pricing::PriceBook;
 
 /// Longest log message kept from a policy, in bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
+/// Longest model id `price` reads; a longer one is unpriced (ARNs end well before).
+const MAX_MODEL_ID_BYTES: usize = 2048;
 /// Log messages kept per decision; the rest are counted and dropped.
 pub const MAX_LOGS_PER_CALL: u32 = 16;
 
@@ -111,16 +113,18 @@ impl wasmtime_wasi::WasiView for CallContext {
 
 impl ResourceLimiter for CallContext {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        // Called with `current == 0` when a memory is created, so the cap
+        // bounds every memory of the instance together, not each alone.
+        let total = self.memory_bytes.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_cap {
             self.memory_exceeded = true;
             wasmtime::bail!(
-                "policy memory limit of {} bytes exceeded (grow from {current} to {desired} bytes)",
+                "policy memory limit of {} bytes exceeded (a memory growing from {current} to {desired} bytes would \
+                 bring the instance's memories to {total} bytes)",
                 self.memory_cap
             );
         }
-        // Called with `current == 0` when a memory is created, so this adds
-        // up every memory of the instance.
-        self.memory_bytes = self.memory_bytes.saturating_add(desired.saturating_sub(current));
+        self.memory_bytes = total;
         Ok(true)
     }
 
@@ -143,13 +147,45 @@ pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linke
     crate::engine::wasi::add_to_linker(&mut linker)?;
     linker.instance(names::TYPES_INTERFACE)?;
     let mut host = linker.instance(names::HOST_INTERFACE)?;
-    host.func_wrap("log", |mut cx, (level, message): (LogLevel, String)| {
-        cx.data_mut().log(level, &message);
+    // Strings are borrowed from the guest's memory, not lifted into host
+    // memory: only a bounded prefix is ever copied, whatever the guest passes.
+    host.func_wrap("log", |mut cx, (level, message): (LogLevel, WasmStr)| {
+        let prefix = {
+            let text = message.to_str(&cx)?;
+            text[..text.floor_char_boundary(MAX_LOG_BYTES)].to_owned()
+        };
+        cx.data_mut().log(level, &prefix);
         Ok(())
     })?;
-    host.func_wrap("price", |cx, (model,): (String,)| {
-        let price: Option<ModelPrice> = cx.data().prices.price(&model);
+    host.func_wrap("price", |cx, (model,): (WasmStr,)| {
+        let model = model.to_str(&cx)?;
+        // No model id is this long; a longer one is unpriced, unread.
+        let price: Option<ModelPrice> = if model.len() <= MAX_MODEL_ID_BYTES {
+            cx.data().prices.price(&model)
+        } else {
+            None
+        };
         Ok((price,))
     })?;
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_bounds_all_memories_together() {
+        let prices: Arc<dyn PriceBook> = Arc::new(crate::pricing::StaticPrices::default());
+        let mut cx = CallContext::new("t@v1".into(), prices, 64 << 20);
+        assert!(cx.memory_growing(0, 40 << 20, None).is_ok(), "one memory under the cap");
+        let second = cx.memory_growing(0, 40 << 20, None);
+        assert!(second.is_err(), "a second memory past the cap in total must be refused");
+        assert!(cx.memory_exceeded);
+        assert_eq!(cx.memory_bytes(), 40 << 20, "the refused growth is not counted");
+        assert!(
+            cx.memory_growing(40 << 20, 64 << 20, None).is_ok(),
+            "up to the cap exactly"
+        );
+    }
 }
