@@ -4,6 +4,7 @@
 #
 #   benches/gateway-load.sh [seconds-per-run]
 #   STORE=memory benches/gateway-load.sh   # the in-memory ledger instead of the durable one
+#   COMMIT=write benches/gateway-load.sh    # durable, acknowledged after the log write, not the fsync
 #
 # Starts `tollgate mock-bedrock` and `tollgate serve` (plain HTTP on loopback,
 # durable ledger, invocation log on) in front of it, with one tenant on the
@@ -12,6 +13,7 @@
 set -euo pipefail
 secs="${1:-10}"
 store="${STORE:-durable}"
+commit="${COMMIT:-fsync}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
 . "$(dirname "$0")/common.sh"
 
@@ -22,6 +24,7 @@ start_mock
 [ledger]
 store = "$store"
 path = "ledger.redb"
+commit = "$commit"
 [log]
 invocations = "invocations.jsonl"
 [engine]

@@ -217,7 +217,27 @@ pub struct LedgerConfig {
     pub path: PathBuf,
     /// A hold not settled or released by then is returned.
     pub reservation_ttl_ms: u64,
+    /// When the durable store acknowledges a settle.
+    pub commit: CommitMode,
+    /// With `commit = "write"`, the longest time between checkpoints: what
+    /// an OS crash or power cut can lose.
+    pub checkpoint_ms: u64,
 }
+
+/// When the durable store acknowledges a settle (`[ledger] commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// After the fsync of its batch: survives a power cut.
+    #[default]
+    Fsync,
+    /// After its batch is written to the write-ahead log: survives any
+    /// crash of the process; a power cut can lose `checkpoint-ms` of settles.
+    Write,
+}
+
+/// Bounds of `[ledger] checkpoint-ms`.
+pub const CHECKPOINT_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
 
 impl Default for LedgerConfig {
     fn default() -> Self {
@@ -225,6 +245,8 @@ impl Default for LedgerConfig {
             store: StoreKind::Durable,
             path: PathBuf::from("tollgate-data/ledger.redb"),
             reservation_ttl_ms: crate::ledger::LedgerSettings::default().reservation_ttl_ms,
+            commit: CommitMode::Fsync,
+            checkpoint_ms: 100,
         }
     }
 }
@@ -577,6 +599,17 @@ impl Config {
                      lower those [upstream.bedrock] settings",
                     self.ledger.reservation_ttl_ms,
                     SETTLE_MARGIN_MS / 1000
+                ),
+            ));
+        }
+        if !CHECKPOINT_MS.contains(&self.ledger.checkpoint_ms) {
+            return Err(invalid(
+                "ledger.checkpoint-ms".into(),
+                format!(
+                    "{} is outside {} to {} ms; it bounds what a power cut can lose with commit = \"write\"",
+                    self.ledger.checkpoint_ms,
+                    CHECKPOINT_MS.start(),
+                    CHECKPOINT_MS.end()
                 ),
             ));
         }

@@ -46,12 +46,14 @@ pub mod memory;
 pub mod period;
 pub mod reservation;
 pub mod store;
+#[cfg(feature = "durable")]
+mod wal;
 pub mod window;
 
 pub use book::Change;
 pub use book_store::{BookStore, Journal};
 #[cfg(feature = "durable")]
-pub use durable::DurableStore;
+pub use durable::{Commit, DurableStore};
 pub use error::{LedgerError, ReserveError, StoreError};
 pub use limits::TenantLimits;
 pub use memory::MemoryStore;

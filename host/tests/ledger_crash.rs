@@ -1,20 +1,34 @@
 //! The durable store survives `kill -9`: a child process runs it under load
 //! and prints each settle as it is acknowledged; the parent kills it mid-run,
-//! reopens the database and finds every acknowledged charge.
+//! reopens the database and finds every acknowledged charge. In each commit
+//! mode: fsync per batch, and the write-ahead log with checkpoints far apart
+//! (everything replayed from the log) or close together.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tollgate_host::ids::TenantId;
 use tollgate_host::ledger::{
-    Actual, DurableStore, Ledger, LedgerError, LedgerSettings, ReservationId, ReserveRequest, TenantLimits,
+    Actual, Commit, DurableStore, Ledger, LedgerError, LedgerSettings, ReservationId, ReserveRequest, TenantLimits,
 };
 use tollgate_host::money::NanoUsd;
 
 const DB_ENV: &str = "TOLLGATE_LEDGER_CRASH_DB";
+/// The child's commit mode: `fsync`, or `write:<checkpoint ms>`.
+const COMMIT_ENV: &str = "TOLLGATE_LEDGER_CRASH_COMMIT";
+
+fn commit(mode: &str) -> Commit {
+    match mode.split_once(':') {
+        Some(("write", ms)) => Commit::Write {
+            checkpoint: Duration::from_millis(ms.parse().unwrap()),
+        },
+        _ => Commit::Fsync,
+    }
+}
 /// The child's clock starts here and advances one millisecond per call.
 const T0: u64 = 1_749_988_800_000;
 const TTL: u64 = 60_000;
@@ -30,11 +44,12 @@ fn limits() -> TenantLimits {
 
 /// Run by the parent as a separate process; does nothing when run on its own.
 #[test]
-#[ignore = "child process of a_killed_writer_loses_no_acknowledged_settle"]
+#[ignore = "child process of the a_killed_writer tests"]
 fn child_writer() {
     let Ok(path) = std::env::var(DB_ENV) else { return };
+    let mode = std::env::var(COMMIT_ENV).unwrap_or_default();
     let ledger = Arc::new(Ledger::new(
-        DurableStore::open(&path, T0).unwrap(),
+        DurableStore::open_with(&path, T0, commit(&mode)).unwrap(),
         LedgerSettings {
             reservation_ttl_ms: TTL,
         },
@@ -93,7 +108,25 @@ fn child_writer() {
 
 #[test]
 fn a_killed_writer_loses_no_acknowledged_settle() {
-    let dir = std::env::temp_dir().join(format!("tollgate-ledger-crash-{}", std::process::id()));
+    killed_writer("fsync");
+}
+
+#[test]
+fn a_killed_writer_on_the_log_loses_no_acknowledged_settle() {
+    killed_writer("write:3600000");
+}
+
+#[test]
+fn a_killed_writer_checkpointing_often_loses_no_acknowledged_settle() {
+    killed_writer("write:2");
+}
+
+fn killed_writer(mode: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-ledger-crash-{}-{}",
+        std::process::id(),
+        mode.replace(':', "-")
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("ledger.redb");
@@ -107,6 +140,7 @@ fn a_killed_writer_loses_no_acknowledged_settle() {
             "--test-threads=1",
         ])
         .env(DB_ENV, &db)
+        .env(COMMIT_ENV, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -142,12 +176,21 @@ fn a_killed_writer_loses_no_acknowledged_settle() {
     }
     child.wait().unwrap();
     assert_eq!(acks, ACKS_BEFORE_KILL, "the child stopped early");
+    let wal = dir.join("ledger.redb.wal");
+    if mode == "write:3600000" {
+        // No checkpoint ran: every acknowledged charge must come back from the log.
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the log is empty");
+    }
 
     // Reopened at a time before any expiry: every acknowledged charge is there.
     let settings = LedgerSettings {
         reservation_ttl_ms: TTL,
     };
     let ledger = Ledger::new(DurableStore::open(&db, T0).unwrap(), settings);
+    assert!(
+        !wal.exists(),
+        "a replayed log is removed when the store reopens with fsync"
+    );
     for (i, acked) in acked.iter().enumerate() {
         let t = tenant(i as u64);
         ledger.set_limits(&t, limits());

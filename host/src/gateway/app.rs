@@ -20,11 +20,11 @@ use super::service::{Gateway, GatewayParts, TenantProfile};
 use super::trace::now_ms;
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
-use crate::config::{Config, StoreKind, UpstreamKind};
+use crate::config::{CommitMode, Config, StoreKind, UpstreamKind};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
-use crate::ledger::{DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
+use crate::ledger::{Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
 use crate::pricing::Catalog;
 use crate::registry::policy_dir;
 use crate::registry::{DecisionPool, Registry};
@@ -142,8 +142,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| cfg_err(format!("ledger.path: cannot create {}: {e}", parent.display())))?;
             }
+            let commit = match config.ledger.commit {
+                CommitMode::Fsync => Commit::Fsync,
+                CommitMode::Write => Commit::Write {
+                    checkpoint: Duration::from_millis(config.ledger.checkpoint_ms),
+                },
+            };
             Box::new(
-                DurableStore::open(&path, now_ms())
+                DurableStore::open_with(&path, now_ms(), commit)
                     .map_err(|e| cfg_err(format!("ledger.path {}: {e}", path.display())))?,
             )
         }

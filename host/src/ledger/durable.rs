@@ -1,14 +1,23 @@
 //! The durable store: an embedded redb database behind an in-memory image.
 //! Reads and admission decisions use the image (no disk I/O on the request
-//! path); every change is written through in order by a group committer. A
-//! settle returns only once its charge is on disk, so `kill -9` loses no
-//! settled charge. Reservations and releases are written through without
-//! waiting: after a crash an open reservation still holds its money until it
-//! expires, and one whose write was lost holds nothing, which is harmless as
-//! its caller died with the process.
+//! path); every change is written through in order by a group committer.
+//! Reservations and releases are written through without waiting: after a
+//! crash an open reservation still holds its money until it expires, and
+//! one whose write was lost holds nothing, which is harmless as its caller
+//! died with the process. When a settle is acknowledged depends on
+//! [`Commit`]:
+//!
+//! - `Fsync`: once the database commit holding it is on disk (one fsync per
+//!   batch). It survives `kill -9`, an OS crash and a power cut.
+//! - `Write`: once its batch is appended to the write-ahead log
+//!   ([`super::wal`]) with one `write`, no fsync. It survives `kill -9` and
+//!   any crash of the process; an OS crash or power cut can lose the
+//!   settles of the last checkpoint interval. A checkpoint (one database
+//!   commit and fsync) runs at most that interval apart while writes come.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -18,9 +27,11 @@ use crate::money::NanoUsd;
 use super::book::{Books, Change, lock};
 use super::book_store::{BookStore, Journal};
 use super::error::StoreError;
-use super::group_commit::{GroupCommit, Ticket};
+use super::group_commit::{CommitBatch, GroupCommit, Ticket};
 use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
+pub use super::wal::Write;
+use super::wal::{Wal, wal_path};
 
 /// "next_id": a ceiling above every reservation id issued and persisted.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -33,11 +44,14 @@ const OPEN: TableDefinition<u64, (&str, u64, u64, u64, u64, u64)> = TableDefinit
 /// need not touch the meta table.
 const ID_BLOCK: u64 = 1 << 20;
 
-/// One change, as the committer writes it.
-pub enum Write {
-    Opened(TenantId, OpenReservation),
-    Closed(ReservationId),
-    Totals(TenantId, PeriodTotals),
+/// When a settle is acknowledged; see the module's documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// After the fsync of the database commit holding it.
+    Fsync,
+    /// After its batch is written to the write-ahead log; the database
+    /// takes the log in a checkpoint at most `checkpoint` apart.
+    Write { checkpoint: Duration },
 }
 
 impl Write {
@@ -81,9 +95,17 @@ impl Journal for Redb {
 pub type DurableStore = BookStore<Redb>;
 
 impl BookStore<Redb> {
-    /// Open (or create) the database at `path` and load it into memory.
+    /// Open (or create) the database at `path` and load it into memory,
+    /// acknowledging settles after their fsync ([`Commit::Fsync`]).
     /// Reservations that expired by `now_ms` are expired now.
     pub fn open(path: impl AsRef<Path>, now_ms: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, now_ms, Commit::Fsync)
+    }
+
+    /// [`open`](Self::open) with the acknowledgement rule `commit`. A
+    /// write-ahead log left by an earlier run, in either mode, is replayed
+    /// into the database first.
+    pub fn open_with(path: impl AsRef<Path>, now_ms: u64, commit: Commit) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let err = |action: &'static str| {
@@ -95,6 +117,15 @@ impl BookStore<Redb> {
             }
         };
         let db = Database::create(&path).map_err(|e| err("opening")(&e))?;
+        let wal = match commit {
+            Commit::Write { .. } => Some(replay_wal(&db, &path).map_err(|e| err("replaying the write-ahead log")(&e))?),
+            Commit::Fsync if wal_path(&path).exists() => {
+                let wal = replay_wal(&db, &path).map_err(|e| err("replaying the write-ahead log")(&e))?;
+                std::fs::remove_file(wal.path()).map_err(|e| err("removing the replayed write-ahead log")(&e))?;
+                None
+            }
+            Commit::Fsync => None,
+        };
         let books = Books::default();
         let mut next_id = 1;
         let txn = db.begin_write().map_err(|e| err("starting the load transaction")(&e))?;
@@ -157,18 +188,83 @@ impl BookStore<Redb> {
         }
         txn.commit().map_err(|e| err("committing the load")(&e))?;
 
-        let commit_err = err("committing");
-        let mut id_ceiling = next_id.saturating_add(ID_BLOCK);
-        let commit =
-            Box::new(move |batch: Vec<Write>| write_batch(&db, batch, &mut id_ceiling).map_err(|e| commit_err(&e)));
-        let committer =
-            GroupCommit::start("tollgate-ledger-commit", commit).map_err(|e| err("starting the committer")(&e))?;
+        let id_ceiling = next_id.saturating_add(ID_BLOCK);
+        let (batches, checkpoint) = match (commit, wal) {
+            (Commit::Write { checkpoint }, Some(wal)) => (
+                logged_batches(db, wal, id_ceiling, checkpoint, err("committing")),
+                checkpoint,
+            ),
+            _ => (fsynced_batches(db, id_ceiling, err("committing")), Duration::MAX),
+        };
+        let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, batches)
+            .map_err(|e| err("starting the committer")(&e))?;
         Ok(BookStore::from_parts(books, next_id, Redb { committer, path }))
     }
 
     pub fn path(&self) -> &Path {
         &self.journal().path
     }
+}
+
+/// `Commit::Fsync`: each batch is one database commit.
+fn fsynced_batches(
+    db: Database,
+    mut id_ceiling: u64,
+    error: impl Fn(&dyn std::fmt::Display) -> StoreError + Send + 'static,
+) -> CommitBatch<Write> {
+    Box::new(move |batch: Vec<Write>| {
+        if !batch.is_empty() {
+            write_batch(&db, batch, &mut id_ceiling).map_err(|e| error(&e))?;
+        }
+        Ok(false)
+    })
+}
+
+/// `Commit::Write`: each batch is appended to the log; a checkpoint writes
+/// what the log holds to the database, then starts the log over.
+fn logged_batches(
+    db: Database,
+    mut wal: Wal,
+    mut id_ceiling: u64,
+    checkpoint: Duration,
+    error: impl Fn(&dyn std::fmt::Display) -> StoreError + Send + 'static,
+) -> CommitBatch<Write> {
+    let mut logged: Vec<Write> = Vec::new();
+    let mut last_checkpoint = Instant::now();
+    Box::new(move |batch: Vec<Write>| {
+        // An empty batch is the committer asking for a checkpoint.
+        let due = batch.is_empty() || last_checkpoint.elapsed() >= checkpoint;
+        if !batch.is_empty() {
+            wal.append(&batch).map_err(|e| error(&e))?;
+            logged.extend(batch);
+        }
+        if due && !logged.is_empty() {
+            write_batch(&db, std::mem::take(&mut logged), &mut id_ceiling).map_err(|e| error(&e))?;
+            wal.reset().map_err(|e| error(&e))?;
+            last_checkpoint = Instant::now();
+        }
+        Ok(!logged.is_empty())
+    })
+}
+
+/// Writes what an earlier run left in the log to the database, durably,
+/// and returns the log, empty.
+fn replay_wal(db: &Database, path: &Path) -> Result<Wal, String> {
+    let (mut wal, writes) = Wal::open(path).map_err(|e| e.to_string())?;
+    if !writes.is_empty() {
+        tracing::info!(writes = writes.len(), log = %wal.path().display(), "replaying the ledger's write-ahead log");
+        let mut id_ceiling = {
+            let txn = db.begin_read().map_err(text)?;
+            match txn.open_table(META) {
+                Ok(meta) => meta.get("next_id").map_err(text)?.map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(text(e)),
+            }
+        };
+        write_batch(db, writes, &mut id_ceiling)?;
+    }
+    wal.reset().map_err(|e| e.to_string())?;
+    Ok(wal)
 }
 
 /// Commit one batch in one transaction. A reservation opened and closed in

@@ -15,8 +15,14 @@ use std::time::Duration;
 
 use super::error::StoreError;
 
-/// Commits one batch durably, in order.
-pub(crate) type CommitBatch<W> = Box<dyn FnMut(Vec<W>) -> Result<(), StoreError> + Send>;
+/// Commits one batch, in order, as durably as the store acknowledges. It
+/// returns whether it left work for a checkpoint (`Dirty`); the committer
+/// then calls it with an empty batch once writes pause for the checkpoint
+/// interval, and at shutdown.
+pub(crate) type CommitBatch<W> = Box<dyn FnMut(Vec<W>) -> Result<Dirty, StoreError> + Send>;
+
+/// Whether a commit left changes only in the write-ahead log.
+pub(crate) type Dirty = bool;
 
 /// How long a write nobody waits for may stay queued alone. Not committing it
 /// at once keeps it from delaying the urgent write that usually follows
@@ -62,7 +68,9 @@ pub(crate) struct GroupCommit<W> {
 }
 
 impl<W: Send + 'static> GroupCommit<W> {
-    pub(crate) fn start(name: &str, mut commit: CommitBatch<W>) -> Result<Self, std::io::Error> {
+    /// `checkpoint` is how long a dirty committer waits for more writes
+    /// before it asks for a checkpoint.
+    pub(crate) fn start(name: &str, checkpoint: Duration, mut commit: CommitBatch<W>) -> Result<Self, std::io::Error> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 writes: Vec::new(),
@@ -77,12 +85,24 @@ impl<W: Send + 'static> GroupCommit<W> {
         });
         let worker = Arc::clone(&shared);
         let committer = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+            let mut dirty = false;
             loop {
                 let (batch, waiters, ticket) = {
                     let mut q = worker.lock();
                     while q.waiters.is_empty() && !q.shutting_down {
                         if q.writes.is_empty() {
-                            q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
+                            if !dirty {
+                                q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
+                                continue;
+                            }
+                            let (guard, waited) = worker
+                                .pending
+                                .wait_timeout(q, checkpoint)
+                                .unwrap_or_else(PoisonError::into_inner);
+                            q = guard;
+                            if waited.timed_out() && q.writes.is_empty() {
+                                break;
+                            }
                             continue;
                         }
                         let (guard, waited) = worker
@@ -94,7 +114,7 @@ impl<W: Send + 'static> GroupCommit<W> {
                             break;
                         }
                     }
-                    if q.writes.is_empty() {
+                    if q.writes.is_empty() && !dirty {
                         if q.shutting_down {
                             return;
                         }
@@ -106,6 +126,9 @@ impl<W: Send + 'static> GroupCommit<W> {
                 };
                 // Commit outside the lock: callers keep queueing the next batch meanwhile.
                 let result = commit(batch);
+                if let Ok(left) = result {
+                    dirty = left;
+                }
                 if let Err(e) = result {
                     tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
                     let mut q = worker.lock();
