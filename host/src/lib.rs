@@ -55,6 +55,9 @@ pub mod contract;
 pub mod engine;
 pub mod estimate;
 #[cfg(feature = "gateway")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod ids;
 pub mod ledger;
