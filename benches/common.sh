@@ -18,7 +18,8 @@ start_mock() {
 
 # start_gateway: serves $work/tollgate.toml; sets $gw, $admin and $gw_pid.
 start_gateway() {
-  $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
+  AWS_ACCESS_KEY_ID=AKIDBENCHEXAMPLE AWS_SECRET_ACCESS_KEY=bench/secret+EXAMPLEKEY AWS_EC2_METADATA_DISABLED=true \
+    $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
   gw_pid=$!
   until grep -q "admin listening on" "$work/gw.out" 2>/dev/null; do sleep 0.05; done
   gw=$(sed -n 's/^tollgate listening on \(.*\)$/\1/p' "$work/gw.out")
@@ -27,7 +28,9 @@ start_gateway() {
 
 # server_and_upstream_toml [EXTRA-SERVER-LINES]: the [server] and [upstream]
 # tables of a gateway in front of $mock; [upstream.bedrock] comes last, so
-# lines printed right after it belong to it.
+# lines printed right after it belong to it. Calls to the mock are signed
+# with SigV4 (static keys from the environment, as from an AWS profile);
+# UPSTREAM_AUTH=none sends them unsigned.
 server_and_upstream_toml() {
   cat <<TOML
 [server]
@@ -40,7 +43,7 @@ kind = "bedrock"
 [upstream.bedrock]
 endpoint = "$mock"
 region = "us-east-1"
-auth = "none"
+auth = "${UPSTREAM_AUTH:-sigv4}"
 TOML
 }
 

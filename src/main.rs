@@ -1,5 +1,8 @@
 //! The `tollgate` command: policy tooling and the demo.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cost_cmd;
 mod demo;
 mod mock_cmd;
