@@ -9,7 +9,7 @@ use crate::alerts::{Alerts, Assessment, Level};
 use crate::contract::{self, AlertLevel, TenantState};
 use crate::ids::TenantId;
 use crate::ledger::{
-    Actual, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
+    Actual, Durable, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
     ReserveRequest, Settled, TenantLedgerState,
 };
 
@@ -58,6 +58,19 @@ impl<S: LedgerStore> Accounting<S> {
         let settled = self.ledger.settle(tenant, id, actual, now_ms)?;
         self.alerts.record_spend(tenant, now_ms, settled.charged);
         Ok(settled)
+    }
+
+    /// [`settle`](Self::settle) for async callers; see [`Ledger::settle_queued`].
+    pub fn settle_queued(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<(Settled, Durable), LedgerError> {
+        let (settled, durable) = self.ledger.settle_queued(tenant, id, actual, now_ms)?;
+        self.alerts.record_spend(tenant, now_ms, settled.charged);
+        Ok((settled, durable))
     }
 
     pub fn release(&self, tenant: &TenantId, id: ReservationId, now_ms: u64) -> Result<Released, LedgerError> {

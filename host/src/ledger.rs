@@ -59,7 +59,7 @@ pub use limits::TenantLimits;
 pub use memory::MemoryStore;
 pub use period::{Period, PeriodBounds, PeriodTotals};
 pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-pub use store::{LedgerStore, TenantLedgerState};
+pub use store::{Durable, LedgerStore, TenantLedgerState};
 
 /// How the ledger behaves, whatever its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +139,20 @@ impl<S: LedgerStore> Ledger<S> {
     ) -> Result<Settled, LedgerError> {
         let limits = self.known(tenant)?;
         self.store.settle(tenant, &limits, id, actual, now_ms)
+    }
+
+    /// [`settle`](Self::settle) without blocking when the store
+    /// [`queues_settles`](LedgerStore::queues_settles): await the returned
+    /// [`Durable`] before acknowledging the charge.
+    pub fn settle_queued(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<(Settled, Durable), LedgerError> {
+        let limits = self.known(tenant)?;
+        self.store.settle_queued(tenant, &limits, id, actual, now_ms)
     }
 
     /// Return a failed call's hold without charging it.

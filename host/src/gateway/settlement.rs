@@ -53,14 +53,18 @@ impl Hold {
         }
     }
 
-    /// Charges `actual`; the durable store waits for its commit, so off the async workers.
+    /// Charges `actual`, returning once the charge is durable. A store that
+    /// queues its writes is called in place and awaited; any other store that
+    /// may block runs off the async workers.
     pub(super) async fn settle(&self, actual: Actual) -> Result<Settled, String> {
-        // An in-memory settle takes nanoseconds: a thread hop would cost more than it.
-        if !self.accounting.ledger().store().may_block() {
-            return self
+        let store = self.accounting.ledger().store();
+        if store.queues_settles() || !store.may_block() {
+            let (settled, durable) = self
                 .accounting
-                .settle(&self.tenant, self.id, actual, now_ms())
-                .map_err(|e| e.to_string());
+                .settle_queued(&self.tenant, self.id, actual, now_ms())
+                .map_err(|e| e.to_string())?;
+            durable.wait().await.map_err(|e| e.to_string())?;
+            return Ok(settled);
         }
         let accounting = Arc::clone(&self.accounting);
         let tenant = self.tenant.clone();
@@ -73,7 +77,9 @@ impl Hold {
 
     /// Returns the hold uncharged: only for a call the upstream provably never ran.
     pub(super) async fn release(&self, trace: &mut Trace) {
-        let released = if self.accounting.ledger().store().may_block() {
+        let store = self.accounting.ledger().store();
+        // A queueing store releases in memory and writes through without waiting.
+        let released = if store.may_block() && !store.queues_settles() {
             let accounting = Arc::clone(&self.accounting);
             let tenant = self.tenant.clone();
             let id = self.id;

@@ -14,7 +14,7 @@ use super::error::{LedgerError, ReserveError, StoreError};
 use super::limits::TenantLimits;
 use super::period::PeriodTotals;
 use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-use super::store::{LedgerStore, TenantLedgerState};
+use super::store::{Durable, LedgerStore, TenantLedgerState};
 
 /// Where a [`BookStore`]'s changes go.
 pub trait Journal: Send + Sync {
@@ -35,6 +35,9 @@ pub trait Journal: Send + Sync {
 
     /// Waits until the entries of `ticket` are durable.
     fn wait(&self, ticket: Self::Ticket) -> Result<(), StoreError>;
+
+    /// Resolves when the entries of `ticket` are durable, without blocking.
+    fn durable(&self, ticket: Self::Ticket) -> Durable;
 
     /// Whether [`Journal::wait`] can block on I/O (a journal that keeps
     /// nothing returns at once).
@@ -122,6 +125,26 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         Ok(settled)
     }
 
+    fn settle_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<(Settled, Durable), LedgerError> {
+        let (settled, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+            book.settle(limits, id, actual, now_ms, sink)
+        })?;
+        let settled = settled?;
+        Ok((settled, ticket.map_or_else(Durable::ready, |t| self.journal.durable(t))))
+    }
+
+    /// Applying a settle takes the book's lock and queues its entries: no I/O.
+    fn queues_settles(&self) -> bool {
+        true
+    }
+
     fn release(
         &self,
         tenant: &TenantId,
@@ -197,6 +220,10 @@ mod tests {
 
         fn wait(&self, _: ()) -> Result<(), StoreError> {
             self.check()
+        }
+
+        fn durable(&self, _: ()) -> Durable {
+            Durable::ready()
         }
     }
 

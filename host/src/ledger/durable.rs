@@ -30,6 +30,7 @@ use super::error::StoreError;
 use super::group_commit::{CommitBatch, GroupCommit, Ticket};
 use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
+use super::store::Durable;
 pub use super::wal::Write;
 use super::wal::{Wal, wal_path};
 
@@ -88,6 +89,10 @@ impl Journal for Redb {
 
     fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {
         self.committer.wait(ticket)
+    }
+
+    fn durable(&self, ticket: Ticket) -> Durable {
+        self.committer.durable(ticket)
     }
 }
 

@@ -6,14 +6,19 @@
 //!
 //! Waiting callers are parked threads woken one by one after their batch,
 //! not a condvar broadcast: hundreds of waiters waking at once would take
-//! turns at one mutex and stall the next batch.
+//! turns at one mutex and stall the next batch. Async callers wait on a
+//! [`Committed`] future instead, and no thread waits for them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use super::error::StoreError;
+use super::store::Durable;
 
 /// Commits one batch, in order, as durably as the store acknowledges. It
 /// returns whether it left work for a checkpoint (`Dirty`); the committer
@@ -36,6 +41,8 @@ struct Queue<W> {
     writes: Vec<W>,
     /// Threads waiting for writes in `writes`.
     waiters: Vec<Thread>,
+    /// Tasks waiting for a ticket to be committed.
+    tasks: Vec<(Ticket, Waker)>,
     /// Ticket of the last write enqueued.
     enqueued: Ticket,
     failure: Option<StoreError>,
@@ -75,6 +82,7 @@ impl<W: Send + 'static> GroupCommit<W> {
             queue: Mutex::new(Queue {
                 writes: Vec::new(),
                 waiters: Vec::new(),
+                tasks: Vec::new(),
                 enqueued: 0,
                 failure: None,
                 shutting_down: false,
@@ -89,7 +97,7 @@ impl<W: Send + 'static> GroupCommit<W> {
             loop {
                 let (batch, waiters, ticket) = {
                     let mut q = worker.lock();
-                    while q.waiters.is_empty() && !q.shutting_down {
+                    while q.waiters.is_empty() && q.tasks.is_empty() && !q.shutting_down {
                         if q.writes.is_empty() {
                             if !dirty {
                                 q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
@@ -115,6 +123,9 @@ impl<W: Send + 'static> GroupCommit<W> {
                         }
                     }
                     if q.writes.is_empty() && !dirty {
+                        // A task waits only for a write still queued or just
+                        // committed; wake any other so none is stranded.
+                        q.tasks.drain(..).for_each(|(_, task)| task.wake());
                         if q.shutting_down {
                             return;
                         }
@@ -136,12 +147,23 @@ impl<W: Send + 'static> GroupCommit<W> {
                     q.shutting_down = true;
                     worker.stopped.store(true, Ordering::Release);
                     let stranded = std::mem::take(&mut q.waiters);
+                    let tasks = std::mem::take(&mut q.tasks);
                     drop(q);
                     waiters.iter().chain(&stranded).for_each(Thread::unpark);
+                    tasks.into_iter().for_each(|(_, task)| task.wake());
                     return;
                 }
                 worker.committed.store(ticket, Ordering::Release);
                 waiters.iter().for_each(Thread::unpark);
+                let done: Vec<Waker> = {
+                    let mut q = worker.lock();
+                    let (done, waiting) = std::mem::take(&mut q.tasks)
+                        .into_iter()
+                        .partition(|(t, _)| *t <= ticket);
+                    q.tasks = waiting;
+                    done.into_iter().map(|(_, task)| task).collect()
+                };
+                done.into_iter().for_each(Waker::wake);
             }
         })?;
         Ok(GroupCommit {
@@ -196,6 +218,52 @@ impl<W: Send + 'static> GroupCommit<W> {
     }
 }
 
+impl<W: Send + 'static> GroupCommit<W> {
+    /// Resolves once every write up to `ticket` is durable, without a
+    /// thread waiting for it.
+    pub(crate) fn durable(&self, ticket: Ticket) -> Durable {
+        Durable::pending(Committed {
+            shared: Arc::clone(&self.shared),
+            ticket,
+        })
+    }
+}
+
+/// The future behind [`GroupCommit::durable`].
+struct Committed<W> {
+    shared: Arc<Shared<W>>,
+    ticket: Ticket,
+}
+
+impl<W> Future for Committed<W> {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = &self.shared;
+        // Checked again under the lock: the committer publishes `committed`
+        // before it takes the lock to wake the tasks of that batch.
+        let mut q = shared.lock();
+        if shared.committed.load(Ordering::Acquire) >= self.ticket {
+            return Poll::Ready(Ok(()));
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            drop(q);
+            return Poll::Ready(Err(shared.stopped_error()));
+        }
+        match q
+            .tasks
+            .iter_mut()
+            .find(|(t, w)| *t == self.ticket && w.will_wake(cx.waker()))
+        {
+            Some(_) => {}
+            None => q.tasks.push((self.ticket, cx.waker().clone())),
+        }
+        // Wake the committer: a task waiting is as urgent as a parked thread.
+        shared.pending.notify_one();
+        Poll::Pending
+    }
+}
+
 impl<W> Drop for GroupCommit<W> {
     /// Commit what is queued, then stop the committer.
     fn drop(&mut self) {
@@ -204,5 +272,43 @@ impl<W> Drop for GroupCommit<W> {
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committer(fail: bool) -> (GroupCommit<u32>, Arc<Mutex<Vec<u32>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let commit: CommitBatch<u32> = Box::new(move |batch| {
+            if fail && !batch.is_empty() {
+                return Err(StoreError::Stopped("disk gone".into()));
+            }
+            log.lock().unwrap().extend(batch);
+            Ok(false)
+        });
+        (GroupCommit::start("test-commit", Duration::MAX, commit).unwrap(), seen)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_waits_for_its_batch_without_a_thread() {
+        let (gc, seen) = committer(false);
+        let first = gc.enqueue([1, 2], false).unwrap();
+        let second = gc.enqueue([3], false).unwrap();
+        // Resolves only once the committer wrote the writes up to the ticket.
+        gc.durable(second).wait().await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        gc.durable(first).wait().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_commit_fails_its_waiting_tasks() {
+        let (gc, _) = committer(true);
+        let ticket = gc.enqueue([1], false).unwrap();
+        let err = gc.durable(ticket).wait().await.unwrap_err();
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        assert!(gc.check().is_err());
     }
 }

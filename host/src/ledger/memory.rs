@@ -6,6 +6,7 @@ use crate::ids::TenantId;
 use super::book::{Books, Change};
 use super::book_store::{BookStore, Journal};
 use super::error::StoreError;
+use super::store::Durable;
 
 /// A journal that keeps nothing.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,6 +32,10 @@ impl Journal for Forget {
 
     fn wait(&self, _: ()) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn durable(&self, _: ()) -> Durable {
+        Durable::ready()
     }
 }
 

@@ -3,6 +3,9 @@
 //! data lives: under a per-tenant lock in memory, or as one server-side script
 //! in Redis.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::ids::TenantId;
 use crate::money::NanoUsd;
 
@@ -35,6 +38,29 @@ pub trait LedgerStore: Send + Sync {
         now_ms: u64,
     ) -> Result<Settled, LedgerError>;
 
+    /// [`settle`](Self::settle) without blocking: the charge is applied at
+    /// once, and the returned [`Durable`] resolves when it is as durable as
+    /// the store makes anything. Only stores that say
+    /// [`queues_settles`](Self::queues_settles) implement it without
+    /// blocking; the default settles and waits in place.
+    fn settle_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<(Settled, Durable), LedgerError> {
+        self.settle(tenant, limits, id, actual, now_ms)
+            .map(|settled| (settled, Durable::ready()))
+    }
+
+    /// Whether [`settle_queued`](Self::settle_queued) never blocks, so an
+    /// async caller can call it in place and await its [`Durable`].
+    fn queues_settles(&self) -> bool {
+        false
+    }
+
     /// Return the hold without charging.
     fn release(
         &self,
@@ -66,6 +92,31 @@ pub trait LedgerStore: Send + Sync {
     /// readiness probes. Cheap: no I/O.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// Resolves once a queued settle is durable, or with the error that stopped
+/// the store from making it so.
+pub struct Durable(Option<CommitWait>);
+
+type CommitWait = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+impl Durable {
+    /// Already durable (or nothing to wait for).
+    pub fn ready() -> Durable {
+        Durable(None)
+    }
+
+    pub(crate) fn pending(wait: impl Future<Output = Result<(), StoreError>> + Send + 'static) -> Durable {
+        Durable(Some(Box::pin(wait)))
+    }
+
+    /// Waits for it.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(wait) => wait.await,
+        }
     }
 }
 
@@ -112,6 +163,21 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
         now_ms: u64,
     ) -> Result<Settled, LedgerError> {
         (**self).settle(tenant, limits, id, actual, now_ms)
+    }
+
+    fn settle_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<(Settled, Durable), LedgerError> {
+        (**self).settle_queued(tenant, limits, id, actual, now_ms)
+    }
+
+    fn queues_settles(&self) -> bool {
+        (**self).queues_settles()
     }
 
     fn release(
