@@ -1,7 +1,7 @@
-//! The fuzz targets' short run, part of every test run: each target's seeds
-//! and committed corpus, and a few hundred deterministic mutations of each
-//! input, through the same harness libFuzzer drives (`fuzz/`). The long runs
-//! and their figures are in `benches/RESULTS.md`.
+//! The fuzz targets' short run, part of every test run: each target's seeds,
+//! its committed corpus and 20,000 deterministic mutations of those inputs,
+//! through the same harnesses libFuzzer drives (`fuzz/`). The long runs and
+//! their figures are in `benches/RESULTS.md`.
 #![cfg(feature = "gateway")]
 
 use std::fs;
@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tollgate_host::fuzzing::{self, TARGETS};
 
-/// Mutations tried per corpus input.
-const MUTANTS: usize = 200;
+/// Mutations tried per target, spread over its corpus (at least one per input).
+const MUTANTS_PER_TARGET: usize = 20_000;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,9 +110,10 @@ fn corpora_and_their_mutants_break_no_invariant() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let inputs = corpus(target);
         assert!(!inputs.is_empty(), "{target} has no committed corpus");
+        let per_input = (MUTANTS_PER_TARGET / inputs.len()).max(1);
         for input in &inputs {
             fuzzing::run(target, input);
-            for _ in 0..MUTANTS {
+            for _ in 0..per_input {
                 fuzzing::run(target, &mutate(input, &mut rng));
             }
         }
