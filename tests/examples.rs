@@ -159,10 +159,27 @@ fn policy_bench_cli_reports_rate_and_percentiles() {
     assert!(stdout.contains("decisions/s") && stdout.contains("p99"), "{stdout}");
 }
 
-fn tempdir() -> std::path::PathBuf {
+/// A scratch directory, removed when the test is done with it.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
     let dir = std::env::temp_dir().join(format!("tollgate-test-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
+    TempDir(dir)
 }
 
 fn rand_suffix() -> u64 {
