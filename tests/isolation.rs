@@ -1,7 +1,8 @@
 //! A policy's output can never hurt the service: every invalid verdict is
-//! decided by the tenant's failure mode (never a 5xx), and a policy failing
-//! call after call is skipped by its circuit breaker. Through the real
-//! `tollgate serve` and the real AWS SDK.
+//! decided by the tenant's failure mode (never a 5xx), a policy failing
+//! call after call is skipped by its circuit breaker, and callers that leave
+//! while queued for the decision pool are still charged once. Through the
+//! real `tollgate serve` and the real AWS SDK.
 
 mod support;
 
@@ -138,5 +139,79 @@ async fn a_policy_failing_call_after_call_is_skipped_by_its_circuit_breaker() {
     ] {
         assert!(metrics.contains(line), "{line}\n{metrics}");
     }
+    gw.reconcile().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_leave_while_queued_for_a_decision_are_each_charged_once() {
+    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+    use aws_smithy_types::timeout::TimeoutConfig;
+    use std::time::Duration;
+
+    // One decision at a time for this tenant, each spinning to its 300 ms
+    // deadline and then admitted by fail-open: of three callers, two queue
+    // behind the first, and two give up after 100 ms, long before theirs.
+    let spinner = TenantSpec {
+        extra: "deadline-ms = 300\nfailure-mode = \"open\"",
+        ..TenantSpec::new("spinner", "spin")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![spinner.clone()],
+        engine_extra: "breaker-failures = 0\ntenant-concurrency = 1\nqueue-timeout-ms = 5000",
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&spinner);
+    let impatient = |client: aws_sdk_bedrockruntime::Client| async move {
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text("Say hello".into()))
+            .build()
+            .expect("message");
+        client
+            .converse()
+            .model_id(NOVA_MICRO)
+            .messages(message)
+            .inference_config(InferenceConfiguration::builder().max_tokens(20).build())
+            .customize()
+            .config_override(
+                aws_sdk_bedrockruntime::config::Config::builder().timeout_config(
+                    TimeoutConfig::builder()
+                        .operation_timeout(Duration::from_millis(100))
+                        .build(),
+                ),
+            )
+            .send()
+            .await
+    };
+    let patient = {
+        let client = client.clone();
+        tokio::spawn(async move { call(&client).await })
+    };
+    let leaving: Vec<_> = (0..2).map(|_| tokio::spawn(impatient(client.clone()))).collect();
+    for caller in leaving {
+        let err = caller
+            .await
+            .expect("task")
+            .expect_err("the caller gives up while queued");
+        assert!(format!("{err:?}").to_lowercase().contains("timeout"), "{err:?}");
+    }
+    patient.await.expect("task").expect("the patient caller is served");
+
+    // The gateway finishes every call on its own: each decided by the
+    // failure mode, forwarded once, charged from its usage, none left open.
+    let records = gw.wait_for_records(3).await;
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let mut charged = 0;
+    for record in &records {
+        assert_eq!(record.tollgate.charged_from, "usage", "{record:#?}");
+        assert!(record.tollgate.policy_failure.is_some(), "{record:#?}");
+        charged += record.tollgate.cost_nano_usd;
+    }
+    let state = gw.settled("spinner").await;
+    assert_eq!(state["spent-nano-usd"], charged);
+    assert_eq!(state["reserved-nano-usd"], 0);
+    assert_eq!(gw.mock.requests().len(), 3, "each call reached the upstream once");
+    call(&client).await.expect("the gateway still serves the tenant");
     gw.reconcile().await;
 }
