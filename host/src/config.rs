@@ -33,6 +33,7 @@
 //! key and the reason, and the gateway refuses to start with it.
 
 pub mod credentials;
+pub mod ledger;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ use crate::registry::decision::FailureMode;
 use crate::registry::policy_dir::InstancesSetting;
 use crate::registry::{BreakerSettings, PoolSettings};
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
+pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, StoreKind};
 use upstream::UpstreamSettings;
 
 /// Largest request body the tenant listener accepts by default (Bedrock's own limit).
@@ -197,56 +199,6 @@ impl Default for EstimatorConfig {
     fn default() -> Self {
         EstimatorConfig {
             input_scale_percent: 100,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum StoreKind {
-    /// redb on disk: survives a crash with no settled charge lost.
-    #[default]
-    Durable,
-    Memory,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct LedgerConfig {
-    pub store: StoreKind,
-    pub path: PathBuf,
-    /// A hold not settled or released by then is returned.
-    pub reservation_ttl_ms: u64,
-    /// When the durable store acknowledges a settle.
-    pub commit: CommitMode,
-    /// With `commit = "write"`, the longest time between checkpoints: what
-    /// an OS crash or power cut can lose.
-    pub checkpoint_ms: u64,
-}
-
-/// When the durable store acknowledges a settle (`[ledger] commit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommitMode {
-    /// After the fsync of its batch: survives a power cut.
-    #[default]
-    Fsync,
-    /// After its batch is written to the write-ahead log: survives any
-    /// crash of the process; a power cut can lose `checkpoint-ms` of settles.
-    Write,
-}
-
-/// Bounds of `[ledger] checkpoint-ms`.
-pub const CHECKPOINT_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
-
-impl Default for LedgerConfig {
-    fn default() -> Self {
-        LedgerConfig {
-            store: StoreKind::Durable,
-            path: PathBuf::from("tollgate-data/ledger.redb"),
-            reservation_ttl_ms: crate::ledger::LedgerSettings::default().reservation_ttl_ms,
-            commit: CommitMode::Fsync,
-            checkpoint_ms: 100,
         }
     }
 }
@@ -602,17 +554,9 @@ impl Config {
                 ),
             ));
         }
-        if !CHECKPOINT_MS.contains(&self.ledger.checkpoint_ms) {
-            return Err(invalid(
-                "ledger.checkpoint-ms".into(),
-                format!(
-                    "{} is outside {} to {} ms; it bounds what a power cut can lose with commit = \"write\"",
-                    self.ledger.checkpoint_ms,
-                    CHECKPOINT_MS.start(),
-                    CHECKPOINT_MS.end()
-                ),
-            ));
-        }
+        self.ledger
+            .check()
+            .map_err(|(key, problem)| invalid(key.into(), problem))?;
         for (key, value, max) in [
             ("server.max-connections", self.server.max_connections as u64, 1_000_000),
             ("server.max-in-flight", self.server.max_in_flight as u64, 1_000_000),

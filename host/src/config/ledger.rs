@@ -1,0 +1,73 @@
+//! `[ledger]`: where the books are kept and when a charge counts as safe.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// redb on disk: survives a crash with no settled charge lost.
+    #[default]
+    Durable,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub store: StoreKind,
+    pub path: PathBuf,
+    /// A hold not settled or released by then is returned.
+    pub reservation_ttl_ms: u64,
+    /// When the durable store acknowledges a settle.
+    pub commit: CommitMode,
+    /// With `commit = "write"`, the longest time between checkpoints: what
+    /// an OS crash or power cut can lose.
+    pub checkpoint_ms: u64,
+}
+
+/// When the durable store acknowledges a settle (`[ledger] commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// After the fsync of its batch: survives a power cut.
+    #[default]
+    Fsync,
+    /// After its batch is written to the write-ahead log: survives any
+    /// crash of the process; a power cut can lose `checkpoint-ms` of settles.
+    Write,
+}
+
+/// Bounds of `[ledger] checkpoint-ms`.
+pub const CHECKPOINT_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            store: StoreKind::Durable,
+            path: PathBuf::from("tollgate-data/ledger.redb"),
+            reservation_ttl_ms: crate::ledger::LedgerSettings::default().reservation_ttl_ms,
+            commit: CommitMode::Fsync,
+            checkpoint_ms: 100,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// The first setting out of its bounds, as (key, problem).
+    pub(super) fn check(&self) -> Result<(), (&'static str, String)> {
+        if !CHECKPOINT_MS.contains(&self.checkpoint_ms) {
+            return Err((
+                "ledger.checkpoint-ms",
+                format!(
+                    "{} is outside {} to {} ms; it bounds what a power cut can lose with commit = \"write\"",
+                    self.checkpoint_ms,
+                    CHECKPOINT_MS.start(),
+                    CHECKPOINT_MS.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
