@@ -709,6 +709,14 @@ key-sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         let config = Config::parse(&text, "tollgate.toml").expect("parses");
         let err = config.validate().expect_err("no tls").to_string();
         assert!(err.contains("tls-cert"), "{err}");
+
+        let text = format!("{MINIMAL}\n[ledger]\ncommit = \"write\"\ncheckpoint-ms = 0\n");
+        let config = Config::parse(&text, "tollgate.toml").expect("parses");
+        let err = config.validate().expect_err("checkpoint out of bounds").to_string();
+        assert!(
+            err.contains("ledger.checkpoint-ms") && err.contains("1 to 60000"),
+            "{err}"
+        );
     }
 
     #[test]
