@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use support::*;
+use tollgate_host::registry::Candidate;
 use tollgate_host::registry::cases::CasesFile;
 use tollgate_host::{Action, PolicySettings, Registry, RegistryError};
 
@@ -268,4 +269,93 @@ fn python_and_javascript_policies_swap_and_roll_back_under_load() {
     let active = registry.active(&acme).expect("active");
     assert_eq!(active.id().number, 2);
     assert_eq!(active.source(), "javascript");
+}
+
+#[test]
+fn activations_follow_the_order_they_were_requested_in() {
+    let registry = Registry::new(engine());
+    let acme = tenant("acme");
+    register(&registry, "acme", "allow-all", relaxed());
+    let (allow_all, budget_guard) = (wasm("allow-all"), wasm("budget-guard"));
+    // Asked for first, but its activation comes last, as a slower compile would.
+    let earlier = registry
+        .stage(&acme, Candidate::Wasm(&budget_guard), relaxed(), "earlier", None)
+        .expect("stage");
+    let later = registry
+        .stage(&acme, Candidate::Wasm(&allow_all), relaxed(), "later", None)
+        .expect("stage");
+    assert_eq!((earlier.id().number, later.id().number), (2, 3));
+    assert_eq!(registry.activate_staged(later).expect("activate").number, 3);
+    assert!(matches!(
+        registry.activate_staged(earlier),
+        Err(RegistryError::Superseded {
+            number: 2,
+            newer: 3,
+            ..
+        })
+    ));
+    assert_eq!(registry.active(&acme).expect("active").id().number, 3);
+    // Kept, and still activated by number when wanted.
+    assert_eq!(registry.versions(&acme).len(), 3);
+    assert_eq!(registry.activate(&acme, 2).expect("activate").number, 2);
+}
+
+#[test]
+fn a_shadow_decides_beside_the_active_version_and_is_promoted_in_one_step() {
+    let registry = Registry::new(engine());
+    let acme = tenant("acme");
+    register(&registry, "acme", "allow-all", relaxed());
+    assert!(matches!(registry.promote(&acme), Err(RegistryError::NoShadow(_))));
+    let shadow = registry
+        .set_shadow(&acme, &wasm("budget-guard"), relaxed(), "candidate", None)
+        .expect("shadow");
+    assert_eq!(shadow.number, 2);
+    // The active version still decides; the shadow is there to be run beside it.
+    let decision = registry.decide(&acme, &mut request(), &state()).expect("decide");
+    assert_eq!(decision.version.number, 1);
+    let candidate = registry.shadow(&acme).expect("a shadow");
+    candidate.version().decide(&mut request(), &state());
+    assert!(candidate.version().instance_memory_bytes().is_some());
+
+    // Cleared, it frees its warm instances; set again by number.
+    assert_eq!(registry.clear_shadow(&acme).expect("clear").number, 2);
+    assert!(registry.shadow(&acme).is_none());
+    assert!(candidate.version().instance_memory_bytes().is_none());
+    assert_eq!(registry.shadow_version(&acme, 2).expect("shadow again").number, 2);
+
+    assert_eq!(registry.promote(&acme).expect("promote").number, 2);
+    assert!(registry.shadow(&acme).is_none());
+    let decision = registry.decide(&acme, &mut request(), &state()).expect("decide");
+    assert_eq!(decision.version.number, 2);
+    assert_eq!(registry.rollback(&acme).expect("rollback").number, 1);
+}
+
+#[test]
+fn many_uploads_keep_only_the_active_and_shadow_versions_warm() {
+    let registry = Registry::new(engine());
+    let acme = tenant("acme");
+    let (allow_all, budget_guard) = (wasm("allow-all"), wasm("budget-guard"));
+    for i in 0..20 {
+        let wasm = if i % 2 == 0 { &allow_all } else { &budget_guard };
+        registry
+            .register(&acme, wasm, relaxed(), "upload", None)
+            .expect("register");
+        registry.decide(&acme, &mut request(), &state()).expect("decide");
+    }
+    registry
+        .set_shadow(&acme, &budget_guard, relaxed(), "candidate", None)
+        .expect("shadow");
+    registry
+        .shadow(&acme)
+        .expect("shadow")
+        .version()
+        .decide(&mut request(), &state());
+    let versions = registry.versions(&acme);
+    assert_eq!(versions.len(), tollgate_host::registry::KEEP_VERSIONS);
+    let warm: Vec<u32> = versions
+        .iter()
+        .filter(|v| v.instance_memory_bytes().is_some())
+        .map(|v| v.id().number)
+        .collect();
+    assert_eq!(warm, vec![20, 21], "only the active and the shadow are warm");
 }

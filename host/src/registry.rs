@@ -11,6 +11,11 @@
 //!   wait for them.
 //! - Each tenant keeps its last [`KEEP_VERSIONS`] versions for rollback;
 //!   version numbers are never reused.
+//! - Activations happen in the order they were requested: a version's number
+//!   is taken when its staging starts, and a version that finishes compiling
+//!   after a later-requested one was activated is kept but not activated.
+//! - Only the active and the shadow version keep warm instances; a version
+//!   that stops being either frees its idle ones.
 
 pub(crate) mod breaker;
 pub mod cases;
@@ -18,17 +23,19 @@ pub(crate) mod decision;
 pub(crate) mod lanes;
 pub mod policy_dir;
 pub(crate) mod pool;
+pub mod shadow;
 pub(crate) mod version;
 
 pub use breaker::BreakerSettings;
 pub use decision::is_metadata_char;
 pub use pool::{DecisionPool, PoolSettings};
+pub use shadow::{Compared, Shadow, ShadowReport};
 pub use version::VerdictCheck;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::contract::{Request, TenantState};
 use crate::engine::component::PolicyComponent;
@@ -72,11 +79,20 @@ pub enum RegistryError {
     UnknownVersion { tenant: TenantId, number: u32 },
     #[error("tenant `{0}` has no earlier version to roll back to")]
     NoPreviousVersion(TenantId),
+    #[error(
+        "tenant `{tenant}`: version {number} passed its checks but was not activated, because version {newer}, \
+         requested after it, was activated first; activate it by number if it is still wanted"
+    )]
+    Superseded { tenant: TenantId, number: u32, newer: u32 },
+    #[error("tenant `{0}` has no shadow version; set one first")]
+    NoShadow(TenantId),
 }
 
 /// One tenant's versions.
 struct TenantPolicies {
     active: ArcSwap<PolicyVersion>,
+    /// A candidate deciding beside the active version, never enforced.
+    shadow: ArcSwapOption<Shadow>,
     /// Kept versions, oldest first, and the order they were activated in.
     history: Mutex<History>,
 }
@@ -85,6 +101,28 @@ struct History {
     versions: Vec<Arc<PolicyVersion>>,
     /// Version numbers in activation order; the last is active.
     activations: Vec<u32>,
+    /// The highest number activated on its own request (not a rollback):
+    /// an upload staged before it finishes too late to be activated.
+    newest_requested: u32,
+}
+
+/// What a version is built from.
+pub enum Candidate<'a> {
+    /// A component's bytes, compiled while staging.
+    Wasm(&'a [u8]),
+    /// A component already loaded.
+    Component(Arc<PolicyComponent>),
+}
+
+/// A version compiled and checked, not yet active; see [`Registry::stage`].
+pub struct Staged {
+    version: Arc<PolicyVersion>,
+}
+
+impl Staged {
+    pub fn id(&self) -> &PolicyVersionId {
+        self.version.id()
+    }
 }
 
 /// The tenant → policy registry. Cheap to share behind `Arc`.
@@ -177,11 +215,8 @@ impl Registry {
         source: &str,
         cases: Option<&CasesFile>,
     ) -> Result<PolicyVersionId, RegistryError> {
-        let component = self.engine.load(wasm).map_err(|source| RegistryError::Load {
-            tenant: tenant.clone(),
-            source,
-        })?;
-        self.register_component(tenant, component, settings, source, cases)
+        let staged = self.stage(tenant, Candidate::Wasm(wasm), settings, source, cases)?;
+        self.activate_staged(staged)
     }
 
     /// As [`Registry::register`], for an already loaded component.
@@ -193,27 +228,137 @@ impl Registry {
         source: &str,
         cases: Option<&CasesFile>,
     ) -> Result<PolicyVersionId, RegistryError> {
-        let version = self.stage(tenant, component, settings, source, cases)?;
+        let staged = self.stage(tenant, Candidate::Component(component), settings, source, cases)?;
+        self.activate_staged(staged)
+    }
+
+    /// Activates a staged version, unless a version staged after it was
+    /// activated first ([`RegistryError::Superseded`]; it is kept).
+    pub fn activate_staged(&self, staged: Staged) -> Result<PolicyVersionId, RegistryError> {
         let _writer = lock(&self.writer);
-        let id = version.id().clone();
-        self.install(tenant, version);
+        let id = staged.version.id().clone();
+        self.install(&id.tenant, staged.version)?;
         Ok(id)
     }
 
-    /// Builds and validates a version without touching the registry.
-    fn stage(
+    /// Compiles and checks a candidate and makes it the tenant's shadow, in
+    /// place of any earlier one. The active version is untouched.
+    pub fn set_shadow(
         &self,
         tenant: &TenantId,
-        component: Arc<PolicyComponent>,
+        wasm: &[u8],
         settings: PolicySettings,
         source: &str,
         cases: Option<&CasesFile>,
-    ) -> Result<Arc<PolicyVersion>, RegistryError> {
+    ) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
+        let version = self
+            .stage(tenant, Candidate::Wasm(wasm), settings, source, cases)?
+            .version;
+        let _writer = lock(&self.writer);
+        let id = version.id().clone();
+        let mut history = lock(&policies.history);
+        history.versions.push(Arc::clone(&version));
+        self.swap_shadow(&policies, Some(version));
+        prune(&mut history, self.shadow_number(&policies));
+        Ok(id)
+    }
+
+    /// Makes a kept version the tenant's shadow.
+    pub fn shadow_version(&self, tenant: &TenantId, number: u32) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
+        let _writer = lock(&self.writer);
+        let version = kept(&lock(&policies.history), tenant, number)?;
+        version.keep_idle();
+        let id = version.id().clone();
+        self.swap_shadow(&policies, Some(version));
+        Ok(id)
+    }
+
+    /// Stops shadowing; returns the version that was the shadow.
+    pub fn clear_shadow(&self, tenant: &TenantId) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
+        let _writer = lock(&self.writer);
+        let gone = policies
+            .shadow
+            .load_full()
+            .ok_or_else(|| RegistryError::NoShadow(tenant.clone()))?;
+        self.swap_shadow(&policies, None);
+        Ok(gone.version().id().clone())
+    }
+
+    /// The tenant's shadow, with its counters.
+    pub fn shadow(&self, tenant: &TenantId) -> Option<Arc<Shadow>> {
+        self.tenants.load().get(tenant).and_then(|t| t.shadow.load_full())
+    }
+
+    /// Makes the shadow the active version, in one step, and stops shadowing.
+    pub fn promote(&self, tenant: &TenantId) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
+        let _writer = lock(&self.writer);
+        let shadow = policies
+            .shadow
+            .load_full()
+            .ok_or_else(|| RegistryError::NoShadow(tenant.clone()))?;
+        let version = Arc::clone(shadow.version());
+        let mut history = lock(&policies.history);
+        history.activations.push(version.id().number);
+        history.newest_requested = history.newest_requested.max(version.id().number);
+        policies.shadow.store(None);
+        let previous = policies.active.swap(Arc::clone(&version));
+        if !Arc::ptr_eq(&previous, &version) {
+            previous.release_idle();
+        }
+        Ok(version.id().clone())
+    }
+
+    fn policies(&self, tenant: &TenantId) -> Result<Arc<TenantPolicies>, RegistryError> {
+        self.tenants
+            .load()
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| RegistryError::UnknownTenant(tenant.clone()))
+    }
+
+    fn shadow_number(&self, policies: &TenantPolicies) -> Option<u32> {
+        policies.shadow.load().as_ref().map(|s| s.version().id().number)
+    }
+
+    /// Replaces the shadow; the one replaced frees its idle instances unless
+    /// it is also the active version. Caller holds the writer lock.
+    fn swap_shadow(&self, policies: &TenantPolicies, next: Option<Arc<PolicyVersion>>) {
+        let next = next.map(|v| Arc::new(Shadow::new(v)));
+        if let Some(previous) = policies.shadow.swap(next) {
+            let active = policies.active.load();
+            if !Arc::ptr_eq(previous.version(), &active) {
+                previous.version().release_idle();
+            }
+        }
+    }
+
+    /// Compiles, builds and validates a version without touching the
+    /// registry. Its number is taken first, so activations follow the order
+    /// in which staging was asked for, whatever the compile times.
+    pub fn stage(
+        &self,
+        tenant: &TenantId,
+        candidate: Candidate<'_>,
+        settings: PolicySettings,
+        source: &str,
+        cases: Option<&CasesFile>,
+    ) -> Result<Staged, RegistryError> {
         let number = {
             let mut numbers = lock(&self.numbers);
             let last = numbers.entry(tenant.clone()).or_insert(0);
             *last += 1;
             *last
+        };
+        let component = match candidate {
+            Candidate::Component(component) => component,
+            Candidate::Wasm(wasm) => self.engine.load(wasm).map_err(|source| RegistryError::Load {
+                tenant: tenant.clone(),
+                source,
+            })?,
         };
         let version = PolicyVersion::build(&self.engine, component, tenant.clone(), number, settings, source.into())
             .map_err(|source| RegistryError::Version {
@@ -233,54 +378,65 @@ impl Registry {
                 });
             }
         }
-        Ok(Arc::new(version))
+        Ok(Staged {
+            version: Arc::new(version),
+        })
     }
 
-    /// Makes `version` the tenant's active one. Caller holds the writer lock.
-    fn install(&self, tenant: &TenantId, version: Arc<PolicyVersion>) {
+    /// Makes `version` the tenant's active one, unless a version requested
+    /// after it was activated meanwhile. Caller holds the writer lock.
+    fn install(&self, tenant: &TenantId, version: Arc<PolicyVersion>) -> Result<(), RegistryError> {
         let current = self.tenants.load();
         let number = version.id().number;
         if let Some(existing) = current.get(tenant) {
             let mut history = lock(&existing.history);
             history.versions.push(Arc::clone(&version));
+            let newer = history.newest_requested;
+            if number < newer {
+                // Kept, so it can still be activated by number; not warm.
+                version.release_idle();
+                prune(&mut history, self.shadow_number(existing));
+                return Err(RegistryError::Superseded {
+                    tenant: tenant.clone(),
+                    number,
+                    newer,
+                });
+            }
+            history.newest_requested = number;
             history.activations.push(number);
-            prune(&mut history);
+            prune(&mut history, self.shadow_number(existing));
             existing.active.swap(version).release_idle();
-            return;
+            return Ok(());
         }
         let policies = Arc::new(TenantPolicies {
             active: ArcSwap::new(Arc::clone(&version)),
+            shadow: ArcSwapOption::empty(),
             history: Mutex::new(History {
                 versions: vec![version],
                 activations: vec![number],
+                newest_requested: number,
             }),
         });
         let mut next = HashMap::clone(&current);
         next.insert(tenant.clone(), policies);
         self.tenants.store(Arc::new(next));
+        Ok(())
     }
 
-    /// Re-activates a kept version.
+    /// Re-activates a kept version. Activating the shadow promotes it.
     pub fn activate(&self, tenant: &TenantId, number: u32) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
         let _writer = lock(&self.writer);
-        let tenants = self.tenants.load();
-        let policies = tenants
-            .get(tenant)
-            .ok_or_else(|| RegistryError::UnknownTenant(tenant.clone()))?;
         let mut history = lock(&policies.history);
-        let version = history
-            .versions
-            .iter()
-            .find(|v| v.id().number == number)
-            .cloned()
-            .ok_or_else(|| RegistryError::UnknownVersion {
-                tenant: tenant.clone(),
-                number,
-            })?;
+        let version = kept(&history, tenant, number)?;
         history.activations.push(number);
+        history.newest_requested = history.newest_requested.max(number);
+        if self.shadow_number(&policies) == Some(number) {
+            policies.shadow.store(None);
+        }
         version.keep_idle();
         let previous = policies.active.swap(Arc::clone(&version));
-        if !Arc::ptr_eq(&previous, &version) {
+        if !Arc::ptr_eq(&previous, &version) && self.shadow_number(&policies) != Some(previous.id().number) {
             previous.release_idle();
         }
         Ok(version.id().clone())
@@ -288,11 +444,8 @@ impl Registry {
 
     /// Goes back to the version that was active before the current one.
     pub fn rollback(&self, tenant: &TenantId) -> Result<PolicyVersionId, RegistryError> {
+        let policies = self.policies(tenant)?;
         let _writer = lock(&self.writer);
-        let tenants = self.tenants.load();
-        let policies = tenants
-            .get(tenant)
-            .ok_or_else(|| RegistryError::UnknownTenant(tenant.clone()))?;
         let mut history = lock(&policies.history);
         while history.activations.len() > 1 {
             history.activations.pop();
@@ -301,7 +454,10 @@ impl Registry {
             };
             if let Some(version) = history.versions.iter().find(|v| v.id().number == previous).cloned() {
                 version.keep_idle();
-                policies.active.swap(Arc::clone(&version)).release_idle();
+                let replaced = policies.active.swap(Arc::clone(&version));
+                if self.shadow_number(&policies) != Some(replaced.id().number) {
+                    replaced.release_idle();
+                }
                 return Ok(version.id().clone());
             }
         }
@@ -322,16 +478,34 @@ impl Registry {
     }
 }
 
-/// Drops the oldest versions beyond [`KEEP_VERSIONS`], never the active one.
-fn prune(history: &mut History) {
+/// Drops the oldest versions beyond [`KEEP_VERSIONS`], never the active
+/// one nor the shadow.
+fn prune(history: &mut History, shadow: Option<u32>) {
     while history.versions.len() > KEEP_VERSIONS {
         let active = history.activations.last().copied();
-        let Some(pos) = history.versions.iter().position(|v| Some(v.id().number) != active) else {
+        let Some(pos) = history
+            .versions
+            .iter()
+            .position(|v| Some(v.id().number) != active && Some(v.id().number) != shadow)
+        else {
             break;
         };
         let gone = history.versions.remove(pos).id().number;
         history.activations.retain(|&n| n != gone);
     }
+}
+
+/// A kept version by number.
+fn kept(history: &History, tenant: &TenantId, number: u32) -> Result<Arc<PolicyVersion>, RegistryError> {
+    history
+        .versions
+        .iter()
+        .find(|v| v.id().number == number)
+        .cloned()
+        .ok_or_else(|| RegistryError::UnknownVersion {
+            tenant: tenant.clone(),
+            number,
+        })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
