@@ -180,7 +180,7 @@ impl Stats {
                 calls: *calls,
             })
             .collect();
-        pairs.sort_by(|a, b| b.calls.cmp(&a.calls));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.calls));
         let delta = i128::from(shadow) - i128::from(actual);
         ShadowReport {
             shadow_version,
