@@ -17,8 +17,10 @@ mod refusal;
 pub mod server;
 pub mod service;
 mod settlement;
+pub mod shadowing;
 mod stream_pump;
 mod trace;
+mod verdict_check;
 
 pub use crate::upstream::error::BedrockError;
 pub use service::{Call, CallBody, CallResponse, Gateway, GatewayParts, TenantProfile};

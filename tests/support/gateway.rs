@@ -365,6 +365,11 @@ impl Drop for TestGateway {
 
 /// One Converse call: `Ok` with its latency, or the error's HTTP status and code.
 pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
+    call_model(client, NOVA_MICRO).await
+}
+
+/// [`timed_call`] on the given model.
+pub async fn call_model(client: &Client, model: &str) -> Result<Duration, (u16, String)> {
     let message = Message::builder()
         .role(ConversationRole::User)
         .content(ContentBlock::Text("Say hello".into()))
@@ -373,7 +378,7 @@ pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
     let started = Instant::now();
     match client
         .converse()
-        .model_id(NOVA_MICRO)
+        .model_id(model)
         .messages(message)
         .inference_config(InferenceConfiguration::builder().max_tokens(20).build())
         .send()

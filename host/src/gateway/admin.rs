@@ -3,10 +3,8 @@
 //! * `GET  /admin/tenants`: every tenant's budget, spend, holds, alert level and policy version;
 //! * `GET  /admin/tenants/{id}`: one tenant, the same fields (spend of this
 //!   period and of every period kept);
-//! * `POST /admin/tenants/{id}/policy`: a new policy version (the body is the
-//!   component), compiled off the request path and activated once it passes
-//!   its checks; calls keep deciding on the current version meanwhile;
-//! * `POST /admin/tenants/{id}/rollback`: back to the previous version;
+//! * `/admin/tenants/{id}/policy...`: the policy lifecycle (upload, versions,
+//!   activate, shadow, promote, rollback); see [`policies`];
 //! * `GET  /admin/idle`: answers once no call is in flight (every started
 //!   call charged and logged), or 503 after 30 s; for draining and tests.
 //!
@@ -28,7 +26,8 @@ use std::sync::Arc;
 use super::service::Gateway;
 use super::trace::now_ms;
 use crate::ids::TenantId;
-use crate::registry::version::PolicySettings;
+
+pub mod policies;
 
 /// The admin token, kept as its SHA-256.
 #[derive(Clone)]
@@ -71,14 +70,28 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
     Router::new()
         .route("/admin/tenants", get(list))
         .route("/admin/tenants/{tenant}", get(one))
-        .route("/admin/tenants/{tenant}/policy", post(upload))
-        .route("/admin/tenants/{tenant}/rollback", post(rollback))
+        .route(
+            "/admin/tenants/{tenant}/policy",
+            get(policies::active).post(policies::upload),
+        )
+        .route("/admin/tenants/{tenant}/policy/versions", get(policies::versions))
+        .route(
+            "/admin/tenants/{tenant}/policy/versions/{number}/activate",
+            post(policies::activate),
+        )
+        .route(
+            "/admin/tenants/{tenant}/policy/shadow",
+            get(policies::shadow_report)
+                .put(policies::set_shadow)
+                .delete(policies::clear_shadow),
+        )
+        .route("/admin/tenants/{tenant}/policy/promote", post(policies::promote))
+        .route("/admin/tenants/{tenant}/policy/rollback", post(policies::rollback))
+        // The first spelling of rollback, kept for scripts that use it.
+        .route("/admin/tenants/{tenant}/rollback", post(policies::rollback))
         .route("/admin/idle", get(idle))
         .with_state(state)
 }
-
-/// Largest policy component the admin API accepts.
-const MAX_POLICY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Longest `/admin/idle` waits before answering 503.
 const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -210,67 +223,6 @@ async fn one(State(state): State<AdminState>, Path(tenant): Path<String>, header
     match parse_tenant(&tenant).and_then(|t| view(&state, &t)) {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
-    }
-}
-
-async fn upload(
-    State(state): State<AdminState>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    // The token is checked before a byte of the body is read.
-    if let Err(denied) = check(&state, &headers) {
-        return denied.into_response();
-    }
-    let body = match axum::body::to_bytes(body, MAX_POLICY_BYTES).await {
-        Ok(body) => body,
-        Err(_) => {
-            return BedrockError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ValidationException",
-                format!("a policy component may be at most {MAX_POLICY_BYTES} bytes"),
-            )
-            .into_response();
-        }
-    };
-    let tenant = match parse_tenant(&tenant) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    if state.gateway.profile(&tenant).is_none() {
-        return unknown(&tenant).into_response();
-    }
-    // Keep the running version's settings (config, limits, failure mode).
-    let settings = state
-        .gateway
-        .registry()
-        .active(&tenant)
-        .map_or_else(PolicySettings::default, |v| v.settings().clone());
-    let registry = std::sync::Arc::clone(state.gateway.registry());
-    let task_tenant = tenant.clone();
-    // Compiling takes milliseconds to seconds: never on the async workers.
-    let registered =
-        tokio::task::spawn_blocking(move || registry.register(&task_tenant, &body, settings, "admin upload", None))
-            .await;
-    match registered {
-        Ok(Ok(id)) => Json(serde_json::json!({ "activated": id.to_string() })).into_response(),
-        Ok(Err(e)) => BedrockError::validation(e.to_string()).into_response(),
-        Err(e) => BedrockError::internal(e.to_string()).into_response(),
-    }
-}
-
-async fn rollback(State(state): State<AdminState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check(&state, &headers) {
-        return denied.into_response();
-    }
-    let tenant = match parse_tenant(&tenant) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    match state.gateway.registry().rollback(&tenant) {
-        Ok(id) => Json(serde_json::json!({ "activated": id.to_string() })).into_response(),
-        Err(e) => BedrockError::validation(e.to_string()).into_response(),
     }
 }
 

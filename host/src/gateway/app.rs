@@ -26,6 +26,7 @@ use crate::estimate::Estimator;
 use crate::ids::TenantId;
 use crate::ledger::{Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
 use crate::pricing::Catalog;
+use crate::registry::cases::CasesFile;
 use crate::registry::policy_dir;
 use crate::registry::{DecisionPool, Registry};
 use crate::upstream::bedrock::Upstream;
@@ -112,17 +113,25 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     let mut credentials = Vec::new();
     for (id, tenant) in &config.tenants {
         let tenant_id = TenantId::new(id).map_err(|e| tenant_err(id, e.to_string()))?;
+        let base = config.origin.parent().unwrap_or(Path::new("")).to_path_buf();
+        // Kept for the admin API: every later version must pass them too.
+        let policy_cases = match &tenant.policy_cases {
+            Some(path) => Some(Arc::new(
+                CasesFile::load(&base.join(path)).map_err(|e| tenant_err(id, format!("policy-cases: {e}")))?,
+            )),
+            None => None,
+        };
         tenants.insert(
             tenant_id.clone(),
             TenantProfile {
                 tier: tenant.tier.clone(),
                 inference_profiles: tenant.inference_profiles.clone().into_iter().collect(),
                 allow_costlier_downgrade: tenant.allow_costlier_downgrade,
+                policy_cases,
             },
         );
         credentials.push((tenant_id.clone(), tenant.credentials()));
         let file = tenant.policy_file().map_err(|e| tenant_err(id, e))?;
-        let base = config.origin.parent().unwrap_or(Path::new("")).to_path_buf();
         let registry = Arc::clone(&registry);
         let task_tenant = tenant_id.clone();
         tokio::task::spawn_blocking(move || policy_dir::register_file(&registry, &task_tenant, &file, &base))

@@ -98,6 +98,9 @@ pub struct TollgateFields {
     /// Why the hold was charged instead of the usage, when it was.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub billing_note: Option<String>,
+    /// The tenant's shadow policy's verdict on this call, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shadow: Option<super::shadowing::ShadowFields>,
     pub latency: Latency,
 }
 

@@ -51,6 +51,16 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowPair {
+    pub tenant: String,
+    pub active_version: String,
+    pub shadow_version: String,
+    /// Verdict names: admit, downgrade, throttle, reject.
+    pub active: String,
+    pub shadow: String,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +75,9 @@ pub struct Metrics {
     pub policy_failures: Family<TenantFailure, Counter>,
     pub connections_refused: Counter,
     pub calls_shed: Counter,
+    pub shadow_disagreements: Family<ShadowPair, Counter>,
+    pub shadow_decisions: Family<TenantLabel, Counter>,
+    pub shadow_skipped: Family<TenantLabel, Counter>,
     /// Serialises encoding; the metrics themselves are lock-free.
     encode_lock: Mutex<()>,
 }
@@ -141,8 +154,30 @@ impl Metrics {
             "Model calls refused with a 503 because max-in-flight calls were being admitted",
             calls_shed.clone(),
         );
+        // Versions in labels stay bounded: a tenant keeps at most 16.
+        let shadow_disagreements = Family::<ShadowPair, Counter>::default();
+        registry.register(
+            "shadow_disagreements",
+            "Calls where the shadow policy's verdict differed from the enforced one, by tenant, versions and verdict pair",
+            shadow_disagreements.clone(),
+        );
+        let shadow_decisions = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "Calls a shadow policy decided beside the active one",
+            shadow_decisions.clone(),
+        );
+        let shadow_skipped = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "shadow_skipped",
+            "Calls the shadow policy was not run for: no spare capacity at the time",
+            shadow_skipped.clone(),
+        );
         Metrics {
             registry,
+            shadow_disagreements,
+            shadow_decisions,
+            shadow_skipped,
             policy_failures,
             connections_refused,
             calls_shed,

@@ -46,9 +46,11 @@ use super::metrics::Metrics;
 use super::refusal::{reject, reserve_refused, upstream_failed};
 pub use super::settlement::GatewayAccounting;
 use super::settlement::{CallBasis, Hold, Settlement};
+use super::shadowing::ShadowRunner;
 use super::stream_pump::StreamPump;
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
-use crate::contract::{Action, Operation, Request, Verdict};
+use super::verdict_check::{OwnedVerdictCheck, VerdictCheck};
+use crate::contract::{Action, Operation, Request};
 use crate::estimate::{Estimator, input_token_ceiling};
 use crate::ids::{ModelId, TenantId};
 use crate::ledger::ReserveRequest;
@@ -80,6 +82,9 @@ pub struct TenantProfile {
     pub inference_profiles: HashMap<String, String>,
     /// Whether the policy may "downgrade" to a model whose hold costs more.
     pub allow_costlier_downgrade: bool,
+    /// Cases every new version of the tenant's policy must pass (its
+    /// configured `policy-cases`), unless an upload brings its own.
+    pub policy_cases: Option<Arc<crate::registry::cases::CasesFile>>,
 }
 
 impl TenantProfile {
@@ -160,6 +165,7 @@ struct Inner {
     parts: GatewayParts,
     next_request: AtomicU64,
     settlement: Arc<Settlement>,
+    shadows: ShadowRunner,
     /// Distinguishes request ids across restarts.
     boot: u64,
 }
@@ -175,6 +181,7 @@ impl Gateway {
                     Arc::clone(&parts.metrics),
                     parts.log.clone(),
                 )),
+                shadows: ShadowRunner::new(parts.pool.threads()),
                 parts,
                 next_request: AtomicU64::new(1),
                 boot,
@@ -376,34 +383,14 @@ impl Gateway {
             config: String::new(),
         };
         // A downgrade must name a model tollgate can price, and no other tenant's profile.
-        let host_check = |verdict: &Verdict| match &verdict.action {
-            Action::Downgrade(target) if !profile.may_name(target) => Err(format!(
-                "downgrade target {} is an application inference profile of another tenant",
-                crate::text::clip(target, 256)
-            )),
-            Action::Downgrade(target) => {
-                let target_worst = parts
-                    .catalog
-                    .hold(
-                        target,
-                        estimate.input_tokens,
-                        max_output,
-                        estimate.uses_prompt_cache,
-                        asked,
-                    )
-                    .map_err(|e| format!("downgrade target cannot be priced: {e}"))?;
-                if target_worst > requested_worst && !profile.allow_costlier_downgrade {
-                    return Err(format!(
-                        "downgrade target {} would hold {} where the requested model holds {}; a downgrade may not \
-                         cost more unless the tenant sets allow-costlier-downgrade",
-                        crate::text::clip(target, 256),
-                        target_worst,
-                        requested_worst
-                    ));
-                }
-                Ok(())
-            }
-            _ => Ok(()),
+        let check = VerdictCheck {
+            profile,
+            catalog: &parts.catalog,
+            input_tokens: estimate.input_tokens,
+            max_output,
+            uses_prompt_cache: estimate.uses_prompt_cache,
+            asked,
+            requested_worst,
         };
         let version = parts.registry.active(tenant).ok_or_else(|| {
             BedrockError::access_denied(format!(
@@ -411,7 +398,22 @@ impl Gateway {
                  (policy = \"...\" under its [tenants] entry, or upload one through the admin API)"
             ))
         })?;
-        let decision = parts.pool.decide(version, request, state.clone(), host_check).await;
+        // The shadow decides the same call, off this task, once the active verdict is in.
+        let shadowed = parts
+            .registry
+            .shadow(tenant)
+            .map(|shadow| (shadow, request.clone(), state.clone()));
+        let decision = parts
+            .pool
+            .decide(version, request, state.clone(), |v| check.check(v))
+            .await;
+        if let Some((shadow, request, state)) = shadowed {
+            let owned = OwnedVerdictCheck::new(&check, Arc::clone(&parts.catalog));
+            trace.shadow = self
+                .inner
+                .shadows
+                .start(shadow, request, state, owned, &decision, &parts.metrics);
+        }
         parts.metrics.decision_seconds.observe(decision.elapsed.as_secs_f64());
         if let Some(failure) = &decision.failure {
             parts

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-use super::invocation_log::{Billing, InvocationLog};
+use super::invocation_log::{Billing, InvocationLog, InvocationRecord};
 use super::metrics::Metrics;
+use super::shadowing::{self, Outcome};
 use super::trace::{Trace, now_ms, operation_name};
 use crate::accounting::Accounting;
 use crate::estimate::Estimator;
@@ -231,15 +232,49 @@ impl Settlement {
         }
     }
 
-    /// Step 10: the invocation record and the metrics.
-    pub(super) fn finish(&self, trace: &Trace) {
+    /// Step 10: the invocation record and the metrics. A call with a shadow
+    /// decision is counted out once that is compared and in its record.
+    pub(super) fn finish(self: &Arc<Self>, trace: &Trace) {
         if trace.logged {
             return;
         }
         self.metrics.tenant_verdict(&trace.tenant, &trace.decision);
         self.metrics.response(operation_name(trace.operation), trace.status);
+        if let Some(pending) = trace.shadow.as_ref().and_then(shadowing::take) {
+            let mut record = trace.record();
+            let ran = matches!(trace.charged_from.as_str(), "usage" | "reservation");
+            let usage = trace.usage;
+            let served_as = trace.billing.as_ref().map(|b| ServedAs {
+                tier: b.service_tier,
+                latency: b.latency,
+            });
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let served_model = record
+                    .tollgate
+                    .served_model_id
+                    .clone()
+                    .unwrap_or_else(|| record.tollgate.requested_model_id.clone());
+                let outcome = Outcome {
+                    ran,
+                    served_model: &served_model,
+                    cost_nano_usd: record.tollgate.cost_nano_usd,
+                    usage,
+                    served_as,
+                };
+                let fields = pending.conclude(outcome, &this.catalog, &this.metrics).await;
+                record.tollgate.shadow = Some(fields);
+                this.written(record);
+            });
+            return;
+        }
+        self.written(trace.record());
+    }
+
+    /// Writes a finished call's record and counts the call out.
+    fn written(&self, record: InvocationRecord) {
         if let Some(log) = &self.log {
-            log.write(trace.record());
+            log.write(record);
         }
         // Each call is finished exactly once (a stream by its pump).
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {

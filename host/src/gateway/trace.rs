@@ -46,6 +46,8 @@ pub(super) struct Trace {
     pub(super) upstream_ms: u64,
     /// Set once the record is written (or handed to the stream pump).
     pub(super) logged: bool,
+    /// The shadow policy's decision of this call, when the tenant has one.
+    pub(super) shadow: Option<super::shadowing::ShadowSlot>,
 }
 
 impl Trace {
@@ -87,6 +89,7 @@ impl Trace {
             gateway_us: 0,
             upstream_ms: 0,
             logged: false,
+            shadow: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl Trace {
                     ..b
                 }),
                 billing_note: self.billing_note.clone(),
+                shadow: None,
                 latency: Latency {
                     decision_us: self.decision_us,
                     gateway_us: self.gateway_us,

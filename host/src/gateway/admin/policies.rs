@@ -1,0 +1,426 @@
+//! A tenant's policy lifecycle through the admin API: upload (its cases must
+//! pass), list versions, activate one, shadow a candidate, promote it, roll
+//! back. Every route sits under `/admin/tenants/{tenant}/policy`.
+//!
+//! A component is sent as the raw body (`application/wasm`), or as
+//! `multipart/form-data` with a `component` part and an optional `cases`
+//! part (a cases file's TOML). Without a `cases` part, the tenant's
+//! configured `policy-cases` apply. Who asked is taken from the
+//! `x-tollgate-actor` header and kept with the version.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, check, parse_tenant, unknown};
+use crate::ids::TenantId;
+use crate::registry::cases::CasesFile;
+use crate::registry::version::{PolicySettings, PolicyVersion};
+use crate::registry::{Candidate, RegistryError, ShadowReport};
+use crate::upstream::error::BedrockError;
+
+/// Largest policy component the admin API accepts.
+pub(super) const MAX_POLICY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest cases file, and room for the multipart framing.
+const MAX_CASES_BYTES: usize = 1024 * 1024;
+/// The header naming who asked for a change, kept with the version.
+pub const ACTOR_HEADER: &str = "x-tollgate-actor";
+
+/// One kept version, as the admin API lists it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VersionView {
+    pub version: String,
+    pub number: u32,
+    /// First 12 hex digits of the component's SHA-256.
+    pub digest: String,
+    /// Where it came from and who asked: a file path, `admin upload by ...`.
+    pub source: String,
+    pub created_at_ms: u64,
+    pub active: bool,
+    pub shadow: bool,
+    pub settings: PolicySettings,
+}
+
+/// What a lifecycle call did.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Changed {
+    /// The version now active (after an upload, activation, promotion or rollback).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub activated: Option<String>,
+    /// The version now shadowing, or that stopped shadowing.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shadow: Option<String>,
+}
+
+fn view(version: &PolicyVersion, active: u32, shadow: Option<u32>) -> VersionView {
+    let number = version.id().number;
+    VersionView {
+        version: version.id().to_string(),
+        number,
+        digest: version.id().digest.to_string(),
+        source: version.source().to_owned(),
+        created_at_ms: version
+            .created_at()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        active: number == active,
+        shadow: shadow == Some(number),
+        settings: version.settings().clone(),
+    }
+}
+
+/// A registry refusal with the status that says what kind it is.
+fn refused(error: RegistryError) -> BedrockError {
+    let message = error.to_string();
+    match error {
+        RegistryError::UnknownTenant(_) | RegistryError::UnknownVersion { .. } => {
+            BedrockError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+        }
+        RegistryError::Superseded { .. } | RegistryError::NoPreviousVersion(_) | RegistryError::NoShadow(_) => {
+            BedrockError::new(StatusCode::CONFLICT, "ConflictException", message)
+        }
+        RegistryError::Load { .. } | RegistryError::Version { .. } | RegistryError::CasesFailed { .. } => {
+            BedrockError::validation(message)
+        }
+    }
+}
+
+fn known(state: &AdminState, tenant: &str) -> Result<TenantId, BedrockError> {
+    let tenant = parse_tenant(tenant)?;
+    if state.gateway.profile(&tenant).is_none() {
+        return Err(unknown(&tenant));
+    }
+    Ok(tenant)
+}
+
+fn respond(result: Result<impl Serialize, BedrockError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /admin/tenants/{tenant}/policy`: the active version, its settings
+/// (the policy's config included) and the shadow, if any.
+pub(super) async fn active(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        check(&state, &headers)?;
+        let tenant = known(&state, &tenant)?;
+        let registry = state.gateway.registry();
+        let active = registry.active(&tenant).ok_or_else(|| no_policy(&tenant))?;
+        let shadow = registry.shadow(&tenant).map(|s| s.version().id().number);
+        Ok(view(&active, active.id().number, shadow))
+    })())
+}
+
+/// `GET /admin/tenants/{tenant}/policy/versions`: the kept versions, oldest first.
+pub(super) async fn versions(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        check(&state, &headers)?;
+        let tenant = known(&state, &tenant)?;
+        let registry = state.gateway.registry();
+        let active = registry.active(&tenant).map_or(0, |v| v.id().number);
+        let shadow = registry.shadow(&tenant).map(|s| s.version().id().number);
+        Ok(registry
+            .versions(&tenant)
+            .iter()
+            .map(|v| view(v, active, shadow))
+            .collect::<Vec<_>>())
+    })())
+}
+
+/// `POST /admin/tenants/{tenant}/policy`: a new version, compiled and
+/// checked off the request path, activated once its cases pass.
+pub(super) async fn upload(State(state): State<AdminState>, Path(tenant): Path<String>, request: Request) -> Response {
+    respond(
+        async {
+            let (tenant, upload) = read_upload(&state, &tenant, request).await?;
+            let staged = stage(&state, &tenant, upload).await?;
+            let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
+            tracing::info!(tenant = %tenant, version = %id, "activated a policy version uploaded through the admin API");
+            Ok(Changed {
+                activated: Some(id.to_string()),
+                shadow: None,
+            })
+        }
+        .await,
+    )
+}
+
+/// `?version=N`: a kept version instead of a new component.
+#[derive(Debug, Deserialize)]
+pub(super) struct VersionQuery {
+    version: Option<u32>,
+}
+
+/// `PUT /admin/tenants/{tenant}/policy/shadow`: a candidate (a new
+/// component, or `?version=N` of the kept ones) decides beside the active
+/// version from the next call on, in place of any earlier shadow.
+pub(super) async fn set_shadow(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    Query(query): Query<VersionQuery>,
+    request: Request,
+) -> Response {
+    respond(
+        async {
+            let id = if let Some(number) = query.version {
+                check(&state, request.headers())?;
+                let tenant = known(&state, &tenant)?;
+                state
+                    .gateway
+                    .registry()
+                    .shadow_version(&tenant, number)
+                    .map_err(refused)?
+            } else {
+                let (tenant, upload) = read_upload(&state, &tenant, request).await?;
+                let registry = Arc::clone(state.gateway.registry());
+                let settings = current_settings(&state, &tenant);
+                tokio::task::spawn_blocking(move || {
+                    registry.set_shadow(&tenant, &upload.wasm, settings, &upload.source, upload.cases.as_deref())
+                })
+                .await
+                .map_err(|e| BedrockError::internal(e.to_string()))?
+                .map_err(refused)?
+            };
+            tracing::info!(version = %id, "a policy version now shadows its tenant's active one");
+            Ok(Changed {
+                activated: None,
+                shadow: Some(id.to_string()),
+            })
+        }
+        .await,
+    )
+}
+
+/// `GET /admin/tenants/{tenant}/policy/shadow`: how often the shadow
+/// disagreed, on what, and what it would have changed in money.
+pub(super) async fn shadow_report(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| -> Result<ShadowReport, BedrockError> {
+        check(&state, &headers)?;
+        let tenant = known(&state, &tenant)?;
+        let shadow = state
+            .gateway
+            .registry()
+            .shadow(&tenant)
+            .ok_or_else(|| refused(RegistryError::NoShadow(tenant.clone())))?;
+        Ok(shadow.report())
+    })())
+}
+
+/// `DELETE /admin/tenants/{tenant}/policy/shadow`: stops shadowing.
+pub(super) async fn clear_shadow(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond((|| {
+        check(&state, &headers)?;
+        let tenant = known(&state, &tenant)?;
+        let id = state.gateway.registry().clear_shadow(&tenant).map_err(refused)?;
+        Ok(Changed {
+            activated: None,
+            shadow: Some(id.to_string()),
+        })
+    })())
+}
+
+/// `POST /admin/tenants/{tenant}/policy/promote`: the shadow becomes active.
+pub(super) async fn promote(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.promote(tenant))
+}
+
+/// `POST /admin/tenants/{tenant}/policy/rollback`: back to the previous version.
+pub(super) async fn rollback(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.rollback(tenant))
+}
+
+/// `POST /admin/tenants/{tenant}/policy/versions/{number}/activate`.
+pub(super) async fn activate(
+    State(state): State<AdminState>,
+    Path((tenant, number)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    lifecycle(&state, &tenant, &headers, |registry, tenant| {
+        registry.activate(tenant, number)
+    })
+}
+
+fn lifecycle(
+    state: &AdminState,
+    tenant: &str,
+    headers: &HeaderMap,
+    change: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<crate::ids::PolicyVersionId, RegistryError>,
+) -> Response {
+    respond((|| {
+        check(state, headers)?;
+        let tenant = known(state, tenant)?;
+        let id = change(state.gateway.registry(), &tenant).map_err(refused)?;
+        tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
+        Ok(Changed {
+            activated: Some(id.to_string()),
+            shadow: None,
+        })
+    })())
+}
+
+fn no_policy(tenant: &TenantId) -> BedrockError {
+    BedrockError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        format!("tenant {tenant} has no policy yet; upload one"),
+    )
+}
+
+/// A component and its cases, as uploaded.
+struct Upload {
+    wasm: Bytes,
+    cases: Option<Arc<CasesFile>>,
+    source: String,
+}
+
+/// Who asked, from [`ACTOR_HEADER`], printable and bounded.
+fn actor(headers: &HeaderMap) -> String {
+    let named = headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("admin");
+    crate::text::escape_controls(&crate::text::clip(named, 128)).into_owned()
+}
+
+/// The running version's settings (config, limits, failure mode), which a
+/// new version keeps.
+fn current_settings(state: &AdminState, tenant: &TenantId) -> PolicySettings {
+    state
+        .gateway
+        .registry()
+        .active(tenant)
+        .map_or_else(PolicySettings::default, |v| v.settings().clone())
+}
+
+/// Checks the token before a byte of the body is read, then reads a bounded
+/// body: a raw component, or a multipart one with its cases.
+async fn read_upload(state: &AdminState, tenant: &str, request: Request) -> Result<(TenantId, Upload), BedrockError> {
+    check(state, request.headers())?;
+    let tenant = known(state, tenant)?;
+    let source = format!("admin upload by {}", actor(request.headers()));
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        BedrockError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationException",
+            format!("a policy component may be at most {MAX_POLICY_BYTES} bytes"),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, MAX_POLICY_BYTES + MAX_CASES_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    if !multipart {
+        if bytes.len() > MAX_POLICY_BYTES {
+            return Err(too_large());
+        }
+        let cases = state.gateway.profile(&tenant).and_then(|p| p.policy_cases.clone());
+        return Ok((
+            tenant,
+            Upload {
+                wasm: bytes,
+                cases,
+                source,
+            },
+        ));
+    }
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| BedrockError::validation(format!("the multipart body cannot be read: {e}")))?;
+    let (mut wasm, mut cases) = (None, None);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| BedrockError::validation(format!("the multipart body cannot be read: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| BedrockError::validation(format!("part `{name}` cannot be read: {e}")))?;
+        match name.as_str() {
+            "component" => wasm = Some(data),
+            "cases" => {
+                let text = std::str::from_utf8(&data)
+                    .map_err(|_| BedrockError::validation("part `cases` must be a cases file's TOML text (UTF-8)"))?;
+                let parsed =
+                    CasesFile::parse(text, "part `cases`").map_err(|e| BedrockError::validation(e.to_string()))?;
+                cases = Some(Arc::new(parsed));
+            }
+            other => {
+                return Err(BedrockError::validation(format!(
+                    "unknown part `{}`: send `component` (the .wasm) and, optionally, `cases` (TOML)",
+                    crate::text::clip(other, 64)
+                )));
+            }
+        }
+    }
+    let wasm = wasm.ok_or_else(|| {
+        BedrockError::validation("the multipart body has no `component` part: send the policy's .wasm in it")
+    })?;
+    if wasm.len() > MAX_POLICY_BYTES {
+        return Err(too_large());
+    }
+    let cases = cases.or_else(|| state.gateway.profile(&tenant).and_then(|p| p.policy_cases.clone()));
+    Ok((tenant, Upload { wasm, cases, source }))
+}
+
+/// Compiles and checks an upload off the async workers, keeping the running
+/// version's settings.
+async fn stage(state: &AdminState, tenant: &TenantId, upload: Upload) -> Result<crate::registry::Staged, BedrockError> {
+    let registry = Arc::clone(state.gateway.registry());
+    let settings = current_settings(state, tenant);
+    let tenant = tenant.clone();
+    tokio::task::spawn_blocking(move || {
+        registry.stage(
+            &tenant,
+            Candidate::Wasm(&upload.wasm),
+            settings,
+            &upload.source,
+            upload.cases.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| BedrockError::internal(e.to_string()))?
+    .map_err(refused)
+}

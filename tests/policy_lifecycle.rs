@@ -1,0 +1,203 @@
+//! A tenant's policy lifecycle through the admin API, over HTTP, while the
+//! tenant calls with the real AWS SDK: an upload whose cases fail changes
+//! nothing; a shadow decides beside the active version without changing a
+//! verdict, and its disagreements and money are counted exactly; promote,
+//! roll back and activate by number.
+
+mod support;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use support::wasm;
+
+const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
+/// A free-tier tenant on allow-all: the tiered policy would move its
+/// non-free calls to the free model, so the two disagree on exactly those.
+fn acme() -> TenantSpec {
+    TenantSpec {
+        tier: "free",
+        extra: "included-tokens = 100000000\n",
+        ..TenantSpec::new("acme", "allow-all")
+    }
+}
+
+struct Admin<'a> {
+    gw: &'a TestGateway,
+}
+
+impl Admin<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}/admin/tenants/acme/policy{path}", self.gw.admin_url)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-tollgate-actor", "release-bot")
+            .send()
+            .await
+            .expect("admin API answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.gw.raw().get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str) -> (u16, Value) {
+        self.send(self.gw.raw().post(self.url(path))).await
+    }
+
+    async fn active(&self) -> u64 {
+        let (status, body) = self.get("").await;
+        assert_eq!(status, 200, "{body}");
+        body["number"].as_u64().expect("number")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_rolled_back() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        ..Options::default()
+    })
+    .await;
+    let admin = Admin { gw: &gw };
+    let client = gw.sigv4_client(&acme());
+    assert_eq!(admin.active().await, 1);
+
+    // Without the token, or with a wrong one, nothing answers but 401.
+    for (method, path) in [
+        (reqwest::Method::GET, "/versions"),
+        (reqwest::Method::PUT, "/shadow"),
+        (reqwest::Method::POST, "/promote"),
+        (reqwest::Method::POST, "/versions/1/activate"),
+    ] {
+        let url = admin.url(path);
+        let bare = gw.raw().request(method.clone(), &url).send().await.expect("answers");
+        assert_eq!(bare.status(), 401, "{path}");
+        let wrong = gw
+            .raw()
+            .request(method, &url)
+            .bearer_auth("not-the-admin-token-at-all")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(wrong.status(), 401, "{path}");
+    }
+
+    // An upload whose cases fail is refused, and nothing changes.
+    let failing = "[[case]]\nname = \"sonnet is refused\"\nexpect = { action = \"reject\" }\n";
+    let form = Form::new()
+        .part("component", Part::bytes(wasm("allow-all")))
+        .text("cases", failing);
+    let (status, body) = admin.send(gw.raw().post(admin.url("")).multipart(form)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().expect("message").contains("failed 1 of 1"),
+        "{body}"
+    );
+    assert_eq!(admin.active().await, 1);
+    let form = Form::new()
+        .part("component", Part::bytes(wasm("allow-all")))
+        .text("kases", "");
+    let (status, body) = admin.send(gw.raw().post(admin.url("")).multipart(form)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("unknown part `kases`"),
+        "{body}"
+    );
+
+    // The tiered policy shadows allow-all.
+    let (status, body) = admin
+        .send(gw.raw().put(admin.url("/shadow")).body(wasm("tiered")))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let shadow = body["shadow"].as_str().expect("shadow version").to_owned();
+    assert_eq!(admin.active().await, 1, "a shadow changes no enforced verdict");
+
+    // Three calls they agree on (the free model), three they do not.
+    for model in [NOVA_MICRO, HAIKU, NOVA_MICRO, HAIKU, HAIKU, NOVA_MICRO] {
+        call_model(&client, model).await.expect("admitted by the active policy");
+        gw.settled("acme").await;
+    }
+    let records = gw.wait_for_records(6).await;
+    assert_eq!(records.len(), 6);
+    let (mut actual, mut would) = (0u64, 0u64);
+    for record in &records {
+        assert_eq!(record.tollgate.decision, "admit", "the active verdict is enforced");
+        let fields = record
+            .tollgate
+            .shadow
+            .as_ref()
+            .expect("the shadow's verdict is in the record");
+        assert_eq!(fields.policy_version, shadow);
+        let on_haiku = record.tollgate.requested_model_id == HAIKU;
+        assert_eq!(fields.agrees, !on_haiku, "{fields:?}");
+        let expected = if on_haiku { "downgrade" } else { "admit" };
+        assert_eq!(fields.decision, expected);
+        let cost = fields.cost_nano_usd.expect("priced from the call's usage");
+        if on_haiku {
+            assert_eq!(fields.downgrade_to.as_deref(), Some(NOVA_MICRO));
+            assert!(cost < record.tollgate.cost_nano_usd, "the free model costs less");
+        } else {
+            assert_eq!(cost, record.tollgate.cost_nano_usd);
+        }
+        actual += record.tollgate.cost_nano_usd;
+        would += cost;
+    }
+    let (status, report) = admin.get("/shadow").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["calls"], 6, "{report}");
+    assert_eq!(report["disagreed"], 3, "{report}");
+    assert_eq!(report["skipped"], 0, "{report}");
+    assert_eq!(report["pairs"][0]["active"], "admit");
+    assert_eq!(report["pairs"][0]["shadow"], format!("downgrade:{NOVA_MICRO}"));
+    assert_eq!(report["actual-spend-nano-usd"], actual, "{report}");
+    assert_eq!(report["shadow-spend-nano-usd"], would, "{report}");
+    assert_eq!(report["shadow-delta-nano-usd"], would as i64 - actual as i64);
+    let metrics = gw.metrics().await;
+    let disagreements = metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_shadow_disagreements_total{"))
+        .unwrap_or_else(|| panic!("no disagreement series:\n{metrics}"));
+    assert!(disagreements.ends_with(" 3"), "{disagreements}");
+    assert!(disagreements.contains("shadow=\"downgrade\""), "{disagreements}");
+
+    // Promoted in one call: the next non-free call is moved to the free model.
+    let (status, body) = admin.post("/promote").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["activated"], shadow.as_str());
+    assert_eq!(admin.get("/shadow").await.0, 409, "no shadow any more");
+    call_model(&client, HAIKU).await.expect("downgraded");
+    let records = gw.wait_for_records(7).await;
+    assert_eq!(records[6].tollgate.decision, "downgrade");
+    assert!(records[6].tollgate.shadow.is_none());
+
+    // Rolled back, then activated again by number.
+    let (status, body) = admin.post("/rollback").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(admin.active().await, 1);
+    call_model(&client, HAIKU).await.expect("admitted");
+    assert_eq!(gw.wait_for_records(8).await[7].tollgate.decision, "admit");
+    let number = shadow.rsplit("@v").next().expect("number");
+    assert_eq!(admin.post(&format!("/versions/{number}/activate")).await.0, 200);
+    assert_eq!(admin.post("/versions/99/activate").await.0, 404);
+
+    // Every kept version, with who uploaded it.
+    let (status, versions) = admin.get("/versions").await;
+    assert_eq!(status, 200, "{versions}");
+    let versions = versions.as_array().expect("a list");
+    assert_eq!(versions.len(), 2, "the refused upload was not kept: {versions:?}");
+    assert_eq!(versions[1]["source"], "admin upload by release-bot");
+    assert_eq!(versions[1]["active"], true);
+    assert_eq!(versions[0]["active"], false);
+    gw.reconcile().await;
+}
