@@ -201,3 +201,63 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
     assert_eq!(versions[0]["active"], false);
     gw.reconcile().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_policy_changes_survive_a_restart_until_the_file_changes() {
+    let mut gw = TestGateway::start(Options {
+        tenants: vec![acme()],
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme());
+    {
+        let admin = Admin { gw: &gw };
+        let (status, body) = admin.send(gw.raw().post(admin.url("")).body(wasm("tiered"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["activated"], "acme@v2");
+        let (status, body) = admin
+            .send(gw.raw().put(admin.url("/shadow")).body(wasm("budget-guard")))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Killed without a chance to flush: what was acknowledged is kept.
+    gw.restart().await;
+    let admin = Admin { gw: &gw };
+    assert_eq!(admin.active().await, 2, "the upload survived the restart");
+    let (status, report) = admin.get("/shadow").await;
+    assert_eq!(status, 200, "the shadow survived too: {report}");
+    assert_eq!(report["shadow-version"], "acme@v3");
+    let (_, versions) = admin.get("/versions").await;
+    let sources: Vec<&str> = versions
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v["source"].as_str().expect("source"))
+        .collect();
+    assert_eq!(sources.len(), 3, "{versions}");
+    assert_eq!(&sources[1..], ["admin upload by release-bot"; 2]);
+    let new_client = gw.sigv4_client(&acme());
+    call_model(&new_client, HAIKU).await.expect("served");
+    let records = gw.wait_for_records(1).await;
+    let last = records.last().expect("a record");
+    assert_eq!(last.tollgate.decision, "downgrade", "tiered decides after the restart");
+    assert_eq!(last.tollgate.policy_version.as_deref(), Some("acme@v2"));
+
+    // Rolled back at runtime, still rolled back after a restart.
+    assert_eq!(admin.post("/rollback").await.0, 200);
+    gw.restart().await;
+    let admin = Admin { gw: &gw };
+    assert_eq!(admin.active().await, 1);
+
+    // Editing the configured policy is a deploy: it becomes a new version.
+    let config = gw.dir().join("tollgate.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("deadline-ms = 200", "deadline-ms = 250")).expect("edit config");
+    gw.restart().await;
+    let admin = Admin { gw: &gw };
+    let (_, active) = admin.get("").await;
+    assert_eq!(active["number"], 4, "{active}");
+    assert_eq!(active["settings"]["deadline-ms"], 250, "{active}");
+    drop(client);
+}

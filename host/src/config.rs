@@ -32,6 +32,7 @@
 //! Relative paths are relative to the file. Every error names the file, the
 //! key and the reason, and the gateway refuses to start with it.
 
+pub mod control;
 pub mod credentials;
 pub mod ledger;
 pub mod upstream;
@@ -50,6 +51,7 @@ use crate::money::NanoUsd;
 use crate::registry::decision::FailureMode;
 use crate::registry::policy_dir::InstancesSetting;
 use crate::registry::{BreakerSettings, PoolSettings};
+pub use control::ControlConfig;
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
 pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, StoreKind};
 use upstream::UpstreamSettings;
@@ -78,6 +80,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]

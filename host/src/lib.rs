@@ -52,6 +52,8 @@ pub mod alerts;
 mod backoff;
 pub mod config;
 pub mod contract;
+#[cfg(feature = "durable")]
+pub mod control;
 pub mod engine;
 pub mod estimate;
 #[cfg(feature = "gateway")]

@@ -106,6 +106,17 @@ struct History {
     newest_requested: u32,
 }
 
+/// A tenant's versions and what is active: what a store keeps.
+pub struct Snapshot {
+    /// Oldest first.
+    pub versions: Vec<Arc<PolicyVersion>>,
+    /// Version numbers in activation order; the last is active.
+    pub activations: Vec<u32>,
+    pub shadow: Option<u32>,
+    /// The last version number handed out.
+    pub last_number: u32,
+}
+
 /// What a version is built from.
 pub enum Candidate<'a> {
     /// A component's bytes, compiled while staging.
@@ -360,12 +371,7 @@ impl Registry {
                 source,
             })?,
         };
-        let version = PolicyVersion::build(&self.engine, component, tenant.clone(), number, settings, source.into())
-            .map_err(|source| RegistryError::Version {
-                tenant: tenant.clone(),
-                source,
-            })?
-            .with_breaker(self.breaker);
+        let version = Arc::new(self.build(tenant, number, component, settings, source)?);
         if let Some(cases) = cases {
             let outcomes = cases::run(&version, cases);
             let failed: Vec<String> = outcomes.iter().filter(|o| !o.passed()).map(|o| o.to_string()).collect();
@@ -378,9 +384,7 @@ impl Registry {
                 });
             }
         }
-        Ok(Staged {
-            version: Arc::new(version),
-        })
+        Ok(Staged { version })
     }
 
     /// Makes `version` the tenant's active one, unless a version requested
@@ -462,6 +466,79 @@ impl Registry {
             }
         }
         Err(RegistryError::NoPreviousVersion(tenant.clone()))
+    }
+
+    /// A tenant's versions and what is active, for saving.
+    pub fn snapshot(&self, tenant: &TenantId) -> Option<Snapshot> {
+        let policies = self.tenants.load().get(tenant).cloned()?;
+        let _writer = lock(&self.writer);
+        let history = lock(&policies.history);
+        Some(Snapshot {
+            versions: history.versions.clone(),
+            activations: history.activations.clone(),
+            shadow: self.shadow_number(&policies),
+            last_number: lock(&self.numbers).get(tenant).copied().unwrap_or(0),
+        })
+    }
+
+    /// Puts back a tenant's versions as a snapshot had them, replacing any it
+    /// has. Versions are built by the caller (see [`Registry::build`]); an
+    /// activation or shadow naming a version not given is dropped.
+    pub fn restore(&self, tenant: &TenantId, snapshot: Snapshot) -> Result<PolicyVersionId, RegistryError> {
+        let Snapshot {
+            versions,
+            mut activations,
+            shadow,
+            last_number,
+        } = snapshot;
+        activations.retain(|n| versions.iter().any(|v| v.id().number == *n));
+        let active = activations
+            .last()
+            .and_then(|n| versions.iter().find(|v| v.id().number == *n))
+            .cloned()
+            .ok_or_else(|| RegistryError::NoPreviousVersion(tenant.clone()))?;
+        let shadow = shadow.and_then(|n| versions.iter().find(|v| v.id().number == n).cloned());
+        let _writer = lock(&self.writer);
+        {
+            let mut numbers = lock(&self.numbers);
+            let last = numbers.entry(tenant.clone()).or_insert(0);
+            *last = (*last).max(last_number);
+        }
+        let policies = Arc::new(TenantPolicies {
+            active: ArcSwap::new(Arc::clone(&active)),
+            shadow: ArcSwapOption::new(shadow.map(|v| Arc::new(Shadow::new(v)))),
+            history: Mutex::new(History {
+                newest_requested: activations.iter().copied().max().unwrap_or(0),
+                versions,
+                activations,
+            }),
+        });
+        let current = self.tenants.load();
+        let mut next = HashMap::clone(&current);
+        if let Some(replaced) = next.insert(tenant.clone(), policies) {
+            replaced.active.load().release_idle();
+        }
+        self.tenants.store(Arc::new(next));
+        Ok(active.id().clone())
+    }
+
+    /// Builds a version with a given number (one restored from a store),
+    /// checking its config as any version's.
+    pub fn build(
+        &self,
+        tenant: &TenantId,
+        number: u32,
+        component: Arc<PolicyComponent>,
+        settings: PolicySettings,
+        source: &str,
+    ) -> Result<PolicyVersion, RegistryError> {
+        let version = PolicyVersion::build(&self.engine, component, tenant.clone(), number, settings, source.into())
+            .map_err(|source| RegistryError::Version {
+                tenant: tenant.clone(),
+                source,
+            })?
+            .with_breaker(self.breaker);
+        Ok(version)
     }
 
     /// Removes a tenant; its calls in flight finish on their version.

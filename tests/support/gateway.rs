@@ -157,48 +157,9 @@ impl TestGateway {
         toml.push_str(options.extra_toml);
         let config_path = dir.path().join("tollgate.toml");
         std::fs::write(&config_path, toml).expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let mut child = tollgate()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("TOLLGATE_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start tollgate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        // The first two lines name the endpoints; they are printed once the ports are open.
-        let (line, admin_line) = tokio::task::spawn_blocking(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let mut admin_line = String::new();
-            let _ = reader.read_line(&mut admin_line);
-            // Keep draining so the process never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            (line, admin_line)
-        })
-        .await
-        .expect("read the first lines");
-        let Some(url) = line.trim().strip_prefix("tollgate listening on ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-            panic!("tollgate serve did not start: {line:?}\n{log}");
-        };
-        let admin_url = admin_line
-            .trim()
-            .strip_prefix("tollgate admin listening on ")
-            .unwrap_or_else(|| panic!("no admin endpoint line: {admin_line:?}"))
-            .to_owned();
+        let (child, url, admin_url) = spawn(dir.path()).await;
         TestGateway {
-            url: url.to_owned(),
+            url,
             admin_url,
             mock,
             dir,
@@ -327,6 +288,15 @@ impl TestGateway {
         self.dir.path()
     }
 
+    /// Kills the process (SIGKILL: nothing is flushed on the way out) and
+    /// starts it again on the same files; the mock stays up.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url, admin_url) = spawn(self.dir.path()).await;
+        (self.child, self.url, self.admin_url) = (child, url, admin_url);
+    }
+
     /// Runs `tollgate reconcile` against this gateway once it is idle: every
     /// charge in the log recomputes, and every tenant's log total equals its
     /// ledger, to the nano-dollar. Returns the command's report.
@@ -354,6 +324,57 @@ impl TestGateway {
         );
         report
     }
+}
+
+/// Starts `tollgate serve` on the config in `dir`; returns it and its two URLs.
+async fn spawn(dir: &Path) -> (Child, String, String) {
+    let config_path = dir.join("tollgate.toml");
+    // Appended to, so a restart keeps the first run's log.
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("stderr file");
+    let mut child = tollgate()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("TOLLGATE_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start tollgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    // The first two lines name the endpoints; they are printed once the ports are open.
+    let (line, admin_line) = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let mut admin_line = String::new();
+        let _ = reader.read_line(&mut admin_line);
+        // Keep draining so the process never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        (line, admin_line)
+    })
+    .await
+    .expect("read the first lines");
+    let Some(url) = line.trim().strip_prefix("tollgate listening on ") else {
+        let _ = child.kill();
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        panic!("tollgate serve did not start: {line:?}\n{log}");
+    };
+    let admin_url = admin_line
+        .trim()
+        .strip_prefix("tollgate admin listening on ")
+        .unwrap_or_else(|| panic!("no admin endpoint line: {admin_line:?}"))
+        .to_owned();
+    (child, url.to_owned(), admin_url)
 }
 
 impl Drop for TestGateway {

@@ -46,7 +46,7 @@ pub const RETIRE_HEADROOM: usize = 2 << 20;
 
 /// Where a call's instance comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "strategy")]
+#[serde(rename_all = "kebab-case", rename_all_fields = "kebab-case", tag = "strategy")]
 pub enum InstanceStrategy {
     /// A fresh instance for every decision.
     Fresh,

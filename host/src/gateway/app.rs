@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::admin::AdminToken;
 use super::auth::Credentials;
 use super::invocation_log::InvocationLog;
+use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts, TenantProfile};
@@ -21,6 +22,7 @@ use super::trace::now_ms;
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
 use crate::config::{CommitMode, Config, StoreKind, UpstreamKind};
+use crate::control::ControlStore;
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
@@ -108,6 +110,20 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     let pool = DecisionPool::start(config.engine.pool())
         .map_err(|e| cfg_err(format!("engine: cannot start the decision threads: {e}")))?;
 
+    // Runtime changes kept across restarts.
+    let control = match config.control.store {
+        StoreKind::Durable => {
+            let path = config.resolve(&config.control.path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| cfg_err(format!("control.path: cannot create {}: {e}", parent.display())))?;
+            }
+            Some(Arc::new(ControlStore::open(&path).map_err(|e| cfg_err(e.to_string()))?))
+        }
+        StoreKind::Memory => None,
+    };
+    let lifecycle = Arc::new(PolicyLifecycle::new(Arc::clone(&registry), control));
+
     // Tenants: ids, profiles, credentials, policies.
     let mut tenants = HashMap::new();
     let mut credentials = Vec::new();
@@ -127,17 +143,26 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                 tier: tenant.tier.clone(),
                 inference_profiles: tenant.inference_profiles.clone().into_iter().collect(),
                 allow_costlier_downgrade: tenant.allow_costlier_downgrade,
-                policy_cases,
+                policy_cases: policy_cases.clone(),
             },
         );
         credentials.push((tenant_id.clone(), tenant.credentials()));
         let file = tenant.policy_file().map_err(|e| tenant_err(id, e))?;
-        let registry = Arc::clone(&registry);
+        let lifecycle = Arc::clone(&lifecycle);
         let task_tenant = tenant_id.clone();
-        tokio::task::spawn_blocking(move || policy_dir::register_file(&registry, &task_tenant, &file, &base))
-            .await
-            .map_err(|e| tenant_err(id, e.to_string()))?
-            .map_err(|e| tenant_err(id, e))?;
+        tokio::task::spawn_blocking(move || {
+            let (path, wasm) = policy_dir::read_component(&file, &base)?;
+            let seed = Seed {
+                wasm: &wasm,
+                settings: file.settings(),
+                source: path.display().to_string(),
+                cases: policy_cases.as_deref(),
+            };
+            lifecycle.start_tenant(&task_tenant, seed)
+        })
+        .await
+        .map_err(|e| tenant_err(id, e.to_string()))?
+        .map_err(|e| tenant_err(id, e))?;
     }
     let credentials =
         Credentials::from_config(credentials.iter().map(|(t, c)| (t, c))).map_err(|e| cfg_err(e.to_string()))?;
@@ -189,6 +214,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         credentials,
         tenants,
         registry,
+        lifecycle,
         pool,
         accounting,
         catalog,

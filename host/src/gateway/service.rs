@@ -101,6 +101,8 @@ pub struct GatewayParts {
     pub credentials: Credentials,
     pub tenants: HashMap<TenantId, TenantProfile>,
     pub registry: Arc<Registry>,
+    /// The registry's changes, kept across restarts.
+    pub lifecycle: Arc<super::lifecycle::PolicyLifecycle>,
     /// Where policies run: decision threads, a share per tenant.
     pub pool: DecisionPool,
     pub accounting: Arc<GatewayAccounting>,
@@ -191,6 +193,10 @@ impl Gateway {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.parts.registry
+    }
+
+    pub fn lifecycle(&self) -> &Arc<super::lifecycle::PolicyLifecycle> {
+        &self.inner.parts.lifecycle
     }
 
     pub fn accounting(&self) -> &Arc<GatewayAccounting> {

@@ -132,14 +132,7 @@ pub fn register_file(
     file: &TenantPolicyFile,
     base: &Path,
 ) -> Result<PolicyVersionId, String> {
-    let wasm_path = base.join(&file.policy);
-    let wasm = std::fs::read(&wasm_path).map_err(|e| {
-        format!(
-            "policy = {:?}: cannot read {}: {e}. Build the policy first (tollgate policy build)",
-            file.policy,
-            wasm_path.display()
-        )
-    })?;
+    let (wasm_path, wasm) = read_component(file, base)?;
     let cases = match &file.cases {
         Some(cases) => Some(CasesFile::load(&base.join(cases)).map_err(|e| format!("cases: {e}"))?),
         None => None,
@@ -153,4 +146,17 @@ pub fn register_file(
             cases.as_ref(),
         )
         .map_err(|e| e.to_string())
+}
+
+/// Reads the component a tenant file names, relative to `base`.
+pub fn read_component(file: &TenantPolicyFile, base: &Path) -> Result<(PathBuf, Vec<u8>), String> {
+    let wasm_path = base.join(&file.policy);
+    let wasm = std::fs::read(&wasm_path).map_err(|e| {
+        format!(
+            "policy = {:?}: cannot read {}: {e}. Build the policy first (tollgate policy build)",
+            file.policy,
+            wasm_path.display()
+        )
+    })?;
+    Ok((wasm_path, wasm))
 }

@@ -64,7 +64,6 @@ pub struct PolicySettings {
     /// Linear memory cap per instance, in MiB.
     pub memory_limit_mib: u32,
     /// Fresh or pooled instances.
-    #[serde(flatten)]
     pub instances: InstanceStrategy,
 }
 
@@ -159,6 +158,12 @@ impl PolicyVersion {
             created_at: SystemTime::now(),
             source,
         })
+    }
+
+    /// Sets when the version was first created, for one restored from a store.
+    pub fn with_created_at(mut self, created_at: SystemTime) -> Self {
+        self.created_at = created_at;
+        self
     }
 
     /// Replaces the default circuit breaker settings.

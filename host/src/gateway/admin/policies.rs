@@ -150,13 +150,16 @@ pub(super) async fn upload(State(state): State<AdminState>, Path(tenant): Path<S
     respond(
         async {
             let (tenant, upload) = read_upload(&state, &tenant, request).await?;
+            let wasm = upload.wasm.clone();
             let staged = stage(&state, &tenant, upload).await?;
+            keep(&state, wasm).await?;
             let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, "activated a policy version uploaded through the admin API");
-            Ok(Changed {
+            let changed = Changed {
                 activated: Some(id.to_string()),
                 shadow: None,
-            })
+            };
+            saved(&state, &tenant, changed).await
         }
         .await,
     )
@@ -179,30 +182,36 @@ pub(super) async fn set_shadow(
 ) -> Response {
     respond(
         async {
-            let id = if let Some(number) = query.version {
+            let (tenant, id) = if let Some(number) = query.version {
                 check(&state, request.headers())?;
                 let tenant = known(&state, &tenant)?;
-                state
+                let id = state
                     .gateway
                     .registry()
                     .shadow_version(&tenant, number)
-                    .map_err(refused)?
+                    .map_err(refused)?;
+                (tenant, id)
             } else {
                 let (tenant, upload) = read_upload(&state, &tenant, request).await?;
+                keep(&state, upload.wasm.clone()).await?;
                 let registry = Arc::clone(state.gateway.registry());
                 let settings = current_settings(&state, &tenant);
-                tokio::task::spawn_blocking(move || {
-                    registry.set_shadow(&tenant, &upload.wasm, settings, &upload.source, upload.cases.as_deref())
+                let task_tenant = tenant.clone();
+                let id = tokio::task::spawn_blocking(move || {
+                    let cases = upload.cases.as_deref();
+                    registry.set_shadow(&task_tenant, &upload.wasm, settings, &upload.source, cases)
                 })
                 .await
                 .map_err(|e| BedrockError::internal(e.to_string()))?
-                .map_err(refused)?
+                .map_err(refused)?;
+                (tenant, id)
             };
             tracing::info!(version = %id, "a policy version now shadows its tenant's active one");
-            Ok(Changed {
+            let changed = Changed {
                 activated: None,
                 shadow: Some(id.to_string()),
-            })
+            };
+            saved(&state, &tenant, changed).await
         }
         .await,
     )
@@ -233,15 +242,19 @@ pub(super) async fn clear_shadow(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    respond((|| {
-        check(&state, &headers)?;
-        let tenant = known(&state, &tenant)?;
-        let id = state.gateway.registry().clear_shadow(&tenant).map_err(refused)?;
-        Ok(Changed {
-            activated: None,
-            shadow: Some(id.to_string()),
-        })
-    })())
+    respond(
+        async {
+            check(&state, &headers)?;
+            let tenant = known(&state, &tenant)?;
+            let id = state.gateway.registry().clear_shadow(&tenant).map_err(refused)?;
+            let changed = Changed {
+                activated: None,
+                shadow: Some(id.to_string()),
+            };
+            saved(&state, &tenant, changed).await
+        }
+        .await,
+    )
 }
 
 /// `POST /admin/tenants/{tenant}/policy/promote`: the shadow becomes active.
@@ -250,7 +263,7 @@ pub(super) async fn promote(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.promote(tenant))
+    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.promote(tenant)).await
 }
 
 /// `POST /admin/tenants/{tenant}/policy/rollback`: back to the previous version.
@@ -259,7 +272,7 @@ pub(super) async fn rollback(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.rollback(tenant))
+    lifecycle(&state, &tenant, &headers, |registry, tenant| registry.rollback(tenant)).await
 }
 
 /// `POST /admin/tenants/{tenant}/policy/versions/{number}/activate`.
@@ -271,24 +284,55 @@ pub(super) async fn activate(
     lifecycle(&state, &tenant, &headers, |registry, tenant| {
         registry.activate(tenant, number)
     })
+    .await
 }
 
-fn lifecycle(
+async fn lifecycle(
     state: &AdminState,
     tenant: &str,
     headers: &HeaderMap,
     change: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<crate::ids::PolicyVersionId, RegistryError>,
 ) -> Response {
-    respond((|| {
-        check(state, headers)?;
-        let tenant = known(state, tenant)?;
-        let id = change(state.gateway.registry(), &tenant).map_err(refused)?;
-        tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
-        Ok(Changed {
-            activated: Some(id.to_string()),
-            shadow: None,
-        })
-    })())
+    respond(
+        async {
+            check(state, headers)?;
+            let tenant = known(state, tenant)?;
+            let id = change(state.gateway.registry(), &tenant).map_err(refused)?;
+            tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
+            let changed = Changed {
+                activated: Some(id.to_string()),
+                shadow: None,
+            };
+            saved(state, &tenant, changed).await
+        }
+        .await,
+    )
+}
+
+/// Keeps an uploaded component's bytes before any version naming it is
+/// active or shadowing, so a restart can always rebuild it.
+async fn keep(state: &AdminState, wasm: Bytes) -> Result<(), BedrockError> {
+    let lifecycle = Arc::clone(state.gateway.lifecycle());
+    tokio::task::spawn_blocking(move || lifecycle.keep_component(&wasm))
+        .await
+        .map_err(|e| BedrockError::internal(e.to_string()))?
+        .map_err(|e| BedrockError::internal(format!("the component could not be stored, so nothing changed: {e}")))
+}
+
+/// Writes the tenant's new state to the control store. The change is in
+/// effect already; a failure says a restart would not keep it.
+async fn saved(state: &AdminState, tenant: &TenantId, changed: Changed) -> Result<Changed, BedrockError> {
+    let lifecycle = Arc::clone(state.gateway.lifecycle());
+    let task_tenant = tenant.clone();
+    let result = tokio::task::spawn_blocking(move || lifecycle.save(&task_tenant))
+        .await
+        .map_err(|e| BedrockError::internal(e.to_string()))?;
+    result.map(|()| changed).map_err(|e| {
+        tracing::error!(tenant = %tenant, error = %e, "a policy change is in effect but was not saved");
+        BedrockError::internal(format!(
+            "the change is in effect but could not be saved, so a restart would undo it: {e}"
+        ))
+    })
 }
 
 fn no_policy(tenant: &TenantId) -> BedrockError {

@@ -1,0 +1,188 @@
+//! Policy changes that are kept: the registry, plus the control store that
+//! lets a restart find them (none with `[control] store = "memory"`).
+//!
+//! At start, a tenant's kept versions come back first, with their numbers,
+//! activations and shadow. Then the configured policy is the seed: if it is
+//! not the one seeded last time (another component or other settings), it
+//! becomes a new version and is activated, as an edit of the file is a
+//! deploy. If it is the same, the kept state wins, so an upload, rollback or
+//! promotion through the admin API survives the restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::control::{ControlError, ControlStore, PolicyRecord, VersionRecord, seed_key};
+use crate::engine::artifact_cache::content_digest;
+use crate::ids::{PolicyVersionId, TenantId};
+use crate::registry::cases::CasesFile;
+use crate::registry::version::PolicySettings;
+use crate::registry::{Candidate, Registry, Snapshot};
+
+/// A tenant's configured policy.
+pub struct Seed<'a> {
+    pub wasm: &'a [u8],
+    pub settings: PolicySettings,
+    pub source: String,
+    pub cases: Option<&'a CasesFile>,
+}
+
+pub struct PolicyLifecycle {
+    registry: Arc<Registry>,
+    store: Option<Arc<ControlStore>>,
+    /// Serialises saves, so the last write is of the latest state.
+    saving: Mutex<HashMap<TenantId, String>>,
+}
+
+impl PolicyLifecycle {
+    pub fn new(registry: Arc<Registry>, store: Option<Arc<ControlStore>>) -> Self {
+        PolicyLifecycle {
+            registry,
+            store,
+            saving: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Whether changes outlive the process.
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Keeps a component's bytes; call before the version naming it is activated.
+    pub fn keep_component(&self, wasm: &[u8]) -> Result<(), ControlError> {
+        match &self.store {
+            Some(store) => store.put_component(&content_digest(wasm), wasm),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the tenant's versions and what is active, after a change.
+    pub fn save(&self, tenant: &TenantId) -> Result<(), ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let seeds = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(snapshot) = self.registry.snapshot(tenant) else {
+            return Ok(());
+        };
+        let record = PolicyRecord {
+            versions: snapshot
+                .versions
+                .iter()
+                .map(|v| VersionRecord {
+                    number: v.id().number,
+                    digest: v.component().digest().to_owned(),
+                    settings: v.settings().clone(),
+                    source: v.source().to_owned(),
+                    created_at_ms: v
+                        .created_at()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                })
+                .collect(),
+            activations: snapshot.activations,
+            shadow: snapshot.shadow,
+            last_number: snapshot.last_number,
+            seed: seeds.get(tenant).cloned(),
+        };
+        store.save_policies(tenant, &record)
+    }
+
+    /// Brings a tenant's kept versions back, then applies its configured
+    /// policy as the seed (see the module doc). Compiles: call it off the
+    /// async workers.
+    pub fn start_tenant(&self, tenant: &TenantId, seed: Seed<'_>) -> Result<PolicyVersionId, String> {
+        let record = match &self.store {
+            Some(store) => store.policies(tenant).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let mut restored = false;
+        if let Some(record) = &record {
+            restored = self.restore(tenant, record);
+        }
+        let component = self
+            .registry
+            .engine()
+            .load(seed.wasm)
+            .map_err(|e| format!("{}: {e}", seed.source))?;
+        let key = seed_key(component.digest(), &seed.settings);
+        let seeded = record.as_ref().and_then(|r| r.seed.as_deref()) == Some(key.as_str());
+        let id = if restored && seeded {
+            self.registry
+                .active(tenant)
+                .map(|v| v.id().clone())
+                .ok_or_else(|| format!("tenant {tenant}: no active version after restoring"))?
+        } else {
+            let staged = self
+                .registry
+                .stage(
+                    tenant,
+                    Candidate::Component(component),
+                    seed.settings,
+                    &seed.source,
+                    seed.cases,
+                )
+                .map_err(|e| e.to_string())?;
+            self.keep_component(seed.wasm).map_err(|e| e.to_string())?;
+            self.registry.activate_staged(staged).map_err(|e| e.to_string())?
+        };
+        self.saving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.clone(), key);
+        self.save(tenant).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Rebuilds the kept versions; false when none could be, or none is active.
+    fn restore(&self, tenant: &TenantId, record: &PolicyRecord) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let mut versions = Vec::new();
+        for kept in &record.versions {
+            let built = store
+                .component(&kept.digest)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| bytes.ok_or_else(|| format!("component {} is missing", kept.digest)))
+                .and_then(|bytes| self.registry.engine().load(&bytes).map_err(|e| e.to_string()))
+                .and_then(|component| {
+                    self.registry
+                        .build(tenant, kept.number, component, kept.settings.clone(), &kept.source)
+                        .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(version) => {
+                    let created = UNIX_EPOCH + Duration::from_millis(kept.created_at_ms);
+                    versions.push(Arc::new(version.with_created_at(created)));
+                }
+                Err(why) => tracing::warn!(
+                    tenant = %tenant,
+                    version = kept.number,
+                    why = %why,
+                    "a kept policy version could not be restored; it is dropped"
+                ),
+            }
+        }
+        let snapshot = Snapshot {
+            versions,
+            activations: record.activations.clone(),
+            shadow: record.shadow,
+            last_number: record.last_number,
+        };
+        match self.registry.restore(tenant, snapshot) {
+            Ok(id) => {
+                tracing::info!(tenant = %tenant, version = %id, "restored the policy versions kept from the last run");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "no kept policy version could be made active");
+                false
+            }
+        }
+    }
+}
