@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod directory;
 pub mod invocation_log;
 pub mod lifecycle;
 pub mod listener;

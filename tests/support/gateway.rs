@@ -184,12 +184,17 @@ impl TestGateway {
     /// A tenant's SDK client, signing with its access key (SigV4). Retries
     /// are off so each verdict reaches the test as it was given.
     pub fn sigv4_client(&self, tenant: &TenantSpec) -> Client {
+        self.sigv4_client_with(&tenant.access_key_id(), &tenant.secret())
+    }
+
+    /// An SDK client signing with the given access key.
+    pub fn sigv4_client_with(&self, access_key_id: &str, secret: &str) -> Client {
         let config = Config::builder()
             .behavior_version_latest()
             .region(Region::new("us-east-1"))
             .credentials_provider(aws_credential_types::Credentials::from_keys(
-                tenant.access_key_id(),
-                tenant.secret(),
+                access_key_id,
+                secret,
                 None,
             ))
             .endpoint_url(&self.url)
@@ -201,10 +206,15 @@ impl TestGateway {
 
     /// A tenant's SDK client with its Bedrock API key (bearer; HTTPS only).
     pub fn bearer_client(&self, tenant: &TenantSpec) -> Client {
+        self.bearer_client_with(&tenant.bearer_key())
+    }
+
+    /// An SDK client with the given Bedrock API key.
+    pub fn bearer_client_with(&self, key: &str) -> Client {
         let config = Config::builder()
             .behavior_version_latest()
             .region(Region::new("us-east-1"))
-            .bearer_token(aws_sdk_bedrockruntime::config::Token::new(tenant.bearer_key(), None))
+            .bearer_token(aws_sdk_bedrockruntime::config::Token::new(key.to_owned(), None))
             .endpoint_url(&self.url)
             .retry_config(RetryConfig::disabled())
             .http_client(self.http_client())

@@ -28,6 +28,7 @@ use super::trace::now_ms;
 use crate::ids::TenantId;
 
 pub mod policies;
+pub mod tenants;
 
 /// The admin token, kept as its SHA-256.
 #[derive(Clone)]
@@ -68,8 +69,19 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         token: token.map(Arc::new),
     };
     Router::new()
-        .route("/admin/tenants", get(list))
-        .route("/admin/tenants/{tenant}", get(one))
+        .route("/admin/tenants", get(list).post(tenants::create))
+        .route("/admin/tenants/{tenant}", get(one).patch(tenants::update))
+        .route("/admin/tenants/{tenant}/keys", get(tenants::keys))
+        .route("/admin/tenants/{tenant}/api-keys", post(tenants::issue_api_key))
+        .route(
+            "/admin/tenants/{tenant}/api-keys/{id}",
+            axum::routing::delete(tenants::revoke_api_key),
+        )
+        .route("/admin/tenants/{tenant}/access-keys", post(tenants::issue_access_key))
+        .route(
+            "/admin/tenants/{tenant}/access-keys/{id}",
+            axum::routing::delete(tenants::revoke_access_key),
+        )
         .route(
             "/admin/tenants/{tenant}/policy",
             get(policies::active).post(policies::upload),
@@ -207,8 +219,7 @@ async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
-    let mut tenants: Vec<TenantId> = state.gateway.tenants().map(|(t, _)| t.clone()).collect();
-    tenants.sort();
+    let tenants = state.gateway.tenants();
     let views: Result<Vec<TenantView>, BedrockError> = tenants.iter().map(|t| view(&state, t)).collect();
     match views {
         Ok(views) => Json(views).into_response(),

@@ -2,7 +2,7 @@
 //! engine and tenants' policies, ledger, alerts, upstream (or the built-in
 //! mock), invocation log and metrics; then the HTTP server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,16 +13,17 @@ use tokio::task::JoinHandle;
 
 use super::admin::AdminToken;
 use super::auth::Credentials;
+use super::directory::Directory;
 use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
-use super::service::{Gateway, GatewayParts, TenantProfile};
+use super::service::{Gateway, GatewayParts};
 use super::trace::now_ms;
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
 use crate::config::{CommitMode, Config, StoreKind, UpstreamKind};
-use crate::control::ControlStore;
+use crate::control::{ControlStore, TenantRecord};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
@@ -111,21 +112,22 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         .map_err(|e| cfg_err(format!("engine: cannot start the decision threads: {e}")))?;
 
     // Runtime changes kept across restarts.
-    let control = match config.control.store {
-        StoreKind::Durable => {
-            let path = config.resolve(&config.control.path);
+    let control = match config.control.resolved(&config.ledger) {
+        Some(path) => {
+            let path = config.resolve(&path);
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| cfg_err(format!("control.path: cannot create {}: {e}", parent.display())))?;
             }
             Some(Arc::new(ControlStore::open(&path).map_err(|e| cfg_err(e.to_string()))?))
         }
-        StoreKind::Memory => None,
+        None => None,
     };
-    let lifecycle = Arc::new(PolicyLifecycle::new(Arc::clone(&registry), control));
+    let lifecycle = Arc::new(PolicyLifecycle::new(Arc::clone(&registry), control.clone()));
 
     // Tenants: ids, profiles, credentials, policies.
-    let mut tenants = HashMap::new();
+    let mut records = BTreeMap::new();
+    let mut cases = HashMap::new();
     let mut credentials = Vec::new();
     for (id, tenant) in &config.tenants {
         let tenant_id = TenantId::new(id).map_err(|e| tenant_err(id, e.to_string()))?;
@@ -137,14 +139,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             )),
             None => None,
         };
-        tenants.insert(
+        if let Some(policy_cases) = &policy_cases {
+            cases.insert(tenant_id.clone(), Arc::clone(policy_cases));
+        }
+        records.insert(
             tenant_id.clone(),
-            TenantProfile {
-                tier: tenant.tier.clone(),
-                inference_profiles: tenant.inference_profiles.clone().into_iter().collect(),
-                allow_costlier_downgrade: tenant.allow_costlier_downgrade,
-                policy_cases: policy_cases.clone(),
-            },
+            TenantRecord::from_config(tenant).map_err(|e| tenant_err(id, e))?,
         );
         credentials.push((tenant_id.clone(), tenant.credentials()));
         let file = tenant.policy_file().map_err(|e| tenant_err(id, e))?;
@@ -164,8 +164,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         .map_err(|e| tenant_err(id, e.to_string()))?
         .map_err(|e| tenant_err(id, e))?;
     }
-    let credentials =
-        Credentials::from_config(credentials.iter().map(|(t, c)| (t, c))).map_err(|e| cfg_err(e.to_string()))?;
+    // The file's keys are checked as written, so errors name its entries.
+    Credentials::from_config(credentials.iter().map(|(t, c)| (t, c))).map_err(|e| cfg_err(e.to_string()))?;
+    if let Some(control) = &control {
+        kept_tenants(control, &lifecycle, &mut records).await.map_err(cfg_err)?;
+    }
+    let directory = Arc::new(Directory::new(records.clone(), cases).map_err(|e| cfg_err(e.to_string()))?);
 
     // The ledger.
     let store: Box<dyn LedgerStore> = match config.ledger.store {
@@ -194,9 +198,8 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             reservation_ttl_ms: config.ledger.reservation_ttl_ms,
         },
     );
-    for (id, tenant) in &config.tenants {
-        let tenant_id = TenantId::new(id).map_err(|e| tenant_err(id, e.to_string()))?;
-        ledger.set_limits(&tenant_id, tenant.limits());
+    for (tenant, record) in &records {
+        ledger.set_limits(tenant, record.limits);
     }
     let alerts = Arc::new(Alerts::new(config.alerts.clone()).map_err(|e| cfg_err(format!("alerts: {e}")))?);
     let accounting = Arc::new(Accounting::new(ledger, alerts));
@@ -211,8 +214,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     };
 
     let gateway = Gateway::new(GatewayParts {
-        credentials,
-        tenants,
+        directory,
         registry,
         lifecycle,
         pool,
@@ -279,6 +281,45 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         },
         mock,
     })
+}
+
+/// Merges the tenants kept by the control store into the configured ones:
+/// a configured tenant keeps its runtime changes while its section of the
+/// file is as it was seeded, and the file wins once it changed; a tenant
+/// created at runtime comes back with its policy; one that was configured
+/// and is no longer in the file is forgotten.
+async fn kept_tenants(
+    control: &Arc<ControlStore>,
+    lifecycle: &Arc<PolicyLifecycle>,
+    records: &mut BTreeMap<TenantId, TenantRecord>,
+) -> Result<(), String> {
+    let kept = control.tenants().map_err(|e| e.to_string())?;
+    for (tenant, stored) in kept {
+        match records.get(&tenant) {
+            Some(seeded) if seeded.seed == stored.seed => {
+                records.insert(tenant, stored);
+            }
+            Some(_) => {
+                tracing::info!(tenant = %tenant, "tollgate.toml changed this tenant: its section replaces the runtime changes")
+            }
+            None if stored.seed.is_none() => {
+                let lifecycle = Arc::clone(lifecycle);
+                let task_tenant = tenant.clone();
+                tokio::task::spawn_blocking(move || lifecycle.resume_tenant(&task_tenant))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                records.insert(tenant, stored);
+            }
+            None => {
+                tracing::info!(tenant = %tenant, "the tenant is no longer in tollgate.toml; forgetting it");
+                control.put_tenant(&tenant, None).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    for (tenant, record) in records.iter() {
+        control.put_tenant(tenant, Some(record)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The prices a gateway of `config` charges by, before its region is

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::control::{ControlError, ControlStore, PolicyRecord, VersionRecord, seed_key};
+use crate::control::{ControlError, ControlStore, PolicyRecord, TenantRecord, VersionRecord, seed_key};
 use crate::engine::artifact_cache::content_digest;
 use crate::ids::{PolicyVersionId, TenantId};
 use crate::registry::cases::CasesFile;
@@ -56,6 +56,14 @@ impl PolicyLifecycle {
     pub fn keep_component(&self, wasm: &[u8]) -> Result<(), ControlError> {
         match &self.store {
             Some(store) => store.put_component(&content_digest(wasm), wasm),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves a tenant's runtime definition before it applies.
+    pub fn keep_tenant(&self, tenant: &TenantId, record: &TenantRecord) -> Result<(), String> {
+        match &self.store {
+            Some(store) => store.put_tenant(tenant, Some(record)).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
@@ -136,6 +144,21 @@ impl PolicyLifecycle {
             .insert(tenant.clone(), key);
         self.save(tenant).map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    /// Brings back the kept versions of a tenant created at runtime (no
+    /// configured policy). `None` when it has none yet.
+    pub fn resume_tenant(&self, tenant: &TenantId) -> Result<Option<PolicyVersionId>, String> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let Some(record) = store.policies(tenant).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if !self.restore(tenant, &record) {
+            return Ok(None);
+        }
+        Ok(self.registry.active(tenant).map(|v| v.id().clone()))
     }
 
     /// Rebuilds the kept versions; false when none could be, or none is active.

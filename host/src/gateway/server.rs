@@ -262,11 +262,17 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when every configured tenant has an active policy and a budget,
-/// the ledger accepts writes, and the upstream answers.
+/// the ledger accepts writes, and the upstream answers. A tenant created at
+/// runtime and not given a policy yet makes no gateway unready.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut problems = Vec::new();
-    for (tenant, _) in state.gateway.tenants() {
-        if state.gateway.registry().active(tenant).is_none() {
+    for tenant in &state.gateway.tenants() {
+        let configured = state
+            .gateway
+            .directory()
+            .record(tenant)
+            .is_some_and(|r| r.seed.is_some());
+        if configured && state.gateway.registry().active(tenant).is_none() {
             problems.push(format!("tenant {tenant} has no active policy"));
         }
         if state.gateway.accounting().ledger().limits(tenant).is_none() {

@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::auth::Credentials;
+use super::directory::Directory;
 use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
@@ -85,6 +85,8 @@ pub struct TenantProfile {
     /// Cases every new version of the tenant's policy must pass (its
     /// configured `policy-cases`), unless an upload brings its own.
     pub policy_cases: Option<Arc<crate::registry::cases::CasesFile>>,
+    /// Calls are refused; keys and books are kept.
+    pub disabled: bool,
 }
 
 impl TenantProfile {
@@ -98,8 +100,8 @@ impl TenantProfile {
 
 /// Everything the request path needs; see [`Gateway::new`].
 pub struct GatewayParts {
-    pub credentials: Credentials,
-    pub tenants: HashMap<TenantId, TenantProfile>,
+    /// Tenants' profiles and credentials.
+    pub directory: Arc<Directory>,
     pub registry: Arc<Registry>,
     /// The registry's changes, kept across restarts.
     pub lifecycle: Arc<super::lifecycle::PolicyLifecycle>,
@@ -222,12 +224,18 @@ impl Gateway {
         &self.inner.parts.catalog
     }
 
-    pub fn tenants(&self) -> impl Iterator<Item = (&TenantId, &TenantProfile)> {
-        self.inner.parts.tenants.iter()
+    /// Every tenant, sorted.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.inner.parts.directory.tenants()
     }
 
-    pub fn profile(&self, tenant: &TenantId) -> Option<&TenantProfile> {
-        self.inner.parts.tenants.get(tenant)
+    pub fn profile(&self, tenant: &TenantId) -> Option<Arc<TenantProfile>> {
+        self.inner.parts.directory.profile(tenant)
+    }
+
+    /// The tenants and their credentials, changed at runtime by the admin API.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.inner.parts.directory
     }
 
     /// Calls started and not yet charged and logged (streams still open included).
@@ -247,6 +255,8 @@ impl Gateway {
     pub fn precheck(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), BedrockError> {
         self.inner
             .parts
+            .directory
+            .entries()
             .credentials
             .precheck(headers, uri)
             .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))
@@ -261,6 +271,8 @@ impl Gateway {
     ) -> Result<TenantId, BedrockError> {
         self.inner
             .parts
+            .directory
+            .entries()
             .credentials
             .authenticate(headers, method, uri, body)
             .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))
@@ -304,12 +316,18 @@ impl Gateway {
 
     async fn run(&self, tenant: &TenantId, call: Call, trace: &mut Trace) -> Result<CallResponse, BedrockError> {
         let parts = &self.inner.parts;
-        let profile = parts.tenants.get(tenant).ok_or_else(|| {
+        let profile = parts.directory.profile(tenant).ok_or_else(|| {
             BedrockError::access_denied(format!(
                 "tenant {tenant} authenticated but has no profile in this gateway; add it under [tenants] in \
                  tollgate.toml"
             ))
         })?;
+        let profile = profile.as_ref();
+        if profile.disabled {
+            return Err(BedrockError::access_denied(format!(
+                "tenant {tenant} is disabled; an operator can enable it again (tollgate admin tenant enable {tenant})"
+            )));
+        }
 
         // 2. Parse.
         let mut body = parse_body(&call.body)?;
