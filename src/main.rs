@@ -3,6 +3,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin_cmd;
 mod cost_cmd;
 mod demo;
 mod mock_cmd;
@@ -117,6 +118,14 @@ enum Command {
         /// Only the record with this tollgate request id.
         #[arg(long)]
         request_id: Option<String>,
+    },
+    /// Operate a running gateway through its admin API: tenants, keys and
+    /// policy versions.
+    Admin {
+        #[command(flatten)]
+        target: admin_cmd::Target,
+        #[command(subcommand)]
+        command: admin_cmd::AdminCommand,
     },
     /// Recompute every charge of the invocation log and compare each tenant's
     /// total with the ledger; fails unless the difference is 0 nano-dollars.
@@ -258,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             admin_url,
             admin_token,
         } => cost_cmd::reconcile_cmd(&config, log, admin_url, admin_token),
+        Command::Admin { target, command } => admin_cmd::run(&target, command),
         Command::MockBedrock {
             listen,
             latency_ms,

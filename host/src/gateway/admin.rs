@@ -102,7 +102,18 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         // The first spelling of rollback, kept for scripts that use it.
         .route("/admin/tenants/{tenant}/rollback", post(policies::rollback))
         .route("/admin/idle", get(idle))
+        .route("/admin/openapi.json", get(openapi))
         .with_state(state)
+}
+
+/// The OpenAPI description of these routes; a test holds it to them.
+const OPENAPI: &str = include_str!("../../../docs/admin-api.openapi.json");
+
+async fn openapi(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Longest `/admin/idle` waits before answering 503.
@@ -129,6 +140,13 @@ async fn idle(State(state): State<AdminState>, headers: HeaderMap) -> Response {
 pub struct TenantView {
     pub tenant: String,
     pub tier: String,
+    /// Its calls are refused while set.
+    pub disabled: bool,
+    pub period: crate::ledger::Period,
+    pub time_zone: String,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub included_tokens: u64,
     pub budget_nano_usd: u64,
     /// This period's spend.
     pub spent_nano_usd: u64,
@@ -186,9 +204,16 @@ fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockErro
     let history = ledger
         .history(tenant)
         .map_err(|e| BedrockError::internal(e.to_string()))?;
+    let limits = ledger.limits(tenant).ok_or_else(|| unknown(tenant))?;
     Ok(TenantView {
         tenant: tenant.to_string(),
         tier: profile.tier.clone(),
+        disabled: profile.disabled,
+        period: limits.period,
+        time_zone: limits.time_zone.name().to_owned(),
+        rpm: limits.rpm,
+        tpm: limits.tpm,
+        included_tokens: limits.included_tokens,
         budget_nano_usd: tenant_state.budget.limit,
         spent_nano_usd: tenant_state.budget.spent,
         spent_all_periods_nano_usd: history.iter().map(|p| p.spent.get()).fold(0, u64::saturating_add),
