@@ -142,6 +142,20 @@ pub enum PolicyAdminCommand {
     Rollback { tenant: String },
     /// Activates a kept version by number.
     Activate { tenant: String, number: u32 },
+    /// New settings for the active component: a new version, checked and activated.
+    Set {
+        tenant: String,
+        /// The policy's parameters, as a JSON object (its policy-config).
+        #[arg(long)]
+        policy_config: Option<String>,
+        /// closed or open.
+        #[arg(long)]
+        failure_mode: Option<String>,
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        #[arg(long)]
+        memory_limit_mib: Option<u32>,
+    },
 }
 
 /// A resolved connection to the admin API.
@@ -368,6 +382,29 @@ fn policy(admin: &Admin, command: PolicyAdminCommand) -> Result<Value> {
         PolicyAdminCommand::Unshadow { tenant } => admin.call(Method::DELETE, &path(&tenant, "/shadow"), Body::None),
         PolicyAdminCommand::Promote { tenant } => admin.call(Method::POST, &path(&tenant, "/promote"), Body::None),
         PolicyAdminCommand::Rollback { tenant } => admin.call(Method::POST, &path(&tenant, "/rollback"), Body::None),
+        PolicyAdminCommand::Set {
+            tenant,
+            policy_config,
+            failure_mode,
+            deadline_ms,
+            memory_limit_mib,
+        } => {
+            let mut body = json!({});
+            if let Some(config) = policy_config {
+                body["config"] = serde_json::from_str(&config).context("--policy-config must be a JSON object")?;
+            }
+            let fields = [
+                ("failure-mode", failure_mode.map(Value::from)),
+                ("deadline-ms", deadline_ms.map(Value::from)),
+                ("memory-limit-mib", memory_limit_mib.map(Value::from)),
+            ];
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    body[key] = value;
+                }
+            }
+            admin.call(Method::PATCH, &path(&tenant, "/settings"), Body::Json(body))
+        }
         PolicyAdminCommand::Activate { tenant, number } => admin.call(
             Method::POST,
             &path(&tenant, &format!("/versions/{number}/activate")),

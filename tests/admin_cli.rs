@@ -85,6 +85,34 @@ async fn an_operator_runs_the_tenant_and_policy_lifecycle_from_the_command_line(
     let versions = ok(&admin(&gw, &["policy", "versions", "acme"]).await);
     assert!(versions.contains("admin upload by admin"), "{versions}");
 
+    // New settings are a new version; a config the policy refuses is refused.
+    let set = ok(&admin(
+        &gw,
+        &["policy", "set", "acme", "--deadline-ms", "50", "--failure-mode", "open"],
+    )
+    .await);
+    assert!(set.contains("acme@v"), "{set}");
+    let shown = ok(&admin(&gw, &["policy", "show", "acme"]).await);
+    assert!(
+        shown.contains("\"deadline-ms\": 50") && shown.contains("\"failure-mode\": \"open\""),
+        "{shown}"
+    );
+    ok(&admin(&gw, &["policy", "upload", "acme", &tiered]).await);
+    let refused = admin(
+        &gw,
+        &[
+            "policy",
+            "set",
+            "acme",
+            "--policy-config",
+            r#"{"pro-downgrade-at-percent": 300}"#,
+        ],
+    )
+    .await;
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("pro-downgrade-at-percent"), "{why}");
+
     let unknown = admin(&gw, &["tenant", "show", "nobody"]).await;
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("404"));

@@ -35,6 +35,7 @@
 pub mod control;
 pub mod credentials;
 pub mod ledger;
+pub mod policy_dir;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ use crate::registry::{BreakerSettings, PoolSettings};
 pub use control::ControlConfig;
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
 pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, StoreKind};
+pub use policy_dir::PolicyDirConfig;
 use upstream::UpstreamSettings;
 
 /// Largest request body the tenant listener accepts by default (Bedrock's own limit).
@@ -82,6 +84,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub policy_dir: PolicyDirConfig,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -561,6 +565,17 @@ impl Config {
         self.ledger
             .check()
             .map_err(|(key, problem)| invalid(key.into(), problem))?;
+        if !policy_dir::DEBOUNCE_MS.contains(&self.policy_dir.debounce_ms) {
+            return Err(invalid(
+                "policy-dir.debounce-ms".into(),
+                format!(
+                    "{} is outside {} to {} ms",
+                    self.policy_dir.debounce_ms,
+                    policy_dir::DEBOUNCE_MS.start(),
+                    policy_dir::DEBOUNCE_MS.end()
+                ),
+            ));
+        }
         for (key, value, max) in [
             ("server.max-connections", self.server.max_connections as u64, 1_000_000),
             ("server.max-in-flight", self.server.max_in_flight as u64, 1_000_000),

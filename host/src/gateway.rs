@@ -14,6 +14,7 @@ pub mod listener;
 pub mod log_writer;
 pub mod metadata;
 pub mod metrics;
+pub mod policy_watch;
 pub mod reconcile;
 mod refusal;
 pub mod server;

@@ -298,6 +298,17 @@ impl TestGateway {
         self.dir.path()
     }
 
+    /// The gateway process's resident memory, in bytes (Linux).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// Kills the process (SIGKILL: nothing is flushed on the way out) and
     /// starts it again on the same files; the mock stays up.
     pub async fn restart(&mut self) {

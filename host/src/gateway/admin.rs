@@ -88,6 +88,10 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         )
         .route("/admin/tenants/{tenant}/policy/versions", get(policies::versions))
         .route(
+            "/admin/tenants/{tenant}/policy/settings",
+            axum::routing::patch(policies::change_settings),
+        )
+        .route(
             "/admin/tenants/{tenant}/policy/versions/{number}/activate",
             post(policies::activate),
         )
@@ -103,6 +107,7 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         .route("/admin/tenants/{tenant}/rollback", post(policies::rollback))
         .route("/admin/idle", get(idle))
         .route("/admin/openapi.json", get(openapi))
+        .route("/admin/policy-dir", get(policy_dir))
         .with_state(state)
 }
 
@@ -114,6 +119,19 @@ async fn openapi(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         return denied.into_response();
     }
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// `GET /admin/policy-dir`: the watched directory and each file's last outcome.
+async fn policy_dir(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check(&state, &headers) {
+        return denied.into_response();
+    }
+    let watch = state.gateway.policy_watch();
+    Json(serde_json::json!({
+        "dir": watch.dir().map(|d| d.display().to_string()),
+        "files": watch.files(),
+    }))
+    .into_response()
 }
 
 /// Longest `/admin/idle` waits before answering 503.

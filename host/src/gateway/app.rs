@@ -17,6 +17,7 @@ use super::directory::Directory;
 use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
+use super::policy_watch::{self, PolicyWatch};
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts};
 use super::trace::now_ms;
@@ -34,6 +35,9 @@ use crate::registry::policy_dir;
 use crate::registry::{DecisionPool, Registry};
 use crate::upstream::bedrock::Upstream;
 use crate::upstream::mock::{MockBedrock, MockSettings};
+
+/// The longest a shutdown waits for calls still being charged and logged.
+const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often expired reservations are swept back.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
@@ -358,6 +362,8 @@ pub struct Running {
     stop: Option<watch::Sender<bool>>,
     servers: Vec<JoinHandle<Result<(), ServeError>>>,
     sweeper: JoinHandle<()>,
+    /// The watched policy directory, when one is configured.
+    _policy_watch: Option<PolicyWatch>,
 }
 
 impl Running {
@@ -377,7 +383,9 @@ impl Running {
                 served = result;
             }
         }
-        // Calls cut at the grace period are still logged as they finish.
+        // Calls cut at the grace period are still logged as they finish,
+        // shadowed ones once their shadow's verdict is in (bounded).
+        let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.gateway.idle()).await;
         self.gateway.flush_log().await;
         if let Some(mock) = self.mock.take() {
             mock.shutdown().await;
@@ -389,6 +397,19 @@ impl Running {
 /// Assembles, binds and serves. Returns once the port is open.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
     let assembled = assemble(config).await?;
+    // Read before the ports open, so the first call already sees the directory's policies.
+    let policy_watch = match &config.policy_dir.path {
+        Some(dir) => Some(
+            policy_watch::start(
+                assembled.gateway.clone(),
+                config.resolve(dir),
+                Duration::from_millis(config.policy_dir.debounce_ms),
+            )
+            .await
+            .map_err(StartError::Config)?,
+        ),
+        None => None,
+    };
     let bound = Bound::bind(&assembled.listen).await?;
     let admin_bound = Bound::bind(&assembled.admin_listen).await?;
     let addr = bound.local_addr()?;
@@ -434,5 +455,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         stop: Some(stop),
         servers,
         sweeper,
+        _policy_watch: policy_watch,
     })
 }

@@ -78,6 +78,7 @@ pub struct Metrics {
     pub shadow_disagreements: Family<ShadowPair, Counter>,
     pub shadow_decisions: Family<TenantLabel, Counter>,
     pub shadow_skipped: Family<TenantLabel, Counter>,
+    pub policy_dir_errors: Family<TenantLabel, Counter>,
     /// Serialises encoding; the metrics themselves are lock-free.
     encode_lock: Mutex<()>,
 }
@@ -173,8 +174,16 @@ impl Metrics {
             "Calls the shadow policy was not run for: no spare capacity at the time",
             shadow_skipped.clone(),
         );
+        // Labelled by file name, clipped; files come from the operator's own directory.
+        let policy_dir_errors = Family::<TenantLabel, Counter>::default();
+        registry.register(
+            "policy_dir_errors",
+            "Policy files of the watched directory that were refused; the running version kept deciding",
+            policy_dir_errors.clone(),
+        );
         Metrics {
             registry,
+            policy_dir_errors,
             shadow_disagreements,
             shadow_decisions,
             shadow_skipped,

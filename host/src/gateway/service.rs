@@ -170,6 +170,8 @@ struct Inner {
     next_request: AtomicU64,
     settlement: Arc<Settlement>,
     shadows: ShadowRunner,
+    /// What the watched policy directory last did, for the admin API.
+    policy_watch: Arc<super::policy_watch::WatchStatus>,
     /// Distinguishes request ids across restarts.
     boot: u64,
 }
@@ -186,6 +188,7 @@ impl Gateway {
                     parts.log.clone(),
                 )),
                 shadows: ShadowRunner::new(parts.pool.threads()),
+                policy_watch: Arc::default(),
                 parts,
                 next_request: AtomicU64::new(1),
                 boot,
@@ -195,6 +198,11 @@ impl Gateway {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.parts.registry
+    }
+
+    /// What the watched policy directory last did with each file.
+    pub fn policy_watch(&self) -> &Arc<super::policy_watch::WatchStatus> {
+        &self.inner.policy_watch
     }
 
     pub fn lifecycle(&self) -> &Arc<super::lifecycle::PolicyLifecycle> {

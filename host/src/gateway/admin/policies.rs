@@ -468,3 +468,78 @@ async fn stage(state: &AdminState, tenant: &TenantId, upload: Upload) -> Result<
     .map_err(|e| BedrockError::internal(e.to_string()))?
     .map_err(refused)
 }
+
+/// `PATCH /admin/tenants/{tenant}/policy/settings`: only the fields given change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct SettingsChange {
+    /// The policy's parameters, as the JSON object it receives.
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub failure_mode: Option<crate::registry::decision::FailureMode>,
+    pub deadline_ms: Option<u64>,
+    pub memory_limit_mib: Option<u32>,
+    pub instances: Option<crate::engine::instances::InstanceStrategy>,
+}
+
+/// `PATCH /admin/tenants/{tenant}/policy/settings`: the active component
+/// with new settings becomes a new version, checked as an upload is (its
+/// `validate-config` and cases), then activated.
+pub(super) async fn change_settings(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    respond(
+        async {
+            check(&state, &headers)?;
+            let tenant = known(&state, &tenant)?;
+            let bytes = axum::body::to_bytes(body, MAX_CASES_BYTES)
+                .await
+                .map_err(|_| BedrockError::validation(format!("the body may be at most {MAX_CASES_BYTES} bytes")))?;
+            let change: SettingsChange =
+                serde_json::from_slice(&bytes).map_err(|e| BedrockError::validation(format!("body: {e}")))?;
+            let active = state
+                .gateway
+                .registry()
+                .active(&tenant)
+                .ok_or_else(|| no_policy(&tenant))?;
+            let mut settings = active.settings().clone();
+            if let Some(config) = change.config {
+                settings.config = serde_json::Value::Object(config).to_string();
+            }
+            if let Some(mode) = change.failure_mode {
+                settings.failure_mode = mode;
+            }
+            if let Some(deadline) = change.deadline_ms {
+                settings.deadline_ms = deadline;
+            }
+            if let Some(memory) = change.memory_limit_mib {
+                settings.memory_limit_mib = memory;
+            }
+            if let Some(instances) = change.instances {
+                settings.instances = instances;
+            }
+            let registry = Arc::clone(state.gateway.registry());
+            let cases = state.gateway.profile(&tenant).and_then(|p| p.policy_cases.clone());
+            let source = format!("settings changed by {}", actor(&headers));
+            let component = Arc::clone(active.component());
+            let task_tenant = tenant.clone();
+            let staged = tokio::task::spawn_blocking(move || {
+                let candidate = Candidate::Component(component);
+                registry.stage(&task_tenant, candidate, settings, &source, cases.as_deref())
+            })
+            .await
+            .map_err(|e| BedrockError::internal(e.to_string()))?
+            .map_err(refused)?;
+            let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
+            tracing::info!(tenant = %tenant, version = %id, "activated new policy settings");
+            let changed = Changed {
+                activated: Some(id.to_string()),
+                shadow: None,
+            };
+            saved(&state, &tenant, changed).await
+        }
+        .await,
+    )
+}

@@ -1,0 +1,283 @@
+//! A watched policy directory: one `<tenant>.toml` per tenant, in the
+//! layout [`crate::registry::policy_dir`] defines. A change is read once
+//! the directory has been quiet for the debounce time (editors write in
+//! parts), then validated as any new version is (world, imports,
+//! `validate-config`, bundled cases) before it is activated and saved.
+//!
+//! A file that fails leaves the running version deciding; why is logged,
+//! counted in `tollgate_policy_dir_errors_total` and shown by
+//! `GET /admin/policy-dir`. A file whose component and settings are those
+//! of the active version changes nothing, so a restart adds no version.
+//! A deleted file changes nothing either: the last version stays active.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::service::Gateway;
+use super::trace::now_ms;
+use crate::control::seed_key;
+use crate::ids::TenantId;
+use crate::registry::Candidate;
+use crate::registry::cases::CasesFile;
+use crate::registry::policy_dir::{TenantPolicyFile, read_component};
+
+/// One file's last outcome, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileStatus {
+    pub file: String,
+    pub tenant: String,
+    /// `active` (its version decides), `unchanged` or `refused`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at_ms: u64,
+}
+
+/// What the watcher has seen, shared with the admin API.
+#[derive(Default)]
+pub struct WatchStatus {
+    dir: Mutex<Option<PathBuf>>,
+    files: Mutex<BTreeMap<String, FileStatus>>,
+}
+
+impl WatchStatus {
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn files(&self) -> Vec<FileStatus> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn set(&self, status: FileStatus) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(status.file.clone(), status);
+    }
+}
+
+/// The running watcher; dropping it stops watching.
+pub struct PolicyWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PolicyWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads the directory once, then watches it.
+pub async fn start(gateway: Gateway, dir: PathBuf, debounce: Duration) -> Result<PolicyWatch, String> {
+    if !dir.is_dir() {
+        return Err(format!(
+            "policy-dir.path {} is not a directory; create it, or remove [policy-dir]",
+            dir.display()
+        ));
+    }
+    *gateway.policy_watch().dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event is a reason to read the directory again; what changed is found by content.
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    let scanner = Arc::new(Mutex::new(Scanner {
+        gateway,
+        dir,
+        seen: HashMap::new(),
+    }));
+    scan(&scanner).await;
+    let task = tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Wait for a quiet spell, so a file written in parts is read once.
+            while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+            scan(&scanner).await;
+        }
+    });
+    Ok(PolicyWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// Reads the directory off the async workers (it compiles).
+async fn scan(scanner: &Arc<Mutex<Scanner>>) {
+    let scanner = Arc::clone(scanner);
+    let scanned = tokio::task::spawn_blocking(move || scanner.lock().unwrap_or_else(|p| p.into_inner()).scan()).await;
+    if let Err(e) = scanned {
+        tracing::error!(error = %e, "the policy directory scan failed; the next change reads it again");
+    }
+}
+
+struct Scanner {
+    gateway: Gateway,
+    dir: PathBuf,
+    /// File → fingerprint of what was last applied or refused.
+    seen: HashMap<PathBuf, String>,
+}
+
+impl Scanner {
+    fn scan(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            tracing::error!(dir = %self.dir.display(), "cannot read the policy directory");
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && !p.to_string_lossy().ends_with(".cases.toml"))
+            .collect();
+        files.sort();
+        for path in files {
+            self.file(&path);
+        }
+    }
+
+    fn file(&mut self, path: &Path) {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let read = read_file(path);
+        let fingerprint = match &read {
+            Ok(file) => file.fingerprint.clone(),
+            Err(why) => format!("error: {why}"),
+        };
+        if self.seen.get(path) == Some(&fingerprint) {
+            return;
+        }
+        self.seen.insert(path.to_path_buf(), fingerprint);
+        let outcome = read.and_then(|file| self.apply(&stem, path, file));
+        let status = match outcome {
+            Ok((outcome, version)) => FileStatus {
+                file: path.display().to_string(),
+                tenant: stem,
+                outcome: outcome.into(),
+                version: Some(version),
+                error: None,
+                at_ms: now_ms(),
+            },
+            Err(why) => {
+                tracing::error!(
+                    file = %path.display(),
+                    why = crate::text::escape_controls(&why).as_ref(),
+                    "a policy file was refused; the running version keeps deciding"
+                );
+                self.gateway
+                    .metrics()
+                    .policy_dir_errors
+                    .get_or_create(&super::metrics::TenantLabel {
+                        tenant: crate::text::clip(&stem, 64),
+                    })
+                    .inc();
+                FileStatus {
+                    file: path.display().to_string(),
+                    tenant: stem,
+                    outcome: "refused".into(),
+                    version: None,
+                    error: Some(why),
+                    at_ms: now_ms(),
+                }
+            }
+        };
+        self.gateway.policy_watch().set(status);
+    }
+
+    /// Validates and activates one file's policy; the outcome and version.
+    fn apply(&self, stem: &str, path: &Path, file: ReadFile) -> Result<(&'static str, String), String> {
+        let tenant = TenantId::new(stem).map_err(|e| format!("the file name must be a tenant id: {e}"))?;
+        if self.gateway.profile(&tenant).is_none() {
+            return Err(format!(
+                "no tenant {tenant} in this gateway; create it first (tollgate admin tenant create {tenant})"
+            ));
+        }
+        let registry = self.gateway.registry();
+        let settings = file.policy.settings();
+        if let Some(active) = registry.active(&tenant) {
+            let same = seed_key(active.component().digest(), active.settings())
+                == seed_key(&crate::engine::artifact_cache::content_digest(&file.wasm), &settings);
+            if same {
+                return Ok(("unchanged", active.id().to_string()));
+            }
+        }
+        let staged = registry
+            .stage(
+                &tenant,
+                Candidate::Wasm(&file.wasm),
+                settings,
+                &path.display().to_string(),
+                file.cases.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
+        let lifecycle = self.gateway.lifecycle();
+        lifecycle.keep_component(&file.wasm).map_err(|e| e.to_string())?;
+        let id = registry.activate_staged(staged).map_err(|e| e.to_string())?;
+        lifecycle
+            .save(&tenant)
+            .map_err(|e| format!("activated {id} but could not save it: {e}"))?;
+        tracing::info!(tenant = %tenant, version = %id, file = %path.display(), "activated a policy from the watched directory");
+        Ok(("active", id.to_string()))
+    }
+}
+
+/// A tenant file with what it names, read whole.
+struct ReadFile {
+    policy: TenantPolicyFile,
+    wasm: Vec<u8>,
+    cases: Option<CasesFile>,
+    fingerprint: String,
+}
+
+fn read_file(path: &Path) -> Result<ReadFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let policy: TenantPolicyFile = toml::from_str(&text).map_err(|e| e.to_string())?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let (_, wasm) = read_component(&policy, base)?;
+    let cases_text = match &policy.cases {
+        Some(cases) => {
+            let cases_path = base.join(cases);
+            Some((
+                std::fs::read_to_string(&cases_path)
+                    .map_err(|e| format!("cases: cannot read {}: {e}", cases_path.display()))?,
+                cases_path,
+            ))
+        }
+        None => None,
+    };
+    let mut hash = Sha256::new();
+    hash.update(text.as_bytes());
+    hash.update(&wasm);
+    let cases = match &cases_text {
+        Some((text, path)) => {
+            hash.update(text.as_bytes());
+            Some(CasesFile::parse(text, &path.display().to_string()).map_err(|e| format!("cases: {e}"))?)
+        }
+        None => None,
+    };
+    Ok(ReadFile {
+        policy,
+        wasm,
+        cases,
+        fingerprint: hex::encode(hash.finalize()),
+    })
+}
