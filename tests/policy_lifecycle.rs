@@ -123,14 +123,26 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
     let shadow = body["shadow"].as_str().expect("shadow version").to_owned();
     assert_eq!(admin.active().await, 1, "a shadow changes no enforced verdict");
 
-    // Three calls they agree on (the free model), three they do not.
-    for model in [NOVA_MICRO, HAIKU, NOVA_MICRO, HAIKU, HAIKU, NOVA_MICRO] {
-        call_model(&client, model).await.expect("admitted by the active policy");
-        gw.settled("acme").await;
+    // Under load, 8 callers at once: a third of the calls on a model the
+    // shadow would move to the free one, the rest on the free model.
+    let calls = 30;
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in (caller..calls).step_by(8) {
+                    let model = if i % 3 == 0 { HAIKU } else { NOVA_MICRO };
+                    call_model(&client, model).await.expect("admitted by the active policy");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
     }
-    let records = gw.wait_for_records(6).await;
-    assert_eq!(records.len(), 6);
-    let (mut actual, mut would) = (0u64, 0u64);
+    let records = gw.wait_for_records(calls).await;
+    assert_eq!(records.len(), calls);
+    let (mut actual, mut would, mut shadowed, mut disagreed) = (0u64, 0u64, 0u64, 0u64);
     for record in &records {
         assert_eq!(record.tollgate.decision, "admit", "the active verdict is enforced");
         let fields = record
@@ -139,8 +151,13 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
             .as_ref()
             .expect("the shadow's verdict is in the record");
         assert_eq!(fields.policy_version, shadow);
+        if fields.decision == "skipped" {
+            continue;
+        }
+        shadowed += 1;
         let on_haiku = record.tollgate.requested_model_id == HAIKU;
         assert_eq!(fields.agrees, !on_haiku, "{fields:?}");
+        disagreed += u64::from(on_haiku);
         let expected = if on_haiku { "downgrade" } else { "admit" };
         assert_eq!(fields.decision, expected);
         let cost = fields.cost_nano_usd.expect("priced from the call's usage");
@@ -153,11 +170,12 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
         actual += record.tollgate.cost_nano_usd;
         would += cost;
     }
+    assert!(shadowed >= 20, "only {shadowed} of {calls} calls were shadowed");
     let (status, report) = admin.get("/shadow").await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report["calls"], 6, "{report}");
-    assert_eq!(report["disagreed"], 3, "{report}");
-    assert_eq!(report["skipped"], 0, "{report}");
+    assert_eq!(report["calls"], shadowed, "{report}");
+    assert_eq!(report["skipped"], calls as u64 - shadowed, "{report}");
+    assert_eq!(report["disagreed"], disagreed, "{report}");
     assert_eq!(report["pairs"][0]["active"], "admit");
     assert_eq!(report["pairs"][0]["shadow"], format!("downgrade:{NOVA_MICRO}"));
     assert_eq!(report["actual-spend-nano-usd"], actual, "{report}");
@@ -168,7 +186,7 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
         .lines()
         .find(|l| l.starts_with("tollgate_shadow_disagreements_total{"))
         .unwrap_or_else(|| panic!("no disagreement series:\n{metrics}"));
-    assert!(disagreements.ends_with(" 3"), "{disagreements}");
+    assert!(disagreements.ends_with(&format!(" {disagreed}")), "{disagreements}");
     assert!(disagreements.contains("shadow=\"downgrade\""), "{disagreements}");
 
     // Promoted in one call: the next non-free call is moved to the free model.
@@ -177,16 +195,19 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
     assert_eq!(body["activated"], shadow.as_str());
     assert_eq!(admin.get("/shadow").await.0, 409, "no shadow any more");
     call_model(&client, HAIKU).await.expect("downgraded");
-    let records = gw.wait_for_records(7).await;
-    assert_eq!(records[6].tollgate.decision, "downgrade");
-    assert!(records[6].tollgate.shadow.is_none());
+    let records = gw.wait_for_records(calls + 1).await;
+    assert_eq!(records[calls].tollgate.decision, "downgrade");
+    assert!(records[calls].tollgate.shadow.is_none());
 
     // Rolled back, then activated again by number.
     let (status, body) = admin.post("/rollback").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(admin.active().await, 1);
     call_model(&client, HAIKU).await.expect("admitted");
-    assert_eq!(gw.wait_for_records(8).await[7].tollgate.decision, "admit");
+    assert_eq!(
+        gw.wait_for_records(calls + 2).await[calls + 1].tollgate.decision,
+        "admit"
+    );
     let number = shadow.rsplit("@v").next().expect("number");
     assert_eq!(admin.post(&format!("/versions/{number}/activate")).await.0, 200);
     assert_eq!(admin.post("/versions/99/activate").await.0, 404);

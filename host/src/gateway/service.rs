@@ -68,6 +68,9 @@ pub const POLICY_VERSION_HEADER: &str = "x-tollgate-policy-version";
 /// Response header with tollgate's request id.
 pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
 
+/// Shadow decisions that may wait for the shadow thread; more are skipped.
+const SHADOW_QUEUE: usize = 256;
+
 /// Caller metadata keys read as the end user, first match wins.
 const USER_KEYS: [&str; 3] = ["user", "user-id", "userId"];
 /// Caller metadata keys read as the use case, first match wins.
@@ -187,7 +190,7 @@ impl Gateway {
                     Arc::clone(&parts.metrics),
                     parts.log.clone(),
                 )),
-                shadows: ShadowRunner::new(parts.pool.threads()),
+                shadows: ShadowRunner::new(SHADOW_QUEUE),
                 policy_watch: Arc::default(),
                 parts,
                 next_request: AtomicU64::new(1),

@@ -1,10 +1,11 @@
 //! Running a tenant's shadow policy beside the active one, off the caller's
 //! path, and comparing the two once the call has ended.
 //!
-//! - The shadow decides on a blocking thread after the active decision, so
-//!   it never delays the call. At most `capacity` shadow decisions run at
-//!   once; past that a call is not shadowed and is counted as skipped, so
-//!   shadows shed load instead of queueing behind it.
+//! - The shadow decides on a thread of its own at the lowest OS priority
+//!   (`SCHED_IDLE`), after the active decision: it runs on cores live calls
+//!   leave idle, so it never delays one. At most `capacity` shadow
+//!   decisions wait; past that a call is not shadowed and is counted as
+//!   skipped, so shadows shed load instead of queueing behind it.
 //! - The comparison waits for the call's end, when its real charge is
 //!   known: the shadow's spend is priced from the same usage. Its result is
 //!   written into the call's own invocation record.
@@ -13,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::metrics::{Metrics, ShadowPair, TenantLabel};
 use super::verdict_check::OwnedVerdictCheck;
 use crate::contract::{Action, Request, TenantState};
+use crate::engine::failure::FailureKind;
 use crate::pricing::{Catalog, Metered, ServedAs, Usage};
 use crate::registry::decision::Decision;
 use crate::registry::{Compared, Shadow};
@@ -44,9 +46,13 @@ pub struct ShadowFields {
     pub cost_nano_usd: Option<u64>,
 }
 
+/// A shadow decision to run.
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Bounds and starts shadow decisions.
 pub(super) struct ShadowRunner {
-    permits: Arc<Semaphore>,
+    /// `None` when the shadow thread could not start: nothing is shadowed.
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
 }
 
 /// A shadow decision under way, waiting for its call to end. Taken once,
@@ -74,8 +80,22 @@ pub(super) struct Outcome<'a> {
 
 impl ShadowRunner {
     pub(super) fn new(capacity: usize) -> ShadowRunner {
-        ShadowRunner {
-            permits: Arc::new(Semaphore::new(capacity.max(1))),
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(capacity.max(1));
+        let started = std::thread::Builder::new()
+            .name("tollgate-shadow".into())
+            .spawn(move || {
+                crate::registry::lanes::lower_priority();
+                while let Ok(job) = queue.recv() {
+                    // A panic loses only that shadow decision; its call is recorded as skipped.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        match started {
+            Ok(_) => ShadowRunner { jobs: Some(jobs) },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the shadow thread; shadow policies will not run");
+                ShadowRunner { jobs: None }
+            }
         }
     }
 
@@ -93,21 +113,20 @@ impl ShadowRunner {
         let tenant = TenantLabel {
             tenant: active.version.tenant.as_str().to_owned(),
         };
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            shadow.skipped();
-            metrics.shadow_skipped.get_or_create(&tenant).inc();
-            return None;
-        };
         let (tx, decided) = oneshot::channel();
         let requested_model = request.model_id.clone();
         let version = Arc::clone(shadow.version());
-        tokio::task::spawn_blocking(move || {
+        let job: Job = Box::new(move || {
             let check = check.borrow();
             let decision = version.decide_checked(&mut request, &state, &|v| check.check(v));
-            // Free the slot before the answer, so whoever sees it finished can shadow again.
-            drop(permit);
             let _ = tx.send(decision);
         });
+        let queued = self.jobs.as_ref().is_some_and(|jobs| jobs.try_send(job).is_ok());
+        if !queued {
+            shadow.skipped();
+            metrics.shadow_skipped.get_or_create(&tenant).inc();
+            return None;
+        }
         Some(Arc::new(Mutex::new(Some(Pending {
             shadow,
             active: active.action.clone(),
@@ -128,9 +147,19 @@ impl Pending {
     /// Waits for the shadow's decision and compares it with the call's end.
     pub(super) async fn conclude(self, outcome: Outcome<'_>, catalog: &Catalog, metrics: &Metrics) -> ShadowFields {
         let version = self.shadow.version().id().to_string();
-        let decision = match tokio::time::timeout(SHADOW_WAIT, self.decided).await {
-            Ok(Ok(decision)) => decision,
-            _ => {
+        let decided = tokio::time::timeout(SHADOW_WAIT, self.decided).await;
+        // The shadow thread yields to every live call, so its wall-clock
+        // deadline measures the machine's load, not the policy: a timeout
+        // is a call not compared, never a false disagreement.
+        let decided = decided.ok().and_then(Result::ok).filter(|d| {
+            !matches!(
+                d.failure.as_ref().map(|f| f.kind),
+                Some(FailureKind::Timeout | FailureKind::Capacity)
+            )
+        });
+        let decision = match decided {
+            Some(decision) => decision,
+            None => {
                 self.shadow.skipped();
                 metrics
                     .shadow_skipped
@@ -139,7 +168,7 @@ impl Pending {
                 return ShadowFields {
                     policy_version: version,
                     decision: "skipped".into(),
-                    reason: "the shadow decision did not finish".into(),
+                    reason: "the shadow decision did not finish in time".into(),
                     ..ShadowFields::default()
                 };
             }

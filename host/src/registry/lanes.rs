@@ -188,7 +188,7 @@ fn run(job: Job) {
 /// gets a time slice in its turn), else nice 19. Lowering needs no
 /// privilege; where both fail the lanes still keep heavy tenants apart.
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain syscalls on the calling thread's own id, with a param we own.
     let idle = unsafe { libc::sched_setscheduler(libc::gettid(), libc::SCHED_IDLE, &param) };
@@ -203,4 +203,4 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+pub(crate) fn lower_priority() {}
