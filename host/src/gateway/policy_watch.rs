@@ -27,7 +27,7 @@ use crate::control::seed_key;
 use crate::ids::TenantId;
 use crate::registry::Candidate;
 use crate::registry::cases::CasesFile;
-use crate::registry::policy_dir::{TenantPolicyFile, read_component};
+use crate::registry::policy_dir::{TenantPolicyFile, read_component, tenant_files};
 
 /// One file's last outcome, as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -146,12 +146,7 @@ impl Scanner {
             tracing::error!(dir = %self.dir.display(), "cannot read the policy directory");
             return;
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml") && !p.to_string_lossy().ends_with(".cases.toml"))
-            .collect();
-        files.sort();
-        for path in files {
+        for path in tenant_files(entries) {
             self.file(&path);
         }
     }

@@ -101,12 +101,7 @@ pub fn load(registry: &Registry, dir: &Path) -> (Vec<PolicyVersionId>, Vec<Polic
             return (loaded, errors);
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && !p.to_string_lossy().ends_with(".cases.toml"))
-        .collect();
-    files.sort();
-    for path in files {
+    for path in tenant_files(entries) {
         match load_one(registry, &path) {
             Ok(id) => loaded.push(id),
             Err(message) => errors.push(PolicyDirError { path, message }),
@@ -159,4 +154,15 @@ pub fn read_component(file: &TenantPolicyFile, base: &Path) -> Result<(PathBuf, 
         )
     })?;
     Ok((wasm_path, wasm))
+}
+
+/// The tenant files among a directory's entries (`*.toml`, cases files
+/// excepted), sorted.
+pub fn tenant_files(entries: std::fs::ReadDir) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && !p.to_string_lossy().ends_with(".cases.toml"))
+        .collect();
+    files.sort();
+    files
 }
