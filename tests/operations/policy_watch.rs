@@ -3,14 +3,12 @@
 //! one is active within a second; a file written in parts is applied once
 //! whole; and a restart adds no version for an unchanged file.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::wasm;
 use serde_json::Value;
-use support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
-use support::wasm;
 
 const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 

@@ -3,13 +3,11 @@
 //! token), no other method answers on a documented path, every route in
 //! the source is documented, and the gateway serves the same document.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::gateway::{ADMIN_TOKEN, Options, TenantSpec, TestGateway};
+use crate::support::repo;
 use serde_json::Value;
-use support::gateway::{ADMIN_TOKEN, Options, TenantSpec, TestGateway};
-use support::repo;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 

@@ -3,11 +3,9 @@
 //! a budget change applies to the next call, revoked keys and disabled
 //! tenants are refused, bad bodies name their field, and a restart keeps it all.
 
-mod support;
-
+use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::wasm;
 use serde_json::{Value, json};
-use support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
-use support::wasm;
 
 async fn admin(
     gw: &TestGateway,

@@ -4,10 +4,8 @@
 //! with calls deciding between uploads: once the tenant's 16 kept versions
 //! exist, 100 more uploads leave resident memory within 10 %.
 
-mod support;
-
-use support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
-use support::wasm;
+use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::wasm;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_more_uploads_leave_memory_within_ten_percent() {

@@ -3,12 +3,10 @@
 //! promote and roll back. Each command's effect is checked through the
 //! tenant's own SDK calls or the admin API.
 
-mod support;
-
 use std::process::Output;
 
-use support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
-use support::{component, example_cases};
+use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::{component, example_cases};
 
 /// Runs `tollgate admin <args>` against the gateway; its config names the
 /// URL and token, as an operator's would.

@@ -4,12 +4,10 @@
 //! verdict, and its disagreements and money are counted exactly; promote,
 //! roll back and activate by number.
 
-mod support;
-
+use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::wasm;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
-use support::wasm;
 
 const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 
