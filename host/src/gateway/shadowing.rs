@@ -150,11 +150,12 @@ impl Pending {
         let decided = tokio::time::timeout(SHADOW_WAIT, self.decided).await;
         // The shadow thread yields to every live call, so its wall-clock
         // deadline measures the machine's load, not the policy: a timeout
-        // is a call not compared, never a false disagreement.
+        // (or the breaker that timeouts open) is a call not compared, never
+        // a false disagreement.
         let decided = decided.ok().and_then(Result::ok).filter(|d| {
             !matches!(
                 d.failure.as_ref().map(|f| f.kind),
-                Some(FailureKind::Timeout | FailureKind::Capacity)
+                Some(FailureKind::Timeout | FailureKind::Capacity | FailureKind::CircuitOpen)
             )
         });
         let decision = match decided {
