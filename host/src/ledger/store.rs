@@ -107,6 +107,8 @@ impl Durable {
         Durable(None)
     }
 
+    /// Used by the durable store's group commit only.
+    #[cfg_attr(not(feature = "durable"), allow(dead_code))]
     pub(crate) fn pending(wait: impl Future<Output = Result<(), StoreError>> + Send + 'static) -> Durable {
         Durable(Some(Box::pin(wait)))
     }
