@@ -24,23 +24,24 @@ async fn admin_get(gw: &TestGateway, path: &str) -> Value {
         .expect("JSON")
 }
 
-/// Waits (up to `limit`) until the directory status of `acme.toml` satisfies `done`.
-async fn until(gw: &TestGateway, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let status = admin_get(gw, "/admin/policy-dir").await;
-        let file = status["files"]
-            .as_array()
-            .and_then(|files| files.iter().find(|f| f["tenant"] == "acme"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        if done(&file) {
-            return file;
-        }
-        assert!(started.elapsed() < limit, "not within {limit:?}: {status}");
-        // A poll of the observable state, not a guess at how long it takes.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The status of `acme.toml` once the watcher records its next outcome
+/// after `generation`; the gateway answers when it has one.
+async fn next_outcome(gw: &TestGateway, generation: u64) -> (u64, Value) {
+    let status = admin_get(gw, &format!("/admin/policy-dir?after={generation}")).await;
+    let next = status["generation"].as_u64().expect("generation");
+    assert!(next > generation, "no new outcome within the gateway's wait: {status}");
+    let file = status["files"]
+        .as_array()
+        .and_then(|files| files.iter().find(|f| f["tenant"] == "acme"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    (next, file)
+}
+
+async fn generation(gw: &TestGateway) -> u64 {
+    admin_get(gw, "/admin/policy-dir").await["generation"]
+        .as_u64()
+        .expect("generation")
 }
 
 async fn active(gw: &TestGateway) -> String {
@@ -80,8 +81,10 @@ async fn the_watched_directory_applies_good_files_and_refuses_broken_ones() {
     assert_eq!(active(&gw).await, "acme@v1");
 
     // A broken component: refused, with why; allow-all keeps deciding.
+    let seen = generation(&gw).await;
     write_policy(policies.path(), b"\0asm but not a component");
-    let file = until(&gw, Duration::from_secs(10), |f| f["outcome"] == "refused").await;
+    let (seen, file) = next_outcome(&gw, seen).await;
+    assert_eq!(file["outcome"], "refused", "{file}");
     assert!(file["error"].as_str().expect("error").contains("acme"), "{file}");
     assert_eq!(active(&gw).await, "acme@v1");
     call_model(&client, HAIKU).await.expect("allow-all still admits");
@@ -96,7 +99,15 @@ async fn the_watched_directory_applies_good_files_and_refuses_broken_ones() {
     let started = Instant::now();
     std::fs::write(policies.path().join("acme.wasm"), &tiered_wasm[..tiered_wasm.len() / 2]).expect("half");
     std::fs::write(policies.path().join("acme.wasm"), &tiered_wasm).expect("whole");
-    let file = until(&gw, Duration::from_secs(10), |f| f["outcome"] == "active").await;
+    // The half-written component may be read and refused first; the whole one follows.
+    let (mut seen, mut file) = next_outcome(&gw, seen).await;
+    for _ in 0..2 {
+        if file["outcome"] == "active" {
+            break;
+        }
+        (seen, file) = next_outcome(&gw, seen).await;
+    }
+    assert_eq!(file["outcome"], "active", "{file}");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "active after {took:?}");
     let version = file["version"].as_str().expect("version").to_owned();
@@ -107,9 +118,10 @@ async fn the_watched_directory_applies_good_files_and_refuses_broken_ones() {
     assert_eq!(records[1].tollgate.decision, "downgrade", "tiered decides now");
     assert_eq!(records[1].tollgate.policy_version.as_deref(), Some(version.as_str()));
 
-    // Unchanged across a restart: no new version.
+    // Unchanged across a restart: no new version. The directory is read
+    // before the ports open, so its outcome is there at once.
     gw.restart().await;
-    let file = until(&gw, Duration::from_secs(10), |f| !f.is_null()).await;
+    let (_, file) = next_outcome(&gw, 0).await;
     assert_eq!(file["outcome"], "unchanged", "{file}");
     assert_eq!(active(&gw).await, version);
     let versions = admin_get(&gw, "/admin/tenants/acme/policy/versions").await;

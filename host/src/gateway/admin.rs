@@ -122,13 +122,28 @@ async fn openapi(State(state): State<AdminState>, headers: HeaderMap) -> Respons
 }
 
 /// `GET /admin/policy-dir`: the watched directory and each file's last outcome.
-async fn policy_dir(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+/// `?after=N`: answer once the watcher has recorded more than N outcomes
+/// (or after [`IDLE_WAIT`]), so a deploy script waits on its file.
+#[derive(serde::Deserialize)]
+struct AfterQuery {
+    after: Option<u64>,
+}
+
+async fn policy_dir(
+    State(state): State<AdminState>,
+    axum::extract::Query(query): axum::extract::Query<AfterQuery>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
     let watch = state.gateway.policy_watch();
+    if let Some(seen) = query.after {
+        let _ = tokio::time::timeout(IDLE_WAIT, watch.changed_after(seen)).await;
+    }
     Json(serde_json::json!({
         "dir": watch.dir().map(|d| d.display().to_string()),
+        "generation": watch.generation(),
         "files": watch.files(),
     }))
     .into_response()

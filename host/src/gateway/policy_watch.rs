@@ -45,10 +45,21 @@ pub struct FileStatus {
 }
 
 /// What the watcher has seen, shared with the admin API.
-#[derive(Default)]
 pub struct WatchStatus {
     dir: Mutex<Option<PathBuf>>,
     files: Mutex<BTreeMap<String, FileStatus>>,
+    /// Counts the outcomes recorded, so a client can wait for the next one.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for WatchStatus {
+    fn default() -> Self {
+        WatchStatus {
+            dir: Mutex::default(),
+            files: Mutex::default(),
+            generation: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl WatchStatus {
@@ -65,11 +76,23 @@ impl WatchStatus {
             .collect()
     }
 
+    /// How many outcomes have been recorded.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Resolves once more than `seen` outcomes have been recorded.
+    pub async fn changed_after(&self, seen: u64) {
+        let mut generation = self.generation.subscribe();
+        let _ = generation.wait_for(|g| *g > seen).await;
+    }
+
     fn set(&self, status: FileStatus) {
         self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(status.file.clone(), status);
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
