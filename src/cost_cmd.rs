@@ -115,19 +115,30 @@ pub fn cost(args: CostArgs) -> Result<()> {
 /// Reprices the log and compares each tenant's total with the ledger's.
 pub fn reconcile_cmd(
     config_path: &Path,
-    log: Option<PathBuf>,
+    logs: Vec<PathBuf>,
     admin_url: Option<String>,
     admin_token: Option<String>,
 ) -> Result<()> {
     let config = Config::load(config_path)?;
     let catalog = catalog(Some(config_path), None)?;
-    let log = log.unwrap_or_else(|| config.resolve(&config.log.invocations));
-    let records = InvocationLog::read_all(&log).with_context(|| format!("cannot read {}", log.display()))?;
+    // Replicas sharing one ledger each write their own log: together they are the ledger's.
+    let logs = if logs.is_empty() {
+        vec![config.resolve(&config.log.invocations)]
+    } else {
+        logs
+    };
+    let mut records = Vec::new();
+    for log in &logs {
+        records.extend(InvocationLog::read_all(log).with_context(|| format!("cannot read {}", log.display()))?);
+    }
     let rec = reconcile(&catalog, &records);
     println!(
         "repriced {} records of {} with price book {} ({} priced with another book)",
         rec.records,
-        log.display(),
+        logs.iter()
+            .map(|l| l.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         catalog.version(),
         rec.other_price_books
     );
@@ -232,8 +243,10 @@ fn ledger_from_admin(config: &Config, url: &str, token: Option<String>) -> Resul
 
 /// Each tenant's spend over every kept period, from a stopped gateway's ledger file.
 fn ledger_from_file(config: &Config) -> Result<BTreeMap<String, u64>> {
-    if config.ledger.store == StoreKind::Memory {
-        bail!("the ledger is in memory: pass --admin-url of the running gateway");
+    match config.ledger.store {
+        StoreKind::Durable => {}
+        StoreKind::Memory => bail!("the ledger is in memory: pass --admin-url of the running gateway"),
+        StoreKind::Redis => bail!("the ledger is in Redis: pass --admin-url of any running replica"),
     }
     let path = config.resolve(&config.ledger.path);
     let now = SystemTime::now()

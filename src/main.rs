@@ -132,9 +132,10 @@ enum Command {
     Reconcile {
         #[arg(long, short, default_value = "tollgate.toml")]
         config: PathBuf,
-        /// The invocation log (default: the config's).
+        /// The invocation log (default: the config's). Repeat it for the
+        /// logs of every replica that shares one ledger.
         #[arg(long)]
-        log: Option<PathBuf>,
+        log: Vec<PathBuf>,
         /// A running gateway, whose admin API reports the ledger; without it
         /// the ledger file of a stopped gateway is read.
         #[arg(long)]

@@ -43,8 +43,55 @@ impl<S: LedgerStore> Accounting<S> {
         Ok(build_state(tier, &ledger, &assessment))
     }
 
+    /// [`tenant_state`](Self::tenant_state), awaiting a ledger across a network.
+    pub async fn tenant_state_async(
+        &self,
+        tenant: &TenantId,
+        tier: &str,
+        now_ms: u64,
+    ) -> Result<TenantState, LedgerError> {
+        let ledger = self.ledger.snapshot_async(tenant, now_ms).await?;
+        let assessment = self
+            .alerts
+            .assess(tenant, now_ms, ledger.spent, ledger.limit, ledger.period_end_ms);
+        Ok(build_state(tier, &ledger, &assessment))
+    }
+
     pub fn reserve(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
         self.ledger.reserve(tenant, request)
+    }
+
+    /// [`reserve`](Self::reserve), awaiting a ledger across a network.
+    pub async fn reserve_async(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
+        self.ledger.reserve_async(tenant, request).await
+    }
+
+    /// [`settle`](Self::settle), awaiting a ledger across a network.
+    pub async fn settle_async(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let settled = self.ledger.settle_async(tenant, id, actual, now_ms).await;
+        match &settled {
+            Ok(settled) => self.alerts.record_spend(tenant, now_ms, settled.charged),
+            // Kept for Redis's return: it is spend all the same.
+            Err(LedgerError::Deferred { charge, .. }) => self.alerts.record_spend(tenant, now_ms, *charge),
+            Err(_) => {}
+        }
+        settled
+    }
+
+    /// [`release`](Self::release), awaiting a ledger across a network.
+    pub async fn release_async(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        self.ledger.release_async(tenant, id, now_ms).await
     }
 
     /// Charges the real usage and feeds it to the burn-rate history.

@@ -27,7 +27,8 @@
 //! Modules: [`period`] (calendar periods), [`window`] (RPM/TPM minutes),
 //! [`reservation`], [`limits`], [`error`], [`store`] (the trait),
 //! [`book_store`] (the one store over in-memory books, with a journal),
-//! [`memory`] (no journal) and `durable` (a redb journal).
+//! [`memory`] (no journal), `durable` (a redb journal) and `redis_store`
+//! (a fleet's shared ledger, one Lua script per operation).
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -44,6 +45,8 @@ mod group_commit;
 pub mod limits;
 pub mod memory;
 pub mod period;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 pub mod reservation;
 pub mod store;
 #[cfg(feature = "durable")]
@@ -58,8 +61,10 @@ pub use error::{LedgerError, ReserveError, StoreError};
 pub use limits::TenantLimits;
 pub use memory::MemoryStore;
 pub use period::{Period, PeriodBounds, PeriodTotals};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisSettings, RedisStore};
 pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-pub use store::{Durable, LedgerStore, TenantLedgerState};
+pub use store::{AsyncLedgerStore, Durable, LedgerStore, StoreFuture, TenantLedgerState};
 
 /// How the ledger behaves, whatever its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +183,63 @@ impl<S: LedgerStore> Ledger<S> {
         Ok(self.store.history(tenant)?)
     }
 
-    fn known(&self, tenant: &TenantId) -> Result<TenantLimits, LedgerError> {
+    /// [`reserve`](Self::reserve), awaiting a store that crosses a network.
+    pub async fn reserve_async(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
+        let Some(remote) = self.store.remote() else {
+            return self.reserve(tenant, request);
+        };
+        let limits = self
+            .limits(tenant)
+            .ok_or_else(|| ReserveError::UnknownTenant { tenant: tenant.clone() })?;
+        remote
+            .reserve(tenant, &limits, request, self.settings.reservation_ttl_ms)
+            .await
+    }
+
+    /// [`snapshot`](Self::snapshot), awaiting a store that crosses a network.
+    pub async fn snapshot_async(&self, tenant: &TenantId, now_ms: u64) -> Result<TenantLedgerState, LedgerError> {
+        let Some(remote) = self.store.remote() else {
+            return self.snapshot(tenant, now_ms);
+        };
+        let limits = self.known(tenant)?;
+        Ok(remote.load(tenant, &limits, now_ms).await?)
+    }
+
+    /// [`settle`](Self::settle), awaiting a store that crosses a network.
+    pub async fn settle_async(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let limits = self.known(tenant)?;
+        match self.store.remote() {
+            Some(remote) => remote.settle(tenant, &limits, id, actual, now_ms).await,
+            None => self.store.settle(tenant, &limits, id, actual, now_ms),
+        }
+    }
+
+    /// [`release`](Self::release), awaiting a store that crosses a network.
+    pub async fn release_async(
+        &self,
+        tenant: &TenantId,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        let limits = self.known(tenant)?;
+        match self.store.remote() {
+            Some(remote) => remote.release(tenant, &limits, id, now_ms).await,
+            None => self.store.release(tenant, &limits, id, now_ms),
+        }
+    }
+
+    /// The store's async form; `None` for a local store.
+    pub fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
+        self.store.remote()
+    }
+
+    pub(crate) fn known(&self, tenant: &TenantId) -> Result<TenantLimits, LedgerError> {
         self.limits(tenant)
             .ok_or_else(|| LedgerError::UnknownTenant { tenant: tenant.clone() })
     }

@@ -23,7 +23,8 @@ impl ControlConfig {
     pub fn resolved(&self, ledger: &super::LedgerConfig) -> Option<PathBuf> {
         match self.store.unwrap_or(ledger.store) {
             StoreKind::Memory => None,
-            StoreKind::Durable => Some(self.path.clone().unwrap_or_else(|| {
+            // Until the fleet's registry lives in Redis, each replica keeps its own.
+            StoreKind::Durable | StoreKind::Redis => Some(self.path.clone().unwrap_or_else(|| {
                 ledger
                     .path
                     .parent()

@@ -11,6 +11,8 @@ pub enum StoreKind {
     #[default]
     Durable,
     Memory,
+    /// Redis or Valkey, shared by every replica: see `[ledger.redis]`.
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +27,34 @@ pub struct LedgerConfig {
     /// With `commit = "write"`, the longest time between checkpoints: what
     /// an OS crash or power cut can lose.
     pub checkpoint_ms: u64,
+    /// With `store = "redis"`: where the fleet's ledger lives.
+    pub redis: RedisConfig,
+}
+
+/// `[ledger.redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`; `rediss://` for TLS.
+    pub url: String,
+    /// Before every key, so deployments can share one Redis.
+    pub key_prefix: String,
+    /// The most one ledger operation waits for Redis.
+    pub timeout_ms: u64,
+    /// How long a settle retries before its charge is kept in the process
+    /// and written when Redis answers again.
+    pub retry_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "tollgate".into(),
+            timeout_ms: 500,
+            retry_ms: 2_000,
+        }
+    }
 }
 
 /// When the durable store acknowledges a settle (`[ledger] commit`).
@@ -50,6 +80,7 @@ impl Default for LedgerConfig {
             reservation_ttl_ms: crate::ledger::LedgerSettings::default().reservation_ttl_ms,
             commit: CommitMode::Fsync,
             checkpoint_ms: 100,
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -67,6 +98,29 @@ impl LedgerConfig {
                     CHECKPOINT_MS.end()
                 ),
             ));
+        }
+        if self.store == StoreKind::Redis {
+            if !(1..=60_000).contains(&self.redis.timeout_ms) {
+                return Err((
+                    "ledger.redis.timeout-ms",
+                    format!("{} is outside 1 to 60000 ms", self.redis.timeout_ms),
+                ));
+            }
+            if self.redis.retry_ms > 600_000 {
+                return Err((
+                    "ledger.redis.retry-ms",
+                    format!("{} is above 600000 ms", self.redis.retry_ms),
+                ));
+            }
+            if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+                return Err((
+                    "ledger.redis.key-prefix",
+                    format!(
+                        "{:?} must be non-empty and free of braces (they would break the per-tenant hash tag)",
+                        self.redis.key_prefix
+                    ),
+                ));
+            }
         }
         Ok(())
     }

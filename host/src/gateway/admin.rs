@@ -222,13 +222,24 @@ fn check(state: &AdminState, headers: &HeaderMap) -> Result<(), BedrockError> {
     }
 }
 
-fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
+/// A tenant's view; read off the async workers when the ledger is across a network.
+async fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
+    if state.gateway.accounting().ledger().remote().is_none() {
+        return view_now(state, tenant);
+    }
+    let (state, tenant) = (state.clone(), tenant.clone());
+    tokio::task::spawn_blocking(move || view_now(&state, &tenant))
+        .await
+        .map_err(|e| BedrockError::internal(e.to_string()))?
+}
+
+fn view_now(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockError> {
     let profile = state.gateway.profile(tenant).ok_or_else(|| unknown(tenant))?;
     let tenant_state = state
         .gateway
         .accounting()
         .tenant_state(tenant, &profile.tier, now_ms())
-        .map_err(|e| BedrockError::internal(e.to_string()))?;
+        .map_err(|e| super::refusal::ledger_unreadable(tenant, e))?;
     let ledger = state.gateway.accounting().ledger();
     let open = ledger
         .snapshot(tenant, now_ms())
@@ -236,7 +247,7 @@ fn view(state: &AdminState, tenant: &TenantId) -> Result<TenantView, BedrockErro
         .unwrap_or_default();
     let history = ledger
         .history(tenant)
-        .map_err(|e| BedrockError::internal(e.to_string()))?;
+        .map_err(|e| super::refusal::ledger_unreadable(tenant, e))?;
     let limits = ledger.limits(tenant).ok_or_else(|| unknown(tenant))?;
     Ok(TenantView {
         tenant: tenant.to_string(),
@@ -278,18 +289,25 @@ async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
         return denied.into_response();
     }
     let tenants = state.gateway.tenants();
-    let views: Result<Vec<TenantView>, BedrockError> = tenants.iter().map(|t| view(&state, t)).collect();
-    match views {
-        Ok(views) => Json(views).into_response(),
-        Err(e) => e.into_response(),
+    let mut views = Vec::with_capacity(tenants.len());
+    for tenant in &tenants {
+        match view(&state, tenant).await {
+            Ok(v) => views.push(v),
+            Err(e) => return e.into_response(),
+        }
     }
+    Json(views).into_response()
 }
 
 async fn one(State(state): State<AdminState>, Path(tenant): Path<String>, headers: HeaderMap) -> Response {
     if let Err(denied) = check(&state, &headers) {
         return denied.into_response();
     }
-    match parse_tenant(&tenant).and_then(|t| view(&state, &t)) {
+    let tenant = match parse_tenant(&tenant) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    match view(&state, &tenant).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }

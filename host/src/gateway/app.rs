@@ -28,7 +28,9 @@ use crate::control::{ControlStore, TenantRecord};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
-use crate::ledger::{Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore};
+use crate::ledger::{
+    Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore, RedisSettings, RedisStore,
+};
 use crate::pricing::Catalog;
 use crate::registry::cases::CasesFile;
 use crate::registry::policy_dir;
@@ -178,6 +180,18 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     // The ledger.
     let store: Box<dyn LedgerStore> = match config.ledger.store {
         StoreKind::Memory => Box::new(MemoryStore::new()),
+        StoreKind::Redis => {
+            let redis = &config.ledger.redis;
+            Box::new(
+                RedisStore::connect(RedisSettings {
+                    url: redis.url.clone(),
+                    key_prefix: redis.key_prefix.clone(),
+                    timeout: Duration::from_millis(redis.timeout_ms),
+                    retry_for: Duration::from_millis(redis.retry_ms),
+                })
+                .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
+            )
+        }
         StoreKind::Durable => {
             let path = config.resolve(&config.ledger.path);
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -6,7 +6,7 @@ use http::StatusCode;
 
 use crate::contract::{RejectKind, TenantState};
 use crate::ids::TenantId;
-use crate::ledger::ReserveError;
+use crate::ledger::{LedgerError, ReserveError, StoreError};
 use crate::upstream::bedrock::UpstreamError;
 use crate::upstream::error::BedrockError;
 
@@ -75,6 +75,18 @@ pub(super) fn reserve_refused(tenant: &TenantId, err: ReserveError) -> BedrockEr
         ReserveError::Store(_) => BedrockError::unavailable(format!(
             "tollgate could not record the reservation for tenant {tenant}: {err}. Nothing was sent; retry"
         )),
+    }
+}
+
+/// The tenant's figures could not be read: a store that does not answer is
+/// a 503 to retry, anything else a 500.
+pub(super) fn ledger_unreadable(tenant: &TenantId, err: LedgerError) -> BedrockError {
+    let message = format!("tollgate could not read tenant {tenant}'s ledger: {err}");
+    match err {
+        LedgerError::Store(StoreError::Unavailable { .. }) => {
+            BedrockError::unavailable(format!("{message}. Nothing was sent; retry"))
+        }
+        _ => BedrockError::internal(message),
     }
 }
 

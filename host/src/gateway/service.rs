@@ -43,7 +43,7 @@ use super::directory::Directory;
 use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
-use super::refusal::{reject, reserve_refused, upstream_failed};
+use super::refusal::{ledger_unreadable, reject, reserve_refused, upstream_failed};
 pub use super::settlement::GatewayAccounting;
 use super::settlement::{CallBasis, Hold, Settlement};
 use super::shadowing::ShadowRunner;
@@ -395,8 +395,9 @@ impl Gateway {
         let now = now_ms();
         let state = parts
             .accounting
-            .tenant_state(tenant, &profile.tier, now)
-            .map_err(|e| BedrockError::internal(format!("tollgate could not read tenant {tenant}'s ledger: {e}")))?;
+            .tenant_state_async(tenant, &profile.tier, now)
+            .await
+            .map_err(|e| ledger_unreadable(tenant, e))?;
         parts
             .metrics
             .set_alert(tenant.as_str(), state.alert as i64, state.aggregate_alert as i64);
@@ -526,7 +527,7 @@ impl Gateway {
         let reserved_tokens = estimate.input_tokens.saturating_add(max_output);
         let reservation = parts
             .accounting
-            .reserve(
+            .reserve_async(
                 tenant,
                 ReserveRequest {
                     cost: worst,
@@ -535,6 +536,7 @@ impl Gateway {
                     ceiling: Some(ceiling),
                 },
             )
+            .await
             .map_err(|e| {
                 let refused = reserve_refused(tenant, e);
                 trace.decision = if refused.status == StatusCode::TOO_MANY_REQUESTS {

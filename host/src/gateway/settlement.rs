@@ -20,7 +20,7 @@ use super::trace::{Trace, now_ms, operation_name};
 use crate::accounting::Accounting;
 use crate::estimate::Estimator;
 use crate::ids::{ModelId, TenantId};
-use crate::ledger::{Actual, LedgerStore, ReservationId, Settled};
+use crate::ledger::{Actual, LedgerError, LedgerStore, ReservationId, Settled, StoreError};
 use crate::pricing::{Catalog, Charge, Metered, Resolved, ServedAs};
 
 /// The ledger the gateway charges, whatever its store.
@@ -57,14 +57,17 @@ impl Hold {
     /// Charges `actual`, returning once the charge is durable. A store that
     /// queues its writes is called in place and awaited; any other store that
     /// may block runs off the async workers.
-    pub(super) async fn settle(&self, actual: Actual) -> Result<Settled, String> {
+    pub(super) async fn settle(&self, actual: Actual) -> Result<Settled, LedgerError> {
+        if self.accounting.ledger().remote().is_some() {
+            return self
+                .accounting
+                .settle_async(&self.tenant, self.id, actual, now_ms())
+                .await;
+        }
         let store = self.accounting.ledger().store();
         if store.queues_settles() || !store.may_block() {
-            let (settled, durable) = self
-                .accounting
-                .settle_queued(&self.tenant, self.id, actual, now_ms())
-                .map_err(|e| e.to_string())?;
-            durable.wait().await.map_err(|e| e.to_string())?;
+            let (settled, durable) = self.accounting.settle_queued(&self.tenant, self.id, actual, now_ms())?;
+            durable.wait().await?;
             return Ok(settled);
         }
         let accounting = Arc::clone(&self.accounting);
@@ -72,15 +75,16 @@ impl Hold {
         let id = self.id;
         tokio::task::spawn_blocking(move || accounting.settle(&tenant, id, actual, now_ms()))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| StoreError::Stopped(format!("the settle task ended: {e}")))?
     }
 
     /// Returns the hold uncharged: only for a call the upstream provably never ran.
     pub(super) async fn release(&self, trace: &mut Trace) {
         let store = self.accounting.ledger().store();
         // A queueing store releases in memory and writes through without waiting.
-        let released = if store.may_block() && !store.queues_settles() {
+        let released = if self.accounting.ledger().remote().is_some() {
+            Ok(self.accounting.release_async(&self.tenant, self.id, now_ms()).await)
+        } else if store.may_block() && !store.queues_settles() {
             let accounting = Arc::clone(&self.accounting);
             let tenant = self.tenant.clone();
             let id = self.id;
@@ -209,6 +213,12 @@ impl Settlement {
                     self.metrics
                         .add_tokens(tenant, model, "cache-write", u.cache_write_input_tokens);
                 }
+            }
+            Err(LedgerError::Deferred { charge, .. }) => {
+                // Kept in this process and written when the store answers: logged as charged.
+                tracing::warn!(tenant = %hold.tenant, request_id = %trace.request_id, "the ledger did not answer; the charge is kept and written when it does");
+                trace.cost_nano_usd = charge.get();
+                self.metrics.add_cost(hold.tenant.as_str(), charge.get());
             }
             Err(e) => {
                 tracing::error!(tenant = %hold.tenant, error = %e, "could not settle a call");

@@ -74,6 +74,19 @@ pub enum LedgerError {
         expired_at_ms: u64,
     },
 
+    /// The store did not answer after the call ran; the charge is kept in
+    /// this process and written as soon as the store answers again.
+    #[error(
+        "reservation {id} of tenant {tenant}: the ledger store did not answer ({detail}); the charge of {charge} is \
+         kept and will be written when it answers"
+    )]
+    Deferred {
+        tenant: TenantId,
+        id: ReservationId,
+        charge: NanoUsd,
+        detail: String,
+    },
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,4 +106,17 @@ pub enum StoreError {
          durable: fix the cause and restart to reopen it"
     )]
     Stopped(String),
+
+    #[error(
+        "the ledger store {store} did not answer: {detail}; calls that need it are refused until it does, and it \
+         is retried without a restart"
+    )]
+    Unavailable { store: String, detail: String },
+
+    #[error("the ledger store {store} refused {action}: {detail}")]
+    Remote {
+        store: String,
+        action: &'static str,
+        detail: String,
+    },
 }

@@ -93,6 +93,52 @@ pub trait LedgerStore: Send + Sync {
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The async form of a store whose operations cross a network, which an
+    /// async caller must use so a round-trip never blocks a runtime worker.
+    /// Local stores answer from memory and have none.
+    fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
+        None
+    }
+}
+
+/// A boxed future of a store operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The operations on the request path, awaited rather than blocked on. Same
+/// meaning as the [`LedgerStore`] methods of the same names.
+pub trait AsyncLedgerStore: Send + Sync {
+    fn reserve<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> StoreFuture<'a, Result<Reservation, ReserveError>>;
+
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<Settled, LedgerError>>;
+
+    fn release<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<Released, LedgerError>>;
+
+    fn load<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<TenantLedgerState, StoreError>>;
 }
 
 /// Resolves once a queued settle is durable, or with the error that stopped
@@ -210,5 +256,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn health(&self) -> Result<(), StoreError> {
         (**self).health()
+    }
+
+    fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
+        (**self).remote()
     }
 }

@@ -178,7 +178,7 @@ pub(super) async fn create(State(state): State<AdminState>, headers: HeaderMap, 
             None => Ok(TenantRecord::new(new.tier, limits)),
         })?;
         tracing::info!(tenant = %tenant, "created a tenant through the admin API");
-        view(&state, &tenant)
+        view(&state, &tenant).await
     }
     .await;
     respond(StatusCode::CREATED, result)
@@ -228,7 +228,7 @@ pub(super) async fn update(
             Ok(next)
         })?;
         tracing::info!(tenant = %tenant, "changed a tenant through the admin API");
-        view(&state, &tenant)
+        view(&state, &tenant).await
     }
     .await;
     respond(StatusCode::OK, result)

@@ -1,0 +1,618 @@
+//! The shared ledger of a fleet of replicas, in Redis or Valkey. Each
+//! operation is one run of `ledger.lua`, atomic where the data lives, so
+//! replicas never hold a tenant's figures of their own: the budget, the
+//! periods, the holds and the RPM/TPM minutes are one for the whole fleet.
+//!
+//! * A tenant's keys share its hash tag (`<prefix>:{<tenant>}:…`), so the
+//!   store works on a Redis Cluster slot by slot.
+//! * Reservation ids come from the tenant's own counter in Redis: unique
+//!   across replicas and restarts.
+//! * A settle whose answer is lost (a timeout, a dropped connection) is
+//!   retried with a flag that makes the script return the first outcome
+//!   instead of charging twice. One that still cannot reach Redis is kept in
+//!   [`outbox`] and written when Redis answers again.
+//! * The request path uses the async form (a multiplexed connection that
+//!   reconnects by itself); the blocking form, for tools and the expiry
+//!   sweep, uses a small pool of plain connections.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, ScriptInvocation};
+
+use crate::ids::TenantId;
+
+use super::error::{LedgerError, ReserveError, StoreError};
+use super::limits::TenantLimits;
+use super::period::PeriodTotals;
+use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
+use super::store::{AsyncLedgerStore, LedgerStore, StoreFuture, TenantLedgerState};
+
+mod outbox;
+mod reply;
+
+use outbox::{Outbox, Pending};
+
+const LEDGER_LUA: &str = include_str!("redis_store/ledger.lua");
+
+/// Where the store connects and how long it waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Put before every key, so deployments can share one Redis.
+    pub key_prefix: String,
+    /// The most one operation waits for an answer (and a connection attempt).
+    pub timeout: Duration,
+    /// How long a settle or release retries before it is kept for later.
+    pub retry_for: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "tollgate".into(),
+            timeout: Duration::from_millis(500),
+            retry_for: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The ledger in Redis. Cheap to share; needs a Tokio runtime to be built.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL without its password, for messages.
+    name: String,
+    prefix: String,
+    settings: RedisSettings,
+    script: Script,
+    client: redis::Client,
+    conn: ConnectionManager,
+    blocking: Mutex<Vec<redis::Connection>>,
+    /// Tenants this replica has seen, for the expiry sweep.
+    tenants: RwLock<HashSet<TenantId>>,
+    /// Whether the last exchange with Redis worked (the health probe's view).
+    up: AtomicBool,
+    last_error: Mutex<String>,
+    outbox: Outbox,
+}
+
+impl RedisStore {
+    /// Builds the store without waiting for Redis: a replica may start while
+    /// Redis is down, and its calls are refused until Redis answers. Must be
+    /// called inside a Tokio runtime (it starts the connection's tasks and a
+    /// probe that also writes kept charges).
+    pub fn connect(settings: RedisSettings) -> Result<Self, StoreError> {
+        let name = redacted(&settings.url);
+        let bad = |detail: String| StoreError::Remote {
+            store: name.clone(),
+            action: "the connection settings",
+            detail,
+        };
+        if settings.key_prefix.is_empty() || settings.key_prefix.contains(['{', '}']) {
+            return Err(bad(format!(
+                "key prefix {:?} must be non-empty and free of braces (they would break the per-tenant hash tag)",
+                settings.key_prefix
+            )));
+        }
+        let client = redis::Client::open(settings.url.as_str()).map_err(|e| bad(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| bad(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            name,
+            prefix: settings.key_prefix.clone(),
+            settings,
+            script: Script::new(LEDGER_LUA),
+            client,
+            conn,
+            blocking: Mutex::new(Vec::new()),
+            tenants: RwLock::new(HashSet::new()),
+            up: AtomicBool::new(true),
+            last_error: Mutex::new(String::new()),
+            outbox: Outbox::default(),
+        });
+        tokio::spawn(probe(Arc::downgrade(&inner)));
+        Ok(RedisStore { inner })
+    }
+
+    /// Charges kept because Redis did not answer, not yet written.
+    pub fn deferred(&self) -> usize {
+        self.inner.outbox.len()
+    }
+
+    /// Resolves once every kept charge has been written.
+    pub async fn drained(&self) {
+        self.inner.outbox.drained().await;
+    }
+
+    /// One `PING`: `Ok` when Redis answered (and readiness follows).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+        self.inner.outcome(answer.map(drop))
+    }
+}
+
+impl Inner {
+    fn keys<'s>(&self, invocation: &mut ScriptInvocation<'s>, tenant: &TenantId) {
+        let base = format!("{}:{{{}}}:", self.prefix, tenant.as_str());
+        for part in [
+            "state", "open", "exp", "periods", "pidx", "expired", "expidx", "done", "doneidx",
+        ] {
+            invocation.key(format!("{base}{part}"));
+        }
+    }
+
+    /// The script's call: its keys, then op, now, basis, period bounds.
+    fn invocation(
+        &self,
+        tenant: &TenantId,
+        op: &str,
+        limits: Option<&TenantLimits>,
+        now_ms: u64,
+    ) -> ScriptInvocation<'_> {
+        let mut invocation = self.script.prepare_invoke();
+        self.keys(&mut invocation, tenant);
+        invocation.arg(op).arg(now_ms);
+        match limits {
+            Some(limits) => {
+                let bounds = limits.period.containing(limits.time_zone, now_ms);
+                invocation
+                    .arg(format!("{}|{}", limits.period.name(), limits.time_zone.name()))
+                    .arg(bounds.start_ms)
+                    .arg(bounds.end_ms);
+            }
+            None => {
+                invocation.arg("").arg(0).arg(0);
+            }
+        }
+        invocation
+    }
+
+    fn seen(&self, tenant: &TenantId) {
+        if !self
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(tenant)
+        {
+            self.tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tenant.clone());
+        }
+    }
+
+    /// Records whether Redis answered, and turns its error into the store's.
+    fn outcome<T>(&self, result: Result<T, RedisError>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                self.up.store(true, Ordering::Release);
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    fn failed(&self, e: &RedisError) -> StoreError {
+        let detail = e.to_string();
+        if unanswered(e) {
+            self.up.store(false, Ordering::Release);
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
+            StoreError::Unavailable {
+                store: self.name.clone(),
+                detail,
+            }
+        } else {
+            StoreError::Remote {
+                store: self.name.clone(),
+                action: "a ledger operation",
+                detail,
+            }
+        }
+    }
+
+    async fn run_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        let result = invocation.invoke_async(&mut conn).await;
+        self.outcome(result)
+    }
+
+    fn run_blocking<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
+        let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = self.client.get_connection_with_timeout(self.settings.timeout);
+                let conn = self.outcome(conn)?;
+                // Best effort: a connection without them still answers, only slower to fail.
+                let _ = conn.set_read_timeout(Some(self.settings.timeout));
+                let _ = conn.set_write_timeout(Some(self.settings.timeout));
+                conn
+            }
+        };
+        let result = self.outcome(invocation.invoke(&mut conn));
+        if result.is_ok() {
+            self.blocking.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        }
+        result
+    }
+
+    /// Settles, retrying a lost answer (the script returns the first
+    /// outcome rather than charging twice), until `retry_for` passes.
+    async fn settle(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        self.seen(tenant);
+        let started = tokio::time::Instant::now();
+        let mut retry = false;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let mut invocation = self.invocation(tenant, "settle", Some(limits), now_ms);
+            invocation
+                .arg(id.0)
+                .arg(actual.cost.get())
+                .arg(actual.tokens)
+                .arg(if retry { "1" } else { "0" });
+            match self.run_async::<Vec<String>>(invocation).await {
+                Ok(answer) => return reply::settled(&self.name, tenant, id, &answer),
+                Err(StoreError::Unavailable { detail, .. }) => {
+                    retry = true;
+                    if started.elapsed() >= self.settings.retry_for {
+                        self.outbox.keep(Pending::Settle {
+                            tenant: tenant.clone(),
+                            limits: *limits,
+                            id,
+                            actual,
+                            now_ms,
+                        });
+                        return Err(LedgerError::Deferred {
+                            tenant: tenant.clone(),
+                            id,
+                            charge: actual.cost,
+                            detail,
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    async fn release(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        self.seen(tenant);
+        let started = tokio::time::Instant::now();
+        let mut retry = false;
+        loop {
+            let mut invocation = self.invocation(tenant, "release", Some(limits), now_ms);
+            invocation.arg(id.0).arg(if retry { "1" } else { "0" });
+            match self.run_async::<Vec<String>>(invocation).await {
+                Ok(answer) => return reply::released(&self.name, tenant, id, &answer),
+                Err(StoreError::Unavailable { detail, .. }) => {
+                    retry = true;
+                    if started.elapsed() >= self.settings.retry_for {
+                        // Kept too: until it is written the hold only lowers what the tenant may spend.
+                        self.outbox.keep(Pending::Release {
+                            tenant: tenant.clone(),
+                            limits: *limits,
+                            id,
+                            now_ms,
+                        });
+                        return Err(LedgerError::Store(StoreError::Unavailable {
+                            store: self.name.clone(),
+                            detail,
+                        }));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes what was kept, oldest first; stops at the first that cannot be.
+    async fn flush(&self) {
+        while let Some(pending) = self.outbox.front() {
+            let (tenant, limits, op, id, now_ms, extra) = match &pending {
+                Pending::Settle {
+                    tenant,
+                    limits,
+                    id,
+                    actual,
+                    now_ms,
+                } => (tenant, limits, "settle", id, *now_ms, Some(*actual)),
+                Pending::Release {
+                    tenant,
+                    limits,
+                    id,
+                    now_ms,
+                } => (tenant, limits, "release", id, *now_ms, None),
+            };
+            let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
+            invocation.arg(id.0);
+            if let Some(actual) = extra {
+                invocation.arg(actual.cost.get()).arg(actual.tokens);
+            }
+            // Always a retry: the first attempt's answer was lost, not necessarily its effect.
+            invocation.arg("1");
+            match self.run_async::<Vec<String>>(invocation).await {
+                Ok(answer) => {
+                    let written = match extra {
+                        Some(_) => reply::settled(&self.name, tenant, *id, &answer).map(drop),
+                        None => reply::released(&self.name, tenant, *id, &answer).map(drop),
+                    };
+                    match written {
+                        Ok(()) => tracing::info!(tenant = %tenant, id = %id, op, "wrote a kept ledger change"),
+                        Err(e) => {
+                            tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused")
+                        }
+                    }
+                    self.outbox.pop(&pending);
+                }
+                Err(StoreError::Unavailable { .. }) => return,
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused");
+                    self.outbox.pop(&pending);
+                }
+            }
+        }
+    }
+}
+
+/// Every half second: `PING` (so readiness follows Redis both ways without
+/// traffic) and write any kept changes. Ends with the store.
+async fn probe(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut conn = inner.conn.clone();
+        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+        if inner.outcome(answer.map(drop)).is_ok() {
+            inner.flush().await;
+        }
+    }
+}
+
+/// Whether the error leaves it unknown if Redis ran the command: no answer.
+fn unanswered(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
+
+/// The URL with any password replaced, for messages and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl LedgerStore for RedisStore {
+    fn reserve(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<Reservation, ReserveError> {
+        let inner = &self.inner;
+        inner.seen(tenant);
+        let invocation = reserve_call(inner, tenant, limits, &request, ttl_ms);
+        let answer: Vec<String> = inner.run_blocking(invocation)?;
+        reply::reserved(&inner.name, limits, &request, &answer)
+    }
+
+    fn settle(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> Result<Settled, LedgerError> {
+        let inner = &self.inner;
+        inner.seen(tenant);
+        let mut invocation = inner.invocation(tenant, "settle", Some(limits), now_ms);
+        invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens).arg("0");
+        let answer: Vec<String> = inner.run_blocking(invocation)?;
+        reply::settled(&inner.name, tenant, id, &answer)
+    }
+
+    fn release(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> Result<Released, LedgerError> {
+        let inner = &self.inner;
+        inner.seen(tenant);
+        let mut invocation = inner.invocation(tenant, "release", Some(limits), now_ms);
+        invocation.arg(id.0).arg("0");
+        let answer: Vec<String> = inner.run_blocking(invocation)?;
+        reply::released(&inner.name, tenant, id, &answer)
+    }
+
+    fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        let tenants: Vec<TenantId> = inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let mut expired = 0;
+        for tenant in tenants {
+            let n: usize = inner.run_blocking(inner.invocation(&tenant, "expire", None, now_ms))?;
+            expired += n;
+        }
+        Ok(expired)
+    }
+
+    fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError> {
+        let inner = &self.inner;
+        inner.seen(tenant);
+        let answer: Vec<String> = inner.run_blocking(inner.invocation(tenant, "load", Some(limits), now_ms))?;
+        reply::state(&inner.name, limits, &answer)
+    }
+
+    fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {
+        let inner = &self.inner;
+        let answer: Vec<String> = inner.run_blocking(inner.invocation(tenant, "history", None, 0))?;
+        reply::history(&inner.name, &answer)
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        if self.inner.up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable {
+            store: self.inner.name.clone(),
+            detail: self
+                .inner
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        })
+    }
+
+    fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
+        Some(self)
+    }
+}
+
+fn reserve_call<'s>(
+    inner: &'s Inner,
+    tenant: &TenantId,
+    limits: &TenantLimits,
+    request: &ReserveRequest,
+    ttl_ms: u64,
+) -> ScriptInvocation<'s> {
+    let ceiling = request.ceiling.unwrap_or(request.cost).max(request.cost);
+    let mut invocation = inner.invocation(tenant, "reserve", Some(limits), request.now_ms);
+    invocation
+        .arg(request.cost.get())
+        .arg(ceiling.saturating_sub(request.cost).get())
+        .arg(request.tokens)
+        .arg(ttl_ms)
+        .arg(limits.budget.get())
+        .arg(limits.rpm.map(|n| n.to_string()).unwrap_or_default())
+        .arg(limits.tpm.map(|n| n.to_string()).unwrap_or_default());
+    invocation
+}
+
+impl AsyncLedgerStore for RedisStore {
+    fn reserve<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> StoreFuture<'a, Result<Reservation, ReserveError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            inner.seen(tenant);
+            let answer: Vec<String> = inner
+                .run_async(reserve_call(inner, tenant, limits, &request, ttl_ms))
+                .await?;
+            reply::reserved(&inner.name, limits, &request, &answer)
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<Settled, LedgerError>> {
+        Box::pin(self.inner.settle(tenant, limits, id, actual, now_ms))
+    }
+
+    fn release<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        id: ReservationId,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<Released, LedgerError>> {
+        Box::pin(self.inner.release(tenant, limits, id, now_ms))
+    }
+
+    fn load<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        limits: &'a TenantLimits,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Result<TenantLedgerState, StoreError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            inner.seen(tenant);
+            let answer: Vec<String> = inner
+                .run_async(inner.invocation(tenant, "load", Some(limits), now_ms))
+                .await?;
+            reply::state(&inner.name, limits, &answer)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://app:s3cret@cache:6380"),
+            "rediss://app:***@cache:6380"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

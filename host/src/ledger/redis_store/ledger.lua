@@ -1,0 +1,303 @@
+-- tollgate's ledger, one tenant's operations, each atomic inside Redis.
+-- The rules are those of the in-memory book (host/src/ledger/book.rs); the
+-- host computes the calendar (period bounds in the tenant's time zone) and
+-- passes it in, so Lua never deals with time zones.
+--
+-- Every key is the tenant's and carries its hash tag, so a tenant's data sits
+-- in one slot of a Redis Cluster:
+--   KEYS[1] state   HASH  reserved exposure basis pstart pend wmin wreq wtok seq
+--   KEYS[2] open    HASH  id -> "cost over tokens minute pstart expires"
+--   KEYS[3] exp     ZSET  id by expiry
+--   KEYS[4] periods HASH  "<pstart>:spent|tokens|calls|end"
+--   KEYS[5] pidx    ZSET  period starts
+--   KEYS[6] expired HASH  id -> open record of a reservation that expired
+--   KEYS[7] expidx  ZSET  id by expiry time (bounds the memory)
+--   KEYS[8] done    HASH  id -> outcome of a closed reservation, for retries
+--   KEYS[9] doneidx ZSET  id by close time (bounds the memory)
+-- ARGV: op, now_ms, basis, period start, period end, then the op's own.
+--
+-- Money is never a Lua number (a double): amounts stay decimal strings,
+-- change with HINCRBY (exact 64-bit integers), and are compared as two
+-- exact halves.
+
+local STATE, OPEN, EXP, PERIODS, PIDX, EXPIRED, EXPIDX, DONE, DONEIDX =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+
+local HISTORY_CAP = 400
+local EXPIRED_MEMORY = 1024
+local DONE_MEMORY = 8192
+local MINUTE_MS = 60000
+
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+-- A decimal string as {high, low} with low the last nine digits: both halves
+-- are exact in a double for any 64-bit amount.
+local function big(s)
+  s = s or '0'
+  local n = #s
+  if n <= 9 then
+    return { 0, tonumber(s) }
+  end
+  return { tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8)) }
+end
+
+local function add(a, b)
+  local low = a[2] + b[2]
+  local carry = math.floor(low / 1000000000)
+  return { a[1] + b[1] + carry, low - carry * 1000000000 }
+end
+
+local function greater(a, b)
+  return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2])
+end
+
+local function text(a)
+  if a[1] == 0 then
+    return int(a[2])
+  end
+  return int(a[1]) .. string.format('%09.0f', a[2])
+end
+
+local function incr(key, field, amount)
+  if amount ~= '0' then
+    redis.call('HINCRBY', key, field, amount)
+  end
+end
+
+local function decr(key, field, amount)
+  if amount ~= '0' then
+    redis.call('HINCRBY', key, field, '-' .. amount)
+  end
+end
+
+local function fields(rec)
+  local f = {}
+  for word in string.gmatch(rec, '%S+') do
+    f[#f + 1] = word
+  end
+  -- cost, over, tokens, minute, pstart, expires[, expired_at]
+  return f
+end
+
+-- Keeps `index` (and its hash) to `cap` members, dropping the oldest.
+local function bound(hash, index, cap)
+  local extra = redis.call('ZCARD', index) - cap
+  if extra > 0 then
+    local old = redis.call('ZPOPMIN', index, extra)
+    for i = 1, #old, 2 do
+      redis.call('HDEL', hash, old[i])
+    end
+  end
+end
+
+-- Replaces a call's estimated tokens in its minute's window by its real ones.
+local function correct(minute, estimated, actual)
+  local wmin = redis.call('HGET', STATE, 'wmin')
+  if wmin == minute then
+    local diff = tonumber(actual) - tonumber(estimated)
+    if diff ~= 0 then
+      redis.call('HINCRBY', STATE, 'wtok', int(diff))
+    end
+  end
+end
+
+-- Takes a reservation out of the open set and its hold off the figures.
+local function close(id, f)
+  redis.call('HDEL', OPEN, id)
+  redis.call('ZREM', EXP, id)
+  decr(STATE, 'reserved', f[1])
+  decr(STATE, 'exposure', f[2])
+end
+
+local function expire()
+  local ids = redis.call('ZRANGEBYSCORE', EXP, '-inf', now)
+  for _, id in ipairs(ids) do
+    local rec = redis.call('HGET', OPEN, id)
+    if rec then
+      local f = fields(rec)
+      close(id, f)
+      correct(f[4], f[3], '0')
+      redis.call('HSET', EXPIRED, id, rec .. ' ' .. f[6])
+      redis.call('ZADD', EXPIDX, f[6], id)
+    else
+      redis.call('ZREM', EXP, id)
+    end
+  end
+  bound(EXPIRED, EXPIDX, EXPIRED_MEMORY)
+  return #ids
+end
+
+-- A new period when `now` has passed the current one's end, or the limits
+-- changed its kind or time zone; never back in time.
+local function roll_period()
+  local basis, start, stop = ARGV[3], ARGV[4], ARGV[5]
+  local cur = redis.call('HMGET', STATE, 'basis', 'pstart', 'pend')
+  if cur[1] == basis then
+    if now < tonumber(cur[3]) or tonumber(start) <= tonumber(cur[2]) then
+      return
+    end
+  end
+  redis.call('HSET', STATE, 'basis', basis, 'pstart', start, 'pend', stop)
+  redis.call('HSET', PERIODS, start .. ':end', stop)
+  redis.call('ZADD', PIDX, start, start)
+  local extra = redis.call('ZCARD', PIDX) - (HISTORY_CAP + 1)
+  if extra > 0 then
+    local old = redis.call('ZPOPMIN', PIDX, extra)
+    for i = 1, #old, 2 do
+      local p = old[i]
+      redis.call('HDEL', PERIODS, p .. ':spent', p .. ':tokens', p .. ':calls', p .. ':end')
+    end
+  end
+end
+
+local function advance()
+  local minute = math.floor(now / MINUTE_MS)
+  local wmin = tonumber(redis.call('HGET', STATE, 'wmin') or '-1')
+  if minute > wmin then
+    redis.call('HSET', STATE, 'wmin', int(minute), 'wreq', '0', 'wtok', '0')
+  end
+end
+
+local function catch_up()
+  roll_period()
+  expire()
+  advance()
+end
+
+local function figures()
+  local s = redis.call('HMGET', STATE, 'reserved', 'exposure', 'pstart', 'pend', 'wmin', 'wreq', 'wtok')
+  for i = 1, 7 do
+    s[i] = s[i] or '0'
+  end
+  return s
+end
+
+local function remember(id, outcome)
+  redis.call('HSET', DONE, id, outcome)
+  redis.call('ZADD', DONEIDX, now, id)
+  bound(DONE, DONEIDX, DONE_MEMORY)
+end
+
+if op == 'reserve' then
+  -- ARGV[6..13]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none), id ('' to issue one)
+  local cost, over, tokens, ttl, budget, rpm, tpm = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+  catch_up()
+  local s = figures()
+  local spent = redis.call('HGET', PERIODS, s[3] .. ':spent') or '0'
+  local held = add(big(s[1]), big(s[2]))
+  local ceiling = add(big(cost), big(over))
+  -- Every open call counted at the most it can cost.
+  if greater(add(add(big(spent), held), ceiling), big(budget)) then
+    return { 'budget', spent, text(held), text(ceiling), s[4] }
+  end
+  local retry = int((tonumber(s[5]) + 1) * MINUTE_MS - now)
+  if tpm ~= '' and tonumber(s[7]) + tonumber(tokens) > tonumber(tpm) then
+    return { 'tpm', tpm, s[7], tokens, retry }
+  end
+  if rpm ~= '' and tonumber(s[6]) >= tonumber(rpm) then
+    return { 'rpm', rpm, s[6], retry }
+  end
+  local id = int(redis.call('HINCRBY', STATE, 'seq', 1))
+  local expires = int(now + tonumber(ttl))
+  redis.call('HSET', OPEN, id, table.concat({ cost, over, tokens, s[5], s[3], expires }, ' '))
+  redis.call('ZADD', EXP, expires, id)
+  incr(STATE, 'reserved', cost)
+  incr(STATE, 'exposure', over)
+  redis.call('HINCRBY', STATE, 'wreq', 1)
+  incr(STATE, 'wtok', tokens)
+  return { 'ok', id, s[3], expires }
+end
+
+if op == 'settle' then
+  -- ARGV[6..9]: id, cost, tokens, retry ('1' when an earlier attempt's answer was lost)
+  local id, cost, tokens, retry = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  catch_up()
+  local rec = redis.call('HGET', OPEN, id)
+  local late = '0'
+  local f
+  if rec then
+    f = fields(rec)
+    close(id, f)
+  else
+    local done = redis.call('HGET', DONE, id)
+    if done and retry == '1' then
+      return { 'again', done }
+    end
+    rec = redis.call('HGET', EXPIRED, id)
+    if not rec then
+      return { 'unknown' }
+    end
+    -- A call that outlived its hold still ran: it is charged, never free.
+    f = fields(rec)
+    redis.call('HDEL', EXPIRED, id)
+    redis.call('ZREM', EXPIDX, id)
+    late = '1'
+  end
+  correct(f[4], f[3], tokens)
+  -- Charged to the period that admitted it, while that period is kept.
+  local p = f[5]
+  if redis.call('HEXISTS', PERIODS, p .. ':end') == 0 then
+    p = redis.call('HGET', STATE, 'pstart')
+  end
+  redis.call('HINCRBY', PERIODS, p .. ':spent', cost)
+  incr(PERIODS, p .. ':tokens', tokens)
+  redis.call('HINCRBY', PERIODS, p .. ':calls', 1)
+  local pspent = redis.call('HGET', PERIODS, p .. ':spent')
+  local held = f[1]
+  if late == '1' then
+    held = '0'
+  end
+  local outcome = table.concat({ 'settled', held, late, cost, p, pspent }, ' ')
+  remember(id, outcome)
+  return { 'ok', outcome }
+end
+
+if op == 'release' then
+  -- ARGV[6..7]: id, retry
+  local id, retry = ARGV[6], ARGV[7]
+  catch_up()
+  local rec = redis.call('HGET', OPEN, id)
+  if not rec then
+    local done = redis.call('HGET', DONE, id)
+    if done and retry == '1' then
+      return { 'again', done }
+    end
+    local expired = redis.call('HGET', EXPIRED, id)
+    if expired then
+      return { 'expired', fields(expired)[7] }
+    end
+    return { 'unknown' }
+  end
+  local f = fields(rec)
+  close(id, f)
+  correct(f[4], f[3], '0')
+  local outcome = 'released ' .. f[1]
+  remember(id, outcome)
+  return { 'ok', outcome }
+end
+
+if op == 'load' then
+  catch_up()
+  local s = figures()
+  local p = redis.call('HMGET', PERIODS, s[3] .. ':spent', s[3] .. ':tokens')
+  return { p[1] or '0', s[1], tostring(redis.call('HLEN', OPEN)), s[3], s[4], s[6], s[7], p[2] or '0' }
+end
+
+if op == 'expire' then
+  return expire()
+end
+
+if op == 'history' then
+  local out = {}
+  for _, p in ipairs(redis.call('ZRANGE', PIDX, 0, -1)) do
+    local v = redis.call('HMGET', PERIODS, p .. ':end', p .. ':spent', p .. ':tokens', p .. ':calls')
+    out[#out + 1] = table.concat({ p, v[1] or '0', v[2] or '0', v[3] or '0', v[4] or '0' }, ' ')
+  end
+  return out
+end
+
+return redis.error_reply('tollgate ledger: unknown operation ' .. tostring(op))

@@ -1,0 +1,332 @@
+//! The Redis store keeps the books exactly as the in-memory store does, holds
+//! one budget and one RPM window for every replica, and loses no charge when
+//! Redis goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use tollgate_host::ids::TenantId;
+use tollgate_host::ledger::{
+    Actual, LedgerError, LedgerStore, MemoryStore, Period, RedisSettings, RedisStore, ReservationId, ReserveError,
+    ReserveRequest, StoreError, TenantLimits,
+};
+use tollgate_host::money::NanoUsd;
+
+use crate::support::redis::RedisServer;
+
+fn store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(RedisSettings {
+        url: server.url(),
+        key_prefix: prefix.into(),
+        timeout: Duration::from_millis(500),
+        retry_for: Duration::from_millis(300),
+    })
+    .expect("connect")
+}
+
+/// A small deterministic generator, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The same random operations, clock jumps across minutes, expiries and
+/// daily periods in a time zone included, give the same answers from Redis
+/// as from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_exactly_as_the_memory_store_does() {
+    let server = RedisServer::start();
+    for (seed, tz) in [(7u64, Tz::America__New_York), (11, Tz::Europe__Berlin), (13, Tz::UTC)] {
+        let redis = store(&server, &format!("diff{seed}"));
+        let memory = MemoryStore::new();
+        let tenant = TenantId::new("acme").unwrap();
+        let limits = TenantLimits {
+            budget: NanoUsd::from_cents(500),
+            period: Period::Daily,
+            time_zone: tz,
+            rpm: Some(12),
+            tpm: Some(60_000),
+            included_tokens: 1_000,
+        };
+        let ttl = 20 * 60 * 1000;
+        let mut rng = Rng(seed);
+        // Shortly before midnight in New York in March, so periods and a DST change are crossed.
+        let mut now: u64 = 1_741_500_000_000;
+        // Memory spends an id on a refused hold too, Redis only on a granted one: pairs.
+        let mut issued: Vec<(ReservationId, ReservationId)> = Vec::new();
+        let same = |a: String, b: String, (ra, rb): (ReservationId, ReservationId)| {
+            (
+                a.replace(&format!("ReservationId({})", ra.0), "ReservationId(_)"),
+                b.replace(&format!("ReservationId({})", rb.0), "ReservationId(_)"),
+            )
+        };
+        for step in 0..600 {
+            let (a, b) = match rng.below(10) {
+                0..=3 => {
+                    let cost = NanoUsd(rng.below(40_000_000));
+                    let request = ReserveRequest {
+                        cost,
+                        ceiling: (rng.below(3) == 0).then(|| NanoUsd(cost.get() + rng.below(20_000_000))),
+                        tokens: rng.below(9_000),
+                        now_ms: now,
+                    };
+                    let a = LedgerStore::reserve(&redis, &tenant, &limits, request, ttl);
+                    let b = memory.reserve(&tenant, &limits, request, ttl);
+                    match (&a, &b) {
+                        (Ok(ra), Ok(rb)) => {
+                            issued.push((ra.id, rb.id));
+                            same(format!("{a:?}"), format!("{b:?}"), (ra.id, rb.id))
+                        }
+                        _ => (format!("{a:?}"), format!("{b:?}")),
+                    }
+                }
+                4..=5 if !issued.is_empty() => {
+                    let ids = issued[rng.below(issued.len() as u64) as usize];
+                    let actual = Actual {
+                        cost: NanoUsd(rng.below(60_000_000)),
+                        tokens: rng.below(12_000),
+                    };
+                    let a = LedgerStore::settle(&redis, &tenant, &limits, ids.0, actual, now);
+                    let b = memory.settle(&tenant, &limits, ids.1, actual, now);
+                    same(format!("{a:?}"), format!("{b:?}"), ids)
+                }
+                6 if !issued.is_empty() => {
+                    let ids = issued[rng.below(issued.len() as u64) as usize];
+                    let a = LedgerStore::release(&redis, &tenant, &limits, ids.0, now);
+                    let b = memory.release(&tenant, &limits, ids.1, now);
+                    same(format!("{a:?}"), format!("{b:?}"), ids)
+                }
+                7 => (format!("{:?}", redis.expire(now)), format!("{:?}", memory.expire(now))),
+                8 => (
+                    format!("{:?}", LedgerStore::load(&redis, &tenant, &limits, now)),
+                    format!("{:?}", memory.load(&tenant, &limits, now)),
+                ),
+                _ => {
+                    now += match rng.below(6) {
+                        0 => 60_000,
+                        1 => ttl + 1,
+                        2 => 3 * 3_600_000,
+                        _ => rng.below(20_000),
+                    };
+                    continue;
+                }
+            };
+            assert_eq!(a, b, "seed {seed}, step {step}: redis answered {a}, memory {b}");
+        }
+        assert_eq!(
+            format!("{:?}", redis.history(&tenant)),
+            format!("{:?}", memory.history(&tenant)),
+            "seed {seed}: history"
+        );
+    }
+}
+
+/// Two replicas' stores, eight callers each, race for one budget and one
+/// RPM window: the budget is never passed, every charge is in the ledger
+/// exactly once, and the minute admits exactly `rpm` calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_budget_and_one_minute() {
+    let server = RedisServer::start();
+    let replicas = [Arc::new(store(&server, "race")), Arc::new(store(&server, "race"))];
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits {
+        budget: NanoUsd::from_cents(100),
+        rpm: Some(1_000),
+        ..TenantLimits::monthly(NanoUsd::from_cents(100))
+    };
+    let now = 1_760_000_000_000;
+    let mut tasks = Vec::new();
+    for caller in 0..16u64 {
+        let replica = Arc::clone(&replicas[(caller % 2) as usize]);
+        let tenant = tenant.clone();
+        tasks.push(tokio::spawn(async move {
+            let remote = replica.remote().expect("async form");
+            let mut rng = Rng(caller + 1);
+            let (mut charged, mut admitted, mut over_budget) = (0u64, 0u32, 0u32);
+            for _ in 0..50 {
+                let cost = NanoUsd(2_000_000 + rng.below(6_000_000));
+                let request = ReserveRequest {
+                    cost,
+                    ceiling: None,
+                    tokens: 10,
+                    now_ms: now,
+                };
+                match remote.reserve(&tenant, &limits, request, 60_000).await {
+                    Ok(r) => {
+                        admitted += 1;
+                        // Some calls come in under their hold, some over; others fail and release.
+                        if rng.below(5) == 0 {
+                            remote.release(&tenant, &limits, r.id, now).await.expect("release");
+                        } else {
+                            let actual = Actual {
+                                cost: NanoUsd(cost.get() * (80 + rng.below(20)) / 100),
+                                tokens: 9,
+                            };
+                            let settled = remote
+                                .settle(&tenant, &limits, r.id, actual, now)
+                                .await
+                                .expect("settle");
+                            charged += settled.charged.get();
+                        }
+                    }
+                    Err(ReserveError::Budget { .. }) => over_budget += 1,
+                    Err(ReserveError::Rpm { .. }) => {}
+                    Err(e) => panic!("unexpected refusal: {e}"),
+                }
+            }
+            (charged, admitted, over_budget)
+        }));
+    }
+    let (mut charged, mut admitted, mut over_budget) = (0u64, 0u32, 0u32);
+    for task in tasks {
+        let (c, a, o) = task.await.unwrap();
+        charged += c;
+        admitted += a;
+        over_budget += o;
+    }
+    let state = LedgerStore::load(&*replicas[1], &tenant, &limits, now).unwrap();
+    assert_eq!(state.reserved, NanoUsd::ZERO);
+    assert_eq!(state.spent.get(), charged, "every charge in the ledger once");
+    assert!(state.spent <= limits.budget, "{:?} passed the budget", state.spent);
+    assert_eq!(admitted, state.window_requests, "one window for both replicas");
+    assert!(over_budget > 0, "the callers asked for more than the budget");
+
+    // RPM = 60 for the fleet: 160 attempts in one minute, exactly 60 admitted.
+    let limited = TenantId::new("limited").unwrap();
+    let limits = TenantLimits {
+        rpm: Some(60),
+        ..TenantLimits::monthly(NanoUsd::from_usd(1_000))
+    };
+    let mut tasks = Vec::new();
+    for caller in 0..16u64 {
+        let replica = Arc::clone(&replicas[(caller % 2) as usize]);
+        let tenant = limited.clone();
+        tasks.push(tokio::spawn(async move {
+            let remote = replica.remote().expect("async form");
+            let mut admitted = 0;
+            for i in 0..10 {
+                let request = ReserveRequest {
+                    cost: NanoUsd(1_000),
+                    ceiling: None,
+                    tokens: 1,
+                    now_ms: now + caller * 100 + i,
+                };
+                match remote.reserve(&tenant, &limits, request, 60_000).await {
+                    Ok(_) => admitted += 1,
+                    Err(ReserveError::Rpm { .. }) => {}
+                    Err(e) => panic!("unexpected refusal: {e}"),
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.unwrap();
+    }
+    assert_eq!(admitted, 60, "rpm = 60 holds across replicas");
+}
+
+/// Redis killed with a call in flight: the settle is kept, readiness says
+/// so, new holds are refused; Redis back: the charge lands once, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_outlives_a_redis_crash() {
+    let mut server = RedisServer::start();
+    let redis = store(&server, "crash");
+    let remote = redis.remote().unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let request = |cost| ReserveRequest {
+        cost,
+        ceiling: None,
+        tokens: 100,
+        now_ms: now,
+    };
+    let first = remote
+        .reserve(&tenant, &limits, request(NanoUsd::from_cents(5)), 600_000)
+        .await
+        .unwrap();
+    let settled = remote
+        .settle(
+            &tenant,
+            &limits,
+            first.id,
+            Actual {
+                cost: NanoUsd::from_cents(3),
+                tokens: 90,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.period_spent, NanoUsd::from_cents(3));
+    let second = remote
+        .reserve(&tenant, &limits, request(NanoUsd::from_cents(5)), 600_000)
+        .await
+        .unwrap();
+
+    server.kill();
+    let kept = remote
+        .settle(
+            &tenant,
+            &limits,
+            second.id,
+            Actual {
+                cost: NanoUsd::from_cents(4),
+                tokens: 80,
+            },
+            now + 10,
+        )
+        .await;
+    assert!(
+        matches!(kept, Err(LedgerError::Deferred { charge, .. }) if charge == NanoUsd::from_cents(4)),
+        "{kept:?}"
+    );
+    assert_eq!(redis.deferred(), 1);
+    assert!(matches!(redis.health(), Err(StoreError::Unavailable { .. })));
+    let refused = remote
+        .reserve(&tenant, &limits, request(NanoUsd::from_cents(1)), 600_000)
+        .await;
+    assert!(
+        matches!(refused, Err(ReserveError::Store(StoreError::Unavailable { .. }))),
+        "{refused:?}"
+    );
+
+    server.restart();
+    redis.drained().await;
+    redis.ping().await.expect("answers again");
+    assert!(redis.health().is_ok());
+    let state = remote.load(&tenant, &limits, now + 20).await.unwrap();
+    assert_eq!(state.spent, NanoUsd::from_cents(7), "both charges, each once");
+    assert_eq!(state.reserved, NanoUsd::ZERO);
+    assert_eq!(state.open_reservations, 0);
+    // A settled id is never charged again.
+    let again = remote
+        .settle(
+            &tenant,
+            &limits,
+            second.id,
+            Actual {
+                cost: NanoUsd::from_cents(4),
+                tokens: 80,
+            },
+            now + 30,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(LedgerError::UnknownReservation { .. })),
+        "{again:?}"
+    );
+}

@@ -1,0 +1,8 @@
+//! Many replicas, one ledger: the Redis store against a real `redis-server`
+//! on loopback, alone and behind several `tollgate serve` processes. One test
+//! binary, so the suite links once for them.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod ledger_store;
