@@ -6,3 +6,4 @@
 mod support;
 
 mod ledger_store;
+mod replicas;

@@ -79,6 +79,8 @@ pub struct Options {
     pub engine_extra: &'static str,
     /// The upstream URL, instead of the in-process mock's.
     pub upstream_url: Option<String>,
+    /// Extra lines for `[ledger]` (sub-tables such as `[ledger.redis]` may follow).
+    pub ledger_extra: String,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -116,7 +118,7 @@ impl TestGateway {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
-             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n\n[log]\n\
+             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n{}\n\n[log]\n\
              invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n{}\n\n",
             options.server_extra,
             options.upstream_url.clone().unwrap_or_else(|| mock.url()),
@@ -130,6 +132,7 @@ impl TestGateway {
             } else {
                 options.upstream_extra
             },
+            options.ledger_extra,
             std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
             options.engine_extra,
         );
@@ -245,6 +248,17 @@ impl TestGateway {
             .expect("JSON")
     }
 
+    /// `/readyz` on the operator listener: its status and text.
+    pub async fn readyz(&self) -> (u16, String) {
+        let response = self
+            .raw()
+            .get(format!("{}/readyz", self.admin_url))
+            .send()
+            .await
+            .expect("readyz answers");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    }
+
     /// The operator listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.raw()
@@ -266,7 +280,7 @@ impl TestGateway {
         state
     }
 
-    async fn idle(&self) {
+    pub async fn idle(&self) {
         let response = self
             .raw()
             .get(format!("{}/admin/idle", self.admin_url))
@@ -322,6 +336,12 @@ impl TestGateway {
     /// charge in the log recomputes, and every tenant's log total equals its
     /// ledger, to the nano-dollar. Returns the command's report.
     pub async fn reconcile(&self) -> String {
+        self.reconcile_with(&[self.log_path()]).await
+    }
+
+    /// [`reconcile`](Self::reconcile) over several logs: those of every
+    /// replica that shares this gateway's ledger.
+    pub async fn reconcile_with(&self, logs: &[PathBuf]) -> String {
         self.idle().await;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
         command
@@ -330,6 +350,9 @@ impl TestGateway {
             .arg(self.dir.path().join("tollgate.toml"))
             .arg("--admin-url")
             .arg(&self.admin_url);
+        for log in logs {
+            command.arg("--log").arg(log);
+        }
         let out = tokio::task::spawn_blocking(move || command.output())
             .await
             .expect("join")

@@ -503,18 +503,21 @@ impl LedgerStore for RedisStore {
         true
     }
 
+    /// Ready once Redis answers and every kept charge is written, so the
+    /// figures a ready replica shows are the fleet's whole ledger.
     fn health(&self) -> Result<(), StoreError> {
-        if self.inner.up.load(Ordering::Acquire) {
-            return Ok(());
-        }
+        let inner = &self.inner;
+        let detail = if !inner.up.load(Ordering::Acquire) {
+            inner.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        } else {
+            match inner.outbox.len() {
+                0 => return Ok(()),
+                kept => format!("{kept} charges kept while it was away are not written yet"),
+            }
+        };
         Err(StoreError::Unavailable {
-            store: self.inner.name.clone(),
-            detail: self
-                .inner
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            store: inner.name.clone(),
+            detail,
         })
     }
 

@@ -1,0 +1,296 @@
+//! Three `tollgate serve` replicas on one Redis, called by the real AWS SDK
+//! spread across them: one budget, one RPM window, one ledger that equals
+//! the sum of their three invocation logs; Redis killed under load and
+//! brought back without restarting any replica.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+use tollgate_host::upstream::mock::MockSettings;
+
+use crate::support::gateway::{Options, TenantSpec, TestGateway};
+use crate::support::redis::RedisServer;
+
+const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
+
+fn message(text: &str) -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text.to_owned()))
+        .build()
+        .expect("role and content are set")
+}
+
+/// One call, Converse or ConverseStream read to its end; `Err` is the error code.
+async fn call(client: &Client, stream: bool, max_tokens: i32) -> Result<(), String> {
+    let config = InferenceConfiguration::builder().max_tokens(max_tokens).build();
+    let code = |meta: &aws_smithy_types::error::ErrorMetadata| meta.code().unwrap_or("?").to_owned();
+    if stream {
+        let mut out = client
+            .converse_stream()
+            .model_id(NOVA_MICRO)
+            .messages(message("Write a short note about budgets"))
+            .inference_config(config)
+            .send()
+            .await
+            .map_err(|e| code(e.into_service_error().meta()))?;
+        while out.stream.recv().await.map_err(|e| format!("stream: {e}"))?.is_some() {}
+        Ok(())
+    } else {
+        client
+            .converse()
+            .model_id(NOVA_MICRO)
+            .messages(message("Write a short note about budgets"))
+            .inference_config(config)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| code(e.into_service_error().meta()))
+    }
+}
+
+async fn fleet(server: &RedisServer, tenants: Vec<TenantSpec>, mock: MockSettings) -> Vec<TestGateway> {
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(
+            TestGateway::start(Options {
+                tenants: tenants.clone(),
+                mock: mock.clone(),
+                ledger_extra: format!(
+                    "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"fleet\"\nretry-ms = 300\n",
+                    server.url()
+                ),
+                ..Options::default()
+            })
+            .await,
+        );
+    }
+    replicas
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// c=64 over three replicas, Converse and ConverseStream mixed, random
+/// output lengths, one caller in twenty hanging up: the budget holds to the
+/// nano-dollar and `tollgate reconcile` finds the ledger equal to the sum
+/// of the three logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_keep_one_budget_exactly() {
+    let server = RedisServer::start();
+    let tight = TenantSpec {
+        budget_usd: "0.0004",
+        ..TenantSpec::new("tight", "allow-all")
+    };
+    let replicas = fleet(
+        &server,
+        vec![tight.clone()],
+        MockSettings {
+            latency_ms: 20,
+            stream_event_interval_ms: 2,
+            ..MockSettings::default()
+        },
+    )
+    .await;
+    let clients: Vec<Client> = replicas.iter().map(|r| r.sigv4_client(&tight)).collect();
+    let mut tasks = Vec::new();
+    for caller in 0..64u64 {
+        let client = clients[(caller % 3) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = caller * 7919 + 1;
+            let mut outcomes = Vec::new();
+            for _ in 0..4 {
+                let stream = xorshift(&mut rng) % 2 == 0;
+                let max_tokens = 20 + (xorshift(&mut rng) % 280) as i32;
+                if xorshift(&mut rng) % 20 == 0 {
+                    // Hangs up before the answer: the call still ran, and is charged.
+                    let _ = tokio::time::timeout(Duration::from_millis(5), call(&client, stream, max_tokens)).await;
+                    continue;
+                }
+                outcomes.push(call(&client, stream, max_tokens).await);
+            }
+            outcomes
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for task in tasks {
+        for outcome in task.await.expect("caller") {
+            match outcome {
+                Ok(()) => admitted += 1,
+                Err(code) => {
+                    assert_eq!(code, "ServiceQuotaExceededException");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(admitted > 0 && refused > 0, "admitted {admitted}, refused {refused}");
+    let mut logged = 0u64;
+    let mut records = 0;
+    for replica in &replicas {
+        replica.idle().await;
+        let log = replica.records();
+        records += log.len();
+        logged += log.iter().map(|r| r.tollgate.cost_nano_usd).sum::<u64>();
+    }
+    // Every replica shows the same, fleet-wide figures.
+    let mut spent = Vec::new();
+    for replica in &replicas {
+        let state = replica.settled("tight").await;
+        spent.push(state["spent-nano-usd"].as_u64().expect("spent"));
+    }
+    assert!(spent.iter().all(|s| *s == spent[0]), "{spent:?}");
+    assert!(spent[0] <= 400_000, "spent {} of a 400000 budget", spent[0]);
+    assert_eq!(logged, spent[0], "the ledger is the sum of the three logs");
+    // A caller that hung up before its request was sent made no call.
+    assert!(
+        (admitted + refused..=256).contains(&records),
+        "one record per call that reached a replica: {records}"
+    );
+    let logs: Vec<PathBuf> = replicas.iter().map(TestGateway::log_path).collect();
+    replicas[1].reconcile_with(&logs).await;
+}
+
+fn minute_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 60
+}
+
+/// rpm = 60 is 60 calls a minute for the whole fleet, not per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_is_counted_once_for_the_fleet() {
+    let server = RedisServer::start();
+    let limited = TenantSpec {
+        extra: "rpm = 60",
+        ..TenantSpec::new("limited", "allow-all")
+    };
+    let replicas = fleet(&server, vec![limited.clone()], MockSettings::default()).await;
+    let clients: Vec<Client> = replicas.iter().map(|r| r.sigv4_client(&limited)).collect();
+    // Calls until every replica is refused; a run that crossed a minute's
+    // boundary is not a measurement of one minute, and is run again.
+    for _attempt in 0..3 {
+        let minute = minute_now();
+        let mut tasks = Vec::new();
+        for client in &clients {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut admitted = 0;
+                loop {
+                    match call(&client, false, 20).await {
+                        Ok(()) => admitted += 1,
+                        Err(code) => {
+                            assert_eq!(code, "ThrottlingException");
+                            return admitted;
+                        }
+                    }
+                }
+            }));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.expect("caller");
+        }
+        if minute_now() == minute {
+            assert_eq!(admitted, 60, "rpm = 60 across three replicas");
+            return;
+        }
+        // Wait out the minute the last run ended in, so the next starts fresh.
+        while minute_now() == minute + 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    panic!("three runs in a row crossed a minute's boundary");
+}
+
+/// Redis killed under load: calls are refused with a clear 503 (fail
+/// closed), calls already sent are charged once it returns, readiness
+/// follows it both ways, and no replica is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_and_recovers_without_a_restart() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let replicas = fleet(
+        &server,
+        vec![acme.clone()],
+        MockSettings {
+            latency_ms: 300,
+            ..MockSettings::default()
+        },
+    )
+    .await;
+    let clients: Vec<Client> = replicas.iter().map(|r| r.sigv4_client(&acme)).collect();
+    call(&clients[0], false, 50).await.expect("a call before the crash");
+
+    // Calls in flight at the upstream when Redis dies.
+    let mut in_flight = Vec::new();
+    for i in 0..6 {
+        let client = clients[i % 3].clone();
+        in_flight.push(tokio::spawn(async move { call(&client, i % 2 == 0, 50).await }));
+    }
+    // Each replica has admitted its calls (the mock has them) before the kill.
+    for (replica, calls) in replicas.iter().zip([3, 2, 2]) {
+        while replica.mock.requests().len() < calls {
+            tokio::task::yield_now().await;
+        }
+    }
+    server.kill();
+    for task in in_flight {
+        task.await.expect("caller").expect("a call already sent is answered");
+    }
+    let kept = replicas
+        .iter()
+        .map(|r| std::fs::read_to_string(r.dir().join("stderr.log")).unwrap_or_default())
+        .filter(|log| log.contains("the charge is kept"))
+        .count();
+    assert_eq!(kept, 3, "every replica kept the charges of its calls in flight");
+
+    let (status, text) = replicas[2].readyz().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("ledger"), "{text}");
+    for client in &clients {
+        let refused = call(client, false, 50).await.expect_err("fail closed");
+        assert_eq!(refused, "ServiceUnavailableException");
+    }
+    let refusal = replicas[0]
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.tollgate.status == 503)
+        .expect("the refusal is logged");
+    assert_eq!(refusal.tollgate.cost_nano_usd, 0, "a refused call costs nothing");
+
+    server.restart();
+    for replica in &replicas {
+        // Ready again once Redis answers and every kept charge is written.
+        loop {
+            let (status, _) = replica.readyz().await;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    call(&clients[1], true, 50)
+        .await
+        .expect("service resumes without a restart");
+
+    let mut logged = 0;
+    for replica in &replicas {
+        replica.idle().await;
+        logged += replica.records().iter().map(|r| r.tollgate.cost_nano_usd).sum::<u64>();
+    }
+    let state = replicas[0].settled("acme").await;
+    assert_eq!(
+        state["spent-nano-usd"].as_u64(),
+        Some(logged),
+        "no charge lost, none doubled: {state}"
+    );
+    assert_eq!(state["calls-all-periods"].as_u64(), Some(8), "{state}");
+    let logs: Vec<PathBuf> = replicas.iter().map(TestGateway::log_path).collect();
+    replicas[0].reconcile_with(&logs).await;
+}
