@@ -52,9 +52,9 @@ use crate::money::NanoUsd;
 use crate::registry::decision::FailureMode;
 use crate::registry::policy_dir::InstancesSetting;
 use crate::registry::{BreakerSettings, PoolSettings};
-pub use control::ControlConfig;
+pub use control::{ControlConfig, ControlPlace};
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
-pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, StoreKind};
+pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, RedisConfig, StoreKind};
 pub use policy_dir::PolicyDirConfig;
 use upstream::UpstreamSettings;
 

@@ -3,15 +3,54 @@
 //! uploaded, activated or shadowed, with the components stored by content.
 //! `tollgate.toml` is the seed; `docs/operations.md` says which wins.
 
+#[cfg(feature = "redis")]
+mod redis_control;
 mod store;
 mod tenant_record;
 
 use serde::{Deserialize, Serialize};
 
-pub use store::{ControlError, ControlStore};
+#[cfg(feature = "redis")]
+pub use redis_control::{Change, RedisControl};
+pub use store::FileControl;
 pub use tenant_record::{AccessKeyRecord, ApiKeyRecord, TenantRecord};
 
+use crate::ids::TenantId;
 use crate::registry::version::PolicySettings;
+
+/// Where runtime changes are kept: one gateway's file ([`FileControl`]),
+/// or Redis for a fleet of replicas (`RedisControl`).
+///
+/// Invariants every store keeps:
+/// - A tenant's record is written whole, after the change it describes, so
+///   a restart finds a state that existed.
+/// - A component is written before any record names it.
+pub trait ControlStore: Send + Sync {
+    /// Stores a component under its digest (idempotent).
+    fn put_component(&self, digest: &str, wasm: &[u8]) -> Result<(), ControlError>;
+
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, ControlError>;
+
+    fn policies(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, ControlError>;
+
+    /// Every kept tenant, by id.
+    fn tenants(&self) -> Result<Vec<(TenantId, TenantRecord)>, ControlError>;
+
+    /// Writes a tenant's record whole (`None` forgets the tenant).
+    fn put_tenant(&self, tenant: &TenantId, record: Option<&TenantRecord>) -> Result<(), ControlError>;
+
+    /// Writes a tenant's policy record whole. A shared store refuses one
+    /// that would overwrite a version another replica saved meanwhile.
+    fn save_policies(&self, tenant: &TenantId, record: &PolicyRecord) -> Result<(), ControlError>;
+}
+
+/// The store could not be read or written; the message names the store.
+#[derive(Debug, thiserror::Error)]
+#[error("control store {store}: {message}")]
+pub struct ControlError {
+    pub store: String,
+    pub message: String,
+}
 
 /// One kept version of a tenant's policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod directory;
+mod fleet;
 pub mod invocation_log;
 pub mod lifecycle;
 pub mod listener;

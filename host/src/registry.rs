@@ -516,7 +516,11 @@ impl Registry {
         let current = self.tenants.load();
         let mut next = HashMap::clone(&current);
         if let Some(replaced) = next.insert(tenant.clone(), policies) {
-            replaced.active.load().release_idle();
+            let was = replaced.active.load_full();
+            // A version that stays active keeps its warm instances.
+            if !Arc::ptr_eq(&was, &active) {
+                was.release_idle();
+            }
         }
         self.tenants.store(Arc::new(next));
         Ok(active.id().clone())

@@ -5,5 +5,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod fleet_registry;
 mod ledger_store;
 mod replicas;

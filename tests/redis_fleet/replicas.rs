@@ -106,9 +106,9 @@ async fn three_replicas_keep_one_budget_exactly() {
             let mut rng = caller * 7919 + 1;
             let mut outcomes = Vec::new();
             for _ in 0..4 {
-                let stream = xorshift(&mut rng) % 2 == 0;
+                let stream = xorshift(&mut rng).is_multiple_of(2);
                 let max_tokens = 20 + (xorshift(&mut rng) % 280) as i32;
-                if xorshift(&mut rng) % 20 == 0 {
+                if xorshift(&mut rng).is_multiple_of(20) {
                     // Hangs up before the answer: the call still ran, and is charged.
                     let _ = tokio::time::timeout(Duration::from_millis(5), call(&client, stream, max_tokens)).await;
                     continue;

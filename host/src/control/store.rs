@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{PolicyRecord, TenantRecord};
+use super::{ControlStore, PolicyRecord, TenantRecord};
 use crate::ids::TenantId;
 
 /// Component bytes by full SHA-256 digest.
@@ -21,28 +21,22 @@ const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
 /// Tenant id → its [`TenantRecord`] as JSON.
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 
-/// The store could not be read or written; the message names the file.
-#[derive(Debug, thiserror::Error)]
-#[error("control store {path}: {message}")]
-pub struct ControlError {
-    pub path: PathBuf,
-    pub message: String,
-}
+use super::ControlError;
 
-/// The control store: one redb file.
-pub struct ControlStore {
+/// The control store of one gateway: one redb file.
+pub struct FileControl {
     db: Database,
     path: PathBuf,
 }
 
-impl ControlStore {
-    pub fn open(path: &Path) -> Result<ControlStore, ControlError> {
+impl FileControl {
+    pub fn open(path: &Path) -> Result<FileControl, ControlError> {
         let fail = |message: String| ControlError {
-            path: path.to_path_buf(),
+            store: path.display().to_string(),
             message,
         };
         let db = Database::create(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-        let store = ControlStore {
+        let store = FileControl {
             db,
             path: path.to_path_buf(),
         };
@@ -61,13 +55,15 @@ impl ControlStore {
 
     fn fail(&self, what: &str, e: impl std::fmt::Display) -> ControlError {
         ControlError {
-            path: self.path.clone(),
+            store: self.path.display().to_string(),
             message: format!("{what}: {e}"),
         }
     }
+}
 
+impl ControlStore for FileControl {
     /// Stores a component under its digest (idempotent).
-    pub fn put_component(&self, digest: &str, wasm: &[u8]) -> Result<(), ControlError> {
+    fn put_component(&self, digest: &str, wasm: &[u8]) -> Result<(), ControlError> {
         let txn = self.db.begin_write().map_err(|e| self.fail("writing a component", e))?;
         {
             let mut table = txn
@@ -86,7 +82,7 @@ impl ControlStore {
         txn.commit().map_err(|e| self.fail("writing a component", e))
     }
 
-    pub fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, ControlError> {
+    fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, ControlError> {
         let txn = self.db.begin_read().map_err(|e| self.fail("reading a component", e))?;
         let table = txn
             .open_table(COMPONENTS)
@@ -98,7 +94,7 @@ impl ControlStore {
         Ok(bytes)
     }
 
-    pub fn policies(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, ControlError> {
+    fn policies(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, ControlError> {
         let txn = self.db.begin_read().map_err(|e| self.fail("reading policies", e))?;
         let table = txn.open_table(POLICIES).map_err(|e| self.fail("reading policies", e))?;
         let Some(value) = table
@@ -113,7 +109,7 @@ impl ControlStore {
     }
 
     /// Every kept tenant, by id.
-    pub fn tenants(&self) -> Result<Vec<(TenantId, TenantRecord)>, ControlError> {
+    fn tenants(&self) -> Result<Vec<(TenantId, TenantRecord)>, ControlError> {
         let txn = self.db.begin_read().map_err(|e| self.fail("reading tenants", e))?;
         let table = txn.open_table(TENANTS).map_err(|e| self.fail("reading tenants", e))?;
         let mut tenants = Vec::new();
@@ -128,7 +124,7 @@ impl ControlStore {
     }
 
     /// Writes a tenant's record whole (`None` forgets the tenant).
-    pub fn put_tenant(&self, tenant: &TenantId, record: Option<&TenantRecord>) -> Result<(), ControlError> {
+    fn put_tenant(&self, tenant: &TenantId, record: Option<&TenantRecord>) -> Result<(), ControlError> {
         let txn = self.db.begin_write().map_err(|e| self.fail("writing a tenant", e))?;
         {
             let mut table = txn.open_table(TENANTS).map_err(|e| self.fail("writing a tenant", e))?;
@@ -150,7 +146,7 @@ impl ControlStore {
     }
 
     /// Writes a tenant's record whole and drops components no record names.
-    pub fn save_policies(&self, tenant: &TenantId, record: &PolicyRecord) -> Result<(), ControlError> {
+    fn save_policies(&self, tenant: &TenantId, record: &PolicyRecord) -> Result<(), ControlError> {
         let json = serde_json::to_vec(record).map_err(|e| self.fail("encoding policies", e))?;
         let txn = self.db.begin_write().map_err(|e| self.fail("writing policies", e))?;
         {
@@ -206,7 +202,7 @@ mod tests {
         let path = dir.path().join("control.redb");
         let acme = TenantId::new("acme").expect("id");
         {
-            let store = ControlStore::open(&path).expect("open");
+            let store = FileControl::open(&path).expect("open");
             store.put_component("aaa", b"one").expect("put");
             store.put_component("bbb", b"two").expect("put");
             let record = PolicyRecord {
@@ -225,7 +221,7 @@ mod tests {
             };
             store.save_policies(&acme, &record).expect("save");
         }
-        let store = ControlStore::open(&path).expect("reopen");
+        let store = FileControl::open(&path).expect("reopen");
         let record = store.policies(&acme).expect("read").expect("a record");
         assert_eq!(record.active(), Some(2));
         assert_eq!(record.versions.len(), 1);

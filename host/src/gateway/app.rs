@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::admin::AdminToken;
 use super::auth::Credentials;
 use super::directory::Directory;
+use super::fleet;
 use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
@@ -23,13 +24,13 @@ use super::service::{Gateway, GatewayParts};
 use super::trace::now_ms;
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
-use crate::config::{CommitMode, Config, StoreKind, UpstreamKind};
-use crate::control::{ControlStore, TenantRecord};
+use crate::config::{CommitMode, Config, ControlPlace, StoreKind, UpstreamKind};
+use crate::control::{ControlStore, FileControl, RedisControl, TenantRecord};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
 use crate::ledger::{
-    Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore, RedisSettings, RedisStore,
+    Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, MemoryStore, RedisSettings, RedisStore, redacted,
 };
 use crate::pricing::Catalog;
 use crate::registry::cases::CasesFile;
@@ -118,16 +119,31 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         .map_err(|e| cfg_err(format!("engine: cannot start the decision threads: {e}")))?;
 
     // Runtime changes kept across restarts.
-    let control = match config.control.resolved(&config.ledger) {
-        Some(path) => {
+    let mut fleet_control = None;
+    let control: Option<Arc<dyn ControlStore>> = match config.control.place(&config.ledger) {
+        ControlPlace::Memory => None,
+        ControlPlace::File(path) => {
             let path = config.resolve(&path);
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| cfg_err(format!("control.path: cannot create {}: {e}", parent.display())))?;
             }
-            Some(Arc::new(ControlStore::open(&path).map_err(|e| cfg_err(e.to_string()))?))
+            Some(Arc::new(FileControl::open(&path).map_err(|e| cfg_err(e.to_string()))?))
         }
-        None => None,
+        ControlPlace::Redis => {
+            let redis = &config.ledger.redis;
+            let control = Arc::new(
+                RedisControl::new(
+                    &redis.url,
+                    redacted(&redis.url),
+                    &redis.key_prefix,
+                    Duration::from_millis(redis.timeout_ms),
+                )
+                .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
+            );
+            fleet_control = Some(Arc::clone(&control));
+            Some(fleet::as_store(&control))
+        }
     };
     let lifecycle = Arc::new(PolicyLifecycle::new(Arc::clone(&registry), control.clone()));
 
@@ -231,6 +247,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         ))
     };
 
+    if let Some(control) = &fleet_control {
+        tokio::spawn(fleet::follow(fleet::Replica {
+            control: Arc::downgrade(control),
+            lifecycle: Arc::clone(&lifecycle),
+            directory: Arc::clone(&directory),
+            accounting: Arc::clone(&accounting),
+        }));
+    }
     let gateway = Gateway::new(GatewayParts {
         directory,
         registry,
@@ -307,7 +331,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
 /// created at runtime comes back with its policy; one that was configured
 /// and is no longer in the file is forgotten.
 async fn kept_tenants(
-    control: &Arc<ControlStore>,
+    control: &Arc<dyn ControlStore>,
     lifecycle: &Arc<PolicyLifecycle>,
     records: &mut BTreeMap<TenantId, TenantRecord>,
 ) -> Result<(), String> {

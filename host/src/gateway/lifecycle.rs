@@ -17,6 +17,7 @@ use crate::engine::artifact_cache::content_digest;
 use crate::ids::{PolicyVersionId, TenantId};
 use crate::registry::cases::CasesFile;
 use crate::registry::version::PolicySettings;
+use crate::registry::version::PolicyVersion;
 use crate::registry::{Candidate, Registry, Snapshot};
 
 /// A tenant's configured policy.
@@ -29,13 +30,13 @@ pub struct Seed<'a> {
 
 pub struct PolicyLifecycle {
     registry: Arc<Registry>,
-    store: Option<Arc<ControlStore>>,
+    store: Option<Arc<dyn ControlStore>>,
     /// Serialises saves, so the last write is of the latest state.
     saving: Mutex<HashMap<TenantId, String>>,
 }
 
 impl PolicyLifecycle {
-    pub fn new(registry: Arc<Registry>, store: Option<Arc<ControlStore>>) -> Self {
+    pub fn new(registry: Arc<Registry>, store: Option<Arc<dyn ControlStore>>) -> Self {
         PolicyLifecycle {
             registry,
             store,
@@ -161,13 +162,38 @@ impl PolicyLifecycle {
         Ok(self.registry.active(tenant).map(|v| v.id().clone()))
     }
 
+    /// Makes the tenant's versions, activations and shadow those stored, if
+    /// they differ (another replica changed them). Versions this replica has
+    /// already, same number and component and settings, are kept as they
+    /// are, warm instances included. Compiles: call it off the async
+    /// workers. True when something changed.
+    pub fn sync_policies(&self, tenant: &TenantId) -> Result<bool, String> {
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        let Some(record) = store.policies(tenant).map_err(|e| e.to_string())? else {
+            return Ok(false);
+        };
+        if let Some(local) = self.registry.snapshot(tenant)
+            && same_policies(&local, &record)
+        {
+            return Ok(false);
+        }
+        Ok(self.restore(tenant, &record))
+    }
+
     /// Rebuilds the kept versions; false when none could be, or none is active.
     fn restore(&self, tenant: &TenantId, record: &PolicyRecord) -> bool {
         let Some(store) = &self.store else {
             return false;
         };
+        let local = self.registry.snapshot(tenant).map(|s| s.versions).unwrap_or_default();
         let mut versions = Vec::new();
         for kept in &record.versions {
+            if let Some(same) = local.iter().find(|v| same_version(v, kept)) {
+                versions.push(Arc::clone(same));
+                continue;
+            }
             let built = store
                 .component(&kept.digest)
                 .map_err(|e| e.to_string())
@@ -208,4 +234,22 @@ impl PolicyLifecycle {
             }
         }
     }
+}
+
+fn same_version(version: &PolicyVersion, kept: &VersionRecord) -> bool {
+    version.id().number == kept.number
+        && version.component().digest() == kept.digest
+        && *version.settings() == kept.settings
+}
+
+/// Whether the registry already has what the record says.
+fn same_policies(local: &Snapshot, record: &PolicyRecord) -> bool {
+    local.activations == record.activations
+        && local.shadow == record.shadow
+        && local.versions.len() == record.versions.len()
+        && local
+            .versions
+            .iter()
+            .zip(&record.versions)
+            .all(|(v, kept)| same_version(v, kept))
 }

@@ -409,7 +409,7 @@ fn unanswered(e: &RedisError) -> bool {
 }
 
 /// The URL with any password replaced, for messages and logs.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

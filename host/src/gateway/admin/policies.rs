@@ -327,6 +327,23 @@ async fn saved(state: &AdminState, tenant: &TenantId, changed: Changed) -> Resul
     let result = tokio::task::spawn_blocking(move || lifecycle.save(&task_tenant))
         .await
         .map_err(|e| BedrockError::internal(e.to_string()))?;
+    if let Err(e) = &result
+        && e.message.contains("CONFLICT")
+    {
+        // Another replica saved first: this one takes the stored state back, and the caller retries.
+        let lifecycle = Arc::clone(state.gateway.lifecycle());
+        let task_tenant = tenant.clone();
+        let undone = tokio::task::spawn_blocking(move || lifecycle.sync_policies(&task_tenant)).await;
+        tracing::warn!(tenant = %tenant, error = %e, undone = ?undone, "a policy change raced one on another replica");
+        return Err(BedrockError::new(
+            StatusCode::CONFLICT,
+            "ConflictException",
+            format!(
+                "another replica changed tenant {tenant}'s policies at the same time ({e}); this change was undone \
+                 and the other one kept: look at the versions and retry"
+            ),
+        ));
+    }
     result.map(|()| changed).map_err(|e| {
         tracing::error!(tenant = %tenant, error = %e, "a policy change is in effect but was not saved");
         BedrockError::internal(format!(
