@@ -49,6 +49,37 @@ pub use webhook::{DeliveryReport, Outcome, WebhookError, WebhookNotifier, Webhoo
 use crate::ids::TenantId;
 use crate::money::NanoUsd;
 
+/// Whether this process delivers an event to the webhooks (see
+/// [`Alerts::new_gated`]). A gate that cannot decide should say yes: a
+/// duplicate alert is better than a lost one.
+pub trait DeliveryGate: Send + Sync {
+    fn claim(&self, event: &AlertEvent) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+}
+
+#[cfg(feature = "webhooks")]
+struct Gated {
+    gate: Arc<dyn DeliveryGate>,
+    inner: Arc<WebhookNotifier>,
+}
+
+#[cfg(feature = "webhooks")]
+impl AlertSubscriber for Gated {
+    fn notify(&self, event: &Arc<AlertEvent>) {
+        let claim = self.gate.claim(event);
+        let (inner, event) = (Arc::clone(&self.inner), Arc::clone(event));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if claim.await {
+                        inner.notify(&event);
+                    }
+                });
+            }
+            Err(_) => inner.notify(&event),
+        }
+    }
+}
+
 /// Alert configuration, as it appears in the config file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -185,6 +216,26 @@ impl Alerts {
         Ok(alerts)
     }
 
+    /// [`new`](Self::new), delivering to the webhooks only the events that
+    /// `gate` lets through: a fleet's replicas share one gate, so a level
+    /// change each of them sees is sent once.
+    #[cfg(feature = "webhooks")]
+    pub fn new_gated(settings: AlertSettings, gate: Arc<dyn DeliveryGate>) -> Result<Self, AlertsError> {
+        let mut sink = EventSink::new();
+        let mut webhooks = None;
+        if !settings.webhooks.urls.is_empty() {
+            let notifier = Arc::new(WebhookNotifier::start(&settings.webhooks)?);
+            sink = sink.with_subscriber(Arc::new(Gated {
+                gate,
+                inner: Arc::clone(&notifier),
+            }));
+            webhooks = Some(notifier);
+        }
+        let mut alerts = Self::with_sink(settings, sink)?;
+        alerts.webhooks = webhooks;
+        Ok(alerts)
+    }
+
     /// With a sink assembled by the caller; `settings.webhooks` is ignored.
     pub fn with_sink(settings: AlertSettings, sink: EventSink) -> Result<Self, AlertsError> {
         settings.validate()?;
@@ -204,6 +255,16 @@ impl Alerts {
     /// Money actually spent (settled) by a tenant.
     pub fn record_spend(&self, tenant: &TenantId, at_ms: u64, amount: NanoUsd) {
         self.history.record_spend(tenant, at_ms, amount);
+    }
+
+    /// Replaces a tenant's spend history by the fleet's (see
+    /// [`SpendHistory::replace`]); [`series_keep`](Self::series_keep) says how much to fetch.
+    pub fn replace_history(&self, tenant: &TenantId, series: &crate::ledger::SpendSeries, now_ms: u64) {
+        self.history.replace(tenant, series, now_ms);
+    }
+
+    pub fn series_keep(&self) -> crate::ledger::SeriesKeep {
+        self.history.series_keep()
     }
 
     /// The leading indicators alone, without re-evaluating the level.

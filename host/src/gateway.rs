@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod directory;
 mod fleet;
+mod fleet_alerts;
 pub mod invocation_log;
 pub mod lifecycle;
 pub mod listener;

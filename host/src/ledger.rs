@@ -64,7 +64,7 @@ pub use period::{Period, PeriodBounds, PeriodTotals};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisSettings, RedisStore, redacted};
 pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-pub use store::{AsyncLedgerStore, Durable, LedgerStore, StoreFuture, TenantLedgerState};
+pub use store::{AsyncLedgerStore, Durable, LedgerStore, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState};
 
 /// How the ledger behaves, whatever its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

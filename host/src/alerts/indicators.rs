@@ -19,6 +19,8 @@ const HOUR_MS: u64 = 3_600_000;
 /// integer division of the moving average.
 const BASELINE_SCALE: u128 = 1 << 20;
 
+use crate::ledger::{SeriesKeep, SpendSeries};
+
 /// Window lengths and the baseline's memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -126,6 +128,44 @@ impl SpendHistory {
         };
         let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
         history.indicators(&self.settings, now_ms, spent, period_end_ms)
+    }
+
+    /// How much of a shared series [`replace`](Self::replace) needs: the long
+    /// window in minutes, and hours enough for the baseline's average.
+    pub fn series_keep(&self) -> SeriesKeep {
+        SeriesKeep {
+            minutes: u64::from(self.settings.long_window_minutes) + 60,
+            hours: u64::from(self.settings.baseline_hours) * 4,
+        }
+    }
+
+    /// Replaces a tenant's history by one rebuilt from a series that every
+    /// replica of a fleet writes, so all of them compute the same
+    /// indicators: the hours before the long window feed the baseline, the
+    /// minutes the windows.
+    pub fn replace(&self, tenant: &TenantId, series: &SpendSeries, now_ms: u64) {
+        let window_start = (now_ms / MINUTE_MS).saturating_sub(u64::from(self.settings.long_window_minutes));
+        let hours = series
+            .hours
+            .iter()
+            .filter(|(hour, _)| (hour + 1) * 60 <= window_start)
+            .map(|&(hour, amount)| (hour * HOUR_MS, amount));
+        let minutes = series
+            .minutes
+            .iter()
+            .filter(|(minute, _)| *minute > window_start)
+            .map(|&(minute, amount)| (minute * MINUTE_MS, amount));
+        let records: Vec<(u64, u64)> = hours.chain(minutes).filter(|(_, amount)| *amount > 0).collect();
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(&(first_ms, _)) = records.first() else {
+            tenants.remove(tenant);
+            return;
+        };
+        let mut history = TenantHistory::new(&self.settings, first_ms);
+        for (at_ms, amount) in records {
+            history.record(&self.settings, at_ms, amount);
+        }
+        tenants.insert(tenant.clone(), Arc::new(Mutex::new(history)));
     }
 
     fn entry(&self, tenant: &TenantId, at_ms: u64) -> Arc<Mutex<TenantHistory>> {
@@ -333,6 +373,41 @@ mod tests {
         assert_eq!(i.baseline_burn_rate, NanoUsd(1_000));
         assert_eq!(i.burn_rate_long, NanoUsd(1_000));
         assert_eq!(i.forecast_spend, NanoUsd(58_000));
+    }
+
+    #[test]
+    fn a_history_rebuilt_from_the_fleets_series_gives_the_same_indicators() {
+        let settings = IndicatorSettings::default();
+        let local = SpendHistory::new(settings.clone());
+        let t = tenant();
+        let mut minutes = std::collections::BTreeMap::new();
+        let mut hours = std::collections::BTreeMap::new();
+        // Three days of spend, at minute starts, some minutes twice.
+        for i in 0..(72 * 60 / 7) {
+            let at = 5 * 24 * HOUR_MS + i * 7 * MINUTE_MS;
+            let amount = 1_000 + (i * 37) % 500;
+            local.record_spend(&t, at, NanoUsd(amount));
+            *minutes.entry(at / MINUTE_MS).or_insert(0) += amount;
+            *hours.entry(at / HOUR_MS).or_insert(0) += amount;
+        }
+        let now = 8 * 24 * HOUR_MS + 5 * MINUTE_MS;
+        let series = SpendSeries {
+            minutes: minutes.into_iter().collect(),
+            hours: hours.into_iter().collect(),
+        };
+        let shared = SpendHistory::new(settings);
+        shared.replace(&t, &series, now);
+        let end = now + 10 * 24 * HOUR_MS;
+        let (a, b) = (
+            local.indicators(&t, now, NanoUsd(1), end),
+            shared.indicators(&t, now, NanoUsd(1), end),
+        );
+        assert_eq!(a.burn_rate_short, b.burn_rate_short);
+        assert_eq!(a.burn_rate_long, b.burn_rate_long);
+        assert_eq!(a.forecast_spend, b.forecast_spend);
+        // The baseline, folded from hours instead of minutes, agrees to a rounding.
+        let (x, y) = (a.baseline_burn_rate.get(), b.baseline_burn_rate.get());
+        assert!(x.abs_diff(y) <= x / 100, "{x} vs {y}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::admin::AdminToken;
 use super::auth::Credentials;
 use super::directory::Directory;
 use super::fleet;
+use super::fleet_alerts::{self, ClaimGate};
 use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
@@ -235,7 +236,21 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     for (tenant, record) in &records {
         ledger.set_limits(tenant, record.limits);
     }
-    let alerts = Arc::new(Alerts::new(config.alerts.clone()).map_err(|e| cfg_err(format!("alerts: {e}")))?);
+    let alerts = if config.ledger.store == StoreKind::Redis {
+        // One webhook per level change for the whole fleet.
+        let redis = &config.ledger.redis;
+        let claims = ClaimGate::new(
+            &redis.url,
+            &redis.key_prefix,
+            Duration::from_millis(redis.timeout_ms),
+            Duration::from_millis(config.alerts.thresholds.hysteresis.min_hold_ms),
+        )
+        .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?;
+        Alerts::new_gated(config.alerts.clone(), fleet_alerts::gate(claims))
+    } else {
+        Alerts::new(config.alerts.clone())
+    };
+    let alerts = Arc::new(alerts.map_err(|e| cfg_err(format!("alerts: {e}")))?);
     let accounting = Arc::new(Accounting::new(ledger, alerts));
 
     let log = if config.log.invocations.as_os_str().is_empty() {
@@ -247,6 +262,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         ))
     };
 
+    if config.ledger.store == StoreKind::Redis {
+        tokio::spawn(fleet_alerts::follow_spend(
+            Arc::downgrade(&accounting),
+            Arc::downgrade(&directory),
+        ));
+    }
     if let Some(control) = &fleet_control {
         tokio::spawn(fleet::follow(fleet::Replica {
             control: Arc::downgrade(control),

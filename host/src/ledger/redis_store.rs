@@ -29,7 +29,7 @@ use super::error::{LedgerError, ReserveError, StoreError};
 use super::limits::TenantLimits;
 use super::period::PeriodTotals;
 use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-use super::store::{AsyncLedgerStore, LedgerStore, StoreFuture, TenantLedgerState};
+use super::store::{AsyncLedgerStore, LedgerStore, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState};
 
 mod outbox;
 mod reply;
@@ -148,7 +148,7 @@ impl Inner {
     fn keys<'s>(&self, invocation: &mut ScriptInvocation<'s>, tenant: &TenantId) {
         let base = format!("{}:{{{}}}:", self.prefix, tenant.as_str());
         for part in [
-            "state", "open", "exp", "periods", "pidx", "expired", "expidx", "done", "doneidx",
+            "state", "open", "exp", "periods", "pidx", "expired", "expidx", "done", "doneidx", "burnm", "burnh",
         ] {
             invocation.key(format!("{base}{part}"));
         }
@@ -598,6 +598,21 @@ impl AsyncLedgerStore for RedisStore {
                 .run_async(inner.invocation(tenant, "load", Some(limits), now_ms))
                 .await?;
             reply::state(&inner.name, limits, &answer)
+        })
+    }
+
+    fn spend_series<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        now_ms: u64,
+        keep: SeriesKeep,
+    ) -> StoreFuture<'a, Result<Option<SpendSeries>, StoreError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let mut invocation = inner.invocation(tenant, "burn", None, now_ms);
+            invocation.arg(keep.minutes).arg(keep.hours);
+            let answer: Vec<Vec<String>> = inner.run_async(invocation).await?;
+            reply::series(&inner.name, &answer).map(Some)
         })
     }
 }

@@ -139,6 +139,34 @@ pub trait AsyncLedgerStore: Send + Sync {
         limits: &'a TenantLimits,
         now_ms: u64,
     ) -> StoreFuture<'a, Result<TenantLedgerState, StoreError>>;
+
+    /// The tenant's settled spend by minute and by hour, as every replica
+    /// recorded it, for burn rates and forecasts that are the fleet's;
+    /// `None` from a store that does not keep it.
+    fn spend_series<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        now_ms: u64,
+        keep: SeriesKeep,
+    ) -> StoreFuture<'a, Result<Option<SpendSeries>, StoreError>> {
+        let _ = (tenant, now_ms, keep);
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
+/// How far back a [`SpendSeries`] reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesKeep {
+    pub minutes: u64,
+    pub hours: u64,
+}
+
+/// Settled spend in nano-dollars by minute and by hour since the epoch,
+/// oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpendSeries {
+    pub minutes: Vec<(u64, u64)>,
+    pub hours: Vec<(u64, u64)>,
 }
 
 /// Resolves once a queued settle is durable, or with the error that stopped

@@ -14,14 +14,16 @@
 --   KEYS[7] expidx  ZSET  id by expiry time (bounds the memory)
 --   KEYS[8] done    HASH  id -> outcome of a closed reservation, for retries
 --   KEYS[9] doneidx ZSET  id by close time (bounds the memory)
+--   KEYS[10] burnm  HASH  minute -> spend settled in it (the burn rates)
+--   KEYS[11] burnh  HASH  hour -> spend settled in it (the baseline)
 -- ARGV: op, now_ms, basis, period start, period end, then the op's own.
 --
 -- Money is never a Lua number (a double): amounts stay decimal strings,
 -- change with HINCRBY (exact 64-bit integers), and are compared as two
 -- exact halves.
 
-local STATE, OPEN, EXP, PERIODS, PIDX, EXPIRED, EXPIDX, DONE, DONEIDX =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local STATE, OPEN, EXP, PERIODS, PIDX, EXPIRED, EXPIDX, DONE, DONEIDX, BURNM, BURNH =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 
@@ -247,6 +249,9 @@ if op == 'settle' then
   incr(PERIODS, p .. ':tokens', tokens)
   redis.call('HINCRBY', PERIODS, p .. ':calls', 1)
   local pspent = redis.call('HGET', PERIODS, p .. ':spent')
+  -- Spend by when it was settled: every replica's burn rates read the same series.
+  incr(BURNM, int(math.floor(now / MINUTE_MS)), cost)
+  incr(BURNH, int(math.floor(now / 3600000)), cost)
   local held = f[1]
   if late == '1' then
     held = '0'
@@ -296,6 +301,25 @@ if op == 'history' then
   for _, p in ipairs(redis.call('ZRANGE', PIDX, 0, -1)) do
     local v = redis.call('HMGET', PERIODS, p .. ':end', p .. ':spent', p .. ':tokens', p .. ':calls')
     out[#out + 1] = table.concat({ p, v[1] or '0', v[2] or '0', v[3] or '0', v[4] or '0' }, ' ')
+  end
+  return out
+end
+
+if op == 'burn' then
+  -- ARGV[6..7]: minutes and hours to keep; older buckets are dropped here.
+  local out = {}
+  for i, spec in ipairs({ { BURNM, MINUTE_MS, ARGV[6] }, { BURNH, 3600000, ARGV[7] } }) do
+    local oldest = math.floor(now / spec[2]) - tonumber(spec[3])
+    local flat = redis.call('HGETALL', spec[1])
+    local kept = {}
+    for j = 1, #flat, 2 do
+      if tonumber(flat[j]) <= oldest then
+        redis.call('HDEL', spec[1], flat[j])
+      else
+        kept[#kept + 1] = flat[j] .. ' ' .. flat[j + 1]
+      end
+    end
+    out[i] = kept
   end
   return out
 end

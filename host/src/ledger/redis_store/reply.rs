@@ -8,7 +8,7 @@ use crate::ledger::error::{LedgerError, ReserveError, StoreError};
 use crate::ledger::limits::TenantLimits;
 use crate::ledger::period::PeriodTotals;
 use crate::ledger::reservation::{Released, Reservation, ReservationId, ReserveRequest, Settled};
-use crate::ledger::store::TenantLedgerState;
+use crate::ledger::store::{SpendSeries, TenantLedgerState};
 
 fn malformed(store: &str, answer: &[String]) -> StoreError {
     StoreError::Remote {
@@ -170,4 +170,28 @@ pub(super) fn history(store: &str, answer: &[String]) -> Result<Vec<PeriodTotals
             })
         })
         .collect()
+}
+
+/// Two lists of "bucket amount": minutes, then hours; each sorted here.
+pub(super) fn series(store: &str, answer: &[Vec<String>]) -> Result<SpendSeries, StoreError> {
+    let pairs = |i: usize| -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out = answer
+            .get(i)
+            .map(|list| {
+                list.iter()
+                    .map(|line| {
+                        let f = words(line);
+                        Ok((num(store, &f, 0)?, num(store, &f, 1)?))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        out.sort_unstable();
+        Ok(out)
+    };
+    Ok(SpendSeries {
+        minutes: pairs(0)?,
+        hours: pairs(1)?,
+    })
 }
