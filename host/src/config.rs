@@ -54,7 +54,7 @@ use crate::registry::policy_dir::InstancesSetting;
 use crate::registry::{BreakerSettings, PoolSettings};
 pub use control::{ControlConfig, ControlPlace};
 use credentials::{AccessKeyConfig, ApiKeyConfig, CredentialsConfig};
-pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, RedisConfig, StoreKind};
+pub use ledger::{CHECKPOINT_MS, CommitMode, LedgerConfig, RedisConfig, RedisFailureMode, StoreKind};
 pub use policy_dir::PolicyDirConfig;
 use upstream::UpstreamSettings;
 

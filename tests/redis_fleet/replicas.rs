@@ -294,3 +294,64 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
     let logs: Vec<PathBuf> = replicas.iter().map(TestGateway::log_path).collect();
     replicas[0].reconcile_with(&logs).await;
 }
+
+/// `fail-open-with-allowance`: with Redis down, a tenant's calls go on up to
+/// its local allowance, readiness says "degraded" without taking the replica
+/// out, and when Redis returns every charge of the outage lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_admits_up_to_the_allowance_and_writes_it_back() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        ledger_extra: format!(
+            "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"open\"\nretry-ms = 100\n\
+             failure-mode = \"fail-open-with-allowance\"\nallowance-usd = \"0.0002\"\n",
+            server.url()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme);
+    call(&client, false, 50).await.expect("a call with Redis up");
+    let before = gw.settled("acme").await["spent-nano-usd"].as_u64().expect("spent");
+
+    server.kill();
+    let mut admitted = 0;
+    let refused = loop {
+        match call(&client, admitted % 2 == 0, 50).await {
+            Ok(()) => admitted += 1,
+            Err(code) => break code,
+        }
+        assert!(admitted < 1_000, "the allowance never ran out");
+    };
+    assert!(admitted > 0, "no call was admitted on the allowance");
+    assert_eq!(refused, "ServiceUnavailableException");
+    let (status, text) = gw.readyz().await;
+    assert_eq!((status, text.contains("degraded")), (200, true), "{text}");
+
+    server.restart();
+    loop {
+        let (status, text) = gw.readyz().await;
+        if status == 200 && text == "ready\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.idle().await;
+    let records = gw.records();
+    let logged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    let state = gw.settled("acme").await;
+    assert_eq!(
+        state["spent-nano-usd"].as_u64(),
+        Some(logged),
+        "every charge once: {state}"
+    );
+    assert!(
+        logged - before <= 200_000,
+        "the outage spent {} of a 200000 allowance",
+        logged - before
+    );
+    assert_eq!(state["calls-all-periods"].as_u64(), Some(1 + admitted), "{state}");
+    gw.reconcile().await;
+}

@@ -44,6 +44,41 @@ pub struct RedisConfig {
     /// How long a settle retries before its charge is kept in the process
     /// and written when Redis answers again.
     pub retry_ms: u64,
+    /// What a replica does while Redis does not answer.
+    pub failure_mode: RedisFailureMode,
+    /// With `fail-open-with-allowance`: what each tenant may spend per
+    /// replica and outage, in US dollars as a decimal string.
+    pub allowance_usd: String,
+}
+
+/// `[ledger.redis] failure-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisFailureMode {
+    /// Refuse calls with a 503 `ServiceUnavailableException`: no budget is
+    /// ever passed.
+    #[default]
+    FailClosed,
+    /// Admit calls up to `allowance-usd` per tenant and replica; their
+    /// charges are written when Redis answers again.
+    FailOpenWithAllowance,
+}
+
+impl RedisConfig {
+    /// The local allowance, or `None` to fail closed.
+    pub fn allowance(&self) -> Result<Option<crate::money::NanoUsd>, String> {
+        match self.failure_mode {
+            RedisFailureMode::FailClosed => Ok(None),
+            RedisFailureMode::FailOpenWithAllowance => crate::money::NanoUsd::parse_usd(&self.allowance_usd)
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "{:?} is not an amount of US dollars; write it as a decimal string, e.g. \"0.50\"",
+                        self.allowance_usd
+                    )
+                }),
+        }
+    }
 }
 
 impl Default for RedisConfig {
@@ -53,6 +88,8 @@ impl Default for RedisConfig {
             key_prefix: "tollgate".into(),
             timeout_ms: 500,
             retry_ms: 2_000,
+            failure_mode: RedisFailureMode::FailClosed,
+            allowance_usd: "0.10".into(),
         }
     }
 }
@@ -111,6 +148,9 @@ impl LedgerConfig {
                     "ledger.redis.retry-ms",
                     format!("{} is above 600000 ms", self.redis.retry_ms),
                 ));
+            }
+            if let Err(problem) = self.redis.allowance() {
+                return Err(("ledger.redis.allowance-usd", problem));
             }
             if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
                 return Err((

@@ -141,6 +141,12 @@ impl RedisControl {
         op: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, ControlError> {
         let mut slot = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        // A connection that outlived its server (a restart) is replaced before use.
+        if let Some(conn) = slot.as_mut()
+            && redis::cmd("PING").query::<String>(conn).is_err()
+        {
+            *slot = None;
+        }
         if slot.is_none() {
             let conn = self
                 .client

@@ -205,6 +205,9 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                     key_prefix: redis.key_prefix.clone(),
                     timeout: Duration::from_millis(redis.timeout_ms),
                     retry_for: Duration::from_millis(redis.retry_ms),
+                    allowance: redis
+                        .allowance()
+                        .map_err(|e| cfg_err(format!("ledger.redis.allowance-usd: {e}")))?,
                 })
                 .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
             )

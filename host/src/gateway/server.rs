@@ -279,10 +279,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
             problems.push(format!("tenant {tenant} has no budget"));
         }
     }
-    if let Err(e) = state.gateway.accounting().ledger().store().health() {
-        problems.push(format!(
-            "the ledger does not accept writes ({e}); no call can be charged"
-        ));
+    let store = state.gateway.accounting().ledger().store();
+    let mut notes = Vec::new();
+    if let Err(e) = store.health() {
+        if store.fails_open() {
+            // Still serving, on the local allowance: the balancer keeps it, the operator sees why.
+            notes.push(format!(
+                "degraded: {e}; calls are admitted on each tenant's local allowance"
+            ));
+        } else {
+            problems.push(format!(
+                "the ledger does not accept writes ({e}); no call can be charged"
+            ));
+        }
     }
     if let Err(e) = state.gateway.upstream().probe().await {
         problems.push(format!(
@@ -291,7 +300,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         ));
     }
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        let text = if notes.is_empty() {
+            "ready\n".to_owned()
+        } else {
+            format!("ready ({})\n", notes.join("; "))
+        };
+        (StatusCode::OK, text).into_response()
     } else {
         problems.sort();
         (

@@ -24,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 
 use crate::ids::TenantId;
+use crate::money::NanoUsd;
 
 use super::error::{LedgerError, ReserveError, StoreError};
 use super::limits::TenantLimits;
@@ -31,9 +32,11 @@ use super::period::PeriodTotals;
 use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
 use super::store::{AsyncLedgerStore, LedgerStore, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState};
 
+mod allowance;
 mod outbox;
 mod reply;
 
+use allowance::Allowance;
 use outbox::{Outbox, Pending};
 
 const LEDGER_LUA: &str = include_str!("redis_store/ledger.lua");
@@ -49,6 +52,9 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// How long a settle or release retries before it is kept for later.
     pub retry_for: Duration,
+    /// `None`: fail closed while Redis does not answer. `Some`: admit each
+    /// tenant's calls up to this much per replica and outage (see `allowance`).
+    pub allowance: Option<NanoUsd>,
 }
 
 impl Default for RedisSettings {
@@ -58,6 +64,7 @@ impl Default for RedisSettings {
             key_prefix: "tollgate".into(),
             timeout: Duration::from_millis(500),
             retry_for: Duration::from_secs(2),
+            allowance: None,
         }
     }
 }
@@ -80,8 +87,13 @@ struct Inner {
     tenants: RwLock<HashSet<TenantId>>,
     /// Whether the last exchange with Redis worked (the health probe's view).
     up: AtomicBool,
+    /// Whether the probe's last `PING` was answered. While it was not, calls
+    /// fail fast (closed, or onto the allowance) instead of each waiting
+    /// for a connection that is not there.
+    reachable: AtomicBool,
     last_error: Mutex<String>,
     outbox: Outbox,
+    allowance: Option<Allowance>,
 }
 
 impl RedisStore {
@@ -109,6 +121,7 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| bad(e.to_string()))?;
+        let allowance = settings.allowance.map(Allowance::new);
         let inner = Arc::new(Inner {
             name,
             prefix: settings.key_prefix.clone(),
@@ -119,8 +132,10 @@ impl RedisStore {
             blocking: Mutex::new(Vec::new()),
             tenants: RwLock::new(HashSet::new()),
             up: AtomicBool::new(true),
+            reachable: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
             outbox: Outbox::default(),
+            allowance,
         });
         tokio::spawn(probe(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
@@ -140,7 +155,9 @@ impl RedisStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.inner.conn.clone();
         let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        self.inner.outcome(answer.map(drop))
+        let answered = self.inner.outcome(answer.map(drop));
+        self.inner.reachable.store(answered.is_ok(), Ordering::Release);
+        answered
     }
 }
 
@@ -224,13 +241,29 @@ impl Inner {
     }
 
     async fn run_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
+        if !self.reachable.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable {
+                store: self.name.clone(),
+                detail: format!(
+                    "it did not answer the last health probe ({})",
+                    self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
+                ),
+            });
+        }
         let mut conn = self.conn.clone();
         let result = invocation.invoke_async(&mut conn).await;
         self.outcome(result)
     }
 
     fn run_blocking<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        // A pooled connection may have outlived its server (a restart): one
+        // that does not answer a PING is replaced before anything is sent.
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).is_ok().then_some(conn));
         let mut conn = match pooled {
             Some(conn) => conn,
             None => {
@@ -260,6 +293,9 @@ impl Inner {
         now_ms: u64,
     ) -> Result<Settled, LedgerError> {
         self.seen(tenant);
+        if Allowance::is_local(id) {
+            return Err(self.settle_local(tenant, limits, id, actual, now_ms));
+        }
         let started = tokio::time::Instant::now();
         let mut retry = false;
         let mut pause = Duration::from_millis(20);
@@ -297,6 +333,46 @@ impl Inner {
         }
     }
 
+    /// A call admitted on the allowance: its charge is kept for Redis.
+    fn settle_local(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        id: ReservationId,
+        actual: Actual,
+        now_ms: u64,
+    ) -> LedgerError {
+        let Some(charge_id) = self.allowance.as_ref().and_then(|a| a.settle(tenant, id, actual)) else {
+            return LedgerError::UnknownReservation {
+                tenant: tenant.clone(),
+                id,
+            };
+        };
+        self.outbox.keep(Pending::Charge {
+            tenant: tenant.clone(),
+            limits: *limits,
+            charge_id,
+            actual,
+            now_ms,
+        });
+        LedgerError::Deferred {
+            tenant: tenant.clone(),
+            id,
+            charge: actual.cost,
+            detail: "admitted on the local allowance while the store did not answer".into(),
+        }
+    }
+
+    fn release_local(&self, tenant: &TenantId, id: ReservationId) -> Result<Released, LedgerError> {
+        self.allowance
+            .as_ref()
+            .and_then(|a| a.release(tenant, id))
+            .ok_or_else(|| LedgerError::UnknownReservation {
+                tenant: tenant.clone(),
+                id,
+            })
+    }
+
     async fn release(
         &self,
         tenant: &TenantId,
@@ -305,6 +381,9 @@ impl Inner {
         now_ms: u64,
     ) -> Result<Released, LedgerError> {
         self.seen(tenant);
+        if Allowance::is_local(id) {
+            return self.release_local(tenant, id);
+        }
         let started = tokio::time::Instant::now();
         let mut retry = false;
         loop {
@@ -337,28 +416,37 @@ impl Inner {
     /// Writes what was kept, oldest first; stops at the first that cannot be.
     async fn flush(&self) {
         while let Some(pending) = self.outbox.front() {
-            let (tenant, limits, op, id, now_ms, extra) = match &pending {
+            let (tenant, limits, op, key, now_ms, extra) = match &pending {
                 Pending::Settle {
                     tenant,
                     limits,
                     id,
                     actual,
                     now_ms,
-                } => (tenant, limits, "settle", id, *now_ms, Some(*actual)),
+                } => (tenant, limits, "settle", id.0.to_string(), *now_ms, Some(*actual)),
                 Pending::Release {
                     tenant,
                     limits,
                     id,
                     now_ms,
-                } => (tenant, limits, "release", id, *now_ms, None),
+                } => (tenant, limits, "release", id.0.to_string(), *now_ms, None),
+                Pending::Charge {
+                    tenant,
+                    limits,
+                    charge_id,
+                    actual,
+                    now_ms,
+                } => (tenant, limits, "charge", charge_id.clone(), *now_ms, Some(*actual)),
             };
             let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
-            invocation.arg(id.0);
+            invocation.arg(&key);
             if let Some(actual) = extra {
                 invocation.arg(actual.cost.get()).arg(actual.tokens);
             }
             // Always a retry: the first attempt's answer was lost, not necessarily its effect.
             invocation.arg("1");
+            let id = ReservationId(key.parse().unwrap_or(0));
+            let id = &id;
             match self.run_async::<Vec<String>>(invocation).await {
                 Ok(answer) => {
                     let written = match extra {
@@ -372,6 +460,11 @@ impl Inner {
                         }
                     }
                     self.outbox.pop(&pending);
+                    if self.outbox.len() == 0
+                        && let Some(allowance) = &self.allowance
+                    {
+                        allowance.renew();
+                    }
                 }
                 Err(StoreError::Unavailable { .. }) => return,
                 Err(e) => {
@@ -393,7 +486,9 @@ async fn probe(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let mut conn = inner.conn.clone();
         let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        if inner.outcome(answer.map(drop)).is_ok() {
+        let answered = inner.outcome(answer.map(drop)).is_ok();
+        inner.reachable.store(answered, Ordering::Release);
+        if answered {
             inner.flush().await;
         }
     }
@@ -448,6 +543,9 @@ impl LedgerStore for RedisStore {
     ) -> Result<Settled, LedgerError> {
         let inner = &self.inner;
         inner.seen(tenant);
+        if Allowance::is_local(id) {
+            return Err(inner.settle_local(tenant, limits, id, actual, now_ms));
+        }
         let mut invocation = inner.invocation(tenant, "settle", Some(limits), now_ms);
         invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens).arg("0");
         let answer: Vec<String> = inner.run_blocking(invocation)?;
@@ -463,6 +561,9 @@ impl LedgerStore for RedisStore {
     ) -> Result<Released, LedgerError> {
         let inner = &self.inner;
         inner.seen(tenant);
+        if Allowance::is_local(id) {
+            return inner.release_local(tenant, id);
+        }
         let mut invocation = inner.invocation(tenant, "release", Some(limits), now_ms);
         invocation.arg(id.0).arg("0");
         let answer: Vec<String> = inner.run_blocking(invocation)?;
@@ -524,6 +625,10 @@ impl LedgerStore for RedisStore {
     fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
         Some(self)
     }
+
+    fn fails_open(&self) -> bool {
+        self.inner.allowance.is_some()
+    }
 }
 
 fn reserve_call<'s>(
@@ -557,10 +662,16 @@ impl AsyncLedgerStore for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             inner.seen(tenant);
-            let answer: Vec<String> = inner
+            let answer: Result<Vec<String>, StoreError> = inner
                 .run_async(reserve_call(inner, tenant, limits, &request, ttl_ms))
-                .await?;
-            reply::reserved(&inner.name, limits, &request, &answer)
+                .await;
+            match (answer, &inner.allowance) {
+                (Ok(answer), _) => reply::reserved(&inner.name, limits, &request, &answer),
+                (Err(e @ StoreError::Unavailable { .. }), Some(allowance)) => {
+                    allowance.reserve(tenant, &request, ttl_ms, e)
+                }
+                (Err(e), _) => Err(e.into()),
+            }
         })
     }
 
@@ -594,10 +705,21 @@ impl AsyncLedgerStore for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             inner.seen(tenant);
-            let answer: Vec<String> = inner
+            let answer: Result<Vec<String>, StoreError> = inner
                 .run_async(inner.invocation(tenant, "load", Some(limits), now_ms))
-                .await?;
-            reply::state(&inner.name, limits, &answer)
+                .await;
+            match (answer, &inner.allowance) {
+                (Ok(answer), allowance) => {
+                    let state = reply::state(&inner.name, limits, &answer)?;
+                    if let Some(allowance) = allowance {
+                        allowance.remember(tenant, &state);
+                    }
+                    Ok(state)
+                }
+                // Policies decide on the last figures, with this replica's local spend added.
+                (Err(e @ StoreError::Unavailable { .. }), Some(allowance)) => allowance.state(tenant).ok_or(e),
+                (Err(e), _) => Err(e),
+            }
         })
     }
 

@@ -94,6 +94,12 @@ pub trait LedgerStore: Send + Sync {
         Ok(())
     }
 
+    /// Whether calls go on (on a bounded local allowance) while the store
+    /// is unhealthy, so readiness reports it without taking the replica out.
+    fn fails_open(&self) -> bool {
+        false
+    }
+
     /// The async form of a store whose operations cross a network, which an
     /// async caller must use so a round-trip never blocks a runtime worker.
     /// Local stores answer from memory and have none.
@@ -288,5 +294,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
         (**self).remote()
+    }
+
+    fn fails_open(&self) -> bool {
+        (**self).fails_open()
     }
 }

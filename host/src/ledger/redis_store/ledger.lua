@@ -261,6 +261,26 @@ if op == 'settle' then
   return { 'ok', outcome }
 end
 
+if op == 'charge' then
+  -- A call admitted on a replica's local allowance while Redis was away,
+  -- written now. ARGV[6..8]: charge id (unique per replica), cost, tokens.
+  local cid, cost, tokens = ARGV[6], ARGV[7], ARGV[8]
+  catch_up()
+  local done = redis.call('HGET', DONE, cid)
+  if done then
+    return { 'again', done }
+  end
+  local p = redis.call('HGET', STATE, 'pstart')
+  redis.call('HINCRBY', PERIODS, p .. ':spent', cost)
+  incr(PERIODS, p .. ':tokens', tokens)
+  redis.call('HINCRBY', PERIODS, p .. ':calls', 1)
+  incr(BURNM, int(math.floor(now / MINUTE_MS)), cost)
+  incr(BURNH, int(math.floor(now / 3600000)), cost)
+  local outcome = table.concat({ 'settled', '0', '0', cost, p, redis.call('HGET', PERIODS, p .. ':spent') }, ' ')
+  remember(cid, outcome)
+  return { 'ok', outcome }
+end
+
 if op == 'release' then
   -- ARGV[6..7]: id, retry
   local id, retry = ARGV[6], ARGV[7]

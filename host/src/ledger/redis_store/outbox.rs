@@ -26,6 +26,14 @@ pub(super) enum Pending {
         id: ReservationId,
         now_ms: u64,
     },
+    /// A call admitted on the local allowance: charged under its own id.
+    Charge {
+        tenant: TenantId,
+        limits: TenantLimits,
+        charge_id: String,
+        actual: Actual,
+        now_ms: u64,
+    },
 }
 
 #[derive(Default)]
