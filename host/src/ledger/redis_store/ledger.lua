@@ -29,7 +29,7 @@ local now = tonumber(ARGV[2])
 
 local HISTORY_CAP = 400
 local EXPIRED_MEMORY = 1024
-local DONE_MEMORY = 8192
+local DONE_MEMORY = 2048
 local MINUTE_MS = 60000
 
 local function int(n)
