@@ -296,37 +296,55 @@ impl Inner {
         if Allowance::is_local(id) {
             return Err(self.settle_local(tenant, limits, id, actual, now_ms));
         }
+        let args = |invocation: &mut ScriptInvocation<'_>| {
+            invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens);
+        };
+        match self.closing(tenant, limits, "settle", now_ms, args).await? {
+            Closing::Answer(answer) => reply::settled(&self.name, tenant, id, &answer),
+            Closing::GaveUp(detail) => {
+                self.outbox.keep(Pending::Settle {
+                    tenant: tenant.clone(),
+                    limits: *limits,
+                    id,
+                    actual,
+                    now_ms,
+                });
+                Err(LedgerError::Deferred {
+                    tenant: tenant.clone(),
+                    id,
+                    charge: actual.cost,
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// Runs a settle or release, retrying a lost answer with the flag that
+    /// makes the script return the first outcome, until `retry_for` passes.
+    async fn closing(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        op: &str,
+        now_ms: u64,
+        args: impl Fn(&mut ScriptInvocation<'_>),
+    ) -> Result<Closing, StoreError> {
         let started = tokio::time::Instant::now();
         let mut retry = false;
         let mut pause = Duration::from_millis(20);
         loop {
-            let mut invocation = self.invocation(tenant, "settle", Some(limits), now_ms);
-            invocation
-                .arg(id.0)
-                .arg(actual.cost.get())
-                .arg(actual.tokens)
-                .arg(if retry { "1" } else { "0" });
+            let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
+            args(&mut invocation);
+            invocation.arg(if retry { "1" } else { "0" });
             match self.run_async::<Vec<String>>(invocation).await {
-                Ok(answer) => return reply::settled(&self.name, tenant, id, &answer),
+                Ok(answer) => return Ok(Closing::Answer(answer)),
                 Err(StoreError::Unavailable { detail, .. }) => {
-                    retry = true;
                     if started.elapsed() >= self.settings.retry_for {
-                        self.outbox.keep(Pending::Settle {
-                            tenant: tenant.clone(),
-                            limits: *limits,
-                            id,
-                            actual,
-                            now_ms,
-                        });
-                        return Err(LedgerError::Deferred {
-                            tenant: tenant.clone(),
-                            id,
-                            charge: actual.cost,
-                            detail,
-                        });
+                        return Ok(Closing::GaveUp(detail));
                     }
+                    retry = true;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(250));
@@ -384,32 +402,24 @@ impl Inner {
         if Allowance::is_local(id) {
             return self.release_local(tenant, id);
         }
-        let started = tokio::time::Instant::now();
-        let mut retry = false;
-        loop {
-            let mut invocation = self.invocation(tenant, "release", Some(limits), now_ms);
-            invocation.arg(id.0).arg(if retry { "1" } else { "0" });
-            match self.run_async::<Vec<String>>(invocation).await {
-                Ok(answer) => return reply::released(&self.name, tenant, id, &answer),
-                Err(StoreError::Unavailable { detail, .. }) => {
-                    retry = true;
-                    if started.elapsed() >= self.settings.retry_for {
-                        // Kept too: until it is written the hold only lowers what the tenant may spend.
-                        self.outbox.keep(Pending::Release {
-                            tenant: tenant.clone(),
-                            limits: *limits,
-                            id,
-                            now_ms,
-                        });
-                        return Err(LedgerError::Store(StoreError::Unavailable {
-                            store: self.name.clone(),
-                            detail,
-                        }));
-                    }
-                }
-                Err(e) => return Err(e.into()),
+        let args = |invocation: &mut ScriptInvocation<'_>| {
+            invocation.arg(id.0);
+        };
+        match self.closing(tenant, limits, "release", now_ms, args).await? {
+            Closing::Answer(answer) => reply::released(&self.name, tenant, id, &answer),
+            Closing::GaveUp(detail) => {
+                // Kept too: until it is written the hold only lowers what the tenant may spend.
+                self.outbox.keep(Pending::Release {
+                    tenant: tenant.clone(),
+                    limits: *limits,
+                    id,
+                    now_ms,
+                });
+                Err(LedgerError::Store(StoreError::Unavailable {
+                    store: self.name.clone(),
+                    detail,
+                }))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -501,6 +511,12 @@ fn unanswered(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_unrecoverable_error()
+}
+
+/// How a settle or release ended: Redis' answer, or no answer in time.
+enum Closing {
+    Answer(Vec<String>),
+    GaveUp(String),
 }
 
 /// The URL with any password replaced, for messages and logs.
