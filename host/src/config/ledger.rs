@@ -165,3 +165,44 @@ impl LedgerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(text: &str) -> LedgerConfig {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn redis_settings_are_checked_with_the_key_named() {
+        let fine = ledger("store = \"redis\"\n[redis]\nurl = \"rediss://:pw@cache:6380\"\n");
+        assert_eq!(fine.check(), Ok(()));
+        assert_eq!(fine.redis.allowance(), Ok(None), "fail-closed by default");
+
+        let open = ledger(
+            "store = \"redis\"\n[redis]\nfailure-mode = \"fail-open-with-allowance\"\nallowance-usd = \"0.25\"\n",
+        );
+        assert_eq!(open.redis.allowance(), Ok(Some(crate::money::NanoUsd::from_cents(25))));
+
+        for (text, key) in [
+            (
+                "[redis]\nfailure-mode = \"fail-open-with-allowance\"\nallowance-usd = \"0.1.2\"",
+                "allowance-usd",
+            ),
+            ("[redis]\nkey-prefix = \"a{b}\"", "key-prefix"),
+            ("[redis]\ntimeout-ms = 0", "timeout-ms"),
+        ] {
+            let config = ledger(&format!("store = \"redis\"\n{text}\n"));
+            let (named, _) = config.check().expect_err(text);
+            assert_eq!(named, format!("ledger.redis.{key}"));
+        }
+        // Only a Redis ledger reads them.
+        let durable = ledger("[redis]\ntimeout-ms = 0\n");
+        assert_eq!(durable.check(), Ok(()));
+        assert!(
+            toml::from_str::<LedgerConfig>("[redis]\nurll = \"x\"\n").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}
