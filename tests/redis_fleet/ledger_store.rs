@@ -48,7 +48,13 @@ impl Rng {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_exactly_as_the_memory_store_does() {
     let server = RedisServer::start();
-    for (seed, tz) in [(7u64, Tz::America__New_York), (11, Tz::Europe__Berlin), (13, Tz::UTC)] {
+    // A 20-minute TTL, and one of 20 s so holds expire (and late settles land) inside their own minute.
+    for (seed, tz, ttl) in [
+        (7u64, Tz::America__New_York, 20 * 60 * 1000),
+        (11, Tz::Europe__Berlin, 20 * 60 * 1000),
+        (13, Tz::UTC, 20 * 60 * 1000),
+        (17, Tz::Asia__Kolkata, 20_000),
+    ] {
         let redis = store(&server, &format!("diff{seed}"));
         let memory = MemoryStore::new();
         let tenant = TenantId::new("acme").unwrap();
@@ -60,7 +66,6 @@ async fn answers_exactly_as_the_memory_store_does() {
             tpm: Some(60_000),
             included_tokens: 1_000,
         };
-        let ttl = 20 * 60 * 1000;
         let mut rng = Rng(seed);
         // Shortly before midnight in New York in March, so periods and a DST change are crossed.
         let mut now: u64 = 1_741_500_000_000;
@@ -330,4 +335,43 @@ async fn a_charge_outlives_a_redis_crash() {
         matches!(again, Err(LedgerError::UnknownReservation { .. })),
         "{again:?}"
     );
+}
+
+/// A hold that expires, and whose call then settles late, within the minute
+/// it was admitted in: the window counts the call's real tokens once, as
+/// the in-memory book does (its estimate is not taken off twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_settle_inside_its_minute_counts_its_tokens_once() {
+    let server = RedisServer::start();
+    let redis = store(&server, "late");
+    let memory = MemoryStore::new();
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits {
+        tpm: Some(100_000),
+        ..TenantLimits::monthly(NanoUsd::from_usd(10))
+    };
+    let minute_start = 29_333_334 * 60_000;
+    let request = ReserveRequest {
+        cost: NanoUsd::from_cents(1),
+        ceiling: None,
+        tokens: 1_000,
+        now_ms: minute_start + 1_000,
+    };
+    let a = LedgerStore::reserve(&redis, &tenant, &limits, request, 10_000).unwrap();
+    let b = memory.reserve(&tenant, &limits, request, 10_000).unwrap();
+    assert_eq!(LedgerStore::expire(&redis, minute_start + 20_000).unwrap(), 1);
+    assert_eq!(memory.expire(minute_start + 20_000).unwrap(), 1);
+    let actual = Actual {
+        cost: NanoUsd::from_cents(1),
+        tokens: 300,
+    };
+    let late_a = LedgerStore::settle(&redis, &tenant, &limits, a.id, actual, minute_start + 30_000).unwrap();
+    let late_b = memory
+        .settle(&tenant, &limits, b.id, actual, minute_start + 30_000)
+        .unwrap();
+    assert!(late_a.late && late_b.late);
+    let state_a = LedgerStore::load(&redis, &tenant, &limits, minute_start + 40_000).unwrap();
+    let state_b = memory.load(&tenant, &limits, minute_start + 40_000).unwrap();
+    assert_eq!(state_b.window_tokens, 300);
+    assert_eq!(state_a, state_b);
 }

@@ -108,6 +108,12 @@ impl RedisStore {
             action: "the connection settings",
             detail,
         };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(bad(
+                "the Redis store needs a Tokio runtime: build it from within one (for example in `#[tokio::main]`)"
+                    .into(),
+            ));
+        }
         if settings.key_prefix.is_empty() || settings.key_prefix.contains(['{', '}']) {
             return Err(bad(format!(
                 "key prefix {:?} must be non-empty and free of braces (they would break the per-tenant hash tag)",

@@ -96,14 +96,16 @@ local function bound(hash, index, cap)
   end
 end
 
--- Replaces a call's estimated tokens in its minute's window by its real ones.
+-- Replaces a call's estimated tokens in its minute's window by its real ones
+-- (the estimate taken off at most down to 0, as the book's saturating sub).
 local function correct(minute, estimated, actual)
   local wmin = redis.call('HGET', STATE, 'wmin')
   if wmin == minute then
-    local diff = tonumber(actual) - tonumber(estimated)
-    if diff ~= 0 then
-      redis.call('HINCRBY', STATE, 'wtok', int(diff))
+    local after = tonumber(redis.call('HGET', STATE, 'wtok') or '0') - tonumber(estimated)
+    if after < 0 then
+      after = 0
     end
+    redis.call('HSET', STATE, 'wtok', int(after + tonumber(actual)))
   end
 end
 
