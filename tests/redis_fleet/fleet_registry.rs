@@ -222,6 +222,15 @@ async fn tenants_and_keys_made_on_one_replica_work_on_the_others() {
     }
     assert!(made.elapsed() < Duration::from_secs(1), "took {:?}", made.elapsed());
 
+    // Replica 3 learns the key too.
+    let client = replicas[2].bearer_client_with(secret);
+    while call_model(&client, NOVA_MICRO).await.is_err() {
+        assert!(
+            made.elapsed() < Duration::from_secs(5),
+            "replica 3 never learnt the tenant"
+        );
+    }
+
     // A budget changed on replica 2 is replica 3's budget too.
     let (status, body) = admin(
         &replicas[1],
@@ -231,7 +240,6 @@ async fn tenants_and_keys_made_on_one_replica_work_on_the_others() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let client = replicas[2].bearer_client_with(secret);
     let changed = Instant::now();
     let refused = loop {
         match call_model(&client, NOVA_MICRO).await {
