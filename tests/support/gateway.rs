@@ -250,9 +250,14 @@ impl TestGateway {
 
     /// `/readyz` on the operator listener: its status and text.
     pub async fn readyz(&self) -> (u16, String) {
+        self.readyz_within(0).await
+    }
+
+    /// `/readyz?wait-ms=N`: answers once everything is healthy, or after N ms.
+    pub async fn readyz_within(&self, wait_ms: u64) -> (u16, String) {
         let response = self
             .raw()
-            .get(format!("{}/readyz", self.admin_url))
+            .get(format!("{}/readyz?wait-ms={wait_ms}", self.admin_url))
             .send()
             .await
             .expect("readyz answers");

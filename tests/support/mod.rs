@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod redis;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{BoxError, Router};
@@ -261,10 +261,47 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `?wait-ms=N` on `/readyz`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ReadyQuery {
+    wait_ms: Option<u64>,
+}
+
+/// The longest `/readyz?wait-ms` waits.
+const READY_WAIT_MAX_MS: u64 = 30_000;
+
 /// Ready when every configured tenant has an active policy and a budget,
 /// the ledger accepts writes, and the upstream answers. A tenant created at
-/// runtime and not given a policy yet makes no gateway unready.
-async fn readyz(State(state): State<AppState>) -> Response {
+/// runtime and not given a policy yet makes no gateway unready. With
+/// `?wait-ms=N` (at most 30 000) it answers as soon as everything is
+/// healthy, or after N ms with the state then: for scripts that restart a
+/// dependency and wait for the gateway to follow.
+async fn readyz(State(state): State<AppState>, Query(query): Query<ReadyQuery>) -> Response {
+    let wait = query.wait_ms.unwrap_or(0).min(READY_WAIT_MAX_MS);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+    let signal = state.gateway.accounting().ledger().store().health_signal();
+    loop {
+        // Registered before the check, so a change in between is not missed.
+        let changed = signal.map(|s| s.notified());
+        tokio::pin!(changed);
+        if let Some(changed) = changed.as_mut().as_pin_mut() {
+            changed.enable();
+        }
+        let (problems, notes) = readiness(&state).await;
+        let healthy = problems.is_empty() && notes.is_empty();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if healthy || remaining.is_zero() || signal.is_none() {
+            return ready_response(problems, notes);
+        }
+        if let Some(changed) = changed.as_pin_mut() {
+            let _ = tokio::time::timeout(remaining, changed).await;
+        }
+    }
+}
+
+/// What keeps the gateway from being ready, and what degrades it.
+async fn readiness(state: &AppState) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     for tenant in &state.gateway.tenants() {
         let configured = state
@@ -299,6 +336,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             state.gateway.upstream().endpoint()
         ));
     }
+    (problems, notes)
+}
+
+fn ready_response(mut problems: Vec<String>, notes: Vec<String>) -> Response {
     if problems.is_empty() {
         let text = if notes.is_empty() {
             "ready\n".to_owned()

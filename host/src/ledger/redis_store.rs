@@ -91,6 +91,8 @@ struct Inner {
     /// fail fast (closed, or onto the allowance) instead of each waiting
     /// for a connection that is not there.
     reachable: AtomicBool,
+    /// Woken after each probe and each written kept change: health may have changed.
+    health: tokio::sync::Notify,
     last_error: Mutex<String>,
     outbox: Outbox,
     allowance: Option<Allowance>,
@@ -139,6 +141,7 @@ impl RedisStore {
             tenants: RwLock::new(HashSet::new()),
             up: AtomicBool::new(true),
             reachable: AtomicBool::new(true),
+            health: tokio::sync::Notify::new(),
             last_error: Mutex::new(String::new()),
             outbox: Outbox::default(),
             allowance,
@@ -507,6 +510,7 @@ async fn probe(inner: std::sync::Weak<Inner>) {
         if answered {
             inner.flush().await;
         }
+        inner.health.notify_waiters();
     }
 }
 
@@ -650,6 +654,10 @@ impl LedgerStore for RedisStore {
 
     fn fails_open(&self) -> bool {
         self.inner.allowance.is_some()
+    }
+
+    fn health_signal(&self) -> Option<&tokio::sync::Notify> {
+        Some(&self.inner.health)
     }
 }
 

@@ -94,6 +94,13 @@ pub trait LedgerStore: Send + Sync {
         Ok(())
     }
 
+    /// Woken whenever [`health`](Self::health) may have changed, for
+    /// callers that wait for readiness; `None` for a store whose health
+    /// only changes by itself failing.
+    fn health_signal(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
+
     /// Whether calls go on (on a bounded local allowance) while the store
     /// is unhealthy, so readiness reports it without taking the replica out.
     fn fails_open(&self) -> bool {
@@ -298,5 +305,9 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn fails_open(&self) -> bool {
         (**self).fails_open()
+    }
+
+    fn health_signal(&self) -> Option<&tokio::sync::Notify> {
+        (**self).health_signal()
     }
 }
