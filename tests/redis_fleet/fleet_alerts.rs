@@ -162,7 +162,7 @@ async fn every_replica_shows_the_fleets_level_and_the_webhook_fires_once() {
     // Each level the tenant reached was sent to the webhook once.
     let mut per_level: BTreeMap<String, usize> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while per_level.get(&level).is_none() {
+    while !per_level.contains_key(&level) {
         let event = tokio::time::timeout_at(deadline, received.recv())
             .await
             .expect("a webhook for the level reached")
