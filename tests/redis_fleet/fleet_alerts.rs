@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -23,43 +22,13 @@ async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let (sent, received) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let kept = sent.clone();
-            tokio::spawn(async move {
-                let mut buffer = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buffer.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buffer).to_string();
-                    let Some(end) = text.find("\r\n\r\n") else { continue };
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buffer.len() < end + 4 + length {
-                        continue;
-                    }
-                    let body = &buffer[end + 4..end + 4 + length];
-                    if let Ok(event) = serde_json::from_slice::<Value>(body) {
-                        let _ = kept.send(event);
-                    }
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                    return;
-                }
-            });
+    let hook = move |body: String| async move {
+        if let Ok(event) = serde_json::from_str::<Value>(&body) {
+            let _ = sent.send(event);
         }
-    });
+    };
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook));
+    tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
 }
 

@@ -143,7 +143,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                 .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
             );
             fleet_control = Some(Arc::clone(&control));
-            Some(fleet::as_store(&control))
+            Some(control as Arc<dyn ControlStore>)
         }
     };
     let lifecycle = Arc::new(PolicyLifecycle::new(Arc::clone(&registry), control.clone()));
@@ -249,7 +249,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             Duration::from_millis(config.alerts.thresholds.hysteresis.min_hold_ms),
         )
         .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?;
-        Alerts::new_gated(config.alerts.clone(), fleet_alerts::gate(claims))
+        Alerts::new_gated(config.alerts.clone(), Arc::new(claims))
     } else {
         Alerts::new(config.alerts.clone())
     };

@@ -129,8 +129,3 @@ impl Replica {
         }
     }
 }
-
-/// The control store in its generic form, for the lifecycle.
-pub(super) fn as_store(control: &Arc<RedisControl>) -> Arc<dyn ControlStore> {
-    Arc::clone(control) as Arc<dyn ControlStore>
-}

@@ -4,7 +4,7 @@
 //! per level change, by whichever replica claims it first.
 
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -108,9 +108,4 @@ impl DeliveryGate for ClaimGate {
             }
         })
     }
-}
-
-/// The gate as the alerts take it.
-pub(super) fn gate(gate: ClaimGate) -> Arc<dyn DeliveryGate> {
-    Arc::new(gate)
 }
