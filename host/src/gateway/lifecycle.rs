@@ -33,6 +33,30 @@ pub struct PolicyLifecycle {
     store: Option<Arc<dyn ControlStore>>,
     /// Serialises saves, so the last write is of the latest state.
     saving: Mutex<HashMap<TenantId, String>>,
+    /// Tenants whose policies this replica is changing and has not saved
+    /// yet (see [`Changing`]).
+    unsaved: Mutex<HashMap<TenantId, usize>>,
+}
+
+/// A change to a tenant's policies in progress here, from the registry's
+/// change until its save. Meanwhile the fleet's stored state is not applied
+/// over it (which would lose it, and then be saved back as if it were the
+/// change); the save announces it, and the fleet follows.
+pub struct Changing {
+    lifecycle: Arc<PolicyLifecycle>,
+    tenant: TenantId,
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        let mut unsaved = self.lifecycle.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = unsaved.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                unsaved.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl PolicyLifecycle {
@@ -41,6 +65,22 @@ impl PolicyLifecycle {
             registry,
             store,
             saving: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Call before changing a tenant's policies in the registry; keep it
+    /// until the change is saved.
+    pub fn changing(self: &Arc<Self>, tenant: &TenantId) -> Changing {
+        *self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.clone())
+            .or_insert(0) += 1;
+        Changing {
+            lifecycle: Arc::clone(self),
+            tenant: tenant.clone(),
         }
     }
 
@@ -168,6 +208,20 @@ impl PolicyLifecycle {
     /// are, warm instances included. Compiles: call it off the async
     /// workers. True when something changed.
     pub fn sync_policies(&self, tenant: &TenantId) -> Result<bool, String> {
+        self.from_store(tenant, false)
+    }
+
+    /// [`sync_policies`](Self::sync_policies) even over an unsaved change:
+    /// for undoing one the store refused.
+    pub fn take_stored(&self, tenant: &TenantId) -> Result<bool, String> {
+        self.from_store(tenant, true)
+    }
+
+    fn from_store(&self, tenant: &TenantId, over_unsaved: bool) -> Result<bool, String> {
+        if !over_unsaved && self.is_unsaved(tenant) {
+            // This replica's own change is on its way to the store; its save is announced.
+            return Ok(false);
+        }
         let Some(store) = &self.store else {
             return Ok(false);
         };
@@ -179,11 +233,26 @@ impl PolicyLifecycle {
         {
             return Ok(false);
         }
-        Ok(self.restore(tenant, &record))
+        Ok(self.restore_unless(tenant, &record, !over_unsaved))
+    }
+
+    fn is_unsaved(&self, tenant: &TenantId) -> bool {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(tenant)
     }
 
     /// Rebuilds the kept versions; false when none could be, or none is active.
     fn restore(&self, tenant: &TenantId, record: &PolicyRecord) -> bool {
+        self.restore_unless(tenant, record, false)
+    }
+
+    /// [`restore`](Self::restore); with `yield_to_unsaved`, the swap is
+    /// skipped if a change here began while the versions were being built.
+    /// The check and the swap hold the lock [`changing`](Self::changing)
+    /// takes, so a change is either made over the stored state or kept.
+    fn restore_unless(&self, tenant: &TenantId, record: &PolicyRecord, yield_to_unsaved: bool) -> bool {
         let Some(store) = &self.store else {
             return false;
         };
@@ -223,7 +292,13 @@ impl PolicyLifecycle {
             shadow: record.shadow,
             last_number: record.last_number,
         };
-        match self.registry.restore(tenant, snapshot) {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        if yield_to_unsaved && unsaved.contains_key(tenant) {
+            return false;
+        }
+        let restored = self.registry.restore(tenant, snapshot);
+        drop(unsaved);
+        match restored {
             Ok(id) => {
                 tracing::info!(tenant = %tenant, version = %id, "restored the policy versions kept from the last run");
                 true

@@ -249,6 +249,7 @@ impl Scanner {
             .map_err(|e| e.to_string())?;
         let lifecycle = self.gateway.lifecycle();
         lifecycle.keep_component(&file.wasm).map_err(|e| e.to_string())?;
+        let _changing = lifecycle.changing(&tenant);
         let id = registry.activate_staged(staged).map_err(|e| e.to_string())?;
         lifecycle
             .save(&tenant)

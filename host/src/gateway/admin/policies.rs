@@ -153,6 +153,7 @@ pub(super) async fn upload(State(state): State<AdminState>, Path(tenant): Path<S
             let wasm = upload.wasm.clone();
             let staged = stage(&state, &tenant, upload).await?;
             keep(&state, wasm).await?;
+            let _changing = state.gateway.lifecycle().changing(&tenant);
             let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, "activated a policy version uploaded through the admin API");
             let changed = Changed {
@@ -182,21 +183,23 @@ pub(super) async fn set_shadow(
 ) -> Response {
     respond(
         async {
-            let (tenant, id) = if let Some(number) = query.version {
+            let (tenant, id, _changing) = if let Some(number) = query.version {
                 check(&state, request.headers())?;
                 let tenant = known(&state, &tenant)?;
+                let changing = state.gateway.lifecycle().changing(&tenant);
                 let id = state
                     .gateway
                     .registry()
                     .shadow_version(&tenant, number)
                     .map_err(refused)?;
-                (tenant, id)
+                (tenant, id, changing)
             } else {
                 let (tenant, upload) = read_upload(&state, &tenant, request).await?;
                 keep(&state, upload.wasm.clone()).await?;
                 let registry = Arc::clone(state.gateway.registry());
                 let settings = current_settings(&state, &tenant);
                 let task_tenant = tenant.clone();
+                let changing = state.gateway.lifecycle().changing(&tenant);
                 let id = tokio::task::spawn_blocking(move || {
                     let cases = upload.cases.as_deref();
                     registry.set_shadow(&task_tenant, &upload.wasm, settings, &upload.source, cases)
@@ -204,7 +207,7 @@ pub(super) async fn set_shadow(
                 .await
                 .map_err(|e| BedrockError::internal(e.to_string()))?
                 .map_err(refused)?;
-                (tenant, id)
+                (tenant, id, changing)
             };
             tracing::info!(version = %id, "a policy version now shadows its tenant's active one");
             let changed = Changed {
@@ -246,6 +249,7 @@ pub(super) async fn clear_shadow(
         async {
             check(&state, &headers)?;
             let tenant = known(&state, &tenant)?;
+            let _changing = state.gateway.lifecycle().changing(&tenant);
             let id = state.gateway.registry().clear_shadow(&tenant).map_err(refused)?;
             let changed = Changed {
                 activated: None,
@@ -297,6 +301,7 @@ async fn lifecycle(
         async {
             check(state, headers)?;
             let tenant = known(state, tenant)?;
+            let _changing = state.gateway.lifecycle().changing(&tenant);
             let id = change(state.gateway.registry(), &tenant).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
             let changed = Changed {
@@ -333,7 +338,7 @@ async fn saved(state: &AdminState, tenant: &TenantId, changed: Changed) -> Resul
         // Another replica saved first: this one takes the stored state back, and the caller retries.
         let lifecycle = Arc::clone(state.gateway.lifecycle());
         let task_tenant = tenant.clone();
-        let undone = tokio::task::spawn_blocking(move || lifecycle.sync_policies(&task_tenant)).await;
+        let undone = tokio::task::spawn_blocking(move || lifecycle.take_stored(&task_tenant)).await;
         tracing::warn!(tenant = %tenant, error = %e, undone = ?undone, "a policy change raced one on another replica");
         return Err(BedrockError::new(
             StatusCode::CONFLICT,
@@ -549,6 +554,7 @@ pub(super) async fn change_settings(
             .await
             .map_err(|e| BedrockError::internal(e.to_string()))?
             .map_err(refused)?;
+            let _changing = state.gateway.lifecycle().changing(&tenant);
             let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, "activated new policy settings");
             let changed = Changed {
