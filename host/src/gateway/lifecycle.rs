@@ -208,16 +208,16 @@ impl PolicyLifecycle {
     /// are, warm instances included. Compiles: call it off the async
     /// workers. True when something changed.
     pub fn sync_policies(&self, tenant: &TenantId) -> Result<bool, String> {
-        self.from_store(tenant, false)
+        self.apply_stored(tenant, false)
     }
 
     /// [`sync_policies`](Self::sync_policies) even over an unsaved change:
     /// for undoing one the store refused.
     pub fn take_stored(&self, tenant: &TenantId) -> Result<bool, String> {
-        self.from_store(tenant, true)
+        self.apply_stored(tenant, true)
     }
 
-    fn from_store(&self, tenant: &TenantId, over_unsaved: bool) -> Result<bool, String> {
+    fn apply_stored(&self, tenant: &TenantId, over_unsaved: bool) -> Result<bool, String> {
         if !over_unsaved && self.is_unsaved(tenant) {
             // This replica's own change is on its way to the store; its save is announced.
             return Ok(false);
