@@ -375,3 +375,48 @@ async fn a_late_settle_inside_its_minute_counts_its_tokens_once() {
     assert_eq!(state_b.window_tokens, 300);
     assert_eq!(state_a, state_b);
 }
+
+/// Another tenant's reservation id settles nothing: each tenant's ids start
+/// at a random point of their own, and the hold it names stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_id_settles_nothing() {
+    let server = RedisServer::start();
+    let redis = store(&server, "ids");
+    let remote = redis.remote().unwrap();
+    let (acme, globex) = (TenantId::new("acme").unwrap(), TenantId::new("globex").unwrap());
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let request = ReserveRequest {
+        cost: NanoUsd::from_cents(2),
+        ceiling: None,
+        tokens: 10,
+        now_ms: now,
+    };
+    let a = remote.reserve(&acme, &limits, request, 600_000).await.unwrap();
+    let g = remote.reserve(&globex, &limits, request, 600_000).await.unwrap();
+    assert_ne!(a.id, g.id);
+    let actual = Actual {
+        cost: NanoUsd::from_cents(1),
+        tokens: 5,
+    };
+    let wrong = remote.settle(&globex, &limits, a.id, actual, now).await;
+    assert!(
+        matches!(wrong, Err(LedgerError::UnknownReservation { .. })),
+        "{wrong:?}"
+    );
+    let wrong = remote.release(&globex, &limits, a.id, now).await;
+    assert!(
+        matches!(wrong, Err(LedgerError::UnknownReservation { .. })),
+        "{wrong:?}"
+    );
+    let state = remote.load(&globex, &limits, now).await.unwrap();
+    assert_eq!((state.spent, state.reserved), (NanoUsd::ZERO, NanoUsd::from_cents(2)));
+    remote
+        .settle(&acme, &limits, a.id, actual, now)
+        .await
+        .expect("its own tenant settles it");
+    remote
+        .settle(&globex, &limits, g.id, actual, now)
+        .await
+        .expect("and globex its own");
+}

@@ -354,3 +354,45 @@ async fn fail_open_admits_up_to_the_allowance_and_writes_it_back() {
     assert_eq!(state["calls-all-periods"].as_u64(), Some(1 + admitted), "{state}");
     gw.reconcile().await;
 }
+
+/// An upstream that times out after the send, on the Redis ledger: the call
+/// may have run, so it is charged its hold, once, and not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_after_the_send_is_charged_its_hold_once() {
+    let server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        mock: MockSettings {
+            latency_ms: 1_500,
+            ..MockSettings::default()
+        },
+        upstream_extra: "max-attempts = 3\ninitial-backoff-ms = 1\ntimeout-ms = 300",
+        ledger_extra: format!(
+            "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"timeout\"\n",
+            server.url()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let code = call(&gw.sigv4_client(&acme), false, 50)
+        .await
+        .expect_err("the upstream timed out");
+    assert_eq!(code, "ModelTimeoutException");
+    let records = gw.wait_for_records(1).await;
+    let state = gw.settled("acme").await;
+    let record = &records[0];
+    assert_eq!(
+        (record.tollgate.status, record.tollgate.charged_from.as_str()),
+        (504, "reservation")
+    );
+    assert!(record.tollgate.cost_nano_usd > 0);
+    assert_eq!(record.tollgate.cost_nano_usd, record.tollgate.reserved_nano_usd);
+    assert_eq!(state["spent-nano-usd"], record.tollgate.cost_nano_usd);
+    assert_eq!(
+        gw.mock.requests().len(),
+        1,
+        "a call that may have run is not sent again"
+    );
+    gw.reconcile().await;
+}

@@ -5,8 +5,9 @@
 //!
 //! * A tenant's keys share its hash tag (`<prefix>:{<tenant>}:…`), so the
 //!   store works on a Redis Cluster slot by slot.
-//! * Reservation ids come from the tenant's own counter in Redis: unique
-//!   across replicas and restarts.
+//! * Reservation ids come from the tenant's own counter in Redis, started at
+//!   a random point: unique across replicas and restarts, and another
+//!   tenant's id names nothing.
 //! * A settle whose answer is lost (a timeout, a dropped connection) is
 //!   retried with a flag that makes the script return the first outcome
 //!   instead of charging twice. One that still cannot reach Redis is kept in
@@ -523,6 +524,14 @@ fn unanswered(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
+/// Where a tenant's reservation ids start (used once per tenant): random
+/// below 2^50, so ids stay exact in Lua's doubles and far from
+/// `allowance`'s local bit.
+fn first_id(tenant: &TenantId, now_ms: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one((tenant, now_ms)) & ((1 << 50) - 1)
+}
+
 /// How a settle or release ended: Redis' answer, or no answer in time.
 enum Closing {
     Answer(Vec<String>),
@@ -677,7 +686,8 @@ fn reserve_call<'s>(
         .arg(ttl_ms)
         .arg(limits.budget.get())
         .arg(limits.rpm.map(|n| n.to_string()).unwrap_or_default())
-        .arg(limits.tpm.map(|n| n.to_string()).unwrap_or_default());
+        .arg(limits.tpm.map(|n| n.to_string()).unwrap_or_default())
+        .arg(first_id(tenant, request.now_ms));
     invocation
 }
 

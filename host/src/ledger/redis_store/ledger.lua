@@ -187,7 +187,8 @@ local function remember(id, outcome)
 end
 
 if op == 'reserve' then
-  -- ARGV[6..13]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none), id ('' to issue one)
+  -- ARGV[6..13]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none),
+  -- and a random first id for a tenant's first hold
   local cost, over, tokens, ttl, budget, rpm, tpm = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
   catch_up()
   local s = figures()
@@ -205,6 +206,9 @@ if op == 'reserve' then
   if rpm ~= '' and tonumber(s[6]) >= tonumber(rpm) then
     return { 'rpm', rpm, s[6], retry }
   end
+  -- Each tenant's ids start at a random point, so another tenant's id is
+  -- (almost surely) no id here: settling it under the wrong tenant finds nothing.
+  redis.call('HSETNX', STATE, 'seq', ARGV[13])
   local id = int(redis.call('HINCRBY', STATE, 'seq', 1))
   local expires = int(now + tonumber(ttl))
   redis.call('HSET', OPEN, id, table.concat({ cost, over, tokens, s[5], s[3], expires }, ' '))
