@@ -7,6 +7,7 @@ mod support;
 
 mod admin_cli;
 mod admin_openapi;
+mod observability;
 mod policy_lifecycle;
 mod policy_watch;
 mod runtime_tenants;
