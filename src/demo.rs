@@ -67,6 +67,12 @@ const TENANTS: [DemoTenant; 3] = [
     },
 ];
 
+/// The operator listener's token: the admin API and the dashboard's sign-in.
+const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-0123456789";
+
+/// What the calls are for, so the dashboard's top use cases differ.
+const USE_CASES: [&str; 3] = ["summaries", "search", "triage"];
+
 const PROMPTS: [&str; 5] = [
     "Summarise this support ticket in two sentences and suggest a next step for the agent",
     "Write a friendly reply to a customer asking when their refund will arrive",
@@ -167,7 +173,7 @@ fn config_text(listen: &str, cert: &tls::SelfSigned, components: &Path) -> Strin
     let mut text = format!(
         "# Written by `tollgate demo`; run it yourself with: tollgate serve --config {config}\n\
          [server]\nlisten = \"{listen}\"\nadmin-listen = \"127.0.0.1:0\"\ntls-cert = {cert:?}\ntls-key = {key:?}\n\
-         admin-token = \"demo-admin-token-0123456789\"\nshutdown-grace-secs = 5\n\n\
+         admin-token = \"{DEMO_ADMIN_TOKEN}\"\nshutdown-grace-secs = 5\n\n\
          [upstream]\nkind = \"mock\"\n[upstream.mock]\nlatency-ms = 15\nstream-event-interval-ms = 2\n\n\
          [ledger]\npath = \"ledger.redb\"\n\n[log]\ninvocations = \"invocations.jsonl\"\n\n\
          [engine]\ncache-dir = \"cache\"\n\n",
@@ -219,6 +225,11 @@ fn print_banner(running: &Running, cert: &Path, config: &Path, work: &Path) {
         cert.display(),
         running.admin_url
     );
+    println!(
+        "  dashboard: {}/admin/dashboard  (sign in with the admin token {DEMO_ADMIN_TOKEN}; \
+         the certificate is the self-signed one above)",
+        running.admin_url
+    );
     println!("\nCtrl-C stops the demo.\n");
     let _ = std::io::stdout().flush();
 }
@@ -242,7 +253,7 @@ async fn drive(
         let body = serde_json::json!({
             "messages": [{"role": "user", "content": [{"text": prompt}]}],
             "inferenceConfig": {"maxTokens": 400},
-            "requestMetadata": {"user": format!("user-{}", n % 7), "use-case": if stream { "chat" } else { "summaries" }},
+            "requestMetadata": {"user": format!("user-{}", n % 7), "use-case": if stream { "chat" } else { USE_CASES[n % USE_CASES.len()] }},
         });
         let sent = client
             .post(format!("{url}/model/{}/{op}", tenant.model))

@@ -25,6 +25,7 @@ mod settlement;
 pub mod shadowing;
 mod stream_pump;
 mod trace;
+pub mod usage_series;
 mod verdict_check;
 
 pub use crate::upstream::error::BedrockError;

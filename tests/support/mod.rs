@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod gateway;
 pub mod redis;
 pub mod watch;

@@ -5,6 +5,7 @@
 //!   period and of every period kept);
 //! * `/admin/tenants/{id}/policy...`: the policy lifecycle (upload, versions,
 //!   activate, shadow, promote, rollback); see [`policies`];
+//! * `/admin/dashboard...`: the live dashboard page; see [`dashboard`];
 //! * `GET  /admin/idle`: answers once no call is in flight (every started
 //!   call charged and logged), or 503 after 30 s; for draining and tests.
 //!
@@ -27,6 +28,7 @@ use super::service::Gateway;
 use super::trace::now_ms;
 use crate::ids::TenantId;
 
+pub mod dashboard;
 pub mod policies;
 pub mod tenants;
 
@@ -60,6 +62,8 @@ impl std::fmt::Debug for AdminToken {
 struct AdminState {
     gateway: Gateway,
     token: Option<Arc<AdminToken>>,
+    /// The dashboard's browser sessions.
+    sessions: Arc<dashboard::Sessions>,
 }
 
 /// The admin API's routes, with their own state, to merge into a listener.
@@ -67,6 +71,7 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
     let state = AdminState {
         gateway,
         token: token.map(Arc::new),
+        sessions: Arc::default(),
     };
     Router::new()
         .route("/admin/tenants", get(list).post(tenants::create))
@@ -108,6 +113,10 @@ pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
         .route("/admin/idle", get(idle))
         .route("/admin/openapi.json", get(openapi))
         .route("/admin/policy-dir", get(policy_dir))
+        .route("/admin/dashboard", get(dashboard::page))
+        .route("/admin/dashboard/session", dashboard::session_routes())
+        .route("/admin/dashboard/data", get(dashboard::data))
+        .merge(dashboard::assets())
         .with_state(state)
 }
 

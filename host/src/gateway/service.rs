@@ -220,6 +220,11 @@ impl Gateway {
         &self.inner.parts.metrics
     }
 
+    /// Recent usage per tenant, minute by minute, for the dashboard.
+    pub fn usage_series(&self) -> &Arc<super::usage_series::UsageSeries> {
+        &self.inner.settlement.series
+    }
+
     /// Resolves once every record written so far is on disk.
     pub async fn flush_log(&self) {
         if let Some(log) = &self.inner.parts.log {

@@ -109,6 +109,8 @@ pub(super) struct Settlement {
     pub(super) estimator: Arc<Estimator>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) log: Option<Arc<InvocationLog>>,
+    /// Recent usage for the dashboard, fed from every record.
+    pub(super) series: Arc<super::usage_series::UsageSeries>,
     /// Calls not yet logged, streams included; `idle` wakes waiters at zero.
     in_flight: AtomicUsize,
     idle: Notify,
@@ -126,6 +128,7 @@ impl Settlement {
             estimator,
             metrics,
             log,
+            series: Arc::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
@@ -283,6 +286,7 @@ impl Settlement {
 
     /// Writes a finished call's record and counts the call out.
     fn written(&self, record: InvocationRecord) {
+        self.series.record(&record, now_ms());
         if let Some(log) = &self.log {
             log.write(record);
         }
