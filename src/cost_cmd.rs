@@ -185,7 +185,7 @@ pub fn reconcile_cmd(
 }
 
 /// The price book of `config` (or the embedded one), in `region` or the config's upstream region.
-fn catalog(config: Option<&Path>, region: Option<&str>) -> Result<Catalog> {
+pub(crate) fn catalog(config: Option<&Path>, region: Option<&str>) -> Result<Catalog> {
     let (catalog, configured) = match config {
         Some(path) => {
             let config = Config::load(path)?;

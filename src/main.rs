@@ -13,6 +13,7 @@ mod policy_build_py;
 mod policy_cmd;
 mod policy_demo;
 mod policy_guest;
+mod report;
 mod serve;
 mod tls;
 
@@ -144,6 +145,10 @@ enum Command {
         #[arg(long)]
         admin_token: Option<String>,
     },
+    /// Where the money went: spend, calls and decisions from tollgate's and
+    /// Bedrock's invocation logs, grouped by tenant, user, use case, model,
+    /// decision or day.
+    Report(report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -269,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             admin_token,
         } => cost_cmd::reconcile_cmd(&config, log, admin_url, admin_token),
         Command::Admin { target, command } => admin_cmd::run(&target, command),
+        Command::Report(args) => report::run(args),
         Command::MockBedrock {
             listen,
             latency_ms,
