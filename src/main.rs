@@ -13,6 +13,7 @@ mod policy_build_py;
 mod policy_cmd;
 mod policy_demo;
 mod policy_guest;
+mod replay;
 mod report;
 mod serve;
 mod tls;
@@ -149,6 +150,9 @@ enum Command {
     /// Bedrock's invocation logs, grouped by tenant, user, use case, model,
     /// decision or day.
     Report(report::ReportArgs),
+    /// What a candidate policy would have decided over a recorded invocation
+    /// log, and the money it would have changed.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -275,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
         } => cost_cmd::reconcile_cmd(&config, log, admin_url, admin_token),
         Command::Admin { target, command } => admin_cmd::run(&target, command),
         Command::Report(args) => report::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::MockBedrock {
             listen,
             latency_ms,
