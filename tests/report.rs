@@ -201,6 +201,19 @@ async fn a_gateways_log_reports_each_tenants_ledger_spend_to_the_nano_dollar() {
     assert_eq!(group(&by_user, "user", "alice")["calls"], 2);
     assert_eq!(group(&by_user, "user", "bob")["use_case"], "reports");
     assert_eq!(by_user["total"]["spend_nano_usd"], acme_row["spend_nano_usd"]);
+    // Refused calls forward nothing, yet stay attributed to their callers.
+    let refused = report_json(&[
+        "--log",
+        path(&log),
+        "--tenant",
+        "limited",
+        "--tenant",
+        "poor",
+        "--by",
+        "user",
+    ]);
+    assert_eq!(group(&refused, "user", "dave")["throttled"], throttled, "{refused:#}");
+    assert_eq!(group(&refused, "user", "erin")["rejected"], 1, "{refused:#}");
     assert_eq!(by_user["groups"][0]["budget_usd"], Value::Null, "not grouped by tenant");
 }
 

@@ -134,6 +134,11 @@ struct RawTollgate<'a> {
     request_id: Cow<'a, str>,
     #[serde(borrow)]
     tenant: Cow<'a, str>,
+    /// The caller's user and use case, logged for refused calls too.
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    use_case: Option<Cow<'a, str>>,
     #[serde(borrow)]
     decision: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -196,8 +201,8 @@ pub fn parse_line(line: &str) -> Result<LoggedCall, String> {
             .map(|v| v.clone().into_owned())
             .unwrap_or_default()
     };
-    let user = pick(&USER_KEYS);
-    let use_case = pick(&USE_CASE_KEYS);
+    let user = t.user.map_or_else(|| pick(&USER_KEYS), Cow::into_owned);
+    let use_case = t.use_case.map_or_else(|| pick(&USE_CASE_KEYS), Cow::into_owned);
     let metadata = raw
         .request_metadata
         .iter()

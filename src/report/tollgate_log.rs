@@ -53,6 +53,12 @@ pub struct Pairs<'a> {
 struct Fields<'a> {
     #[serde(borrow)]
     tenant: Cow<'a, str>,
+    /// The caller's user and use case, logged for refused calls too (whose
+    /// `requestMetadata` is empty: nothing was forwarded).
+    #[serde(default, borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    use_case: Option<Cow<'a, str>>,
     #[serde(borrow)]
     decision: Cow<'a, str>,
     #[serde(borrow)]
@@ -111,8 +117,8 @@ impl<'a> Line<'a> {
         Ok(Call {
             at: parse_timestamp(&self.timestamp)?,
             tenant: &t.tenant,
-            user: metadata.user.as_deref().unwrap_or(""),
-            use_case: metadata.use_case.as_deref().unwrap_or(""),
+            user: t.user.as_deref().or(metadata.user.as_deref()).unwrap_or(""),
+            use_case: t.use_case.as_deref().or(metadata.use_case.as_deref()).unwrap_or(""),
             model: &self.model_id,
             decision: &t.decision,
             tokens: Tokens {

@@ -174,7 +174,8 @@ fn ddl_fields(sql: &str, table: &str) -> BTreeSet<String> {
     let body = &body[body.find('(').expect("(") + 1..body.find("\n)").expect("the closing )")];
     let mut fields = BTreeSet::new();
     for token in body.split([',', '<', '\n']) {
-        let token = token.trim();
+        let token = token.trim().replacen('`', "", 2);
+        let token = token.as_str();
         let name = token
             .split(|c: char| c == ':' || c.is_whitespace())
             .next()
@@ -221,6 +222,8 @@ async fn the_athena_table_reads_fields_the_log_writes() {
     record.tollgate.served_model_id = Some("amazon.nova-micro-v1:0".into());
     record.tollgate.error_type = Some("ThrottlingException".into());
     record.tollgate.hold_expired = true;
+    record.tollgate.user = Some("ana".into());
+    record.tollgate.use_case = Some("chat".into());
     record.input.cache_read_input_token_count = Some(0);
     record.input.cache_write_input_token_count = Some(0);
     let mut written = BTreeSet::new();

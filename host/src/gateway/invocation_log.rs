@@ -60,6 +60,13 @@ pub struct TokenCounts {
 pub struct TollgateFields {
     pub request_id: String,
     pub tenant: String,
+    /// The caller's user and use case (from its `requestMetadata`), kept
+    /// for every call the gateway read, refused ones included: nothing is
+    /// forwarded for those, so `requestMetadata` is empty.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub use_case: Option<String>,
     /// `admit`, `downgrade`, `throttle`, `reject`, or `invalid` for a request refused before the policy ran.
     pub decision: String,
     pub reason: String,

@@ -354,6 +354,8 @@ impl Gateway {
         };
         let user = first_pair(&caller_pairs, &USER_KEYS);
         let use_case = first_pair(&caller_pairs, &USE_CASE_KEYS);
+        trace.user.clone_from(&user);
+        trace.use_case.clone_from(&use_case);
         let requested = ModelId::new(&call.model_id);
         if !profile.may_name(requested.as_str()) {
             return Err(BedrockError::access_denied(format!(

@@ -257,11 +257,14 @@ impl UsageSeries {
                 .filter(|v| !v.is_empty())
                 .map_or("(none)", |v| cut(v, MAX_NAME_CHARS))
         };
+        // tollgate's own fields name the caller on refused calls too.
+        let user = fields.user.as_deref().filter(|v| !v.is_empty());
+        let use_case = fields.use_case.as_deref().filter(|v| !v.is_empty());
         let call = CallFigures {
             cost: fields.cost_nano_usd,
             decision: &fields.decision,
-            user: text(keys::USER),
-            use_case: text(keys::USE_CASE),
+            user: user.map_or_else(|| text(keys::USER), |v| cut(v, MAX_NAME_CHARS)),
+            use_case: use_case.map_or_else(|| text(keys::USE_CASE), |v| cut(v, MAX_NAME_CHARS)),
         };
         let known = self
             .tenants
