@@ -15,6 +15,7 @@ pub(crate) mod artifact_cache;
 pub(crate) mod component;
 pub(crate) mod epoch_ticker;
 pub(crate) mod failure;
+pub(crate) mod guest_output;
 pub(crate) mod instances;
 pub mod long_call;
 pub(crate) mod sandbox;

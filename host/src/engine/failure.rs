@@ -41,6 +41,10 @@ impl FailureKind {
     }
 }
 
+/// Where a failure's detail goes on with what the guest wrote to its
+/// stdout and stderr (escaped, `\n` between lines).
+pub const GUEST_OUTPUT: &str = "; the policy wrote: ";
+
 /// A policy failure, with enough detail for the operator to act.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyFailure {

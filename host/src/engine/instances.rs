@@ -275,6 +275,15 @@ impl Instances {
                 None => (FailureKind::Trap, format!("{err:#}")),
             }
         };
+        // The guest's own account of the failure: a traceback, an exception
+        // and its stack, a panic message.
+        let mut detail = detail;
+        if let Some(logged) = store.data().last_error() {
+            detail = format!("{detail}; the policy logged: {logged}");
+        }
+        if let Some(output) = store.data().guest_output() {
+            detail = format!("{detail}{}{output}", super::failure::GUEST_OUTPUT);
+        }
         PolicyFailure { kind, detail }
     }
 }

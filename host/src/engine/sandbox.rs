@@ -16,6 +16,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::{Linker, WasmStr};
 
 use crate::contract::{LogLevel, ModelPrice, names};
+use crate::engine::guest_output::GuestOutput;
 use crate::engine::wasi::PolicyWasi;
 use crate::pricing::PriceBook;
 
@@ -44,6 +45,11 @@ pub struct CallContext {
     /// Built on the first WASI call; Rust policies import no WASI and never
     /// pay for it.
     wasi: Option<Box<PolicyWasi>>,
+    /// The guest's stdout and stderr during the current call.
+    output: GuestOutput,
+    /// The call's last error-level `log`, kept whatever the log rate
+    /// limits dropped: a Rust policy's panic message arrives this way.
+    last_error: Option<String>,
 }
 
 impl CallContext {
@@ -58,14 +64,29 @@ impl CallContext {
             logs_left: MAX_LOGS_PER_CALL,
             logs_dropped: 0,
             wasi: None,
+            output: GuestOutput::default(),
+            last_error: None,
         }
     }
 
     /// Resets the per-call budgets of a reused instance.
     pub(crate) fn begin_call(&mut self) {
+        self.output.clear();
+        self.last_error = None;
         self.memory_exceeded = false;
         self.logs_left = MAX_LOGS_PER_CALL;
         self.logs_dropped = 0;
+    }
+
+    /// What the guest wrote to stdout and stderr during this call (and its
+    /// instantiation), escaped and bounded.
+    pub(crate) fn guest_output(&self) -> Option<String> {
+        self.output.text()
+    }
+
+    /// The call's last error-level log message, escaped and bounded.
+    pub(crate) fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 
     /// Linear memory this instance holds (its memories' sizes added up).
@@ -83,6 +104,10 @@ impl CallContext {
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
+        if matches!(level, LogLevel::Error) {
+            let kept = &message[..message.floor_char_boundary(MAX_LOG_BYTES)];
+            self.last_error = Some(crate::text::escape_controls(kept).into_owned());
+        }
         if self.logs_left == 0 {
             self.logs_dropped += 1;
             return;
@@ -107,7 +132,10 @@ impl CallContext {
 
 impl wasmtime_wasi::WasiView for CallContext {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        self.wasi.get_or_insert_with(|| Box::new(PolicyWasi::deny_all())).view()
+        let output = &self.output;
+        self.wasi
+            .get_or_insert_with(|| Box::new(PolicyWasi::deny_all(output)))
+            .view()
     }
 }
 

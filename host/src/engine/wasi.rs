@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Deny everything: no preopened directories, no sockets or name lookups,
-//!   no environment variables, no arguments, stdin empty, stdout and stderr
-//!   discarded.
+//!   no environment variables, no arguments, stdin empty; stdout and stderr
+//!   go to a bounded buffer the host reads only when the call fails
+//!   (`guest_output`).
 //! - No decision can depend on WASI: the wall clock is fixed at the Unix
 //!   epoch, the monotonic clock stands still, sleeping returns at once and
 //!   "random" bytes are a fixed sequence. The time of a call is in the
@@ -18,6 +19,8 @@
 use std::time::Duration;
 
 use wasmtime::component::{Linker, Resource, ResourceTable};
+
+use crate::engine::guest_output::GuestOutput;
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView};
 
@@ -72,12 +75,14 @@ pub struct PolicyWasi {
 }
 
 impl PolicyWasi {
-    /// The deny-everything context.
-    pub fn deny_all() -> Self {
+    /// The deny-everything context, writing stdout and stderr to `output`.
+    pub fn deny_all(output: &GuestOutput) -> Self {
         let mut builder = WasiCtxBuilder::new();
-        // The builder starts with no preopens, no env, no args, an empty
-        // stdin and discarded stdout/stderr; sockets are switched off here.
+        // The builder starts with no preopens, no env, no args and an empty
+        // stdin; sockets are switched off here.
         builder
+            .stdout(output.clone())
+            .stderr(output.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)

@@ -308,7 +308,21 @@ impl fmt::Display for CaseOutcome {
                 m.field, m.expected, m.field, m.actual
             )?;
         }
-        write!(f, "\n       reason: {}", self.decision.reason)
+        write!(f, "\n       reason: {}", self.decision.reason)?;
+        // The guest's own output (a traceback, a stack), one line per line
+        // here: the author reads it at a terminal, not in a log.
+        if let Some((_, wrote)) = self
+            .decision
+            .failure
+            .as_ref()
+            .and_then(|failure| failure.detail.split_once(crate::engine::failure::GUEST_OUTPUT))
+        {
+            write!(f, "\n       the policy wrote:")?;
+            for line in wrote.split("\\n") {
+                write!(f, "\n         {line}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -77,10 +77,12 @@ macro_rules! export_policy {
 
             impl $crate::__Guest for __TollgateExport {
                 fn decide(request: $crate::Request, state: $crate::TenantState) -> $crate::Verdict {
+                    $crate::__report_panics();
                     <$policy as $crate::Policy>::decide(&request, &state)
                 }
 
                 fn validate_config(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__report_panics();
                     <$policy as $crate::Policy>::validate_config(&config)
                 }
             }
@@ -88,6 +90,29 @@ macro_rules! export_policy {
     $crate::bindings::export_bindings!(__TollgateExport with_types_in $crate::bindings);
         };
     };
+}
+
+/// Sends a panic's message and place to the host log (at error level) before
+/// the call traps, so the operator reads it beside the failure instead of
+/// "wasm `unreachable` instruction executed". Installed once per instance.
+#[doc(hidden)]
+pub fn __report_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            host::log(LogLevel::Error, &format!("panicked{place}: {message}"));
+        }));
+    });
 }
 
 /// Milliseconds from `now_ms` to the start of the next one-minute window:
