@@ -112,18 +112,36 @@ impl Chromium {
         result.value.unwrap_or(Value::Null)
     }
 
-    /// Waits until `expression` is truthy in the page, polling the DOM for
-    /// at most `within`; panics with `what` and the last value if it never is.
+    /// Waits until `expression` is truthy in the page, for at most `within`;
+    /// panics with `what` and the last value if it never is. The page does
+    /// the waiting: a promise re-checks the expression on every DOM change
+    /// (the dashboard re-renders on each update) and settles when it holds.
     pub fn wait_for(&self, what: &str, expression: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            // A navigation in progress can make one evaluation fail; the next one sees the new page.
-            let value = self
-                .tab
-                .evaluate(expression, false)
-                .ok()
-                .and_then(|r| r.value)
-                .unwrap_or(Value::Null);
+            let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+            let waiter = format!(
+                "new Promise((resolve) => {{
+                    const check = () => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }};
+                    const first = check();
+                    if (first) {{ resolve(first); return; }}
+                    const observer = new MutationObserver(() => {{
+                        const value = check();
+                        if (value) {{ observer.disconnect(); resolve(value); }}
+                    }});
+                    observer.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+                    setTimeout(() => {{ observer.disconnect(); resolve(check()); }}, {left});
+                }})"
+            );
+            // A navigation in progress destroys the page the promise lives
+            // in; wait for the new page, then ask again.
+            let value = match self.tab.evaluate(&waiter, true) {
+                Ok(result) => result.value.unwrap_or(Value::Null),
+                Err(_) => {
+                    let _ = self.tab.wait_until_navigated();
+                    Value::Null
+                }
+            };
             let truthy = !matches!(&value, Value::Null | Value::Bool(false)) && value != 0 && value != "";
             if truthy {
                 return value;
@@ -133,7 +151,6 @@ impl Chromium {
                 "{what}: not within {within:?} (last value {value})\npage: {}",
                 self.eval("document.body ? document.body.innerText.slice(0, 2000) : ''")
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
