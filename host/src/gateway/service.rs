@@ -352,10 +352,8 @@ impl Gateway {
                 .map_err(|e| BedrockError::new(e.status(), e.error_type(), e.to_string()))?,
             None => Vec::new(),
         };
-        let user = first_pair(&caller_pairs, &USER_KEYS);
-        let use_case = first_pair(&caller_pairs, &USE_CASE_KEYS);
-        trace.user.clone_from(&user);
-        trace.use_case.clone_from(&use_case);
+        trace.user = first_pair(&caller_pairs, &USER_KEYS);
+        trace.use_case = first_pair(&caller_pairs, &USE_CASE_KEYS);
         let requested = ModelId::new(&call.model_id);
         if !profile.may_name(requested.as_str()) {
             return Err(BedrockError::access_denied(format!(
@@ -413,8 +411,8 @@ impl Gateway {
         let request = Request {
             request_id: trace.request_id.clone(),
             tenant_id: tenant.as_str().to_owned(),
-            user_id: user.clone().unwrap_or_default(),
-            use_case: use_case.clone().unwrap_or_default(),
+            user_id: trace.user.clone().unwrap_or_default(),
+            use_case: trace.use_case.clone().unwrap_or_default(),
             operation: call.operation,
             model_id: requested.as_str().to_owned(),
             base_model_id: base_model,
@@ -577,8 +575,8 @@ impl Gateway {
                 policy_version: Some(&version),
                 policy_failure: decision.failure.as_ref().map(|f| f.kind.as_str()),
                 original_model: (served != requested).then_some(&requested),
-                user: user.as_deref(),
-                use_case: use_case.as_deref(),
+                user: trace.user.as_deref(),
+                use_case: trace.use_case.as_deref(),
                 verdict: if decision.is_policy_verdict() {
                     &decision.metadata
                 } else {
