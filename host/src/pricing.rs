@@ -22,6 +22,7 @@ mod file;
 mod metered;
 mod price;
 mod rates;
+mod regional;
 mod static_prices;
 
 pub use arn::is_application_profile;
@@ -30,6 +31,7 @@ pub use file::{CatalogError, CatalogMeta};
 pub use metered::{LatencyMode, Metered, ServedAs, ServiceTier};
 pub use price::{Price, PriceBook, Usage};
 pub use rates::{Charge, Rates, TierBp};
+pub use regional::RegionalCatalogs;
 pub use static_prices::StaticPrices;
 
 pub use crate::ids::{REGION_PREFIXES, split_region_prefix};

@@ -2,18 +2,17 @@
 //! the configured overrides, the tenants' inference profiles), in the
 //! region each record was priced in.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tollgate_host::Catalog;
 use tollgate_host::config::{Config, UpstreamKind};
 use tollgate_host::gateway::app::price_book;
+use tollgate_host::pricing::RegionalCatalogs;
 
 pub struct Prices {
-    /// The region of records that name none (refused calls): the gateway's.
-    default: Arc<Catalog>,
-    regional: HashMap<String, Result<Catalog, String>>,
+    /// Based in the gateway's region: that of records that name none (refused calls).
+    catalogs: RegionalCatalogs,
 }
 
 impl Prices {
@@ -30,30 +29,17 @@ impl Prices {
             None => book,
         };
         Ok(Prices {
-            default: Arc::new(default),
-            regional: HashMap::new(),
+            catalogs: RegionalCatalogs::new(default),
         })
     }
 
     /// The catalog of the gateway's region, for the policy's price look-ups.
     pub fn default_catalog(&self) -> Arc<Catalog> {
-        Arc::clone(&self.default)
+        Arc::clone(self.catalogs.base())
     }
 
     /// The catalog of `region` (the default one for `None`).
     pub fn for_region(&mut self, region: Option<&str>) -> Result<&Catalog, String> {
-        let Some(region) = region.filter(|r| *r != self.default.region()) else {
-            return Ok(&self.default);
-        };
-        if !self.regional.contains_key(region) {
-            let catalog = Catalog::clone(&self.default)
-                .in_region(region)
-                .map_err(|e| format!("region {region}: {e}"));
-            self.regional.insert(region.to_owned(), catalog);
-        }
-        match &self.regional[region] {
-            Ok(catalog) => Ok(catalog),
-            Err(e) => Err(e.clone()),
-        }
+        self.catalogs.get(region)
     }
 }

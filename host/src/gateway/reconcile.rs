@@ -5,10 +5,10 @@
 //! tier, latency mode and every token count) with the price book given; a
 //! record charged its hold must show the hold; a released one, nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::invocation_log::InvocationRecord;
-use crate::pricing::{Catalog, Metered, ServedAs};
+use crate::pricing::{Catalog, Metered, RegionalCatalogs, ServedAs};
 
 /// One record whose logged cost is not what it recomputes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,26 +91,17 @@ pub fn reconcile(catalog: &Catalog, records: &[InvocationRecord]) -> Reconciliat
         records: records.len(),
         ..Reconciliation::default()
     };
-    // One catalog per region the log names, built once.
-    let mut regional: HashMap<String, Result<Catalog, String>> = HashMap::new();
+    let mut regional = RegionalCatalogs::new(catalog.clone());
     for record in records {
         let t = &record.tollgate;
-        let priced_in = t
-            .billing
-            .as_ref()
-            .map(|b| b.region.clone())
-            .unwrap_or_else(|| catalog.region().to_owned());
-        let book = regional
-            .entry(priced_in.clone())
-            .or_insert_with(|| catalog.clone().in_region(&priced_in).map_err(|e| e.to_string()));
-        let recomputed = match book {
+        let recomputed = match regional.get(t.billing.as_ref().map(|b| b.region.as_str())) {
             Ok(book) => {
                 if t.billing.as_ref().is_some_and(|b| b.price_book != book.version()) {
                     out.other_price_books += 1;
                 }
                 reprice(book, record)
             }
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(e),
         };
         let totals = out.tenants.entry(t.tenant.clone()).or_default();
         totals.logged = totals.logged.saturating_add(t.cost_nano_usd);
