@@ -33,7 +33,16 @@ pub fn check(engine: &PolicyEngine, file: &Path) -> Result<()> {
         LoadOrigin::DiskCache => "loaded from the compile cache",
         LoadOrigin::Memory => "already loaded",
     };
-    println!("{}: ok, a tollgate:policy@0.1.0 policy", file.display());
+    let contract = component.contract();
+    let note = if contract < tollgate_host::ContractVersion::CURRENT {
+        format!(
+            " (an older contract, still supported; rebuild against {} for its new fields)",
+            tollgate_host::ContractVersion::CURRENT
+        )
+    } else {
+        String::new()
+    };
+    println!("{}: ok, a {contract} policy{note}", file.display());
     println!("  size     {:.1} KiB", component.size() as f64 / 1024.0);
     println!("  sha256   {}", component.digest());
     println!("  load     {how} in {took:.2?}");

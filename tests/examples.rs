@@ -127,7 +127,21 @@ fn policy_check_cli_describes_a_policy_and_refuses_others() {
         stdout.contains("decide (function)") && stdout.contains("validate-config (function)"),
         "{stdout}"
     );
-    assert!(stdout.contains("tollgate:policy/host@0.1.0"), "{stdout}");
+    assert!(stdout.contains("tollgate:policy/host@0.2.0"), "{stdout}");
+    assert!(stdout.contains("ok, a tollgate:policy@0.2.0 policy"), "{stdout}");
+
+    // A component built against 0.1.0 is still accepted, and said to be older.
+    let out = tollgate()
+        .args(["policy", "check"])
+        .arg(contract_0_1_fixture())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok, a tollgate:policy@0.1.0 policy (an older contract, still supported"),
+        "{stdout}"
+    );
 
     let dir = tempdir();
     let text = dir.join("not.wasm");
@@ -136,7 +150,7 @@ fn policy_check_cli_describes_a_policy_and_refuses_others() {
         (text, "not a WebAssembly file"),
         (
             component("wrong-world"),
-            "does not implement the tollgate:policy@0.1.0 `policy` world",
+            "does not implement the tollgate:policy `policy` world (0.1.0 or 0.2.0)",
         ),
         (component("forbidden-import"), "imports `evil:exfil/net"),
     ] {
@@ -186,4 +200,9 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// budget-guard as built against contract 0.1.0, before 0.2.0 existed.
+fn contract_0_1_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/contract-0.1.0/budget_guard.wasm")
 }

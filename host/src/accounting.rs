@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+use chrono_tz::Tz;
+
 use crate::alerts::{Alerts, Assessment, Level};
-use crate::contract::{self, AlertLevel, TenantState};
+use crate::contract::local_time::period_days;
+use crate::contract::{self, AlertLevel, LocalTime, TenantState};
 use crate::ids::TenantId;
 use crate::ledger::{
     Actual, Durable, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
@@ -40,7 +43,7 @@ impl<S: LedgerStore> Accounting<S> {
         let assessment = self
             .alerts
             .assess(tenant, now_ms, ledger.spent, ledger.limit, ledger.period_end_ms);
-        Ok(build_state(tier, &ledger, &assessment))
+        Ok(build_state(tier, &ledger, &assessment, self.time_zone(tenant), now_ms))
     }
 
     /// [`tenant_state`](Self::tenant_state), awaiting a ledger across a network.
@@ -54,7 +57,12 @@ impl<S: LedgerStore> Accounting<S> {
         let assessment = self
             .alerts
             .assess(tenant, now_ms, ledger.spent, ledger.limit, ledger.period_end_ms);
-        Ok(build_state(tier, &ledger, &assessment))
+        Ok(build_state(tier, &ledger, &assessment, self.time_zone(tenant), now_ms))
+    }
+
+    /// The tenant's time zone (UTC for a tenant without limits).
+    fn time_zone(&self, tenant: &TenantId) -> Tz {
+        self.ledger.limits(tenant).map_or(Tz::UTC, |limits| limits.time_zone)
     }
 
     pub fn reserve(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
@@ -130,8 +138,15 @@ impl<S: LedgerStore> Accounting<S> {
 }
 
 /// Maps the ledger's figures and the alert assessment onto the contract.
-pub fn build_state(tier: &str, ledger: &TenantLedgerState, assessment: &Assessment) -> TenantState {
+pub fn build_state(
+    tier: &str,
+    ledger: &TenantLedgerState,
+    assessment: &Assessment,
+    zone: Tz,
+    now_ms: u64,
+) -> TenantState {
     let indicators = &assessment.indicators;
+    let (days_elapsed, days_remaining) = period_days(zone, ledger.period_start_ms, ledger.period_end_ms, now_ms);
     TenantState {
         plan: contract::Plan {
             tier: tier.to_owned(),
@@ -145,6 +160,8 @@ pub fn build_state(tier: &str, ledger: &TenantLedgerState, assessment: &Assessme
             period: period(ledger.period),
             period_start_ms: ledger.period_start_ms,
             period_end_ms: ledger.period_end_ms,
+            days_elapsed,
+            days_remaining,
         },
         indicators: contract::Indicators {
             burn_rate_short: indicators.burn_rate_short.get(),
@@ -160,6 +177,8 @@ pub fn build_state(tier: &str, ledger: &TenantLedgerState, assessment: &Assessme
         },
         alert: level(assessment.level),
         aggregate_alert: level(assessment.aggregate),
+        clock: LocalTime::at(zone, now_ms),
+        open_reservations: u32::try_from(ledger.open_reservations).unwrap_or(u32::MAX),
     }
 }
 

@@ -360,6 +360,9 @@ pub struct TenantConfig {
     pub memory_limit_mib: Option<u32>,
     pub instances: Option<InstancesSetting>,
     pub max_idle_instances: Option<usize>,
+    /// Models the policy may step down to, dearest first, priced for each
+    /// call in `request.downgrade-chain`.
+    pub policy_downgrade_chain: Option<Vec<String>>,
     /// Model id → application inference profile ARN to send the call to.
     #[serde(default)]
     pub inference_profiles: BTreeMap<String, String>,
@@ -407,6 +410,7 @@ impl TenantConfig {
             memory_limit_mib: self.memory_limit_mib,
             instances: self.instances,
             max_idle_instances: self.max_idle_instances,
+            downgrade_chain: self.policy_downgrade_chain.clone(),
         })
     }
 }

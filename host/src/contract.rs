@@ -1,13 +1,19 @@
 //! The host's side of the WIT contract in `wit/policy.wit`.
 //!
-//! These types mirror `tollgate:policy/types@0.1.0` field by field and are
+//! These types mirror `tollgate:policy/types@0.2.0` field by field and are
 //! lowered into and lifted out of a policy directly (no conversion step on
 //! the request path). A mismatch with the WIT is caught by wasmtime's type
 //! check when a component is loaded, and by the contract tests below.
+//! Components built against 0.1.0 get the projection in [`v0_1`].
 //! Money fields are nano-dollars; see [`crate::NanoUsd`] for arithmetic.
+
+pub mod local_time;
+pub mod v0_1;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{ComponentType, Lift, Lower};
+
+pub use local_time::{LocalTime, Weekday};
 
 /// `operation`: the Bedrock runtime call being made.
 #[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -51,6 +57,95 @@ pub struct Request {
     #[component(name = "now-ms")]
     pub now_ms: u64,
     pub config: String,
+    #[component(name = "service-tier")]
+    pub service_tier: ServiceTier,
+    #[component(name = "latency-mode")]
+    pub latency_mode: LatencyMode,
+    #[component(name = "cache-points")]
+    pub cache_points: Vec<CachePoint>,
+    pub requested: ModelOption,
+    #[component(name = "downgrade-chain")]
+    pub downgrade_chain: Vec<ModelOption>,
+}
+
+/// `service-tier`: the processing tier the caller asked for.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[component(enum)]
+#[repr(u8)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceTier {
+    #[default]
+    #[component(name = "standard")]
+    Standard,
+    #[component(name = "priority")]
+    Priority,
+    #[component(name = "flex")]
+    Flex,
+    #[component(name = "reserved")]
+    Reserved,
+}
+
+/// `latency-mode`: `performanceConfig.latency`.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[component(enum)]
+#[repr(u8)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatencyMode {
+    #[default]
+    #[component(name = "standard")]
+    Standard,
+    #[component(name = "optimized")]
+    Optimized,
+}
+
+/// `cache-location`: where a cache point sits in the request.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[component(enum)]
+#[repr(u8)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheLocation {
+    #[component(name = "system")]
+    System,
+    #[default]
+    #[component(name = "messages")]
+    Messages,
+    #[component(name = "tools")]
+    Tools,
+}
+
+/// `cache-ttl`: how long a cache entry written at a cache point lives.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[component(enum)]
+#[repr(u8)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheTtl {
+    #[default]
+    #[component(name = "five-minutes")]
+    FiveMinutes,
+    #[component(name = "one-hour")]
+    OneHour,
+}
+
+/// `cache-point`: one `cachePoint` block of the request.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[component(record)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct CachePoint {
+    pub location: CacheLocation,
+    pub ttl: CacheTtl,
+}
+
+/// `model-option`: a model the call could go to, priced for the call.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[component(record)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct ModelOption {
+    #[component(name = "model-id")]
+    pub model_id: String,
+    pub price: Option<ModelPrice>,
+    /// Nano-dollars.
+    #[component(name = "worst-case-cost")]
+    pub worst_case_cost: Option<u64>,
 }
 
 /// `period`: length of a budget period.
@@ -81,6 +176,10 @@ pub struct Budget {
     pub period_start_ms: u64,
     #[component(name = "period-end-ms")]
     pub period_end_ms: u64,
+    #[component(name = "days-elapsed")]
+    pub days_elapsed: u32,
+    #[component(name = "days-remaining")]
+    pub days_remaining: u32,
 }
 
 /// `indicators`: leading indicators, nano-dollars (per hour for rates).
@@ -167,6 +266,9 @@ pub struct TenantState {
     pub alert: AlertLevel,
     #[component(name = "aggregate-alert")]
     pub aggregate_alert: AlertLevel,
+    pub clock: LocalTime,
+    #[component(name = "open-reservations")]
+    pub open_reservations: u32,
 }
 
 /// `reject-kind`: why a call is refused.
@@ -252,24 +354,83 @@ pub enum LogLevel {
     Error,
 }
 
-/// `model-price` of the `host` interface: nano-dollars per million tokens.
-#[derive(ComponentType, Lift, Lower, Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// `model-price`: nano-dollars per million tokens.
+#[derive(ComponentType, Lift, Lower, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[component(record)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct ModelPrice {
     pub input: u64,
     pub output: u64,
     #[component(name = "cache-read")]
     pub cache_read: u64,
+    /// 5-minute TTL writes.
     #[component(name = "cache-write")]
     pub cache_write: u64,
+    /// 1-hour TTL writes.
+    #[component(name = "cache-write-long")]
+    pub cache_write_long: u64,
+}
+
+/// A version of the contract a component targets. The host runs each
+/// component against the version it was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContractVersion {
+    V0_1,
+    V0_2,
+}
+
+impl ContractVersion {
+    /// The newest version, the one `wit/policy.wit` defines.
+    pub const CURRENT: ContractVersion = ContractVersion::V0_2;
+    /// Every version the host runs, oldest first.
+    pub const SUPPORTED: [ContractVersion; 2] = [ContractVersion::V0_1, ContractVersion::V0_2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1 => "0.1.0",
+            ContractVersion::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The host-function interface of this version.
+    pub fn host_interface(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1 => names::HOST_INTERFACE_0_1,
+            ContractVersion::V0_2 => names::HOST_INTERFACE,
+        }
+    }
+
+    /// The type-only interface of this version.
+    pub fn types_interface(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1 => names::TYPES_INTERFACE_0_1,
+            ContractVersion::V0_2 => names::TYPES_INTERFACE,
+        }
+    }
+
+    /// The version whose interface `import` is, if any.
+    pub fn of_import(import: &str) -> Option<ContractVersion> {
+        Self::SUPPORTED
+            .into_iter()
+            .find(|v| import == v.host_interface() || import == v.types_interface())
+    }
+}
+
+impl std::fmt::Display for ContractVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tollgate:policy@{}", self.as_str())
+    }
 }
 
 /// Names in the WIT package that the host links against.
 pub mod names {
     /// The interface of host functions a policy may import.
-    pub const HOST_INTERFACE: &str = "tollgate:policy/host@0.1.0";
+    pub const HOST_INTERFACE: &str = "tollgate:policy/host@0.2.0";
     /// The type-only interface every policy imports.
-    pub const TYPES_INTERFACE: &str = "tollgate:policy/types@0.1.0";
+    pub const TYPES_INTERFACE: &str = "tollgate:policy/types@0.2.0";
+    /// The same interfaces of contract 0.1.0, still served.
+    pub const HOST_INTERFACE_0_1: &str = "tollgate:policy/host@0.1.0";
+    pub const TYPES_INTERFACE_0_1: &str = "tollgate:policy/types@0.1.0";
     /// The required export.
     pub const DECIDE: &str = "decide";
     /// The optional export.

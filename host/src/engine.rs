@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, Weak};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use crate::contract::{Request, TenantState, Verdict, names};
+use crate::contract::{ContractVersion, Request, TenantState, Verdict, names, v0_1};
 use crate::engine::artifact_cache::{ArtifactCache, content_digest};
 use crate::engine::component::{Item, LoadOrigin, PolicyComponent, item_kind};
 use crate::engine::epoch_ticker::EpochTicker;
@@ -84,7 +84,7 @@ pub enum LoadError {
     )]
     ForbiddenImport { name: String, kind: &'static str },
     #[error(
-        "the component does not implement the tollgate:policy@0.1.0 `policy` world: {detail}. It exports: {exports}"
+        "the component does not implement the tollgate:policy `policy` world (0.1.0 or 0.2.0): {detail}. It exports: {exports}"
     )]
     WrongWorld { detail: String, exports: String },
 }
@@ -294,10 +294,7 @@ impl PolicyEngine {
         let mut imports = Vec::new();
         for (name, ext) in ty.imports(engine) {
             let kind = item_kind(&ext.ty);
-            if name != names::HOST_INTERFACE
-                && name != names::TYPES_INTERFACE
-                && !crate::engine::wasi::is_provided(name)
-            {
+            if ContractVersion::of_import(name).is_none() && !crate::engine::wasi::is_provided(name) {
                 return Err(LoadError::ForbiddenImport {
                     name: name.to_owned(),
                     kind,
@@ -358,8 +355,29 @@ impl PolicyEngine {
         let func = instance
             .get_func(&mut store, decide)
             .ok_or_else(|| wrong_world("`decide` is not a function".into()))?;
-        func.typed::<(&Request, &TenantState), (Verdict,)>(&store)
-            .map_err(|e| wrong_world(format!("`decide` has the wrong signature: {e:#}")))?;
+        // The version is the one whose types `decide` checks against; the
+        // imports alone would not say, since a policy may import nothing.
+        let contract = match func.typed::<(&Request, &TenantState), (Verdict,)>(&store) {
+            Ok(_) => ContractVersion::V0_2,
+            Err(newest) => match func.typed::<(&v0_1::Request, &v0_1::TenantState), (Verdict,)>(&store) {
+                Ok(_) => ContractVersion::V0_1,
+                Err(_) => {
+                    return Err(wrong_world(format!(
+                        "`decide` has the wrong signature for every supported contract version ({}): {newest:#}",
+                        supported_versions()
+                    )));
+                }
+            },
+        };
+        if let Some(import) = imports
+            .iter()
+            .filter_map(|i| ContractVersion::of_import(&i.name))
+            .find(|v| *v != contract)
+        {
+            return Err(wrong_world(format!(
+                "it mixes contract versions: `decide` is {contract} but it imports {import}'s interfaces"
+            )));
+        }
         if let Some(index) = validate_config {
             let func = instance
                 .get_func(&mut store, index)
@@ -372,12 +390,17 @@ impl PolicyEngine {
             pre,
             decide,
             validate_config,
+            contract,
             origin,
             size,
             imports,
             exports,
         })
     }
+}
+
+fn supported_versions() -> String {
+    ContractVersion::SUPPORTED.map(ContractVersion::as_str).join(", ")
 }
 
 /// Instantiation at load time gets a generous deadline: it runs once.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+mod call_options;
 pub mod directory;
 mod fleet;
 mod fleet_alerts;

@@ -75,8 +75,9 @@ mod toml_error;
 pub mod upstream;
 
 pub use contract::{
-    Action, AlertLevel, Budget, Indicators, ModelPrice, Operation, Period, Plan, RateWindow, RejectKind, Request,
-    TenantState, Verdict,
+    Action, AlertLevel, Budget, CacheLocation, CachePoint, CacheTtl, ContractVersion, Indicators, LatencyMode,
+    LocalTime, ModelOption, ModelPrice, Operation, Period, Plan, RateWindow, RejectKind, Request, ServiceTier,
+    TenantState, Verdict, Weekday,
 };
 pub use engine::component::{Item as ComponentItem, LoadOrigin, PolicyComponent};
 pub use engine::failure::{FailureKind, PolicyFailure};

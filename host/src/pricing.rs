@@ -30,7 +30,7 @@ pub use catalog::{Catalog, PricingError, Resolved, UnknownModel};
 pub use file::{CatalogError, CatalogMeta};
 pub use metered::{LatencyMode, Metered, ServedAs, ServiceTier};
 pub use price::{Price, PriceBook, Usage};
-pub use rates::{Charge, Rates, TierBp};
+pub use rates::{Charge, Rates, TierBp, hold_cost};
 pub use regional::RegionalCatalogs;
 pub use static_prices::StaticPrices;
 
@@ -331,6 +331,7 @@ mod tests {
                 output: 16_500_000_000,
                 cache_read: 330_000_000,
                 cache_write: 4_125_000_000,
+                cache_write_long: 6_600_000_000,
             }
         );
         fn assert_price_book<T: PriceBook>() {}

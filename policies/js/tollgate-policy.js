@@ -15,8 +15,14 @@
 // the difference in both directions. Under QuickJS a u64 above 2^53 cannot be
 // represented exactly; rather than decide on a rounded figure the call fails
 // (the tenant's failure mode applies).
+//
+// Enums reach the policy as their WIT names ("monday", "flex", "one-hour"),
+// options as a value or null. The tenant's local time is `state.clock` (see
+// `isWeekday`, `hhMm`); the requested model and the operator's downgrade
+// chain come priced for this call as `request.requested` and
+// `request.downgradeChain` (see `cheapestDowngrade`).
 
-import * as hostModule from "tollgate:policy/host@0.1.0";
+import * as hostModule from "tollgate:policy/host@0.2.0";
 
 // StarlingMonkey exposes an interface's functions as named exports, QuickJS
 // as one default object.
@@ -47,11 +53,32 @@ function toAbi(value, field) {
   return u64IsBigInt ? v : Number(v);
 }
 
+const PRICE_FIELDS = ["input", "output", "cacheRead", "cacheWrite", "cacheWriteLong"];
+
+// A `model-price` with BigInt fields, or null.
+function liftPrice(p, field) {
+  if (p === null || p === undefined) return null;
+  const out = {};
+  for (const f of PRICE_FIELDS) out[f] = big(p[f], `${field}.${f}`);
+  return out;
+}
+
+// A `model-option` with its price and worst case as BigInt (or null).
+function liftOption(o, field) {
+  return {
+    modelId: o.modelId,
+    price: liftPrice(o.price, `${field}.price`),
+    worstCaseCost: bigOrNull(o.worstCaseCost, `${field}.worstCaseCost`),
+  };
+}
+
 function liftRequest(r) {
   u64IsBigInt = typeof r.nowMs === "bigint";
   for (const f of ["estimatedInputTokens", "maxOutputTokens", "worstCaseCost", "nowMs"]) {
     r[f] = big(r[f], `request.${f}`);
   }
+  r.requested = liftOption(r.requested, "request.requested");
+  r.downgradeChain = r.downgradeChain.map((o, i) => liftOption(o, `request.downgradeChain[${i}]`));
   return r;
 }
 
@@ -148,6 +175,40 @@ const ALERTS = ["green", "yellow", "orange", "red"];
 /// Orders levels green (0) < yellow < orange < red (3); -1 for an unknown name.
 export const alertRank = (level) => ALERTS.indexOf(level);
 
+// --- the tenant's clock (state.clock) ----------------------------------------
+// The host works out the local time from the tenant's IANA zone, daylight
+// saving included; a policy needs no zone database of its own.
+
+/// Saturday or Sunday on the tenant's calendar.
+export const isWeekend = (clock) => clock.weekday === "saturday" || clock.weekday === "sunday";
+/// Monday to Friday on the tenant's calendar.
+export const isWeekday = (clock) => !isWeekend(clock);
+/// Whether the local time is in `[startHour:00, endHour:00)`, e.g.
+/// `betweenHours(clock, 9, 18)` for 09:00 to 17:59.
+export const betweenHours = (clock, startHour, endHour) => clock.hour >= startHour && clock.hour < endHour;
+const pad = (n, width) => String(n).padStart(width, "0");
+/// The local time as "09:30".
+export const hhMm = (clock) => `${pad(clock.hour, 2)}:${pad(clock.minute, 2)}`;
+/// The local date as "2026-03-09".
+export const localDate = (clock) => `${pad(clock.year, 4)}-${pad(clock.month, 2)}-${pad(clock.day, 2)}`;
+
+// --- the models this call could go to -----------------------------------------
+
+/// The cheapest `request.downgradeChain` entry whose worst case is strictly
+/// below the requested model's, or null. An unpriced requested model counts
+/// as dearer than any priced one; unpriced entries are skipped; the first of
+/// equals wins a tie.
+export function cheapestDowngrade(request) {
+  const ceiling = request.requested.worstCaseCost;
+  let best = null;
+  for (const option of request.downgradeChain) {
+    const cost = option.worstCaseCost;
+    if (cost === null || (ceiling !== null && cost >= ceiling)) continue;
+    if (best === null || cost < best.worstCaseCost) best = option;
+  }
+  return best;
+}
+
 // --- verdicts ---------------------------------------------------------------
 
 const verdict = (action, reason) => ({ action, reason, metadata: [], maxOutputTokens: null });
@@ -166,7 +227,8 @@ export function withMetadata(v, key, value) {
 // --- parameters and host functions -------------------------------------------
 
 /// The tenant's JSON parameters over `defaults`. Unknown keys and values of
-/// another type than the default's throw an Error.
+/// another type than the default's throw an Error. A policy without
+/// parameters passes `{}`: it accepts "" and "{}".
 export function parseConfig(text, defaults) {
   if (text.trim() === "") return { ...defaults };
   let given;
@@ -176,11 +238,15 @@ export function parseConfig(text, defaults) {
     throw new Error(`config is not valid JSON: ${err.message}`);
   }
   if (given === null || typeof given !== "object" || Array.isArray(given)) {
-    throw new Error("config must be a JSON object");
+    const none = Object.keys(defaults).length === 0 ? "; this policy takes no parameters" : "";
+    throw new Error(`config must be a JSON object${none}`);
   }
   const config = { ...defaults };
   for (const [key, value] of Object.entries(given)) {
-    if (!(key in defaults)) {
+    if (!Object.prototype.hasOwnProperty.call(defaults, key)) {
+      if (Object.keys(defaults).length === 0) {
+        throw new Error(`unknown config key ${JSON.stringify(key)}; this policy takes no parameters`);
+      }
       throw new Error(`unknown config key "${key}"; expected one of ${Object.keys(defaults).sort().join(", ")}`);
     }
     const expected = Array.isArray(defaults[key]) ? "array" : typeof defaults[key];
@@ -191,18 +257,11 @@ export function parseConfig(text, defaults) {
   return config;
 }
 
-/// The model's on-demand price in nano-dollars per million tokens (BigInt
-/// fields `input`, `output`, `cacheRead`, `cacheWrite`), or null.
-export function price(modelId) {
-  const p = host.price(modelId);
-  if (p === null || p === undefined) return null;
-  return {
-    input: big(p.input, "price.input"),
-    output: big(p.output, "price.output"),
-    cacheRead: big(p.cacheRead, "price.cacheRead"),
-    cacheWrite: big(p.cacheWrite, "price.cacheWrite"),
-  };
-}
+/// The model's standard on-demand price in nano-dollars per million tokens
+/// (BigInt fields `input`, `output`, `cacheRead`, `cacheWrite`,
+/// `cacheWriteLong`), or null. This call's own tier and options are priced
+/// in `request.requested` and `request.downgradeChain`.
+export const price = (modelId) => liftPrice(host.price(modelId), "price");
 
 /// Writes to the host's log (at most 16 lines of 1 KiB per decision).
 /// `level`: "trace", "debug", "info", "warn" or "error".

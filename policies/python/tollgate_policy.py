@@ -8,6 +8,11 @@ compiles it, with this module, into a WebAssembly component.
 Money is integer nano-dollars (1 USD = 1_000_000_000) everywhere: Python
 ints are exact, so never divide money with ``/`` (a float); use ``//`` or the
 helpers below.
+
+The tenant's local time arrives as ``state.clock`` (see ``is_weekday``,
+``hh_mm``); the requested model and the operator's downgrade chain arrive
+priced for this call as ``request.requested`` and ``request.downgrade_chain``
+(see ``cheapest_downgrade``).
 """
 
 import json
@@ -15,7 +20,7 @@ import json
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import host
-from wit_world.imports.host import LogLevel, ModelPrice
+from wit_world.imports.host import LogLevel
 from wit_world.imports.types import (
     Action_Admit,
     Action_Downgrade,
@@ -23,20 +28,32 @@ from wit_world.imports.types import (
     Action_Throttle,
     AlertLevel,
     Budget,
+    CacheLocation,
+    CachePoint,
+    CacheTtl,
+    LatencyMode,
+    LocalTime,
+    ModelOption,
+    ModelPrice,
     Operation,
     Period,
     RejectKind,
     Request,
+    ServiceTier,
     TenantState,
     Verdict,
+    Weekday,
 )
 
 __all__ = [
-    "AlertLevel", "Budget", "LogLevel", "ModelPrice", "Operation", "Period", "Policy",
-    "RejectKind", "Request", "TenantState", "Verdict", "NANOS_PER_USD", "admit", "alert_level",
-    "alert_name", "alert_rank", "basis_points", "cents", "committed", "cost_of", "downgrade",
-    "format_usd", "log", "ms_until_next_minute", "parse_config", "percent_of", "price",
-    "reject", "remaining", "throttle", "usd", "with_metadata",
+    "AlertLevel", "Budget", "CacheLocation", "CachePoint", "CacheTtl", "LatencyMode", "LocalTime",
+    "LogLevel", "ModelOption", "ModelPrice", "Operation", "Period", "Policy", "RejectKind", "Request",
+    "ServiceTier", "TenantState", "Verdict", "Weekday", "NANOS_PER_USD", "admit", "alert_level",
+    "alert_name", "alert_rank", "basis_points", "between_hours", "cache_location_name", "cache_ttl_name",
+    "cents", "cheapest_downgrade", "committed", "cost_of", "downgrade", "format_usd", "hh_mm",
+    "is_weekday", "is_weekend", "latency_mode_name", "local_date", "log", "ms_until_next_minute",
+    "parse_config", "percent_of", "price", "reject", "remaining", "service_tier_name", "throttle",
+    "usd", "weekday_name", "with_metadata",
 ]
 
 NANOS_PER_USD = 1_000_000_000
@@ -134,6 +151,79 @@ def alert_level(name: str):
     return _ALERT_BY_NAME.get(name)
 
 
+# --- the tenant's clock (state.clock) ----------------------------------------
+# The host works out the local time from the tenant's IANA zone, daylight
+# saving included; a policy has no clock or zone database of its own.
+
+def is_weekend(clock: LocalTime) -> bool:
+    """Saturday or Sunday on the tenant's calendar."""
+    return clock.weekday in (Weekday.SATURDAY, Weekday.SUNDAY)
+
+
+def is_weekday(clock: LocalTime) -> bool:
+    """Monday to Friday on the tenant's calendar."""
+    return not is_weekend(clock)
+
+
+def between_hours(clock: LocalTime, start_hour: int, end_hour: int) -> bool:
+    """Whether the local time is in ``[start_hour:00, end_hour:00)``, e.g.
+    ``between_hours(clock, 9, 18)`` for 09:00 to 17:59."""
+    return start_hour <= clock.hour < end_hour
+
+
+def hh_mm(clock: LocalTime) -> str:
+    """The local time as ``"09:30"``."""
+    return f"{clock.hour:02d}:{clock.minute:02d}"
+
+
+def local_date(clock: LocalTime) -> str:
+    """The local date as ``"2026-03-09"``."""
+    return f"{clock.year:04d}-{clock.month:02d}-{clock.day:02d}"
+
+
+def weekday_name(day: Weekday) -> str:
+    """``"monday"`` .. ``"sunday"``."""
+    return day.name.lower()
+
+
+# --- the models this call could go to -----------------------------------------
+
+def cheapest_downgrade(request: Request):
+    """The cheapest ``request.downgrade_chain`` entry (a ``ModelOption``) whose
+    worst case is strictly below the requested model's, or ``None``. An
+    unpriced requested model counts as dearer than any priced one; unpriced
+    entries are skipped; the first of equals wins a tie."""
+    ceiling = request.requested.worst_case_cost
+    best = None
+    for option in request.downgrade_chain:
+        cost = option.worst_case_cost
+        if cost is None or (ceiling is not None and cost >= ceiling):
+            continue
+        if best is None or cost < best.worst_case_cost:
+            best = option
+    return best
+
+
+def service_tier_name(tier: ServiceTier) -> str:
+    """``"standard"``, ``"priority"``, ``"flex"`` or ``"reserved"``."""
+    return tier.name.lower()
+
+
+def latency_mode_name(mode: LatencyMode) -> str:
+    """``"standard"`` or ``"optimized"``."""
+    return mode.name.lower()
+
+
+def cache_location_name(location: CacheLocation) -> str:
+    """``"system"``, ``"messages"`` or ``"tools"``."""
+    return location.name.lower()
+
+
+def cache_ttl_name(ttl: CacheTtl) -> str:
+    """``"5m"`` or ``"1h"``, as Bedrock spells them."""
+    return "1h" if ttl == CacheTtl.ONE_HOUR else "5m"
+
+
 # --- verdicts -------------------------------------------------------------
 
 def admit(reason: str) -> Verdict:
@@ -162,7 +252,8 @@ def with_metadata(verdict: Verdict, key: str, value: str) -> Verdict:
 
 def parse_config(text: str, defaults: dict) -> dict:
     """The tenant's JSON parameters over ``defaults``. Unknown keys and values
-    of another type than the default's are refused with ``ValueError``."""
+    of another type than the default's are refused with ``ValueError``. A
+    policy without parameters passes ``{}``: it accepts ``""`` and ``"{}"``."""
     if not text.strip():
         return dict(defaults)
     try:
@@ -170,10 +261,12 @@ def parse_config(text: str, defaults: dict) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"config is not valid JSON: {err}")
     if not isinstance(given, dict):
-        raise ValueError("config must be a JSON object")
+        raise ValueError("config must be a JSON object" + ("" if defaults else "; this policy takes no parameters"))
     config = dict(defaults)
     for key, value in given.items():
         if key not in defaults:
+            if not defaults:
+                raise ValueError(f"unknown config key {json.dumps(key)}; this policy takes no parameters")
             raise ValueError(f"unknown config key {key!r}; expected one of {', '.join(sorted(defaults))}")
         expected = type(defaults[key])
         if type(value) is not expected:
@@ -183,7 +276,9 @@ def parse_config(text: str, defaults: dict) -> dict:
 
 
 def price(model_id: str):
-    """The model's on-demand price (nano-dollars per million tokens), or ``None``."""
+    """The model's standard on-demand price (nano-dollars per million tokens),
+    or ``None``. This call's own tier and options are priced in
+    ``request.requested`` and ``request.downgrade_chain``."""
     return host.price(model_id)
 
 

@@ -232,8 +232,15 @@ impl Simulation {
             worst_case_cost: requested_worst.get(),
             metadata: std::mem::take(&mut call.metadata),
             now_ms: now,
-            config: String::new(),
+            service_tier: asked.tier.into(),
+            latency_mode: asked.latency.into(),
+            ..Request::default()
         };
+        // As the gateway prices them; the log keeps no cache points.
+        request.requested = catalog.option(&request.model_id, input, max_output, caching, asked);
+        request.downgrade_chain = (tenant.version.settings().downgrade_chain.iter())
+            .map(|model| catalog.option(model, input, max_output, caching, asked))
+            .collect();
         // The gateway's own check of a downgrade: a model it can price, no other
         // tenant's profile, and nothing dearer unless the tenant allows it.
         let check = |verdict: &tollgate_host::Verdict| -> Result<(), String> {

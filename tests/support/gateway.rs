@@ -144,7 +144,14 @@ impl TestGateway {
                 id = t.id,
                 tier = t.tier,
                 budget = t.budget_usd,
-                policy = component(t.policy).display().to_string(),
+                // A name is a built component; a path (with '/') is a file of the repository.
+                policy = if t.policy.contains('/') {
+                    super::repo().join(t.policy)
+                } else {
+                    component(t.policy)
+                }
+                .display()
+                .to_string(),
                 extra = t.extra,
                 deadline = if t.extra.contains("deadline-ms") {
                     ""

@@ -3,14 +3,17 @@
 //!
 //! Invariants:
 //! - It imports nothing but `tollgate:policy/host`, `tollgate:policy/types`
-//!   and the WASI interfaces of [`crate::engine::wasi::PROVIDED`].
-//! - It exports `decide` with exactly the contract's signature; if it exports
+//!   (of one contract version) and the WASI interfaces of
+//!   [`crate::engine::wasi::PROVIDED`].
+//! - It exports `decide` with exactly the signature of one contract version,
+//!   recorded as `contract`; if it exports
 //!   `validate-config`, that has the contract's signature too.
 //! - It is immutable and shared (`Arc`) by every tenant version that uses the
 //!   same bytes; the engine deduplicates by content digest.
 
 use wasmtime::component::{ComponentExportIndex, InstancePre, types::ComponentItem};
 
+use crate::contract::ContractVersion;
 use crate::engine::sandbox::CallContext;
 
 /// Where a component's machine code came from when it was loaded.
@@ -37,6 +40,8 @@ pub struct PolicyComponent {
     pub(crate) pre: InstancePre<CallContext>,
     pub(crate) decide: ComponentExportIndex,
     pub(crate) validate_config: Option<ComponentExportIndex>,
+    /// The contract version `decide` was built against.
+    pub(crate) contract: ContractVersion,
     pub(crate) origin: LoadOrigin,
     pub(crate) size: usize,
     pub(crate) imports: Vec<Item>,
@@ -71,6 +76,11 @@ impl PolicyComponent {
         &self.exports
     }
 
+    /// The contract version the component targets.
+    pub fn contract(&self) -> ContractVersion {
+        self.contract
+    }
+
     pub fn has_validate_config(&self) -> bool {
         self.validate_config.is_some()
     }
@@ -81,6 +91,7 @@ impl PolicyComponent {
             pre: self.pre.clone(),
             decide: self.decide,
             validate_config: self.validate_config,
+            contract: self.contract,
             origin,
             size: self.size,
             imports: self.imports.clone(),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
-use crate::contract::{Request, TenantState, Verdict};
+use crate::contract::{ContractVersion, Request, TenantState, Verdict, v0_1};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
@@ -109,6 +109,11 @@ impl Instances {
         }
     }
 
+    /// The price book policies see through `price`.
+    pub(crate) fn prices(&self) -> &Arc<dyn crate::pricing::PriceBook> {
+        self.engine.prices()
+    }
+
     /// Calls `decide` under the version's limits.
     pub(crate) fn decide(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
         let mut warm = match self.take_idle() {
@@ -144,9 +149,21 @@ impl Instances {
         warm.store.set_epoch_deadline(first);
         let _running = self.engine.ticker().enter();
         // SAFETY: the engine type-checked `decide` against exactly these
-        // parameter and result types when the component was loaded.
-        let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> = unsafe { TypedFunc::new_unchecked(warm.decide) };
-        let result = typed.call(&mut warm.store, (request, state));
+        // parameter and result types, for the component's contract version,
+        // when the component was loaded.
+        let result = match self.component.contract {
+            ContractVersion::V0_2 => {
+                let typed: TypedFunc<(&Request, &TenantState), (Verdict,)> =
+                    unsafe { TypedFunc::new_unchecked(warm.decide) };
+                typed.call(&mut warm.store, (request, state))
+            }
+            ContractVersion::V0_1 => {
+                let typed: TypedFunc<(&v0_1::Request, &v0_1::TenantState), (Verdict,)> =
+                    unsafe { TypedFunc::new_unchecked(warm.decide) };
+                let (request, state) = (v0_1::Request::from(request), v0_1::TenantState::from(state));
+                typed.call(&mut warm.store, (&request, &state))
+            }
+        };
         warm.store.data_mut().end_call();
         result
             .map(|(verdict,)| verdict)

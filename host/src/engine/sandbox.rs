@@ -2,6 +2,7 @@
 //!
 //! Invariants:
 //! - A policy gets the `tollgate:policy/host` interface (`log` and `price`)
+//!   of the contract version it was built against
 //!   and, for interpreted runtimes, the deny-everything WASI of
 //!   [`crate::engine::wasi`]: no files, sockets, environment, real clocks or
 //!   randomness.
@@ -12,10 +13,10 @@
 
 use std::sync::Arc;
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::{Linker, WasmStr};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 
-use crate::contract::{LogLevel, ModelPrice, names};
+use crate::contract::{ContractVersion, LogLevel, ModelPrice, v0_1};
 use crate::engine::guest_output::GuestOutput;
 use crate::engine::wasi::PolicyWasi;
 use crate::pricing::PriceBook;
@@ -167,35 +168,45 @@ impl ResourceLimiter for CallContext {
     }
 }
 
-/// The linker every policy is instantiated with: the host interface, the
-/// type-only interface and the deny-everything WASI. A component is linked
-/// only to what it imports, so a policy without WASI imports gets none.
+/// The linker every policy is instantiated with: the host interface and the
+/// type-only interface of every contract version, and the deny-everything
+/// WASI. A component is linked only to what it imports, so a policy without
+/// WASI imports gets none.
 pub(crate) fn policy_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<CallContext>> {
     let mut linker = Linker::<CallContext>::new(engine);
     crate::engine::wasi::add_to_linker(&mut linker)?;
-    linker.instance(names::TYPES_INTERFACE)?;
-    let mut host = linker.instance(names::HOST_INTERFACE)?;
-    // Strings are borrowed from the guest's memory, not lifted into host
-    // memory: only a bounded prefix is ever copied, whatever the guest passes.
-    host.func_wrap("log", |mut cx, (level, message): (LogLevel, WasmStr)| {
-        let prefix = {
-            let text = message.to_str(&cx)?;
-            text[..text.floor_char_boundary(MAX_LOG_BYTES)].to_owned()
-        };
-        cx.data_mut().log(level, &prefix);
-        Ok(())
-    })?;
-    host.func_wrap("price", |cx, (model,): (WasmStr,)| {
-        let model = model.to_str(&cx)?;
-        // No model id is this long; a longer one is unpriced, unread.
-        let price: Option<ModelPrice> = if model.len() <= MAX_MODEL_ID_BYTES {
-            cx.data().prices.price(&model)
-        } else {
-            None
-        };
-        Ok((price,))
-    })?;
+    for version in ContractVersion::SUPPORTED {
+        linker.instance(version.types_interface())?;
+        let mut host = linker.instance(version.host_interface())?;
+        // Strings are borrowed from the guest's memory, not lifted into host
+        // memory: only a bounded prefix is ever copied, whatever the guest passes.
+        host.func_wrap("log", |mut cx, (level, message): (LogLevel, WasmStr)| {
+            let prefix = {
+                let text = message.to_str(&cx)?;
+                text[..text.floor_char_boundary(MAX_LOG_BYTES)].to_owned()
+            };
+            cx.data_mut().log(level, &prefix);
+            Ok(())
+        })?;
+        match version {
+            ContractVersion::V0_1 => host.func_wrap("price", |cx, (model,): (WasmStr,)| {
+                let price: Option<v0_1::ModelPrice> = lookup(&cx, &model)?.map(Into::into);
+                Ok((price,))
+            })?,
+            ContractVersion::V0_2 => host.func_wrap("price", |cx, (model,): (WasmStr,)| Ok((lookup(&cx, &model)?,)))?,
+        }
+    }
     Ok(linker)
+}
+
+fn lookup(cx: &StoreContextMut<'_, CallContext>, model: &WasmStr) -> wasmtime::Result<Option<ModelPrice>> {
+    let model = model.to_str(cx)?;
+    // No model id is this long; a longer one is unpriced, unread.
+    Ok(if model.len() <= MAX_MODEL_ID_BYTES {
+        cx.data().prices.price(&model)
+    } else {
+        None
+    })
 }
 
 #[cfg(test)]

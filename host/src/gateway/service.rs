@@ -408,7 +408,7 @@ impl Gateway {
             .set_alert(tenant.as_str(), state.alert as i64, state.aggregate_alert as i64);
 
         // 5. Decide.
-        let request = Request {
+        let mut request = Request {
             request_id: trace.request_id.clone(),
             tenant_id: tenant.as_str().to_owned(),
             user_id: trace.user.clone().unwrap_or_default(),
@@ -421,7 +421,7 @@ impl Gateway {
             worst_case_cost: requested_worst.get(),
             metadata: caller_pairs.clone(),
             now_ms: now,
-            config: String::new(),
+            ..Request::default()
         };
         // A downgrade must name a model tollgate can price, and no other tenant's profile.
         let check = VerdictCheck {
@@ -439,6 +439,7 @@ impl Gateway {
                  (policy = \"...\" under its [tenants] entry, or upload one through the admin API)"
             ))
         })?;
+        super::call_options::complete(&mut request, &body, &check, &version.settings().downgrade_chain);
         // The shadow decides the same call, off this task, once the active verdict is in.
         let shadowed = parts
             .registry

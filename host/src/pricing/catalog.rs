@@ -12,7 +12,7 @@ use super::file::{CatalogError, CatalogMeta, ModelEntry, RegionEntry, TierEntry,
 use super::metered::{Metered, ServedAs};
 use super::price::{Price, PriceBook, Usage};
 use super::rates::{Charge, Rates, TierBp, hold_cost};
-use crate::contract::ModelPrice;
+use crate::contract::{ModelOption, ModelPrice};
 use crate::ids::{REGION_PREFIXES, split_region_prefix};
 use crate::money::NanoUsd;
 
@@ -234,6 +234,26 @@ impl Catalog {
                 model: crate::text::clip(model_id, 256),
                 why,
             })
+    }
+
+    /// `model_id` as a policy's option for a call (contract 0.2.0): its
+    /// prices as that call would pay them, and its hold, as [`Self::hold`].
+    pub fn option(
+        &self,
+        model_id: &str,
+        input_tokens: u64,
+        max_output_tokens: u64,
+        caching: bool,
+        asked: ServedAs,
+    ) -> ModelOption {
+        let rates = self.resolve(model_id).ok().map(|resolved| resolved.rates);
+        let price = rates.and_then(|rates| rates.unit_prices(asked, input_tokens).ok());
+        let worst = rates.and_then(|rates| rates.hold(asked, input_tokens, max_output_tokens, caching).ok());
+        ModelOption {
+            model_id: model_id.to_owned(),
+            price: price.map(|(price, _)| price.into()),
+            worst_case_cost: worst.map(NanoUsd::get),
+        }
     }
 
     /// What to reserve for a standard call: every input token at the input

@@ -44,6 +44,17 @@ impl ServiceTier {
     }
 }
 
+impl From<ServiceTier> for crate::contract::ServiceTier {
+    fn from(tier: ServiceTier) -> Self {
+        match tier {
+            ServiceTier::Standard => crate::contract::ServiceTier::Standard,
+            ServiceTier::Priority => crate::contract::ServiceTier::Priority,
+            ServiceTier::Flex => crate::contract::ServiceTier::Flex,
+            ServiceTier::Reserved => crate::contract::ServiceTier::Reserved,
+        }
+    }
+}
+
 /// `performanceConfig.latency`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +69,15 @@ impl LatencyMode {
         match self {
             LatencyMode::Standard => "standard",
             LatencyMode::Optimized => "optimized",
+        }
+    }
+}
+
+impl From<LatencyMode> for crate::contract::LatencyMode {
+    fn from(mode: LatencyMode) -> Self {
+        match mode {
+            LatencyMode::Standard => crate::contract::LatencyMode::Standard,
+            LatencyMode::Optimized => crate::contract::LatencyMode::Optimized,
         }
     }
 }

@@ -153,13 +153,13 @@ impl Price {
 }
 
 impl From<Price> for ModelPrice {
-    /// Policies see one cache-write price: the 5-minute one, Bedrock's default TTL.
     fn from(p: Price) -> Self {
         ModelPrice {
             input: p.input.get(),
             output: p.output.get(),
             cache_read: p.cache_read.get(),
             cache_write: p.cache_write_5m.get(),
+            cache_write_long: p.cache_write_1h.get(),
         }
     }
 }

@@ -31,6 +31,7 @@ impl StaticPrices {
             output,
             cache_read: input / 10,
             cache_write: input + input / 4,
+            cache_write_long: input * 2,
         };
         Self::new()
             .with(

@@ -25,7 +25,10 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::contract::{Action, RejectKind, Request, TenantState};
+use chrono_tz::Tz;
+
+use crate::contract::local_time::period_days;
+use crate::contract::{Action, LocalTime, RejectKind, Request, TenantState};
 use crate::engine::failure::FailureKind;
 use crate::engine::instances::MAX_INSTANCE_USES;
 use crate::ids::ModelId;
@@ -68,6 +71,11 @@ pub struct Case {
     /// The policy parameters (JSON) this case pins; `None` uses the
     /// version's own config.
     pub config: Option<String>,
+    /// The downgrade chain this case pins; `None` uses the version's own.
+    pub downgrade_chain: Option<Vec<String>>,
+    /// The case sets `request.requested` or `request.downgrade-chain`
+    /// itself, so the runner prices nothing.
+    pub priced_by_case: bool,
     pub expect: Expectation,
 }
 
@@ -132,15 +140,19 @@ impl CasesFile {
         };
         let mut file: Table = text.parse().map_err(|e: toml::de::Error| syntax(e.to_string()))?;
         for key in file.keys() {
-            if !matches!(key.as_str(), "config" | "defaults" | "case") {
+            if !matches!(key.as_str(), "config" | "downgrade-chain" | "defaults" | "case") {
                 return Err(syntax(format!(
-                    "unknown top-level key `{key}`; expected `config`, `defaults` or `[[case]]`"
+                    "unknown top-level key `{key}`; expected `config`, `downgrade-chain`, `defaults` or `[[case]]`"
                 )));
             }
         }
         let file_config = match file.remove("config") {
             Some(Value::Table(t)) => Some(to_json(&t)),
             Some(_) => return Err(syntax("`config` must be a table of policy parameters".into())),
+            None => None,
+        };
+        let file_chain = match file.remove("downgrade-chain") {
+            Some(value) => Some(model_list(value).map_err(syntax)?),
             None => None,
         };
         let mut defaults: Table = BUILTIN_DEFAULTS
@@ -171,19 +183,40 @@ impl CasesFile {
         };
         let mut cases = Vec::with_capacity(raw_cases.len());
         for (index, raw) in raw_cases.into_iter().enumerate() {
-            cases.push(parse_case(index, raw, &defaults, file_config.as_deref(), origin)?);
+            let file_level = FileLevel {
+                defaults: &defaults,
+                config: file_config.as_deref(),
+                chain: file_chain.as_deref(),
+            };
+            cases.push(parse_case(index, raw, &file_level, origin)?);
         }
         Ok(CasesFile { cases })
     }
 }
 
-fn parse_case(
-    index: usize,
-    raw: Value,
-    defaults: &Table,
-    file_config: Option<&str>,
-    origin: &str,
-) -> Result<Case, CasesError> {
+/// What a cases file sets for all of its cases.
+struct FileLevel<'a> {
+    defaults: &'a Table,
+    config: Option<&'a str>,
+    chain: Option<&'a [String]>,
+}
+
+fn model_list(value: Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = value else {
+        return Err("`downgrade-chain` must be a list of model ids".into());
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(model) => Ok(model),
+            other => Err(format!(
+                "`downgrade-chain` lists {other}, which is not a model id string"
+            )),
+        })
+        .collect()
+}
+
+fn parse_case(index: usize, raw: Value, file: &FileLevel<'_>, origin: &str) -> Result<Case, CasesError> {
     let Value::Table(mut raw) = raw else {
         return Err(CasesError::Syntax {
             origin: origin.to_owned(),
@@ -200,22 +233,33 @@ fn parse_case(
         message,
     };
     for key in raw.keys() {
-        if !matches!(key.as_str(), "request" | "state" | "config" | "expect") {
+        if !matches!(
+            key.as_str(),
+            "request" | "state" | "config" | "downgrade-chain" | "expect"
+        ) {
             return Err(fail(format!(
-                "unknown key `{key}`; a case has `name`, `request`, `state`, `config` and `expect`"
+                "unknown key `{key}`; a case has `name`, `request`, `state`, `config`, `downgrade-chain` and `expect`"
             )));
         }
     }
-    let mut merged = defaults.clone();
+    let mut merged = file.defaults.clone();
     let expect = raw.remove("expect").ok_or_else(|| fail("missing `expect`".into()))?;
     let config = match raw.remove("config") {
         Some(Value::Table(t)) => Some(to_json(&t)),
         Some(_) => return Err(fail("`config` must be a table".into())),
-        None => file_config.map(str::to_owned),
+        None => file.config.map(str::to_owned),
+    };
+    let downgrade_chain = match raw.remove("downgrade-chain") {
+        Some(value) => Some(model_list(value).map_err(&fail)?),
+        None => file.chain.map(<[String]>::to_vec),
     };
     merge(&mut merged, raw);
 
     let request_table = merged.remove("request").unwrap_or_else(|| Value::Table(Table::new()));
+    // Options the case gives itself are kept; otherwise they are priced.
+    let priced_by_case = ["requested", "downgrade-chain"]
+        .iter()
+        .any(|key| request_table.get(key).is_some());
     let mut request: Request = from_value(request_table, "request").map_err(&fail)?;
     if request.base_model_id.is_empty() {
         request.base_model_id = ModelId::new(&request.model_id).without_region_prefix().to_owned();
@@ -225,15 +269,46 @@ fn parse_case(
     }
     request.config = config.clone().unwrap_or_default();
     let state_table = merged.remove("state").unwrap_or_else(|| Value::Table(Table::new()));
-    let state: TenantState = from_value(state_table, "state").map_err(&fail)?;
+    let zone = case_zone(&state_table).map_err(&fail)?;
+    let mut state: TenantState = from_value(state_table, "state").map_err(&fail)?;
+    // The host computes these in the gateway; so does the runner.
+    state.clock = LocalTime::at(zone, request.now_ms);
+    let budget = &mut state.budget;
+    (budget.days_elapsed, budget.days_remaining) =
+        period_days(zone, budget.period_start_ms, budget.period_end_ms, request.now_ms);
     let expect: Expectation = from_value(expect, "expect").map_err(&fail)?;
     Ok(Case {
         name,
         request,
         state,
         config,
+        downgrade_chain: if priced_by_case { None } else { downgrade_chain },
+        priced_by_case,
         expect,
     })
+}
+
+/// `state.clock.time-zone` (UTC when unset). The rest of the clock is the
+/// host's to compute, so a case may not set it.
+fn case_zone(state: &Value) -> Result<Tz, String> {
+    let Some(clock) = state.get("clock") else {
+        return Ok(Tz::UTC);
+    };
+    let Value::Table(clock) = clock else {
+        return Err("state.clock must be a table with `time-zone`".into());
+    };
+    if let Some(key) = clock.keys().find(|k| *k != "time-zone") {
+        return Err(format!(
+            "state.clock.{key} is computed by the host from state.clock.time-zone and request.now-ms; set those instead"
+        ));
+    }
+    match clock.get("time-zone") {
+        None => Ok(Tz::UTC),
+        Some(Value::String(name)) => name
+            .parse()
+            .map_err(|_| format!("state.clock.time-zone {name:?} is not an IANA time zone such as \"Europe/Berlin\"")),
+        Some(other) => Err(format!("state.clock.time-zone must be a string, not {other}")),
+    }
 }
 
 /// Deserializes with the full key path in the error ("state.budget.spnt").
@@ -340,6 +415,13 @@ pub fn run(version: &PolicyVersion, cases: &CasesFile) -> Vec<CaseOutcome> {
             let mut request = case.request.clone();
             if case.config.is_none() {
                 version.bind(&mut request);
+            }
+            if !case.priced_by_case {
+                let chain = case
+                    .downgrade_chain
+                    .as_deref()
+                    .unwrap_or(&version.settings().downgrade_chain);
+                version.price_options(&mut request, chain);
             }
             request
         })
@@ -554,5 +636,65 @@ model = "amazon.nova-micro-v1:0"
             .unwrap_err()
             .to_string();
         assert!(err.contains("defaults.requests"), "{err}");
+    }
+
+    #[test]
+    fn the_clock_and_period_days_are_computed_from_the_zone_and_now() {
+        let text = r#"
+downgrade-chain = ["amazon.nova-micro-v1:0"]
+
+[defaults.state.clock]
+time-zone = "America/New_York"
+
+[[case]]
+name = "monday after the change"
+# 2026-03-09T13:30:00Z: 09:30 EDT.
+request.now-ms = 1773063000000
+state.budget = { period-start-ms = 1772341200000, period-end-ms = 1775016000000 }
+expect = { action = "admit" }
+
+[[case]]
+name = "another zone, own chain"
+downgrade-chain = []
+state.clock = { time-zone = "Europe/Berlin" }
+expect = { action = "admit" }
+"#;
+        let file = CasesFile::parse(text, "t.toml").expect("parses");
+        let first = &file.cases[0];
+        let clock = &first.state.clock;
+        assert_eq!((clock.hour, clock.minute, clock.utc_offset_minutes), (9, 30, -240));
+        assert_eq!(clock.weekday, crate::contract::Weekday::Monday);
+        assert_eq!(clock.time_zone, "America/New_York");
+        assert_eq!(
+            (first.state.budget.days_elapsed, first.state.budget.days_remaining),
+            (8, 23)
+        );
+        assert_eq!(
+            first.downgrade_chain.as_deref(),
+            Some(&["amazon.nova-micro-v1:0".to_owned()][..])
+        );
+        let second = &file.cases[1];
+        assert_eq!(second.state.clock.time_zone, "Europe/Berlin");
+        assert_eq!(second.downgrade_chain.as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_case_may_not_set_what_the_host_computes() {
+        let case = |clock: &str| format!("[[case]]\nstate.clock = {clock}\nexpect = {{ action = \"admit\" }}\n");
+        let err = CasesFile::parse(&case("{ hour = 9 }"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.clock.hour is computed by the host"), "{err}");
+        let err = CasesFile::parse(&case("{ time-zone = \"Mars/Olympus\" }"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an IANA time zone"), "{err}");
+        let err = CasesFile::parse(
+            "downgrade-chain = [1]\n[[case]]\nexpect = { action = \"admit\" }",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a model id"), "{err}");
     }
 }

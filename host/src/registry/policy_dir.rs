@@ -41,6 +41,7 @@ pub struct TenantPolicyFile {
     pub memory_limit_mib: Option<u32>,
     pub instances: Option<InstancesSetting>,
     pub max_idle_instances: Option<usize>,
+    pub downgrade_chain: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -74,6 +75,7 @@ impl TenantPolicyFile {
             deadline_ms: self.deadline_ms.unwrap_or(defaults.deadline_ms),
             memory_limit_mib: self.memory_limit_mib.unwrap_or(defaults.memory_limit_mib),
             instances,
+            downgrade_chain: self.downgrade_chain.clone().unwrap_or_default(),
         }
     }
 }

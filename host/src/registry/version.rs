@@ -14,18 +14,24 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{Request, TenantState, Verdict};
+use crate::contract::{ModelOption, Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances, Session};
 use crate::ids::{PolicyVersionId, TenantId};
+use crate::money::NanoUsd;
+use crate::pricing::hold_cost;
 
 use crate::registry::breaker::{Breaker, BreakerSettings};
 use crate::registry::decision::{Decision, FailureMode, check_verdict};
 
 /// Quick calls in a row a heavy version needs to be light again.
 pub const LIGHT_AGAIN_AFTER: u32 = 64;
+
+/// Models a downgrade chain may list: each is priced on every call.
+pub const MAX_DOWNGRADE_CHAIN: usize = 16;
+const MAX_MODEL_ID_BYTES: usize = 2048;
 
 /// Further tries of a test case that timed out on a fresh instance.
 const CASE_TIMEOUT_RETRIES: usize = 2;
@@ -68,6 +74,10 @@ pub struct PolicySettings {
     pub memory_limit_mib: u32,
     /// Fresh or pooled instances.
     pub instances: InstanceStrategy,
+    /// Models the policy may step down to, dearest first. Each is priced
+    /// for every call and shown to the policy as `request.downgrade-chain`
+    /// (contract 0.2.0); it restricts nothing.
+    pub downgrade_chain: Vec<String>,
 }
 
 impl Default for PolicySettings {
@@ -78,6 +88,7 @@ impl Default for PolicySettings {
             deadline_ms: 5,
             memory_limit_mib: 16,
             instances: InstanceStrategy::default(),
+            downgrade_chain: Vec::new(),
         }
     }
 }
@@ -89,6 +100,10 @@ pub enum VersionError {
     Deadline(u64),
     #[error("memory-limit-mib = {asked} is out of range: use 1 to {max} (the engine's per-instance maximum)")]
     Memory { asked: u32, max: usize },
+    #[error(
+        "downgrade-chain must list at most {MAX_DOWNGRADE_CHAIN} model ids, each 1 to {MAX_MODEL_ID_BYTES} bytes without control characters"
+    )]
+    DowngradeChain,
     #[error("the policy refused its config: {0}. Fix the tenant's policy parameters")]
     ConfigRefused(String),
     #[error("the policy failed while checking its config ({0})")]
@@ -129,6 +144,14 @@ impl PolicyVersion {
                 asked: settings.memory_limit_mib,
                 max: max_mib,
             });
+        }
+        if settings.downgrade_chain.len() > MAX_DOWNGRADE_CHAIN
+            || settings
+                .downgrade_chain
+                .iter()
+                .any(|m| m.is_empty() || m.len() > MAX_MODEL_ID_BYTES || m.chars().any(char::is_control))
+        {
+            return Err(VersionError::DowngradeChain);
         }
         let id = PolicyVersionId {
             tenant,
@@ -275,6 +298,43 @@ impl PolicyVersion {
         request.tenant_id.push_str(self.id.tenant.as_str());
         request.config.clear();
         request.config.push_str(&self.settings.config);
+    }
+
+    /// Fills `request.requested` and `request.downgrade-chain` (contract
+    /// 0.2.0) from the engine's price book, at the standard tier: for test
+    /// cases and for embedders without the gateway, whose own catalog
+    /// prices tiers and long contexts too.
+    pub fn price_options(&self, request: &mut Request, chain: &[String]) {
+        let prices = self.instances.prices();
+        let caching = !request.cache_points.is_empty();
+        let option = |model_id: &str| {
+            let price = prices.price(model_id);
+            let worst = price.map(|p| {
+                let price = crate::pricing::Price {
+                    input: NanoUsd(p.input),
+                    output: NanoUsd(p.output),
+                    cache_read: NanoUsd(p.cache_read),
+                    cache_write_5m: NanoUsd(p.cache_write),
+                    cache_write_1h: NanoUsd(p.cache_write_long),
+                };
+                hold_cost(
+                    price,
+                    request.estimated_input_tokens,
+                    request.max_output_tokens,
+                    caching,
+                )
+                .get()
+            });
+            ModelOption {
+                model_id: model_id.to_owned(),
+                price,
+                worst_case_cost: worst,
+            }
+        };
+        let requested = option(&request.model_id);
+        let chain = chain.iter().map(|model| option(model)).collect();
+        request.requested = requested;
+        request.downgrade_chain = chain;
     }
 
     /// The failure mode's decision, without running the policy, while its

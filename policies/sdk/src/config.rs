@@ -15,6 +15,24 @@ pub fn parse_config<T: DeserializeOwned + Default>(config: &str) -> Result<T, St
     serde_json::from_str(config).map_err(|e| format!("invalid policy config: {e}"))
 }
 
+/// For a policy without parameters: accepts "" and an empty JSON object,
+/// and refuses anything else naming what it got, e.g. `unknown config key
+/// "limit"; this policy takes no parameters`.
+pub fn no_parameters(config: &str) -> Result<(), String> {
+    if config.trim().is_empty() {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("config is not valid JSON: {e}"))?;
+    match value {
+        serde_json::Value::Object(map) => match map.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(format!("unknown config key {key:?}; this policy takes no parameters")),
+        },
+        _ => Err("config must be a JSON object; this policy takes no parameters".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +66,15 @@ mod tests {
         assert!(err.contains("downgrade-at-percnt"), "{err}");
         let err = parse_config::<Params>(r#"{"downgrade-at-percent": "x"}"#).unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn no_parameters_accepts_only_nothing() {
+        assert_eq!(no_parameters(""), Ok(()));
+        assert_eq!(no_parameters(" {} "), Ok(()));
+        let err = no_parameters(r#"{"start-hour": 8}"#).unwrap_err();
+        assert!(err.contains("\"start-hour\""), "{err}");
+        assert!(no_parameters("[]").unwrap_err().contains("JSON object"));
+        assert!(no_parameters("{").unwrap_err().contains("not valid JSON"));
     }
 }

@@ -4,8 +4,10 @@
 use crate::bindings::tollgate::policy::host as imports;
 use crate::{LogLevel, ModelPrice};
 
-/// On-demand price of `model_id` (nano-dollars per million tokens), or
-/// `None` when the host does not know the model.
+/// Standard on-demand price of `model_id` (nano-dollars per million
+/// tokens), or `None` when the host does not know the model. This call's own
+/// tier and options are priced in `request.requested` and
+/// `request.downgrade_chain`.
 pub fn price(model_id: &str) -> Option<ModelPrice> {
     imports::price(model_id)
 }

@@ -24,10 +24,14 @@
 //! Build with `tollgate policy build DIR`: it compiles for
 //! `wasm32-unknown-unknown` and wraps the module as a component. Money is
 //! integer nano-dollars throughout; see [`money`]. Per-tenant parameters
-//! arrive as JSON; see [`config`].
+//! arrive as JSON; see [`config`]. The tenant's local time is
+//! `state.clock` ([`clock`]); the requested model and the operator's
+//! downgrade chain come priced for the call ([`models`]).
 
+pub mod clock;
 pub mod config;
 pub mod host;
+pub mod models;
 pub mod money;
 pub mod verdict;
 
@@ -45,13 +49,15 @@ pub mod bindings {
 }
 
 pub use bindings::Guest as __Guest;
-pub use bindings::tollgate::policy::host::{LogLevel, ModelPrice};
+pub use bindings::tollgate::policy::host::LogLevel;
 pub use bindings::tollgate::policy::types::{
-    Action, AlertLevel, Budget, Indicators, NanoUsd, Operation, Period, Plan, RateWindow, RejectKind, Request,
-    TenantState, Verdict,
+    Action, AlertLevel, Budget, CacheLocation, CachePoint, CacheTtl, Indicators, LatencyMode, LocalTime, ModelOption,
+    ModelPrice, NanoUsd, Operation, Period, Plan, RateWindow, RejectKind, Request, ServiceTier, TenantState, Verdict,
+    Weekday,
 };
 
-pub use config::parse_config;
+pub use config::{no_parameters, parse_config};
+pub use models::cheapest_downgrade;
 pub use money::{NANOS_PER_USD, cents, cost_of, format_usd, percent_of, usd};
 
 /// A tenant cost policy.
@@ -205,6 +211,8 @@ mod tests {
             period: Period::Monthly,
             period_start_ms: 0,
             period_end_ms: 1,
+            days_elapsed: 0,
+            days_remaining: 31,
         };
         assert_eq!(budget.committed(), 120);
         assert_eq!(budget.remaining(), 0);

@@ -91,6 +91,7 @@ mod tests {
             output: usd(15),
             cache_read: 300_000_000,
             cache_write: 3_750_000_000,
+            cache_write_long: usd(6),
         };
         assert_eq!(cost_of(&price, 800, 1000), 17_400_000);
         assert_eq!(cost_of(&price, 1, 0), 3_000);
@@ -99,6 +100,7 @@ mod tests {
             output: 0,
             cache_read: 0,
             cache_write: 0,
+            cache_write_long: 0,
         };
         assert_eq!(cost_of(&tiny, 1, 0), 1, "a fraction of a nano-dollar rounds up");
     }

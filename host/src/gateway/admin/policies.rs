@@ -39,6 +39,9 @@ pub struct VersionView {
     pub number: u32,
     /// First 12 hex digits of the component's SHA-256.
     pub digest: String,
+    /// The contract version the component targets, e.g. "0.2.0".
+    #[serde(default)]
+    pub contract: String,
     /// Where it came from and who asked: a file path, `admin upload by ...`.
     pub source: String,
     pub created_at_ms: u64,
@@ -65,6 +68,7 @@ fn view(version: &PolicyVersion, active: u32, shadow: Option<u32>) -> VersionVie
         version: version.id().to_string(),
         number,
         digest: version.id().digest.to_string(),
+        contract: version.component().contract().as_str().to_owned(),
         source: version.source().to_owned(),
         created_at_ms: version
             .created_at()
@@ -501,6 +505,7 @@ pub(crate) struct SettingsChange {
     pub deadline_ms: Option<u64>,
     pub memory_limit_mib: Option<u32>,
     pub instances: Option<crate::engine::instances::InstanceStrategy>,
+    pub downgrade_chain: Option<Vec<String>>,
 }
 
 /// `PATCH /admin/tenants/{tenant}/policy/settings`: the active component
@@ -541,6 +546,9 @@ pub(super) async fn change_settings(
             }
             if let Some(instances) = change.instances {
                 settings.instances = instances;
+            }
+            if let Some(chain) = change.downgrade_chain {
+                settings.downgrade_chain = chain;
             }
             let registry = Arc::clone(state.gateway.registry());
             let cases = state.gateway.profile(&tenant).and_then(|p| p.policy_cases.clone());

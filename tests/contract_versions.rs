@@ -1,0 +1,152 @@
+//! Contract versions side by side. budget-guard as built against 0.1.0
+//! (checked in: it was compiled before 0.2.0 existed) and its 0.2.0 rebuild
+//! decide in the same `tollgate serve`, for different tenants, called with
+//! the real AWS SDK; then each tenant is swapped to the other build through
+//! the admin API while both keep calling, and no call fails.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use support::gateway::{ADMIN_TOKEN, Options, TenantSpec, TestGateway, call_model};
+use support::*;
+use tollgate_host::ContractVersion;
+
+const FIXTURE: &str = "tests/fixtures/contract-0.1.0/budget_guard.wasm";
+const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
+fn old() -> TenantSpec {
+    TenantSpec::new("old", FIXTURE)
+}
+
+fn new() -> TenantSpec {
+    TenantSpec::new("new", "budget-guard")
+}
+
+async fn active(gw: &TestGateway, tenant: &str) -> Value {
+    let response = gw
+        .raw()
+        .get(format!("{}/admin/tenants/{tenant}/policy", gw.admin_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+async fn upload(gw: &TestGateway, tenant: &str, wasm: Vec<u8>) {
+    let form = Form::new().part("component", Part::bytes(wasm));
+    let response = gw
+        .raw()
+        .post(format!("{}/admin/tenants/{tenant}/policy", gw.admin_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .expect("admin answers");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert!(status.is_success(), "upload to {tenant}: {status} {body}");
+}
+
+#[test]
+fn the_fixture_is_a_0_1_component_and_the_rebuild_a_0_2_one() {
+    let engine = engine();
+    let fixture = engine.load_file(&repo().join(FIXTURE)).expect("0.1.0 loads");
+    assert_eq!(fixture.contract(), ContractVersion::V0_1);
+    let rebuilt = engine.load_file(&component("budget-guard")).expect("0.2.0 loads");
+    assert_eq!(rebuilt.contract(), ContractVersion::V0_2);
+    // Both decide the conformance cases the same way, through the host.
+    let cases = tollgate_host::registry::cases::CasesFile::load(&conformance_cases("budget-guard")).expect("cases");
+    for component in [fixture, rebuilt] {
+        let version = tollgate_host::PolicyVersion::build(
+            &engine,
+            component,
+            tenant("t"),
+            1,
+            tollgate_host::PolicySettings::default(),
+            "test".into(),
+        )
+        .expect("version");
+        let failed: Vec<String> = tollgate_host::registry::cases::run(&version, &cases)
+            .iter()
+            .filter(|o| !o.passed())
+            .map(ToString::to_string)
+            .collect();
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_component_and_its_0_2_rebuild_serve_side_by_side_and_swap() {
+    let gw = TestGateway::start(Options {
+        tenants: vec![old(), new()],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(active(&gw, "old").await["contract"], "0.1.0");
+    assert_eq!(active(&gw, "new").await["contract"], "0.2.0");
+
+    let clients = Arc::new([gw.sigv4_client(&old()), gw.sigv4_client(&new())]);
+    for client in clients.iter() {
+        call_model(client, HAIKU).await.expect("admitted");
+    }
+
+    // Both tenants keep calling while each is swapped to the other build.
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..2)
+        .map(|i| {
+            let (clients, stop) = (Arc::clone(&clients), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut calls = 0u32;
+                while !stop.load(Ordering::Acquire) || calls == 0 {
+                    if let Err(e) = call_model(&clients[i], HAIKU).await {
+                        panic!("a call failed during the swap: {e:?}");
+                    }
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    upload(&gw, "old", wasm("budget-guard")).await;
+    upload(&gw, "new", std::fs::read(repo().join(FIXTURE)).expect("fixture")).await;
+    assert_eq!(active(&gw, "old").await["contract"], "0.2.0");
+    assert_eq!(active(&gw, "new").await["contract"], "0.1.0");
+    for client in clients.iter() {
+        call_model(client, HAIKU).await.expect("admitted after the swap");
+    }
+    stop.store(true, Ordering::Release);
+    for caller in callers {
+        assert!(caller.await.expect("caller") > 0);
+    }
+
+    // Every call was decided by budget-guard, old build or new, on v1 or v2.
+    gw.idle().await;
+    let records = gw.records();
+    for tenant in ["old", "new"] {
+        let mine: Vec<_> = records.iter().filter(|r| r.tollgate.tenant == tenant).collect();
+        assert!(mine.len() >= 3, "{tenant}: {} records", mine.len());
+        for record in &mine {
+            assert_eq!(
+                record.tollgate.decision, "admit",
+                "{tenant}: {}",
+                record.tollgate.reason
+            );
+            assert!(record.tollgate.policy_failure.is_none(), "{record:?}");
+            assert!(
+                record.request_metadata.contains_key("budget-percent"),
+                "{tenant}: {:?}",
+                record.request_metadata
+            );
+        }
+        let versions: std::collections::BTreeSet<_> =
+            mine.iter().filter_map(|r| r.tollgate.policy_version.clone()).collect();
+        assert_eq!(versions.len(), 2, "{tenant} decided on both builds: {versions:?}");
+    }
+    assert_eq!(gw.readyz().await.0, 200, "still healthy");
+}
