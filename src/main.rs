@@ -8,6 +8,7 @@ mod cost_cmd;
 mod demo;
 mod mock_cmd;
 mod policy_build;
+mod policy_build_c;
 mod policy_build_js;
 mod policy_build_py;
 mod policy_cmd;
@@ -164,15 +165,15 @@ enum PolicyCommand {
         policies: Option<PathBuf>,
     },
     /// Compile a policy to a component: a Rust crate or workspace, or a
-    /// directory with a policy.py or policy.js.
+    /// directory with a policy.py, policy.js or policy.c.
     Build {
-        /// Directory with the policy's Cargo.toml, policy.py or policy.js.
+        /// Directory with the policy's Cargo.toml, policy.py, policy.js or policy.c.
         dir: PathBuf,
         /// Where to write the components (default: <target-dir>/components
         /// for Rust, <dir>/target otherwise).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The Python/JavaScript toolchain installed by
+        /// The Python/JavaScript/C toolchain installed by
         /// policies/toolchain/install.sh (default: $TOLLGATE_TOOLS, ./.tools, PATH).
         #[arg(long)]
         tools: Option<PathBuf>,

@@ -1,6 +1,6 @@
 //! `tollgate policy build`: compile a Rust policy crate or workspace for
-//! `wasm32-unknown-unknown` and wrap each module as a component; Python and
-//! JavaScript policy directories go to their own builders.
+//! `wasm32-unknown-unknown` and wrap each module as a component; Python,
+//! JavaScript and C policy directories go to their own builders.
 //!
 //! Building for `wasm32-unknown-unknown` (not WASI) keeps Rust policies free
 //! of any import but the tollgate host interface.
@@ -12,13 +12,13 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::policy_build_js::{self, JsEngine};
-use crate::policy_build_py;
 use crate::policy_guest::{Language, Tools};
+use crate::{policy_build_c, policy_build_py};
 
 pub const TARGET: &str = "wasm32-unknown-unknown";
 
-/// Builds a policy directory in whatever language it is written in. Python
-/// and JavaScript components go to `out` (default: `<dir>/target`).
+/// Builds a policy directory in whatever language it is written in. Python,
+/// JavaScript and C components go to `out` (default: `<dir>/target`).
 pub fn build_dir(dir: &Path, out: Option<&Path>, tools: Option<&Path>, js_engine: JsEngine) -> Result<Vec<PathBuf>> {
     let language = Language::of(dir)?;
     if language == Language::Rust {
@@ -29,6 +29,7 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, tools: Option<&Path>, js_engine
     let tools = Tools::locate(tools);
     let built = match language {
         Language::Python => policy_build_py::build(dir, &out_dir, &tools)?,
+        Language::C => policy_build_c::build(dir, &out_dir, &tools)?,
         _ => policy_build_js::build(dir, &out_dir, &tools, js_engine)?,
     };
     Ok(vec![built])

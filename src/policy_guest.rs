@@ -1,4 +1,4 @@
-//! Policies in interpreted languages: which language a policy directory is
+//! Policies in languages other than Rust: which language a policy directory is
 //! written in, where its toolchain is, and the files every build needs
 //! (the contract's WIT and the language's helper module), embedded in the
 //! binary so `tollgate policy build` works in any folder.
@@ -14,6 +14,9 @@ pub const WIT: &str = include_str!("../wit/policy.wit");
 pub const PYTHON_HELPER: &str = include_str!("../policies/python/tollgate_policy.py");
 /// The JavaScript helper module (`import … from "tollgate-policy"`).
 pub const JS_HELPER: &str = include_str!("../policies/js/tollgate-policy.js");
+/// The C helper (`#include "tollgate_policy.h"`) and its implementation.
+pub const C_HELPER_HEADER: &str = include_str!("../policies/c/tollgate_policy.h");
+pub const C_HELPER: &str = include_str!("../policies/c/tollgate_policy.c");
 
 /// The language of a policy directory, told by its entry file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,9 @@ pub enum Language {
     Python,
     /// `policy.js` exporting `decide` and `validateConfig`.
     JavaScript,
+    /// `policy.c` defining `decide` and `validate_config` (and any other
+    /// `.c` files of the directory).
+    C,
 }
 
 impl Language {
@@ -34,9 +40,11 @@ impl Language {
             Ok(Language::Python)
         } else if dir.join("policy.js").exists() {
             Ok(Language::JavaScript)
+        } else if dir.join("policy.c").exists() {
+            Ok(Language::C)
         } else {
             bail!(
-                "{} has no Cargo.toml, policy.py or policy.js: point `tollgate policy build` at a policy directory (see docs/policies.md)",
+                "{} has no Cargo.toml, policy.py, policy.js or policy.c: point `tollgate policy build` at a policy directory (see docs/policies.md)",
                 dir.display()
             )
         }
@@ -56,6 +64,11 @@ impl Tools {
             .or_else(|| std::env::var_os("TOLLGATE_TOOLS").map(PathBuf::from))
             .or_else(|| Some(PathBuf::from(".tools")).filter(|d| d.is_dir()));
         Tools { dir }
+    }
+
+    /// The tools directory, when one was given or found.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// A command of the toolchain: `relative` inside the tools directory,

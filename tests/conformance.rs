@@ -24,6 +24,7 @@ fn builds() -> Vec<(&'static str, PathBuf)> {
             "javascript (starlingmonkey)",
             guest_component("js/examples/budget-guard", Some("starlingmonkey")),
         ),
+        ("c", guest_component("c/examples/budget-guard", None)),
     ]
 }
 

@@ -25,6 +25,7 @@ fn builds() -> Vec<(&'static str, PathBuf)> {
             "javascript (starlingmonkey)",
             guest_component("js/examples/business-hours", Some("starlingmonkey")),
         ),
+        ("c", guest_component("c/examples/business-hours", None)),
     ]
 }
 

@@ -150,3 +150,63 @@ async fn a_0_1_component_and_its_0_2_rebuild_serve_side_by_side_and_swap() {
     }
     assert_eq!(gw.readyz().await.0, 200, "still healthy");
 }
+
+/// A fixed-offset zone where it is now 02:xx: outside business hours on any
+/// day, whenever the test runs.
+fn zone_at_two_in_the_morning() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let utc_hour = (now.as_secs() / 3600 % 24) as i32;
+    let mut offset = (2 - utc_hour).rem_euclid(24);
+    if offset > 11 {
+        offset -= 24;
+    }
+    // POSIX signs: Etc/GMT-3 is three hours ahead of UTC.
+    match offset {
+        0 => "Etc/UTC".to_owned(),
+        east => format!("Etc/GMT{:+}", -east),
+    }
+}
+
+/// Through the gateway, a 0.2.0 policy sees the tenant's wall clock (from
+/// its configured zone) and the configured downgrade chain priced for the
+/// call: business-hours moves an off-hours Sonnet call to the cheapest
+/// model of the chain, and reports the local time it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_gateway() {
+    let zone = zone_at_two_in_the_morning();
+    let extra = format!(
+        "time-zone = \"{zone}\"\npolicy-downgrade-chain = [\"{HAIKU}\", \"{}\", \"acme.unpriced-model\"]\n",
+        support::gateway::NOVA_MICRO
+    );
+    let tenant = TenantSpec {
+        extra: Box::leak(extra.into_boxed_str()),
+        ..TenantSpec::new("night", "business-hours")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![tenant.clone()],
+        ..Options::default()
+    })
+    .await;
+    let chain = &active(&gw, "night").await["settings"]["downgrade-chain"];
+    assert_eq!(chain.as_array().map(Vec::len), Some(3), "{chain}");
+    call_model(&gw.sigv4_client(&tenant), "anthropic.claude-sonnet-4-20250514-v1:0")
+        .await
+        .expect("admitted, downgraded");
+    gw.idle().await;
+    let records = gw.records();
+    let record = records.last().expect("a record");
+    assert_eq!(record.tollgate.decision, "downgrade", "{}", record.tollgate.reason);
+    assert_eq!(
+        record.tollgate.served_model_id.as_deref(),
+        Some(support::gateway::NOVA_MICRO)
+    );
+    assert!(record.tollgate.reason.contains(&zone), "{}", record.tollgate.reason);
+    let local = record.request_metadata["local-time"].as_str().expect("local-time");
+    // 02:59 may turn 03:00 between the zone's choice and the call.
+    assert!(local.starts_with("02:") || local == "03:00", "{local}");
+    // What reached Bedrock names the cheaper model.
+    let sent = gw.mock.requests();
+    assert!(sent.last().expect("forwarded").model_id.contains("nova-micro"));
+}

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Installs the Python and JavaScript policy toolchains into a project-local
-# directory (default: .tools at the repository root), pinned by the files
-# beside this script:
-#   <tools>/python-venv   componentize-py (requirements.txt)
+# Installs the Python, JavaScript and C policy toolchains into a
+# project-local directory (default: .tools at the repository root), pinned by
+# the files beside this script:
+#   <tools>/python-venv   componentize-py, and ziglang: Zig's clang and a
+#                         WASI libc for C policies (requirements.txt)
 #   <tools>/npm           componentize-qjs, componentize-js, esbuild
 #                         (package.json + package-lock.json)
 # Nothing is installed globally. A part whose pins have not changed since it
@@ -18,7 +19,7 @@ tools=$(cd "$tools" && pwd)
 exec 9>"$tools/.install.lock"
 flock 9
 
-# --- Python: componentize-py in a virtual environment ----------------------
+# --- Python: componentize-py and Zig in a virtual environment --------------
 py_stamp=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
 if [ "$(cat "$tools/python-venv/.installed" 2>/dev/null || true)" != "$py_stamp" ]; then
     echo "installing the Python policy toolchain into $tools/python-venv" >&2

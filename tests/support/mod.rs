@@ -119,7 +119,7 @@ pub fn state() -> TenantState {
     state
 }
 
-/// The Python and JavaScript policy toolchains, installed once into the
+/// The Python, JavaScript and C policy toolchains, installed once into the
 /// repository's `.tools` by `policies/toolchain/install.sh` (a no-op when
 /// they are already there; the script serialises parallel runs).
 pub fn guest_tools() -> &'static Path {
@@ -140,7 +140,7 @@ pub fn guest_tools() -> &'static Path {
     })
 }
 
-/// A Python or JavaScript policy built from `policies/<path>` with the real
+/// A Python, JavaScript or C policy built from `policies/<path>` with the real
 /// `tollgate policy build` (`engine`: the JavaScript engine, or None). The
 /// component is rebuilt only when its inputs change, so the test binaries
 /// that share it build it once; a file lock keeps them from racing.
@@ -206,11 +206,14 @@ fn inputs_stamp(dir: &Path, tools: &Path, flavour: &str) -> String {
     files.extend([
         repo().join("policies/python/tollgate_policy.py"),
         repo().join("policies/js/tollgate-policy.js"),
+        repo().join("policies/c/tollgate_policy.h"),
+        repo().join("policies/c/tollgate_policy.c"),
         repo().join("wit/policy.wit"),
         tools.join("python-venv/.installed"),
         tools.join("npm/.installed"),
         repo().join("src/policy_build_py.rs"),
         repo().join("src/policy_build_js.rs"),
+        repo().join("src/policy_build_c.rs"),
         repo().join("src/policy_guest.rs"),
     ]);
     files.sort();
