@@ -69,3 +69,53 @@ fn a_restarted_process_reuses_the_cache() {
     assert!(check().contains("load     loaded from the compile cache"));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// A file loaded before is known by its digest without being read again,
+/// and any change to it is seen: the file is then read and hashed afresh.
+#[test]
+fn an_unchanged_file_is_not_hashed_again_and_a_changed_one_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    let file = dir.path().join("policy.wasm");
+    let engine = || {
+        PolicyEngine::builder()
+            .cache_dir(&cache)
+            .max_instances(8)
+            .build()
+            .expect("engine")
+    };
+    std::fs::write(&file, wasm("budget-guard")).expect("write");
+    let first = engine().load_file(&file).expect("load");
+    assert_eq!(first.origin(), LoadOrigin::Compiled);
+    let notes = || {
+        std::fs::read_dir(&cache)
+            .expect("cache dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "digest"))
+            })
+            .count()
+    };
+    assert_eq!(notes(), 1, "the file's digest was noted");
+    let again = engine().load_file(&file).expect("load");
+    assert_eq!(again.origin(), LoadOrigin::DiskCache);
+    assert_eq!(again.digest(), first.digest());
+    assert_eq!(again.size(), first.size());
+
+    // Rewritten in place with other bytes: the new component, never the old.
+    std::fs::write(&file, wasm("allow-all")).expect("rewrite");
+    let changed = engine().load_file(&file).expect("load");
+    assert_ne!(changed.digest(), first.digest());
+    assert_eq!(
+        changed.digest(),
+        engine().load(&wasm("allow-all")).expect("load").digest()
+    );
+
+    // A note that is not a digest is ignored, not trusted.
+    for note in std::fs::read_dir(&cache).expect("dir").flatten() {
+        if note.path().extension().is_some_and(|x| x == "digest") {
+            std::fs::write(note.path(), "not a digest").expect("spoil");
+        }
+    }
+    assert_eq!(engine().load_file(&file).expect("load").digest(), changed.digest());
+}

@@ -8,6 +8,11 @@
 //!   never leaves a truncated artifact under a real key.
 //! - The directory is trusted: artifacts are native code that is mapped and
 //!   run without re-validation. Keep it writable by the service user only.
+//! - A component file seen before is known by its digest without being read
+//!   again, through a note keyed by the file's identity: path, device,
+//!   inode, size, and modification and change times to the nanosecond. Any
+//!   write to the file changes its change time, so the note no longer
+//!   matches and the file is read and hashed again.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -69,15 +74,80 @@ impl ArtifactCache {
     /// Stores a precompiled artifact atomically and returns its path.
     pub fn store(&self, digest: &str, artifact: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.path_for(digest);
-        let tmp = self
-            .dir
-            .join(format!(".{digest}-{}.{}.tmp", self.engine_key, std::process::id()));
+        self.write_atomically(&path, &format!("{digest}-{}", self.engine_key), artifact)?;
+        Ok(path)
+    }
+
+    /// The content digest noted for a file with this identity, if any.
+    pub fn digest_of(&self, file: &FileIdentity) -> Option<String> {
+        let noted = std::fs::read_to_string(self.note_path(file)).ok()?;
+        let digest = noted.trim();
+        (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())).then(|| digest.to_owned())
+    }
+
+    /// Notes that the file with this identity has this content digest. A
+    /// note that cannot be written only costs a read and a hash next time.
+    pub fn note_digest(&self, file: &FileIdentity, digest: &str) {
+        let path = self.note_path(file);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(err) = self.write_atomically(&path, &name, digest.as_bytes()) {
+            tracing::debug!(path = %path.display(), error = %err, "cannot note a policy file's digest");
+        }
+    }
+
+    fn note_path(&self, file: &FileIdentity) -> PathBuf {
+        self.dir.join(format!("{}.digest", file.key))
+    }
+
+    fn write_atomically(&self, path: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(artifact)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    key: String,
+    /// The file's size in bytes.
+    pub len: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path` now; `None` where the platform
+    /// does not give inode and change times (the file is then always read).
+    #[cfg(unix)]
+    pub fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::fs::canonicalize(path).ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        for n in [meta.dev(), meta.ino(), meta.size()] {
+            hasher.update(n.to_le_bytes());
+        }
+        for n in [meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec()] {
+            hasher.update(n.to_le_bytes());
+        }
+        Some(FileIdentity {
+            key: hex::encode(&hasher.finalize()[..16]),
+            len: meta.size(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    pub fn of(_path: &Path) -> Option<FileIdentity> {
+        None
     }
 }
 
