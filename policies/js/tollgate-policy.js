@@ -31,14 +31,20 @@ const host = typeof hostModule.price === "function" ? hostModule : hostModule.de
 export const NANOS_PER_USD = 1_000_000_000n;
 const U64_MAX = (1n << 64n) - 1n;
 
-// Whether this engine passes u64 as BigInt; learnt from the first call.
+// Whether this engine passes u64 as BigInt; learnt from every call.
 let u64IsBigInt = true;
+
+// Lifting runs on every call, so it allocates nothing it does not return: no
+// field-name arrays, iterators or closures, and an error message's field name
+// is only spelt out when a value cannot be converted.
+
+function notExact(field, value) {
+  return new RangeError(`${field} = ${value} is not exactly representable in this JavaScript engine`);
+}
 
 function big(value, field) {
   if (typeof value === "bigint") return value;
-  if (!Number.isSafeInteger(value)) {
-    throw new RangeError(`${field} = ${value} is not exactly representable in this JavaScript engine`);
-  }
+  if (!Number.isSafeInteger(value)) throw notExact(field, value);
   return BigInt(value);
 }
 
@@ -53,46 +59,77 @@ function toAbi(value, field) {
   return u64IsBigInt ? v : Number(v);
 }
 
-const PRICE_FIELDS = ["input", "output", "cacheRead", "cacheWrite", "cacheWriteLong"];
+// Where a lifted value sits, for an error message: a field name, or the
+// index of a model option (-1: `request.requested`, else
+// `request.downgradeChain[i]`) with `.price` when `price` is set.
+function fieldName(where, price, name) {
+  if (typeof where === "string") return `${where}.${name}`;
+  const option = where < 0 ? "request.requested" : `request.downgradeChain[${where}]`;
+  return `${option}${price ? ".price" : ""}.${name}`;
+}
+
+// A u64 as a BigInt; the field's name is only spelt out for the error.
+function bigAt(value, where, price, name) {
+  if (typeof value === "bigint") return value;
+  if (!Number.isSafeInteger(value)) throw notExact(fieldName(where, price, name), value);
+  return BigInt(value);
+}
 
 // A `model-price` with BigInt fields, or null.
-function liftPrice(p, field) {
+function liftPrice(p, where) {
   if (p === null || p === undefined) return null;
-  const out = {};
-  for (const f of PRICE_FIELDS) out[f] = big(p[f], `${field}.${f}`);
-  return out;
+  return {
+    input: bigAt(p.input, where, true, "input"),
+    output: bigAt(p.output, where, true, "output"),
+    cacheRead: bigAt(p.cacheRead, where, true, "cacheRead"),
+    cacheWrite: bigAt(p.cacheWrite, where, true, "cacheWrite"),
+    cacheWriteLong: bigAt(p.cacheWriteLong, where, true, "cacheWriteLong"),
+  };
 }
 
 // A `model-option` with its price and worst case as BigInt (or null).
-function liftOption(o, field) {
+function liftOption(o, index) {
+  const cost = o.worstCaseCost;
   return {
     modelId: o.modelId,
-    price: liftPrice(o.price, `${field}.price`),
-    worstCaseCost: bigOrNull(o.worstCaseCost, `${field}.worstCaseCost`),
+    price: liftPrice(o.price, index),
+    worstCaseCost: cost === null || cost === undefined ? null : bigAt(cost, index, false, "worstCaseCost"),
   };
 }
 
 function liftRequest(r) {
   u64IsBigInt = typeof r.nowMs === "bigint";
-  for (const f of ["estimatedInputTokens", "maxOutputTokens", "worstCaseCost", "nowMs"]) {
-    r[f] = big(r[f], `request.${f}`);
-  }
-  r.requested = liftOption(r.requested, "request.requested");
-  r.downgradeChain = r.downgradeChain.map((o, i) => liftOption(o, `request.downgradeChain[${i}]`));
+  r.estimatedInputTokens = big(r.estimatedInputTokens, "request.estimatedInputTokens");
+  r.maxOutputTokens = big(r.maxOutputTokens, "request.maxOutputTokens");
+  r.worstCaseCost = big(r.worstCaseCost, "request.worstCaseCost");
+  r.nowMs = big(r.nowMs, "request.nowMs");
+  r.requested = liftOption(r.requested, -1);
+  const chain = r.downgradeChain;
+  const lifted = new Array(chain.length);
+  for (let i = 0; i < chain.length; i++) lifted[i] = liftOption(chain[i], i);
+  r.downgradeChain = lifted;
   return r;
 }
 
 function liftState(s) {
-  for (const f of ["includedTokens", "usedTokens"]) s.plan[f] = big(s.plan[f], `plan.${f}`);
-  for (const f of ["limit", "spent", "reserved", "periodStartMs", "periodEndMs"]) {
-    s.budget[f] = big(s.budget[f], `budget.${f}`);
-  }
-  for (const f of ["burnRateShort", "burnRateLong", "baselineBurnRate", "forecastSpend"]) {
-    s.indicators[f] = big(s.indicators[f], `indicators.${f}`);
-  }
-  s.window.tokens = big(s.window.tokens, "window.tokens");
-  s.window.tpmLimit = bigOrNull(s.window.tpmLimit, "window.tpmLimit");
-  s.window.rpmLimit = s.window.rpmLimit ?? null;
+  const plan = s.plan;
+  plan.includedTokens = big(plan.includedTokens, "plan.includedTokens");
+  plan.usedTokens = big(plan.usedTokens, "plan.usedTokens");
+  const budget = s.budget;
+  budget.limit = big(budget.limit, "budget.limit");
+  budget.spent = big(budget.spent, "budget.spent");
+  budget.reserved = big(budget.reserved, "budget.reserved");
+  budget.periodStartMs = big(budget.periodStartMs, "budget.periodStartMs");
+  budget.periodEndMs = big(budget.periodEndMs, "budget.periodEndMs");
+  const ind = s.indicators;
+  ind.burnRateShort = big(ind.burnRateShort, "indicators.burnRateShort");
+  ind.burnRateLong = big(ind.burnRateLong, "indicators.burnRateLong");
+  ind.baselineBurnRate = big(ind.baselineBurnRate, "indicators.baselineBurnRate");
+  ind.forecastSpend = big(ind.forecastSpend, "indicators.forecastSpend");
+  const w = s.window;
+  w.tokens = big(w.tokens, "window.tokens");
+  w.tpmLimit = bigOrNull(w.tpmLimit, "window.tpmLimit");
+  w.rpmLimit = w.rpmLimit ?? null;
   return s;
 }
 
@@ -102,9 +139,18 @@ function lowerVerdict(v) {
   return {
     action,
     reason: String(v.reason),
-    metadata: v.metadata.map(([k, val]) => [String(k), String(val)]),
+    metadata: lowerMetadata(v.metadata),
     maxOutputTokens: cap === null || cap === undefined ? undefined : toAbi(cap, "maxOutputTokens"),
   };
+}
+
+function lowerMetadata(pairs) {
+  const out = new Array(pairs.length);
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i];
+    out[i] = [String(pair[0]), String(pair[1])];
+  }
+  return out;
 }
 
 /// Turns `{ decide, validateConfig? }` into the component's exports.
@@ -150,6 +196,13 @@ export function costOf(price, inputTokens, outputTokens) {
   return cost > U64_MAX ? U64_MAX : cost;
 }
 
+// "1234567" as "1,234,567", without a regular expression (slow to run).
+function groupThousands(digits) {
+  let out = digits.length > 3 ? digits.slice(0, ((digits.length - 1) % 3) + 1) : digits;
+  for (let i = out.length; i < digits.length; i += 3) out += "," + digits.slice(i, i + 3);
+  return out;
+}
+
 /// `$1,234.56` for reasons; small amounts keep their digits (`$0.0174`).
 export function formatUsd(amount) {
   const dollars = amount / NANOS_PER_USD;
@@ -158,7 +211,7 @@ export function formatUsd(amount) {
   if (dollars === 0n && nanos % cent !== 0n) {
     return "$0." + nanos.toString().padStart(9, "0").replace(/0+$/, "");
   }
-  const grouped = dollars.toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const grouped = groupThousands(dollars.toString());
   return `$${grouped}.${(nanos / cent).toString().padStart(2, "0")}`;
 }
 
@@ -226,11 +279,37 @@ export function withMetadata(v, key, value) {
 
 // --- parameters and host functions -------------------------------------------
 
+// The last config parsed, per instance: a tenant's config is the same text on
+// every call, so parsing and checking it once is enough. The result depends
+// only on the text and the defaults, so a reused instance still decides like
+// a fresh one; callers get a copy, never the memo itself.
+let configMemo = null;
+
+function copyJson(value) {
+  if (Array.isArray(value)) return value.map(copyJson);
+  if (value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    const out = {};
+    for (const key of Object.keys(value)) out[key] = copyJson(value[key]);
+    return out;
+  }
+  return value;
+}
+
 /// The tenant's JSON parameters over `defaults`. Unknown keys and values of
 /// another type than the default's throw an Error. A policy without
-/// parameters passes `{}`: it accepts "" and "{}".
+/// parameters passes `{}`: it accepts "" and "{}". The result is a new
+/// object each call (arrays and objects in it are copies too), so a policy
+/// may change it freely.
 export function parseConfig(text, defaults) {
-  if (text.trim() === "") return { ...defaults };
+  const memo = configMemo;
+  if (memo !== null && memo.text === text && memo.defaults === defaults) return copyJson(memo.config);
+  const config = parseConfigText(text, defaults);
+  configMemo = { text, defaults, config: copyJson(config) };
+  return config;
+}
+
+function parseConfigText(text, defaults) {
+  if (text.trim() === "") return copyJson(defaults);
   let given;
   try {
     given = JSON.parse(text);
@@ -241,7 +320,7 @@ export function parseConfig(text, defaults) {
     const none = Object.keys(defaults).length === 0 ? "; this policy takes no parameters" : "";
     throw new Error(`config must be a JSON object${none}`);
   }
-  const config = { ...defaults };
+  const config = copyJson(defaults);
   for (const [key, value] of Object.entries(given)) {
     if (!Object.prototype.hasOwnProperty.call(defaults, key)) {
       if (Object.keys(defaults).length === 0) {

@@ -15,6 +15,7 @@ priced for this call as ``request.requested`` and ``request.downgrade_chain``
 (see ``cheapest_downgrade``).
 """
 
+import enum
 import json
 
 import wit_world
@@ -58,6 +59,31 @@ __all__ = [
 
 NANOS_PER_USD = 1_000_000_000
 U64_MAX = (1 << 64) - 1
+
+
+# --- cheaper calls ------------------------------------------------------------
+# Every call lifts the request's and the state's enums by calling their class
+# with the value (``AlertLevel(2)``): Enum's generic constructor is two Python
+# calls with keyword handling, several microseconds per decision on the
+# WebAssembly interpreter. The contract's enums get a metaclass whose call is
+# a dict lookup for a known value and the generic constructor otherwise, so
+# they behave exactly as before.
+
+class _ContractEnumType(type(AlertLevel)):
+    def __call__(cls, value, *args, **kwargs):
+        if not args and not kwargs:
+            try:
+                return cls._value2member_map_[value]
+            except (KeyError, TypeError):
+                pass
+        return super().__call__(value, *args, **kwargs)
+
+
+for _enum in (AlertLevel, CacheLocation, CacheTtl, LatencyMode, LogLevel, Operation, Period, RejectKind,
+              ServiceTier, Weekday):
+    if type(_enum) is enum.EnumType:
+        _enum.__class__ = _ContractEnumType
+del _enum
 
 
 class Policy(wit_world.WitWorld):
@@ -139,7 +165,8 @@ _ALERT_BY_NAME = {name: level for level, name in _ALERT_NAMES.items()}
 
 def alert_rank(level: AlertLevel) -> int:
     """Orders levels green (0) < yellow < orange < red (3)."""
-    return level.value
+    # ``_value_`` is what ``value`` returns, without the descriptor call.
+    return level._value_
 
 
 def alert_name(level: AlertLevel) -> str:
@@ -250,19 +277,47 @@ def with_metadata(verdict: Verdict, key: str, value: str) -> Verdict:
 
 # --- parameters and host functions ------------------------------------------
 
+# The last config parsed, per instance: a tenant's config is the same text on
+# every call, so parsing and checking it once is enough. The result depends
+# only on the text and the defaults, so a reused instance still decides like
+# a fresh one; callers get a copy, never the memo itself.
+_config_memo = None
+
+
+def _copy_json(value):
+    if type(value) is list:
+        return [_copy_json(v) for v in value]
+    if type(value) is dict:
+        return {k: _copy_json(v) for k, v in value.items()}
+    return value
+
+
 def parse_config(text: str, defaults: dict) -> dict:
     """The tenant's JSON parameters over ``defaults``. Unknown keys and values
     of another type than the default's are refused with ``ValueError``. A
-    policy without parameters passes ``{}``: it accepts ``""`` and ``"{}"``."""
+    policy without parameters passes ``{}``: it accepts ``""`` and ``"{}"``.
+
+    The result is a new dict each call (lists and objects in it are copies
+    too), so a policy may change it freely."""
+    global _config_memo
+    memo = _config_memo
+    if memo is not None and memo[0] == text and memo[1] is defaults and memo[2] == defaults:
+        return _copy_json(memo[3])
+    config = _parse_config(text, defaults)
+    _config_memo = (text, defaults, _copy_json(defaults), config)
+    return _copy_json(config)
+
+
+def _parse_config(text: str, defaults: dict) -> dict:
     if not text.strip():
-        return dict(defaults)
+        return _copy_json(defaults)
     try:
         given = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"config is not valid JSON: {err}")
     if not isinstance(given, dict):
         raise ValueError("config must be a JSON object" + ("" if defaults else "; this policy takes no parameters"))
-    config = dict(defaults)
+    config = _copy_json(defaults)
     for key, value in given.items():
         if key not in defaults:
             if not defaults:

@@ -56,6 +56,16 @@ function loadConfig(text) {
   return config;
 }
 
+// The checked config of the last text seen: a tenant's config is the same on
+// every call. It depends only on the text, so a reused instance decides like a
+// fresh one; the policy only reads it.
+let checked = { text: null, config: null };
+
+function checkedConfig(text) {
+  if (checked.text !== text) checked = { text, config: loadConfig(text) };
+  return checked.config;
+}
+
 // The next model after `current` in `chain` (or from the chain's start when
 // `current` is not in it) whose list price is below it.
 function cheaperModel(chain, current) {
@@ -74,7 +84,7 @@ function cheaperModel(chain, current) {
 function budgetGuard(request, state) {
   let config;
   try {
-    config = loadConfig(request.config);
+    config = checkedConfig(request.config);
   } catch {
     // validate-config accepted this config at load time.
     return reject("denied", "budget-guard: invalid config");

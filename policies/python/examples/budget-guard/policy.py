@@ -57,6 +57,19 @@ def load_config(text: str) -> dict:
     return config
 
 
+# The checked config of the last text seen: a tenant's config is the same on
+# every call. It depends only on the text, so a reused instance decides like a
+# fresh one; decide only reads it.
+_checked = (None, None)
+
+
+def checked_config(text: str) -> dict:
+    global _checked
+    if _checked[0] != text:
+        _checked = (text, load_config(text))
+    return _checked[1]
+
+
 def cheaper_model(chain, current):
     """The next model after ``current`` in ``chain`` (or from the chain's
     start when ``current`` is not in it) whose list price is below it."""
@@ -79,7 +92,7 @@ class WitWorld(Policy):
 
     def decide(self, request, state):
         try:
-            config = load_config(request.config)
+            config = checked_config(request.config)
         except ValueError:
             # validate-config accepted this config at load time.
             return reject(RejectKind.DENIED, "budget-guard: invalid config")
