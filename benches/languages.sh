@@ -30,7 +30,9 @@ took() {
 
 build() { # label dir [engine]
     dir=$2
-    touch "$dir"/policy.* "$dir"/src/lib.rs 2>/dev/null || true
+    for f in "$dir"/policy.py "$dir"/policy.js "$dir"/policy.c "$dir"/src/lib.rs; do
+        if [ -f "$f" ]; then touch "$f"; fi
+    done
     if [ -n "${3:-}" ]; then
         took "$bin" policy build "$dir" --out "$out/$1" --tools "$tools" --js-engine "$3"
     else
