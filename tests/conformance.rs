@@ -1,6 +1,7 @@
-//! One contract, three languages: the Rust, Python and JavaScript builds of
-//! budget-guard, each compiled from source, pass the same conformance cases
-//! through the real host, and refuse the same bad parameters at load time.
+//! One contract, four languages: the Rust, Python, JavaScript (on two
+//! engines) and C builds of budget-guard and of business-hours, each
+//! compiled from source, pass the same conformance cases through the real
+//! host, and refuse the same bad parameters at load time.
 
 mod support;
 
@@ -11,20 +12,16 @@ use tollgate_host::VersionError;
 use tollgate_host::registry::cases::{self, CasesFile};
 use tollgate_host::{PolicySettings, PolicyVersion, Registry, RegistryError};
 
-/// Every build of budget-guard: (label, component).
-fn builds() -> Vec<(&'static str, PathBuf)> {
+/// Every build of an example policy (`budget-guard`, `business-hours`):
+/// (label, component).
+fn builds(policy: &str) -> Vec<(&'static str, PathBuf)> {
+    let guest = |language: &str, engine| guest_component(&format!("{language}/examples/{policy}"), engine);
     vec![
-        ("rust", component("budget-guard")),
-        ("python", guest_component("python/examples/budget-guard", None)),
-        (
-            "javascript (quickjs)",
-            guest_component("js/examples/budget-guard", Some("quickjs")),
-        ),
-        (
-            "javascript (starlingmonkey)",
-            guest_component("js/examples/budget-guard", Some("starlingmonkey")),
-        ),
-        ("c", guest_component("c/examples/budget-guard", None)),
+        ("rust", component(policy)),
+        ("python", guest("python", None)),
+        ("javascript (quickjs)", guest("js", Some("quickjs"))),
+        ("javascript (starlingmonkey)", guest("js", Some("starlingmonkey"))),
+        ("c", guest("c", None)),
     ]
 }
 
@@ -38,13 +35,17 @@ fn settings() -> PolicySettings {
     }
 }
 
-#[test]
-fn every_language_passes_the_conformance_cases() {
-    let cases = CasesFile::load(&conformance_cases("budget-guard")).expect("cases parse");
-    assert!(cases.cases.len() >= 15, "the suite has {} cases", cases.cases.len());
+/// Runs a policy's conformance suite on every build of it.
+fn passes_in_every_language(policy: &str, at_least: usize) {
+    let cases = CasesFile::load(&conformance_cases(policy)).expect("cases parse");
+    assert!(
+        cases.cases.len() >= at_least,
+        "the suite has {} cases",
+        cases.cases.len()
+    );
     let engine = cached_engine();
     let mut report = Vec::new();
-    for (label, path) in builds() {
+    for (label, path) in builds(policy) {
         let component = engine.load_file(&path).unwrap_or_else(|e| panic!("{label}: {e}"));
         let version = PolicyVersion::build(&engine, component, tenant("t"), 1, settings(), label.into())
             .unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -54,13 +55,29 @@ fn every_language_passes_the_conformance_cases() {
             report.push(format!("{label}: {outcome}"));
         }
     }
-    assert!(report.is_empty(), "conformance failures:\n{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "{policy} conformance failures:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn every_language_passes_the_conformance_cases() {
+    passes_in_every_language("budget-guard", 15);
+}
+
+/// Contract 0.2.0: the tenant's local clock (across daylight-saving changes
+/// in two zones) and the priced downgrade chain, read alike in every language.
+#[test]
+fn every_language_passes_the_business_hours_cases() {
+    passes_in_every_language("business-hours", 10);
 }
 
 #[test]
 fn every_language_refuses_the_same_bad_parameters() {
     let registry = Registry::new(cached_engine());
-    for (label, path) in builds() {
+    for (label, path) in builds("budget-guard") {
         let wasm = std::fs::read(&path).expect("read component");
         for (config, says) in [
             (r#"{"downgrade-at-percent": 250}"#, "downgrade-at-percent"),
@@ -155,6 +172,43 @@ fn javascript_u64_beyond_2_pow_53_is_exact_or_fails_closed() {
                 decision.action,
                 tollgate_host::Action::Reject(tollgate_host::RejectKind::Denied)
             );
+        }
+    }
+}
+
+#[test]
+fn business_hours_takes_no_parameters_in_any_language() {
+    let registry = Registry::new(cached_engine());
+    for (label, path) in builds("business-hours") {
+        let wasm = std::fs::read(&path).expect("read component");
+        for config in ["", "{}"] {
+            let settings = PolicySettings {
+                config: config.into(),
+                ..settings()
+            };
+            registry
+                .register(&tenant("t"), &wasm, settings, label, None)
+                .unwrap_or_else(|e| panic!("{label} refused {config:?}: {e}"));
+        }
+        for (config, says) in [(r#"{"start-hour": 8}"#, "start-hour"), ("[9, 18]", "JSON object")] {
+            let settings = PolicySettings {
+                config: config.into(),
+                ..settings()
+            };
+            let err = registry
+                .register(&tenant("t"), &wasm, settings, label, None)
+                .expect_err(&format!("{label} accepted {config}"));
+            assert!(
+                matches!(
+                    &err,
+                    RegistryError::Version {
+                        source: VersionError::ConfigRefused(_),
+                        ..
+                    }
+                ),
+                "{label}, {config}: {err}"
+            );
+            assert!(err.to_string().contains(says), "{label}, {config}: {err}");
         }
     }
 }
