@@ -6,7 +6,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::contract::{CacheLocation, CachePoint, CacheTtl, Request};
+use crate::contract::{CacheLocation, CachePoint, CacheTtl, ModelOption, Request};
+use crate::pricing::Rates;
 
 use super::verdict_check::VerdictCheck;
 
@@ -14,7 +15,13 @@ use super::verdict_check::VerdictCheck;
 const MAX_CACHE_POINTS: usize = 64;
 
 /// Fills the 0.2.0 fields of `request` for a call with this `body`.
-pub(super) fn complete(request: &mut Request, body: &Map<String, Value>, check: &VerdictCheck<'_>, chain: &[String]) {
+pub(super) fn complete(
+    request: &mut Request,
+    body: &Map<String, Value>,
+    check: &VerdictCheck<'_>,
+    requested_rates: &Rates,
+    chain: &[String],
+) {
     request.service_tier = check.asked.tier.into();
     request.latency_mode = check.asked.latency.into();
     request.cache_points = cache_points(body);
@@ -27,7 +34,15 @@ pub(super) fn complete(request: &mut Request, body: &Map<String, Value>, check: 
             check.asked,
         )
     };
-    request.requested = option(&request.model_id);
+    // The requested model was resolved and held already; price it from that.
+    request.requested = ModelOption {
+        model_id: request.model_id.clone(),
+        price: requested_rates
+            .unit_prices(check.asked, check.input_tokens)
+            .ok()
+            .map(|(price, _)| price.into()),
+        worst_case_cost: Some(check.requested_worst.get()),
+    };
     request.downgrade_chain = chain.iter().map(|model| option(model)).collect();
 }
 

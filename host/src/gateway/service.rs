@@ -439,7 +439,13 @@ impl Gateway {
                  (policy = \"...\" under its [tenants] entry, or upload one through the admin API)"
             ))
         })?;
-        super::call_options::complete(&mut request, &body, &check, &version.settings().downgrade_chain);
+        super::call_options::complete(
+            &mut request,
+            &body,
+            &check,
+            &requested_rates,
+            &version.settings().downgrade_chain,
+        );
         // The shadow decides the same call, off this task, once the active verdict is in.
         let shadowed = parts
             .registry
