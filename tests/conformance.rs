@@ -86,24 +86,7 @@ fn every_language_refuses_the_same_bad_parameters() {
             (r#"{"downgrade-chain": [""]}"#, "downgrade-chain"),
             (r#"{"unknown-key": 1}"#, "unknown-key"),
         ] {
-            let settings = PolicySettings {
-                config: config.into(),
-                ..settings()
-            };
-            let err = registry
-                .register(&tenant("t"), &wasm, settings, label, None)
-                .expect_err(&format!("{label} accepted {config}"));
-            assert!(
-                matches!(
-                    &err,
-                    RegistryError::Version {
-                        source: VersionError::ConfigRefused(_),
-                        ..
-                    }
-                ),
-                "{label}, {config}: {err}"
-            );
-            assert!(err.to_string().contains(says), "{label}, {config}: {err}");
+            refuses_config(&registry, label, &wasm, config, says);
         }
         let good = PolicySettings {
             config: r#"{"downgrade-at-percent": 50}"#.into(),
@@ -191,24 +174,30 @@ fn business_hours_takes_no_parameters_in_any_language() {
                 .unwrap_or_else(|e| panic!("{label} refused {config:?}: {e}"));
         }
         for (config, says) in [(r#"{"start-hour": 8}"#, "start-hour"), ("[9, 18]", "JSON object")] {
-            let settings = PolicySettings {
-                config: config.into(),
-                ..settings()
-            };
-            let err = registry
-                .register(&tenant("t"), &wasm, settings, label, None)
-                .expect_err(&format!("{label} accepted {config}"));
-            assert!(
-                matches!(
-                    &err,
-                    RegistryError::Version {
-                        source: VersionError::ConfigRefused(_),
-                        ..
-                    }
-                ),
-                "{label}, {config}: {err}"
-            );
-            assert!(err.to_string().contains(says), "{label}, {config}: {err}");
+            refuses_config(&registry, label, &wasm, config, says);
         }
     }
+}
+
+/// Registering `wasm` with `config` is refused by the policy's own check,
+/// with a message that names `says`.
+fn refuses_config(registry: &Registry, label: &str, wasm: &[u8], config: &str, says: &str) {
+    let settings = PolicySettings {
+        config: config.into(),
+        ..settings()
+    };
+    let err = registry
+        .register(&tenant("t"), wasm, settings, label, None)
+        .expect_err(&format!("{label} accepted {config}"));
+    assert!(
+        matches!(
+            &err,
+            RegistryError::Version {
+                source: VersionError::ConfigRefused(_),
+                ..
+            }
+        ),
+        "{label}, {config}: {err}"
+    );
+    assert!(err.to_string().contains(says), "{label}, {config}: {err}");
 }
