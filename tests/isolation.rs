@@ -1,8 +1,9 @@
-//! A policy's output can never hurt the service: every invalid verdict is
-//! decided by the tenant's failure mode (never a 5xx), a policy failing
-//! call after call is skipped by its circuit breaker, and callers that leave
-//! while queued for the decision pool are still charged once. Through the
-//! real `tollgate serve` and the real AWS SDK.
+//! Neither a policy nor the log's disk can hurt the service: every invalid
+//! verdict is decided by the tenant's failure mode (never a 5xx), a policy
+//! failing call after call is skipped by its circuit breaker, callers that
+//! leave while queued for the decision pool are still charged once, and a
+//! stalled invocation-log disk slows calls without freezing the process or
+//! losing a record. Through the real `tollgate serve` and the real AWS SDK.
 
 mod support;
 
@@ -214,4 +215,172 @@ async fn callers_that_leave_while_queued_for_a_decision_are_each_charged_once() 
     assert_eq!(gw.mock.requests().len(), 3, "each call reached the upstream once");
     call(&client).await.expect("the gateway still serves the tenant");
     gw.reconcile().await;
+}
+
+/// The invocation log's disk stalls: the log is a FIFO that nobody reads
+/// until the test says so. Calls fill the pipe and the writer's queue, then
+/// wait for room; meanwhile `/healthz`, `/readyz`, `/metrics` and the admin
+/// API answer at once. When the disk comes back every call completes, each
+/// has exactly one record, and the ledger equals the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_disk_slows_calls_but_freezes_nothing_and_loses_no_record() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    const CALLERS: usize = 12;
+    let disk = tempfile::tempdir().expect("temp dir");
+    let fifo = disk.path().join("invocations.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    // Opening either end of a FIFO waits for the other: this thread's open
+    // meets the gateway's at its start. It reads only once told to.
+    let (resume, resumed) = std::sync::mpsc::channel::<()>();
+    let (line_out, lines) = std::sync::mpsc::channel::<String>();
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let file = std::fs::File::open(&reader_path).expect("open the FIFO");
+        let _ = resumed.recv();
+        for line in BufReader::new(file).lines().map_while(Result::ok) {
+            if line_out.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let tenant = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![tenant.clone()],
+        log_lines: Some(format!(
+            "invocations = {:?}\nqueue = 4\nrotate-every = \"never\"\n",
+            fifo.display().to_string()
+        )),
+        ..Options::default()
+    })
+    .await;
+    let client = gw.bearer_client(&tenant);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (client, stop, served) = (client.clone(), Arc::clone(&stop), Arc::clone(&served));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    call(&client)
+                        .await
+                        .expect("a call waits for the disk; it does not fail");
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Every caller ends up waiting on the log, as the gauge shows. Each probe
+    // has a timeout: a runtime frozen by the stall fails here, not by hanging.
+    let http = gw.raw();
+    let metrics = || async {
+        http.get(format!("{}/metrics", gw.admin_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("/metrics answers within 5 s while the log is stalled")
+            .text()
+            .await
+            .expect("text")
+    };
+    let waiting = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_log_waiting_calls "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = metrics().await;
+        if waiting(&metrics) == CALLERS as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the callers never all waited on the log:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stalled_at = served.load(Ordering::Relaxed);
+
+    // Nothing else waits with them.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let health = http
+            .get(format!("{}/healthz", gw.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("/healthz answers while the log is stalled");
+        assert_eq!(health.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(250),
+        "/healthz took {slowest:?} while the log was stalled"
+    );
+    let (ready, why) = gw.readyz().await;
+    assert_eq!(ready, 200, "{why}");
+    let state = gw.tenant_state("acme").await;
+    assert!(state["spent-nano-usd"].as_u64() > Some(0), "{state}");
+    assert_eq!(
+        served.load(Ordering::Relaxed),
+        stalled_at,
+        "no call completed while the disk was stalled"
+    );
+
+    // The disk comes back: the waiting calls complete and the callers stop.
+    resume.send(()).expect("reader");
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    let calls = served.load(Ordering::Relaxed);
+    assert!(calls > stalled_at, "the waiting calls completed");
+    let state = gw.settled("acme").await;
+    assert_eq!(waiting(&gw.metrics().await), 0);
+
+    // One record per call, none lost, none twice; together they are the ledger.
+    let mut records = Vec::new();
+    while (records.len() as u64) < calls {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{} of {calls} records came out of the log", records.len()));
+        let record: tollgate_host::gateway::invocation_log::InvocationRecord =
+            serde_json::from_str(&line).expect("a record");
+        records.push(record);
+    }
+    let ids: std::collections::HashSet<_> = records.iter().map(|r| r.tollgate.request_id.clone()).collect();
+    assert_eq!(ids.len(), records.len(), "a record written twice");
+    let charged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert_eq!(state["spent-nano-usd"], charged);
+    assert_eq!(
+        gw.mock.requests().len() as u64,
+        calls,
+        "each call reached the upstream once"
+    );
+    let copy = disk.path().join("read-back.jsonl");
+    std::fs::write(&copy, lines_to_text(&records)).expect("write the records");
+    gw.reconcile_with(&[copy]).await;
+    call(&client).await.expect("the gateway still serves the tenant");
+    drop(gw);
+    reader.join().expect("reader");
+}
+
+fn lines_to_text(records: &[tollgate_host::gateway::invocation_log::InvocationRecord]) -> String {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("JSON") + "\n")
+        .collect()
 }

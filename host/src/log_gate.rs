@@ -61,12 +61,15 @@ impl LogGate {
 pub(crate) static POLICY_FAILURES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(5));
 /// A policy's own log lines, per policy version.
 pub(crate) static POLICY_LINES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(20));
-/// Calls charged their hold instead of their usage, per tenant.
 /// Connections the listener could not accept or had to close at its cap.
 #[cfg(feature = "gateway")]
 pub(crate) static ACCEPT_ERRORS: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(1));
+/// Calls charged their hold instead of their usage, per tenant.
 #[cfg(feature = "gateway")]
 pub(crate) static HOLD_CHARGES: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(5));
+/// Calls that found the invocation log's queue full (the disk is stalled).
+#[cfg(feature = "gateway")]
+pub(crate) static LOG_STALLS: LazyLock<LogGate> = LazyLock::new(|| LogGate::new(1));
 
 fn unix_second() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -81,6 +81,8 @@ pub struct Options {
     pub upstream_url: Option<String>,
     /// Extra lines for `[ledger]` (sub-tables such as `[ledger.redis]` may follow).
     pub ledger_extra: String,
+    /// The `[log]` table's lines, instead of `invocations = "invocations.jsonl"`.
+    pub log_lines: Option<String>,
 }
 
 /// A running `tollgate serve` process and its upstream.
@@ -118,8 +120,8 @@ impl TestGateway {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
-             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n{}\n\n[log]\n\
-             invocations = \"invocations.jsonl\"\n\n[engine]\ncache-dir = {:?}\n{}\n\n",
+             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n{}\n\n[log]\n{}\n\n\
+             [engine]\ncache-dir = {:?}\n{}\n\n",
             options.server_extra,
             options.upstream_url.clone().unwrap_or_else(|| mock.url()),
             if options.region.is_empty() {
@@ -133,6 +135,10 @@ impl TestGateway {
                 options.upstream_extra
             },
             options.ledger_extra,
+            options
+                .log_lines
+                .as_deref()
+                .unwrap_or("invocations = \"invocations.jsonl\""),
             std::env::temp_dir().join("tollgate-test-cache").display().to_string(),
             options.engine_extra,
         );

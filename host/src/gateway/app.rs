@@ -279,6 +279,10 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             accounting: Arc::clone(&accounting),
         }));
     }
+    let mut metrics = Metrics::new();
+    if let Some(log) = &log {
+        metrics.register_log_waiting(log.waiting_gauge());
+    }
     let gateway = Gateway::new(GatewayParts {
         directory,
         registry,
@@ -289,7 +293,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         estimator: Arc::new(Estimator::new().with_scale_percent(config.estimator.input_scale_percent)),
         upstream: Arc::new(upstream),
         log,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
     });
 
     let admin_token = match &config.server.admin_token {

@@ -223,10 +223,23 @@ impl InvocationLog {
         &self.path
     }
 
-    /// Queues one record for the writer. A failed write is logged, never
-    /// the caller's problem.
+    /// Queues one record for the writer, blocking while the queue is full
+    /// (the disk is stalled): for code outside an async runtime. A failed
+    /// write is logged, never the caller's problem.
     pub fn write(&self, record: InvocationRecord) {
         self.writer.write(record);
+    }
+
+    /// Queues one record for the writer; while the queue is full, waits
+    /// without holding a runtime thread.
+    pub async fn append(&self, record: InvocationRecord) {
+        self.writer.append(record).await;
+    }
+
+    /// The number of calls waiting for room in the queue, as a gauge that
+    /// follows it (exported as `tollgate_log_waiting_calls`).
+    pub fn waiting_gauge(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.writer.waiting_gauge()
     }
 
     /// Resolves once every record written before it is on disk.

@@ -3,9 +3,12 @@
 //! Request tasks hand a record over a bounded channel and go on; the thread
 //! serialises it, writes through a buffer, and flushes whenever the channel
 //! runs dry, so a burst costs one `write` per batch rather than per call.
-//! When the channel is full (the disk has stalled) a sender waits: records
-//! are never dropped, and a stall slows calls rather than losing their
-//! audit trail.
+//! When the channel is full (the disk has stalled) a call waits for room:
+//! records are never dropped, and a stall slows calls rather than losing
+//! their audit trail. The wait is asynchronous ([`LogWriter::append`]): a
+//! waiting call holds no runtime thread, so health checks, the admin API
+//! and streams keep being served while the disk is stuck. The number of
+//! waiting calls is a gauge, and the first wait of each second is logged.
 //!
 //! Rotation: the file is renamed to `<stem>-<UTC time>-<n>.<ext>` beside it and
 //! a new one opened when it reaches `max_bytes`, or when the UTC hour or day
@@ -18,10 +21,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
+use crossbeam_channel::TrySendError;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{Notify, oneshot};
 
 use super::invocation_log::InvocationRecord;
 use crate::config::{LogConfig, RotateEvery};
@@ -41,9 +48,38 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// Room in the queue, for calls that wait asynchronously.
+///
+/// A waiter registers for a wake-up, counts itself, and tries once more
+/// before it sleeps; the thread wakes one waiter per message it takes off
+/// the queue, and only while the count is above zero. A `SeqCst` fence on
+/// each side between its two steps means either the thread sees the count
+/// or the waiter's retry sees the freed slot: no wake-up is lost, and
+/// without waiters the thread pays one fence and one load. One wake-up per
+/// freed slot, not one for every waiter: a long stall can leave thousands
+/// waiting.
+#[derive(Default)]
+struct Room {
+    freed: Notify,
+    waiting: AtomicUsize,
+    /// The same count, exported (`tollgate_log_waiting_calls`).
+    gauge: Gauge,
+}
+
+impl Room {
+    /// Called by the thread after it takes a message off the queue.
+    fn freed_one(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
 /// The handle request tasks write through.
 pub(crate) struct LogWriter {
     sender: Option<crossbeam_channel::Sender<Message>>,
+    room: Arc<Room>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,23 +93,32 @@ impl LogWriter {
             meta.modified().unwrap_or_else(|_| SystemTime::now()),
         );
         let (sender, queue) = crossbeam_channel::bounded(settings.queue.max(1));
+        let room = Arc::new(Room::default());
         let mut state = Open {
             path,
             settings: settings.clone(),
             out: BufWriter::with_capacity(64 << 10, file),
             written: meta.len(),
             period,
+            room: Arc::clone(&room),
         };
         let thread = std::thread::Builder::new()
             .name("tollgate-log".into())
             .spawn(move || state.run(&queue))?;
         Ok(LogWriter {
             sender: Some(sender),
+            room,
             thread: Some(thread),
         })
     }
 
-    /// Queues a record; waits only while the queue is full.
+    /// Calls waiting for room in the queue right now, as a gauge.
+    pub(crate) fn waiting_gauge(&self) -> Gauge {
+        self.room.gauge.clone()
+    }
+
+    /// Queues a record, blocking the thread while the queue is full: for
+    /// callers outside an async runtime. Async code uses [`Self::append`].
     pub(crate) fn write(&self, record: InvocationRecord) {
         if let Some(sender) = &self.sender
             && sender.send(Message::Record(Box::new(record))).is_err()
@@ -82,17 +127,58 @@ impl LogWriter {
         }
     }
 
+    /// Queues a record; while the queue is full, waits without holding a
+    /// runtime thread.
+    pub(crate) async fn append(&self, record: InvocationRecord) {
+        self.send(Message::Record(Box::new(record))).await;
+    }
+
     /// Resolves once every record queued before it is written and flushed.
     pub(crate) async fn flush(&self) {
-        let Some(sender) = &self.sender else { return };
         let (done, written) = oneshot::channel();
-        // A full queue is the disk's stall; waiting for room here is waiting for the disk.
-        let sender = sender.clone();
-        let sent = tokio::task::spawn_blocking(move || sender.send(Message::Flush(done)).is_ok()).await;
-        if matches!(sent, Ok(true)) {
+        if self.send(Message::Flush(done)).await {
             let _ = written.await;
         }
     }
+
+    /// Sends `message`, waiting for room; false if the thread has stopped.
+    async fn send(&self, message: Message) -> bool {
+        let Some(sender) = &self.sender else { return false };
+        let mut message = match sender.try_send(message) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return stopped(),
+            Err(TrySendError::Full(back)) => back,
+        };
+        // Counted before the retries below, so the thread cannot miss us.
+        self.room.waiting.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.room.gauge.inc();
+        if let Some(suppressed) = crate::log_gate::LOG_STALLS.admit("") {
+            tracing::warn!(
+                suppressed,
+                "the invocation log's queue is full: calls wait for the disk (see tollgate_log_waiting_calls)"
+            );
+        }
+        let sent = loop {
+            let freed = self.room.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match sender.try_send(message) {
+                Ok(()) => break true,
+                Err(TrySendError::Disconnected(_)) => break false,
+                Err(TrySendError::Full(back)) => message = back,
+            }
+            freed.await;
+        };
+        self.room.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.room.gauge.dec();
+        sent || stopped()
+    }
+}
+
+fn stopped() -> bool {
+    tracing::error!("the invocation log writer has stopped; a record was lost");
+    false
 }
 
 impl Drop for LogWriter {
@@ -113,12 +199,14 @@ struct Open {
     out: BufWriter<File>,
     written: u64,
     period: u64,
+    room: Arc<Room>,
 }
 
 impl Open {
     fn run(&mut self, queue: &crossbeam_channel::Receiver<Message>) {
         let mut line = Vec::with_capacity(2048);
         for message in queue {
+            self.room.freed_one();
             match message {
                 Message::Record(record) => {
                     line.clear();

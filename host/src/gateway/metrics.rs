@@ -202,6 +202,16 @@ impl Metrics {
         }
     }
 
+    /// Exports the invocation log's count of calls waiting for room in its
+    /// queue: above zero, the log's disk is not keeping up.
+    pub fn register_log_waiting(&mut self, gauge: Gauge) {
+        self.registry.register(
+            "log_waiting_calls",
+            "Calls waiting for room in the invocation log's queue: above 0, the log's disk is not keeping up",
+            gauge,
+        );
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let _guard = self

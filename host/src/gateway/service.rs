@@ -321,7 +321,7 @@ impl Gateway {
                     if trace.reason.is_empty() {
                         trace.reason = err.message.clone();
                     }
-                    this.inner.settlement.finish(&trace);
+                    this.inner.settlement.finish(&trace).await;
                     Err(err)
                 }
             }
@@ -677,7 +677,7 @@ impl Gateway {
                 let why = format!("the upstream answered {} after the call reached it", response.status);
                 self.inner.settlement.charge(&hold, Err(why), &call_basis, trace).await;
             }
-            self.inner.settlement.finish(trace);
+            self.inner.settlement.finish(trace).await;
             let body = match response.body {
                 UpstreamBody::Full(bytes) => bytes,
                 UpstreamBody::Stream(_) => Bytes::new(),
@@ -695,7 +695,7 @@ impl Gateway {
                     .map_err(|e| format!("the response is not JSON: {e}"))
                     .and_then(|v| Metered::from_response(&v, asked));
                 self.inner.settlement.charge(&hold, metered, &call_basis, trace).await;
-                self.inner.settlement.finish(trace);
+                self.inner.settlement.finish(trace).await;
                 Ok(CallResponse {
                     status: response.status,
                     headers,

@@ -247,7 +247,7 @@ impl Settlement {
 
     /// Step 10: the invocation record and the metrics. A call with a shadow
     /// decision is counted out once that is compared and in its record.
-    pub(super) fn finish(self: &Arc<Self>, trace: &Trace) {
+    pub(super) async fn finish(self: &Arc<Self>, trace: &Trace) {
         if trace.logged {
             return;
         }
@@ -277,18 +277,19 @@ impl Settlement {
                 };
                 let fields = pending.conclude(outcome, &this.catalog, &this.metrics).await;
                 record.tollgate.shadow = Some(fields);
-                this.written(record);
+                this.written(record).await;
             });
             return;
         }
-        self.written(trace.record());
+        self.written(trace.record()).await;
     }
 
-    /// Writes a finished call's record and counts the call out.
-    fn written(&self, record: InvocationRecord) {
+    /// Writes a finished call's record and counts the call out. While the
+    /// log's queue is full the call waits here, still counted in.
+    async fn written(&self, record: InvocationRecord) {
         self.series.record(&record, now_ms());
         if let Some(log) = &self.log {
-            log.write(record);
+            log.append(record).await;
         }
         // Each call is finished exactly once (a stream by its pump).
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {

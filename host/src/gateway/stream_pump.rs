@@ -100,7 +100,7 @@ impl StreamPump {
                         .charge(&self.hold, metered, &self.call, &mut self.trace)
                         .await;
                     self.trace.logged = false;
-                    self.settlement.finish(&self.trace);
+                    self.settlement.finish(&self.trace).await;
                     // Whether or not the caller is still there, the call is done.
                     let _ = tx.send(Ok(raw)).await;
                     break 'pump StreamEnd::Complete;
@@ -154,7 +154,7 @@ impl StreamPump {
                     .charge(&self.hold, Err(why), &self.call, &mut self.trace)
                     .await;
                 self.trace.logged = false;
-                self.settlement.finish(&self.trace);
+                self.settlement.finish(&self.trace).await;
                 if let Some(frame) = final_frame {
                     let _ = tx.send(Ok(frame)).await;
                 }
