@@ -1,6 +1,7 @@
 //! `tollgate demo`, as the README's first command runs it: the gateway, the
-//! mock, three tenants and live traffic; it reaches every verdict and ends
-//! cleanly on Ctrl-C (SIGINT).
+//! mock, three tenants and live traffic; it reaches every verdict, its
+//! dashboard shows every tenant with its alert level in a real headless
+//! Chromium, and it ends cleanly on Ctrl-C (SIGINT).
 
 mod support;
 
@@ -8,6 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use support::chromium::Chromium;
 
 #[test]
 fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
@@ -32,6 +35,7 @@ fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut totals = [0u64; 4];
     let mut url = None;
+    let mut dashboard = None;
     let mut output = Vec::new();
     while totals.contains(&0) {
         let line = rx
@@ -44,6 +48,15 @@ fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
             });
         if let Some(rest) = line.strip_prefix("gateway: ") {
             url = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim_start().strip_prefix("dashboard: ") {
+            let page = rest.split_whitespace().next().map(str::to_owned);
+            let token = rest
+                .split("admin token ")
+                .nth(1)
+                .and_then(|t| t.split(';').next())
+                .map(str::to_owned);
+            dashboard = page.zip(token);
         }
         if line.starts_with("--- ") {
             totals = [0; 4];
@@ -58,6 +71,8 @@ fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
     }
     let url = url.expect("the demo printed its URL");
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let (page, token) = dashboard.expect("the demo printed its dashboard and token");
+    dashboard_shows_every_tenant(&page, &token);
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -85,4 +100,32 @@ fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
         assert!(count > 0, "no {verdict} in {summary}");
     }
     assert!(summary.contains("error 0"), "{summary}");
+}
+
+/// Signs in to the demo's dashboard and finds each demo tenant there with
+/// an alert level, its badge saying the same.
+fn dashboard_shows_every_tenant(page: &str, token: &str) {
+    let browser = Chromium::launch(1280, 900);
+    browser.open(page);
+    browser.fill("input[name=token]", token);
+    browser.eval("document.querySelector('[data-sign-in]').requestSubmit()");
+    browser.wait_for(
+        "the dashboard lists the three demo tenants",
+        "document.querySelectorAll('tr[data-tenant]').length === 3",
+        Duration::from_secs(30),
+    );
+    for tenant in ["acme", "globex", "initech"] {
+        let row = format!("document.querySelector('tr[data-tenant=\"{tenant}\"]')");
+        // One read of both, so a live re-render cannot come between them.
+        let shown = browser.eval(&format!(
+            "{row}.getAttribute('data-level') + ' ' + {row}.querySelector('.level').textContent"
+        ));
+        let shown = shown.as_str().unwrap_or_default();
+        let (level, badge) = shown.split_once(' ').unwrap_or_else(|| panic!("{tenant}: {shown:?}"));
+        assert!(
+            ["green", "yellow", "orange", "red"].contains(&level),
+            "{tenant}: {shown:?}"
+        );
+        assert_eq!(badge, level, "{tenant}'s badge");
+    }
 }

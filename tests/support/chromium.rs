@@ -56,6 +56,8 @@ impl Chromium {
             OsStr::new("--disable-extensions"),
             OsStr::new("--hide-scrollbars"),
             OsStr::new("--force-device-scale-factor=1"),
+            // Tests serve loopback HTTPS with a certificate made for the run.
+            OsStr::new("--ignore-certificate-errors"),
         ];
         let options = LaunchOptions::default_builder()
             .path(Some(path))
