@@ -159,8 +159,7 @@ async fn the_dashboard_signs_in_shows_every_tenant_and_updates_live() {
     let browser = tokio::task::spawn_blocking(move || {
         let browser = Chromium::launch(1280, 900);
         browser.open(&format!("{admin_url}/admin/dashboard"));
-        browser.fill("input[name=token]", "not-the-admin-token-at-all");
-        browser.eval("document.querySelector('[data-sign-in]').requestSubmit()");
+        browser.submit_token("not-the-admin-token-at-all");
         let error = browser.wait_for(
             "the form says why a wrong token is refused",
             "(document.querySelector('[data-error]') || {}).textContent",
@@ -170,13 +169,7 @@ async fn the_dashboard_signs_in_shows_every_tenant_and_updates_live() {
             error.as_str().is_some_and(|e| e.contains("not the admin token")),
             "{error}"
         );
-        browser.fill("input[name=token]", ADMIN_TOKEN);
-        browser.eval("document.querySelector('[data-sign-in]').requestSubmit()");
-        browser.wait_for(
-            "the dashboard shows both tenants",
-            "document.querySelectorAll('tr[data-tenant]').length === 2",
-            Duration::from_secs(20),
-        );
+        browser.sign_in(ADMIN_TOKEN, 2);
         browser
     })
     .await

@@ -107,13 +107,7 @@ fn the_demo_reaches_every_verdict_and_stops_cleanly_on_ctrl_c() {
 fn dashboard_shows_every_tenant(page: &str, token: &str) {
     let browser = Chromium::launch(1280, 900);
     browser.open(page);
-    browser.fill("input[name=token]", token);
-    browser.eval("document.querySelector('[data-sign-in]').requestSubmit()");
-    browser.wait_for(
-        "the dashboard lists the three demo tenants",
-        "document.querySelectorAll('tr[data-tenant]').length === 3",
-        Duration::from_secs(30),
-    );
+    browser.sign_in(token, 3);
     for tenant in ["acme", "globex", "initech"] {
         let row = format!("document.querySelector('tr[data-tenant=\"{tenant}\"]')");
         // One read of both, so a live re-render cannot come between them.

@@ -167,6 +167,23 @@ impl Chromium {
         self.tab.type_str(text).expect("type");
     }
 
+    /// Submits `token` in the dashboard's sign-in form, then waits until
+    /// the page lists `tenants` tenants.
+    pub fn sign_in(&self, token: &str, tenants: usize) {
+        self.submit_token(token);
+        self.wait_for(
+            &format!("the dashboard lists {tenants} tenants"),
+            &format!("document.querySelectorAll('tr[data-tenant]').length === {tenants}"),
+            Duration::from_secs(30),
+        );
+    }
+
+    /// Types `token` into the dashboard's sign-in form and submits it.
+    pub fn submit_token(&self, token: &str) {
+        self.fill("input[name=token]", token);
+        self.eval("document.querySelector('[data-sign-in]').requestSubmit()");
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
