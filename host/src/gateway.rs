@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy_watch;
 pub mod reconcile;
 mod refusal;
+mod request_body;
 pub mod server;
 pub mod service;
 mod settlement;

@@ -36,7 +36,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::directory::Directory;
@@ -44,6 +44,7 @@ use super::invocation_log::InvocationLog;
 use super::metadata::{self, TollgatePairs};
 use super::metrics::Metrics;
 use super::refusal::{ledger_unreadable, reject, reserve_refused, upstream_failed};
+use super::request_body::{parse_body, set_max_tokens};
 pub use super::settlement::GatewayAccounting;
 use super::settlement::{CallBasis, Hold, Settlement};
 use super::shadowing::ShadowRunner;
@@ -729,36 +730,10 @@ impl Gateway {
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, BedrockError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(BedrockError::validation(format!(
-            "Malformed input request: the body must be a JSON object as the Converse API defines it, not {}",
-            metadata::json_kind(&other)
-        ))),
-        Err(e) => Err(BedrockError::validation(format!(
-            "Malformed input request: the body is not valid JSON ({e}); send a Converse request body"
-        ))),
-    }
-}
-
 fn first_pair(pairs: &[(String, String)], keys: &[&str]) -> Option<String> {
     keys.iter()
         .find_map(|key| pairs.iter().find(|(k, _)| k == key))
         .map(|(_, v)| v.clone())
-}
-
-/// Sets `inferenceConfig.maxTokens` to the reserved output tokens, adding it if absent.
-fn set_max_tokens(body: &mut Map<String, Value>, cap: u64) {
-    let config = body
-        .entry("inferenceConfig")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !config.is_object() {
-        *config = Value::Object(Map::new());
-    }
-    if let Value::Object(config) = config {
-        config.insert("maxTokens".into(), Value::from(cap));
-    }
 }
 
 fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -770,28 +745,6 @@ fn insert_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bodies_must_be_json_objects() {
-        let err = parse_body(b"{not json").expect_err("malformed");
-        assert_eq!(err.error_type, "ValidationException");
-        assert!(err.message.contains("not valid JSON"), "{}", err.message);
-        let err = parse_body(b"[1,2]").expect_err("array");
-        assert!(err.message.contains("not an array"), "{}", err.message);
-        assert!(parse_body(br#"{"messages":[]}"#).is_ok());
-    }
-
-    #[test]
-    fn the_cap_lowers_or_adds_max_tokens_and_keeps_the_rest() {
-        let mut body: Map<String, Value> =
-            serde_json::from_str(r#"{"inferenceConfig":{"maxTokens":4096,"temperature":0.5}}"#).expect("json");
-        set_max_tokens(&mut body, 256);
-        assert_eq!(body["inferenceConfig"]["maxTokens"], 256);
-        assert_eq!(body["inferenceConfig"]["temperature"], 0.5);
-        let mut empty = Map::new();
-        set_max_tokens(&mut empty, 100);
-        assert_eq!(empty["inferenceConfig"]["maxTokens"], 100);
-    }
 
     #[test]
     fn user_and_use_case_come_from_the_callers_pairs() {
