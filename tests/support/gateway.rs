@@ -277,10 +277,12 @@ impl TestGateway {
         (response.status().as_u16(), response.text().await.unwrap_or_default())
     }
 
-    /// The operator listener's `/metrics` text.
+    /// The operator listener's `/metrics` text. It must answer within 10 s,
+    /// so a frozen gateway fails the test instead of hanging it.
     pub async fn metrics(&self) -> String {
         self.raw()
             .get(format!("{}/metrics", self.admin_url))
+            .timeout(Duration::from_secs(10))
             .send()
             .await
             .expect("metrics answer")
