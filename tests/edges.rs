@@ -1,7 +1,8 @@
 //! The listener's edges under hostile clients: idle sockets, slowloris
-//! heads, slow bodies, a connection flood and an overload. Each is closed or
-//! refused within its limit, nothing is charged for it, and a good client
-//! (the real AWS SDK) keeps being served. Through the real `tollgate serve`.
+//! heads, slow bodies, a connection flood and an overload, and on the other
+//! side an upstream that is down. Each is closed or refused within its limit,
+//! nothing is charged for it, and a good client (the real AWS SDK) keeps
+//! being served. Through the real `tollgate serve`.
 
 mod support;
 

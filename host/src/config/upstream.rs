@@ -1,6 +1,8 @@
 //! How Bedrock is reached, as written under `[upstream]`. Plain data: the
 //! `upstream` module builds its client from it.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// How the upstream is reached, as written under `[upstream]` in `tollgate.toml`.
@@ -15,6 +17,10 @@ pub struct UpstreamSettings {
     /// `sigv4` (the credential chain), `bearer` (a Bedrock API key from
     /// `AWS_BEARER_TOKEN_BEDROCK`) or `none` (the mock).
     pub auth: UpstreamAuthKind,
+    /// PEM certificates trusted besides the public roots, for a private
+    /// endpoint or a TLS-inspecting proxy. `None` takes `AWS_CA_BUNDLE`, as
+    /// the AWS SDKs do. Relative to `tollgate.toml`.
+    pub ca_bundle: Option<PathBuf>,
     /// Attempts per call, the first included.
     pub max_attempts: u32,
     /// The wait before the first retry; doubles each retry, with jitter.
@@ -55,6 +61,7 @@ impl Default for UpstreamSettings {
             endpoint: None,
             region: None,
             auth: UpstreamAuthKind::Sigv4,
+            ca_bundle: None,
             max_attempts: 3,
             initial_backoff_ms: 100,
             max_backoff_ms: 5_000,

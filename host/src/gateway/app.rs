@@ -37,7 +37,7 @@ use crate::pricing::Catalog;
 use crate::registry::cases::CasesFile;
 use crate::registry::policy_dir;
 use crate::registry::{DecisionPool, Registry};
-use crate::upstream::bedrock::Upstream;
+use crate::upstream::bedrock::{Upstream, UpstreamSettings};
 use crate::upstream::mock::{MockBedrock, MockSettings};
 
 /// The longest a shutdown waits for calls still being charged and logged.
@@ -94,9 +94,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             (upstream, Some(mock))
         }
         UpstreamKind::Bedrock => (
-            Upstream::bedrock(config.upstream.bedrock.clone())
-                .await
-                .map_err(|e| cfg_err(format!("upstream.bedrock: {e}")))?,
+            Upstream::bedrock(UpstreamSettings {
+                ca_bundle: config.upstream.bedrock.ca_bundle.as_deref().map(|p| config.resolve(p)),
+                ..config.upstream.bedrock.clone()
+            })
+            .await
+            .map_err(|e| cfg_err(format!("upstream.bedrock: {e}")))?,
             None,
         ),
     };

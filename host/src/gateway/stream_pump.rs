@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::settlement::{CallBasis, Hold, Settlement};
 use super::trace::{Trace, millis};
 use crate::pricing::Metered;
+use crate::upstream::bedrock::UpstreamStream;
 use crate::upstream::eventstream;
 
 /// Carries a stream from the upstream to the caller, frame by frame, and
@@ -47,8 +47,7 @@ enum StreamEnd {
 }
 
 impl StreamPump {
-    pub(super) async fn run(mut self, upstream: reqwest::Response, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
-        let mut bytes = upstream.bytes_stream();
+    pub(super) async fn run(mut self, mut upstream: UpstreamStream, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
         let mut buf = BytesMut::new();
         // The frame that ends a failed stream, sent after the charge.
         let mut final_frame: Option<Bytes> = None;
@@ -58,7 +57,7 @@ impl StreamPump {
         let end = 'pump: loop {
             let idle_at = tokio::time::Instant::now() + self.idle;
             let deadline = idle_at.min(cut_at).min(drain_until.unwrap_or(cut_at));
-            let chunk = match tokio::time::timeout_at(deadline, bytes.next()).await {
+            let chunk = match tokio::time::timeout_at(deadline, upstream.next_chunk()).await {
                 Err(_) if drain_until.is_some_and(|d| d <= idle_at.min(cut_at)) => break StreamEnd::CallerGone,
                 Err(_) if idle_at >= cut_at => {
                     break StreamEnd::UpstreamFailed(format!(
@@ -125,7 +124,7 @@ impl StreamPump {
             }
         };
         // Dropping the upstream body here closes its connection: no more tokens are generated for nobody.
-        drop(bytes);
+        drop(upstream);
         match end {
             StreamEnd::Complete => {}
             StreamEnd::CallerGone | StreamEnd::UpstreamFailed(_) => {

@@ -10,6 +10,10 @@
 //! SigV4 from `aws-sigv4`, retries with backoff on throttling and 5xx, and
 //! timeouts for connecting, for a whole Converse call and for a silent stream.
 //!
+//! The HTTP client is hyper's pooled client with rustls, used directly: the
+//! request is built once as an `http::Request`, signed in place and sent, with
+//! no conversion into another client's types on every call.
+//!
 //! A retry only happens before any byte has reached the caller: for a stream,
 //! once the upstream answered 200 the stream is the caller's.
 
@@ -22,7 +26,12 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use crate::config::upstream::{UpstreamAuthKind, UpstreamSettings};
@@ -54,6 +63,11 @@ pub enum UpstreamError {
     NoBearerToken,
     #[error("cannot build the HTTP client for Bedrock: {0}")]
     Client(String),
+    #[error(
+        "cannot read the CA bundle {path}: {detail}. [upstream.bedrock] ca-bundle (or AWS_CA_BUNDLE) must name a \
+         file of PEM certificates"
+    )]
+    CaBundle { path: String, detail: String },
     #[error(
         "no AWS credentials for Bedrock: {0}. Configure the standard AWS credential chain (environment, profile, SSO, web identity, container or instance role)"
     )]
@@ -102,7 +116,61 @@ pub struct UpstreamResponse {
 
 pub enum UpstreamBody {
     Full(Bytes),
-    Stream(reqwest::Response),
+    Stream(UpstreamStream),
+}
+
+/// The open body of a stream that Bedrock answered with 200.
+pub struct UpstreamStream(hyper::body::Incoming);
+
+impl UpstreamStream {
+    /// The next bytes of the body, `None` at its end, or why the connection broke.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match self.0.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                    // Trailers carry nothing a caller needs; read on.
+                }
+                Err(e) => return Some(Err(error_chain(&e))),
+            }
+        }
+    }
+}
+
+/// hyper's pooled client over TCP, with rustls for `https://` endpoints.
+type HttpClient = Client<ConnectWithin, Full<Bytes>>;
+
+/// The connector under a time limit that covers the TLS handshake too, so a
+/// handshake that stalls counts as a connection that could not be made (the
+/// call is released and retried), not as a call that may have run.
+#[derive(Clone)]
+struct ConnectWithin {
+    inner: HttpsConnector<HttpConnector>,
+    limit: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for ConnectWithin {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, limit) = (self.inner.call(uri), self.limit);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(format!("no connection within {} ms", limit.as_millis()).into()),
+            }
+        })
+    }
 }
 
 enum Auth {
@@ -116,7 +184,7 @@ enum Auth {
 
 /// A Bedrock runtime endpoint. Cheap to share: clone the `Arc` it lives in.
 pub struct Upstream {
-    http: reqwest::Client,
+    http: HttpClient,
     endpoint: String,
     auth: Auth,
     settings: UpstreamSettings,
@@ -157,6 +225,12 @@ impl Upstream {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let sdk = loader.load().await;
+        let mut settings = settings;
+        if settings.ca_bundle.is_none() {
+            settings.ca_bundle = std::env::var_os("AWS_CA_BUNDLE")
+                .filter(|v| !v.is_empty())
+                .map(Into::into);
+        }
         let region = sdk.region().map(|r| r.to_string()).ok_or(UpstreamError::NoRegion)?;
         let url = settings
             .endpoint
@@ -206,18 +280,17 @@ impl Upstream {
             return Ok(());
         }
         let timeout = Duration::from_millis(self.settings.connect_timeout_ms.saturating_add(2_000));
-        let answered = self.http.get(&self.endpoint).timeout(timeout).send().await;
+        let request = Request::get(self.endpoint.as_str())
+            .body(Full::default())
+            .map_err(|e| e.to_string())?;
+        let answered = match tokio::time::timeout(timeout, self.http.request(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
         let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
-        match answered {
-            Ok(_) => {
-                *probed = Some(Instant::now());
-                Ok(())
-            }
-            Err(e) => {
-                *probed = None;
-                Err(e.to_string())
-            }
-        }
+        *probed = answered.is_ok().then(Instant::now);
+        answered
     }
 
     /// The region calls go to, when known (the mock names none).
@@ -244,12 +317,14 @@ impl Upstream {
             self.endpoint,
             utf8_percent_encode(model_id, PATH_SEGMENT)
         );
+        // Parsed once for every attempt; the signer reads the same string.
+        let uri = Uri::try_from(url.as_str()).map_err(|e| UpstreamError::Signing(format!("{url}: {e}")))?;
         let attempts = self.settings.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            match self.send_once(operation, &url, body.clone()).await {
+            match self.send_once(operation, &url, &uri, body.clone()).await {
                 Ok(mut response) => {
                     if !last && retryable_status(response.status) {
                         tokio::time::sleep(self.backoff(attempt, retry_after(&response.headers))).await;
@@ -267,13 +342,17 @@ impl Upstream {
         }
     }
 
-    async fn send_once(&self, operation: Operation, url: &str, body: Bytes) -> Result<UpstreamResponse, UpstreamError> {
-        let mut request = http::Request::builder()
-            .method("POST")
-            .uri(url)
+    async fn send_once(
+        &self,
+        operation: Operation,
+        url: &str,
+        uri: &Uri,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut request = Request::post(uri.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, accept(operation))
-            .body(body.clone())
+            .body(Full::new(body.clone()))
             .map_err(|e| UpstreamError::Signing(e.to_string()))?;
         match &self.auth {
             Auth::None => {}
@@ -305,38 +384,39 @@ impl Upstream {
                 instructions.apply_to_request_http1x(&mut request);
             }
         }
-        let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
-            .map_err(|e| UpstreamError::Client(e.to_string()))?;
         let timeout = Duration::from_millis(self.settings.timeout_ms);
-        let unreachable = |e: reqwest::Error| {
-            let (endpoint, detail) = (self.endpoint.clone(), error_chain(&e));
-            if e.is_connect() {
-                UpstreamError::Unreachable { endpoint, detail }
-            } else {
-                UpstreamError::Broken { endpoint, detail }
-            }
-        };
-        let response = tokio::time::timeout(timeout, self.http.execute(request))
+        let response = tokio::time::timeout(timeout, self.http.request(request))
             .await
             .map_err(|_| UpstreamError::Timeout(self.settings.timeout_ms))?
-            .map_err(unreachable)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        if operation == Operation::ConverseStream && status.is_success() {
+            .map_err(|e| {
+                let (endpoint, detail) = (self.endpoint.clone(), error_chain(&e));
+                // Only a connection that was never made proves the request unsent.
+                if e.is_connect() {
+                    UpstreamError::Unreachable { endpoint, detail }
+                } else {
+                    UpstreamError::Broken { endpoint, detail }
+                }
+            })?;
+        let (parts, body) = response.into_parts();
+        if operation == Operation::ConverseStream && parts.status.is_success() {
             return Ok(UpstreamResponse {
-                status,
-                headers,
-                body: UpstreamBody::Stream(response),
+                status: parts.status,
+                headers: parts.headers,
+                body: UpstreamBody::Stream(UpstreamStream(body)),
                 attempts: 1,
             });
         }
-        let bytes = tokio::time::timeout(timeout, response.bytes())
+        let bytes = tokio::time::timeout(timeout, body.collect())
             .await
             .map_err(|_| UpstreamError::Timeout(self.settings.timeout_ms))?
-            .map_err(unreachable)?;
+            .map_err(|e| UpstreamError::Broken {
+                endpoint: self.endpoint.clone(),
+                detail: error_chain(&e),
+            })?
+            .to_bytes();
         Ok(UpstreamResponse {
-            status,
-            headers,
+            status: parts.status,
+            headers: parts.headers,
             body: UpstreamBody::Full(bytes),
             attempts: 1,
         })
@@ -368,13 +448,55 @@ impl Upstream {
     }
 }
 
-fn http_client(settings: &UpstreamSettings) -> Result<reqwest::Client, UpstreamError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+fn http_client(settings: &UpstreamSettings) -> Result<HttpClient, UpstreamError> {
+    let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Client(e.to_string()))?
+        .with_root_certificates(trusted_roots(settings.ca_bundle.as_deref())?)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| UpstreamError::Client(e.to_string()))
+        .pool_timer(TokioTimer::new())
+        .build(ConnectWithin {
+            inner: https,
+            limit: connect_timeout,
+        }))
+}
+
+/// The public web roots, plus the certificates of `ca_bundle` when set.
+fn trusted_roots(ca_bundle: Option<&std::path::Path>) -> Result<rustls::RootCertStore, UpstreamError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let Some(path) = ca_bundle else {
+        return Ok(roots);
+    };
+    let bad = |detail: String| UpstreamError::CaBundle {
+        path: path.display().to_string(),
+        detail,
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("it holds no certificate".into()));
+    }
+    Ok(roots)
 }
 
 fn endpoint(url: &str) -> Result<String, UpstreamError> {

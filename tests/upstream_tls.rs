@@ -1,0 +1,164 @@
+//! The second hop over TLS, as it runs against real Bedrock: a private CA
+//! trusted through `ca-bundle`, an untrusted certificate, and an endpoint
+//! that accepts TCP and then stalls the handshake. A call that never reached
+//! the upstream is released, never charged. Through the real `tollgate serve`
+//! and the AWS SDK.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, ConverseStreamOutput, Message};
+use support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, timed_call};
+use tollgate_host::gateway::listener::{Bound, Edges, Listen, install_crypto_provider};
+use tollgate_host::upstream::mock::{self, MockSettings};
+
+/// The mock Bedrock over HTTPS on loopback, with a fresh self-signed
+/// certificate; returns its URL and the certificate's PEM file.
+async fn tls_mock(dir: &std::path::Path) -> (String, std::path::PathBuf, tokio::task::JoinHandle<()>) {
+    install_crypto_provider();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.join("upstream-cert.pem"), dir.join("upstream-key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let bound = Bound::bind(&Listen::Https {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        cert: cert.clone(),
+        key,
+    })
+    .await
+    .expect("bind the TLS mock");
+    let url = format!("https://{}", bound.local_addr().expect("addr"));
+    let serving = tokio::spawn(async move {
+        let _ = bound
+            .serve(
+                mock::router(MockSettings::default()),
+                std::future::pending(),
+                Duration::from_secs(1),
+                Edges::default(),
+            )
+            .await;
+    });
+    (url, cert, serving)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let (url, cert, serving) = tls_mock(scratch.path()).await;
+    let acme = TenantSpec::new("acme", "allow-all");
+    let extra: &'static str =
+        Box::leak(format!("max-attempts = 1\nca-bundle = {:?}", cert.display().to_string()).into_boxed_str());
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(url),
+        upstream_extra: extra,
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme);
+    timed_call(&client).await.expect("converse over TLS");
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text("Say hello".into()))
+                .build()
+                .expect("message"),
+        )
+        .send()
+        .await
+        .expect("converse-stream over TLS");
+    let mut metadata = 0;
+    while let Some(event) = stream.stream.recv().await.expect("stream event") {
+        if let ConverseStreamOutput::Metadata(_) = event {
+            metadata += 1;
+        }
+    }
+    assert_eq!(metadata, 1, "the stream ran to its metadata event");
+
+    let records = gw.wait_for_records(2).await;
+    for record in &records {
+        assert_eq!(record.tollgate.status, 200, "{record:?}");
+        assert_eq!(record.tollgate.charged_from, "usage", "{record:?}");
+    }
+    let spent: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert!(spent > 0);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], spent);
+    gw.reconcile().await;
+    serving.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused_and_the_call_released() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let (url, _cert, serving) = tls_mock(scratch.path()).await;
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    let refused = timed_call(&gw.sigv4_client(&acme))
+        .await
+        .expect_err("untrusted upstream");
+    assert!(refused.0 >= 500, "{refused:?}");
+    let records = gw.wait_for_records(1).await;
+    assert_eq!(records[0].tollgate.charged_from, "released", "{:?}", records[0]);
+    assert_eq!(records[0].tollgate.cost_nano_usd, 0);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
+    gw.reconcile().await;
+    serving.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_tls_handshake_stalls_is_unreachable_released_and_retried() {
+    // It accepts TCP and then says nothing: the TLS handshake never completes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let silent = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // Held open, never read or written.
+            let _ = accepted_tx.send(stream);
+        }
+    });
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(format!("https://127.0.0.1:{port}")),
+        upstream_extra: "max-attempts = 2\ninitial-backoff-ms = 1\nconnect-timeout-ms = 200\ntimeout-ms = 30000",
+        ..Options::default()
+    })
+    .await;
+    let refused = timed_call(&gw.sigv4_client(&acme)).await.expect_err("no handshake");
+    assert!(refused.0 >= 500, "{refused:?}");
+
+    // Both attempts reached the socket: a stalled handshake proves the request
+    // unsent, so it is retried, and then released rather than charged.
+    for attempt in 1..=2 {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} never connected"))
+            .expect("acceptor runs");
+    }
+    let records = gw.wait_for_records(1).await;
+    assert_eq!(records.len(), 1);
+    let record = &records[0].tollgate;
+    assert_eq!(record.charged_from, "released", "{record:?}");
+    assert_eq!(record.cost_nano_usd, 0);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
+    let health = gw
+        .raw()
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .expect("healthz answers");
+    assert_eq!(health.status(), 200);
+    gw.reconcile().await;
+    silent.abort();
+}
