@@ -83,7 +83,15 @@ pub struct Options {
     pub ledger_extra: String,
     /// The `[log]` table's lines, instead of `invocations = "invocations.jsonl"`.
     pub log_lines: Option<String>,
+    /// Sign the calls to the upstream with SigV4, with [`UPSTREAM_ACCESS_KEY`]
+    /// from the environment (the AWS credential chain), instead of sending them unsigned.
+    pub upstream_sigv4: bool,
 }
+
+/// The AWS access key the gateway finds in its environment for the upstream.
+pub const UPSTREAM_ACCESS_KEY: &str = "AKIDUPSTREAMTEST";
+/// Its secret.
+pub const UPSTREAM_SECRET: &str = "upstream/secret+TESTKEY";
 
 /// A running `tollgate serve` process and its upstream.
 pub struct TestGateway {
@@ -120,7 +128,7 @@ impl TestGateway {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin-listen = \"127.0.0.1:0\"\nadmin-token = \"{ADMIN_TOKEN}\"\nshutdown-grace-secs = 1\n{tls_lines}{}\n\
              [upstream]\nkind = \"bedrock\"\n[upstream.bedrock]\nendpoint = \"{}\"\nregion = \"{}\"\n\
-             auth = \"none\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n{}\n\n[log]\n{}\n\n\
+             auth = \"{}\"\n{}\n\n[ledger]\npath = \"ledger.redb\"\n{}\n\n[log]\n{}\n\n\
              [engine]\ncache-dir = {:?}\n{}\n\n",
             options.server_extra,
             options.upstream_url.clone().unwrap_or_else(|| mock.url()),
@@ -129,6 +137,7 @@ impl TestGateway {
             } else {
                 options.region
             },
+            if options.upstream_sigv4 { "sigv4" } else { "none" },
             if options.upstream_extra.is_empty() {
                 "max-attempts = 1"
             } else {
@@ -404,6 +413,12 @@ async fn spawn(dir: &Path) -> (Child, String, String) {
         .arg("--config")
         .arg(&config_path)
         .env_remove("TOLLGATE_LISTEN")
+        // The credential chain finds these, and nothing of the machine's.
+        .env("AWS_ACCESS_KEY_ID", UPSTREAM_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", UPSTREAM_SECRET)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

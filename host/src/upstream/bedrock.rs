@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
@@ -360,8 +360,7 @@ impl Upstream {
                 request.headers_mut().insert(header::AUTHORIZATION, value.clone());
             }
             Auth::Sigv4 { region, credentials } => {
-                let creds = credentials.get().await?;
-                let identity = creds.into();
+                let identity = credentials.get().await?;
                 let params = v4::SigningParams::builder()
                     .identity(&identity)
                     .region(region)
@@ -536,10 +535,12 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Credentials from the chain, kept until shortly before they expire, so the
-/// request path does not call the chain (IMDS, STS, SSO) every time.
+/// request path does not call the chain (IMDS, STS, SSO) every time. They
+/// are kept as the signer's `Identity`, so a call clones an `Arc` rather
+/// than converting them again.
 struct CredentialsCache {
     provider: SharedCredentialsProvider,
-    current: ArcSwapOption<Credentials>,
+    current: ArcSwapOption<(Identity, Option<SystemTime>)>,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -552,28 +553,31 @@ impl CredentialsCache {
         }
     }
 
-    async fn get(&self) -> Result<Credentials, UpstreamError> {
-        if let Some(creds) = self.fresh() {
-            return Ok(creds);
+    async fn get(&self) -> Result<Identity, UpstreamError> {
+        if let Some(identity) = self.fresh() {
+            return Ok(identity);
         }
         let _one_refresh = self.refresh.lock().await;
-        if let Some(creds) = self.fresh() {
-            return Ok(creds);
+        if let Some(identity) = self.fresh() {
+            return Ok(identity);
         }
         let creds = self
             .provider
             .provide_credentials()
             .await
             .map_err(|e| UpstreamError::Credentials(error_chain(&e)))?;
-        self.current.store(Some(Arc::new(creds.clone())));
-        Ok(creds)
+        let expiry = creds.expiry();
+        let identity = Identity::from(creds);
+        self.current.store(Some(Arc::new((identity.clone(), expiry))));
+        Ok(identity)
     }
 
-    fn fresh(&self) -> Option<Credentials> {
-        let current = self.current.load_full()?;
-        match current.expiry() {
-            Some(expiry) if expiry <= SystemTime::now() + CREDENTIALS_REFRESH_MARGIN => None,
-            _ => Some(Credentials::clone(&current)),
+    fn fresh(&self) -> Option<Identity> {
+        let current = self.current.load();
+        let (identity, expiry) = current.as_deref()?;
+        match expiry {
+            Some(expiry) if *expiry <= SystemTime::now() + CREDENTIALS_REFRESH_MARGIN => None,
+            _ => Some(identity.clone()),
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The parsed body; `None` when it was not JSON.
     pub body: Option<Value>,
+    /// The SHA-256 of the body's bytes, hex: what a SigV4 signature covers.
+    pub body_sha256: String,
     /// The fault applied to this call.
     pub fault: Fault,
 }
@@ -436,6 +438,7 @@ async fn handle(
             })
             .collect(),
         body: parsed.clone(),
+        body_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
         fault,
     };
     {

@@ -1,8 +1,9 @@
-//! The second hop over TLS, as it runs against real Bedrock: a private CA
-//! trusted through `ca-bundle`, an untrusted certificate, and an endpoint
-//! that accepts TCP and then stalls the handshake. A call that never reached
-//! the upstream is released, never charged. Through the real `tollgate serve`
-//! and the AWS SDK.
+//! The second hop, as real Bedrock sees it. Its SigV4 signature, recomputed
+//! from the request as it arrived, with the credentials of the AWS chain.
+//! Over TLS: a private CA trusted through `ca-bundle`, an untrusted
+//! certificate, and an endpoint that accepts TCP and then stalls the
+//! handshake. A call that never reached the upstream is released, never
+//! charged. Through the real `tollgate serve` and the AWS SDK.
 
 mod support;
 
@@ -10,8 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, ConverseStreamOutput, Message};
-use support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, timed_call};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use support::gateway::{
+    NOVA_MICRO, Options, TenantSpec, TestGateway, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET, timed_call,
+};
 use tollgate_host::gateway::listener::{Bound, Edges, Listen, install_crypto_provider};
+use tollgate_host::upstream::mock::RecordedRequest;
 use tollgate_host::upstream::mock::{self, MockSettings};
 
 /// The mock Bedrock over HTTPS on loopback, with a fresh self-signed
@@ -43,6 +49,109 @@ async fn tls_mock(dir: &std::path::Path) -> (String, std::path::PathBuf, tokio::
     (url, cert, serving)
 }
 
+fn hello() -> Message {
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("Say hello".into()))
+        .build()
+        .expect("message")
+}
+
+/// The signature a SigV4 verifier computes for `request` as it arrived: the
+/// headers it says it signed, its path as sent, its body's hash, its date.
+fn expected_signature(request: &RecordedRequest, authorization: &str) -> String {
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    };
+    let signed: Vec<&str> = authorization
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("SignedHeaders")
+        .split(';')
+        .collect();
+    assert!(
+        signed.contains(&"host") && signed.contains(&"x-amz-date"),
+        "{authorization}"
+    );
+    let when = chrono::NaiveDateTime::parse_from_str(header("x-amz-date"), "%Y%m%dT%H%M%SZ").expect("x-amz-date");
+    let identity =
+        aws_credential_types::Credentials::new(UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET, None, None, "test").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("bedrock")
+        .time(std::time::UNIX_EPOCH + Duration::from_secs(when.and_utc().timestamp() as u64))
+        .settings(SigningSettings::default())
+        .build()
+        .expect("params")
+        .into();
+    let uri = format!("http://{}{}", header("host"), request.path);
+    let headers = signed.iter().map(|name| (*name, header(name)));
+    let signable = SignableRequest::new(
+        &request.method,
+        &uri,
+        headers,
+        SignableBody::Precomputed(request.body_sha256.clone()),
+    )
+    .expect("signable");
+    sign(signable, &params).expect("sign").into_parts().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reach_the_upstream_signed_with_sigv4_from_the_credential_chain() {
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_sigv4: true,
+        ..Options::default()
+    })
+    .await;
+    let client = gw.sigv4_client(&acme);
+    timed_call(&client).await.expect("converse");
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(hello())
+        .send()
+        .await
+        .expect("converse-stream");
+    while stream.stream.recv().await.expect("stream event").is_some() {}
+
+    let requests = gw.mock.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        let authorization = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone())
+            .expect("the call is signed");
+        let scope = format!("Credential={UPSTREAM_ACCESS_KEY}/");
+        assert!(
+            authorization.starts_with("AWS4-HMAC-SHA256 ") && authorization.contains(&scope),
+            "{authorization}"
+        );
+        assert!(
+            authorization.contains("/us-east-1/bedrock/aws4_request"),
+            "{authorization}"
+        );
+        let sent = authorization.rsplit("Signature=").next().expect("signature");
+        assert_eq!(
+            sent,
+            expected_signature(request, &authorization),
+            "the signature does not verify for {}",
+            request.path
+        );
+    }
+    gw.reconcile().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -62,13 +171,7 @@ async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
     let mut stream = client
         .converse_stream()
         .model_id(NOVA_MICRO)
-        .messages(
-            Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Text("Say hello".into()))
-                .build()
-                .expect("message"),
-        )
+        .messages(hello())
         .send()
         .await
         .expect("converse-stream over TLS");
