@@ -826,6 +826,15 @@ async fn bad_requests_get_bedrock_shaped_errors() {
         .await,
     );
     check(413, "ValidationException", "65536")(send(raw.post(&url).bearer_auth(&key).body(vec![b' '; 100_000])).await);
+    // Bedrock's own limit on a model id: 2048 bytes.
+    check(400, "ValidationException", "2048 bytes")(
+        send(
+            raw.post(format!("{}/model/{}/converse", gw.url, "m".repeat(2049)))
+                .bearer_auth(&key)
+                .body("{\"messages\":[]}"),
+        )
+        .await,
+    );
     check(400, "ValidationException", "requestMetadata")(
         send(
             raw.post(&url)

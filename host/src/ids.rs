@@ -62,6 +62,10 @@ impl ModelId {
     }
 }
 
+/// The longest model id or ARN tollgate accepts anywhere: from a caller, a
+/// policy's verdict, its `price` calls or a downgrade chain (ARNs end well before).
+pub const MAX_MODEL_ID_BYTES: usize = 2048;
+
 /// Prefixes of Bedrock's system-defined (cross-region) inference profiles,
 /// written without their trailing dot.
 pub const REGION_PREFIXES: [&str; 9] = ["us", "eu", "apac", "jp", "au", "ca", "in", "us-gov", "global"];

@@ -19,12 +19,11 @@ use wasmtime::{ResourceLimiter, StoreContextMut};
 use crate::contract::{ContractVersion, LogLevel, ModelPrice, v0_1};
 use crate::engine::guest_output::GuestOutput;
 use crate::engine::wasi::PolicyWasi;
+use crate::ids::MAX_MODEL_ID_BYTES;
 use crate::pricing::PriceBook;
 
 /// Longest log message kept from a policy, in bytes.
 pub const MAX_LOG_BYTES: usize = 1024;
-/// Longest model id `price` reads; a longer one is unpriced (ARNs end well before).
-const MAX_MODEL_ID_BYTES: usize = 2048;
 /// Log messages kept per decision; the rest are counted and dropped.
 pub const MAX_LOGS_PER_CALL: u32 = 16;
 

@@ -22,6 +22,7 @@ use super::admin::{self, AdminToken};
 use super::service::{Call, CallBody, Gateway};
 use super::trace::operation_name;
 use crate::contract::Operation;
+use crate::ids::MAX_MODEL_ID_BYTES;
 use crate::upstream::error::BedrockError;
 
 pub use super::listener::{Bound, Edges, Listen, ServeError, install_crypto_provider};
@@ -171,6 +172,12 @@ async fn answer(
             "The provided model identifier is not valid: it must be percent-encoded UTF-8 in the path",
         )));
     };
+    if model_id.is_empty() || model_id.len() > MAX_MODEL_ID_BYTES {
+        return Err(Refused::BeforeService(BedrockError::validation(format!(
+            "The provided model identifier is not valid: it must be 1 to {MAX_MODEL_ID_BYTES} bytes, as Bedrock \
+             requires"
+        ))));
+    }
     // A caller the headers already refuse does not get its body read.
     state.gateway.precheck(headers, uri).map_err(Refused::BeforeService)?;
     let limit = state.settings.max_body_bytes;

@@ -20,8 +20,7 @@ pub const MAX_VERDICT_METADATA: usize = 8;
 pub const MAX_METADATA_CHARS: usize = 256;
 /// Metadata keys the host sets itself; a verdict may not use them.
 pub const RESERVED_METADATA_PREFIX: &str = "tollgate-";
-/// Longest model id or ARN a downgrade may name.
-pub const MAX_MODEL_ID_BYTES: usize = 2048;
+pub use crate::ids::MAX_MODEL_ID_BYTES;
 /// Longest throttle a policy may ask for.
 pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
 

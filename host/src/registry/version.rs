@@ -19,7 +19,7 @@ use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances, Session};
-use crate::ids::{PolicyVersionId, TenantId};
+use crate::ids::{MAX_MODEL_ID_BYTES, PolicyVersionId, TenantId};
 use crate::money::NanoUsd;
 use crate::pricing::hold_cost;
 
@@ -31,7 +31,6 @@ pub const LIGHT_AGAIN_AFTER: u32 = 64;
 
 /// Models a downgrade chain may list: each is priced on every call.
 pub const MAX_DOWNGRADE_CHAIN: usize = 16;
-const MAX_MODEL_ID_BYTES: usize = 2048;
 
 /// Further tries of a test case that timed out on a fresh instance.
 const CASE_TIMEOUT_RETRIES: usize = 2;
