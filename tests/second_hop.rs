@@ -49,12 +49,29 @@ async fn tls_mock(dir: &std::path::Path) -> (String, std::path::PathBuf, tokio::
     (url, cert, serving)
 }
 
-fn hello() -> Message {
-    Message::builder()
+/// One Converse call and one ConverseStream read to its end; returns the
+/// stream's metadata events.
+async fn converse_then_stream(client: &aws_sdk_bedrockruntime::Client) -> usize {
+    timed_call(client).await.expect("converse");
+    let hello = Message::builder()
         .role(ConversationRole::User)
         .content(ContentBlock::Text("Say hello".into()))
         .build()
-        .expect("message")
+        .expect("message");
+    let mut stream = client
+        .converse_stream()
+        .model_id(NOVA_MICRO)
+        .messages(hello)
+        .send()
+        .await
+        .expect("converse-stream");
+    let mut metadata = 0;
+    while let Some(event) = stream.stream.recv().await.expect("stream event") {
+        if let ConverseStreamOutput::Metadata(_) = event {
+            metadata += 1;
+        }
+    }
+    metadata
 }
 
 /// The signature a SigV4 verifier computes for `request` as it arrived: the
@@ -112,16 +129,7 @@ async fn calls_reach_the_upstream_signed_with_sigv4_from_the_credential_chain() 
         ..Options::default()
     })
     .await;
-    let client = gw.sigv4_client(&acme);
-    timed_call(&client).await.expect("converse");
-    let mut stream = client
-        .converse_stream()
-        .model_id(NOVA_MICRO)
-        .messages(hello())
-        .send()
-        .await
-        .expect("converse-stream");
-    while stream.stream.recv().await.expect("stream event").is_some() {}
+    assert_eq!(converse_then_stream(&gw.sigv4_client(&acme)).await, 1);
 
     let requests = gw.mock.requests();
     assert_eq!(requests.len(), 2);
@@ -166,21 +174,7 @@ async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
         ..Options::default()
     })
     .await;
-    let client = gw.sigv4_client(&acme);
-    timed_call(&client).await.expect("converse over TLS");
-    let mut stream = client
-        .converse_stream()
-        .model_id(NOVA_MICRO)
-        .messages(hello())
-        .send()
-        .await
-        .expect("converse-stream over TLS");
-    let mut metadata = 0;
-    while let Some(event) = stream.stream.recv().await.expect("stream event") {
-        if let ConverseStreamOutput::Metadata(_) = event {
-            metadata += 1;
-        }
-    }
+    let metadata = converse_then_stream(&gw.sigv4_client(&acme)).await;
     assert_eq!(metadata, 1, "the stream ran to its metadata event");
 
     let records = gw.wait_for_records(2).await;
