@@ -3,7 +3,8 @@
 //! Over TLS: a private CA trusted through `ca-bundle`, an untrusted
 //! certificate, and an endpoint that accepts TCP and then stalls the
 //! handshake. A call that never reached the upstream is released, never
-//! charged. Through the real `tollgate serve` and the AWS SDK.
+//! charged; an answer past the size limit is cut, and its call charged its
+//! hold. Through the real `tollgate serve` and the AWS SDK.
 
 mod support;
 
@@ -258,4 +259,83 @@ async fn an_upstream_whose_tls_handshake_stalls_is_unreachable_released_and_retr
     assert_eq!(health.status(), 200);
     gw.reconcile().await;
     silent.abort();
+}
+
+/// Reads one HTTP/1.1 request (head and `content-length` body) from `stream`.
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read the request");
+        assert!(n > 0, "the gateway closed before its request was complete");
+        seen.extend_from_slice(&buf[..n]);
+        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("content-length"));
+        if seen.len() >= end + 4 + length {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
+    // An upstream that answers 200 and then sends 64 MiB of JSON whitespace.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (sent_tx, sent) = tokio::sync::oneshot::channel::<usize>();
+    let endless = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_request(&mut stream).await;
+        let total = 64 * 1024 * 1024;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {total}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let chunk = vec![b' '; 1024 * 1024];
+        let mut written = 0;
+        while written < total && stream.write_all(&chunk).await.is_ok() {
+            written += chunk.len();
+        }
+        let _ = sent_tx.send(written);
+    });
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(format!("http://127.0.0.1:{port}")),
+        upstream_extra: "max-attempts = 3\ninitial-backoff-ms = 1",
+        ..Options::default()
+    })
+    .await;
+    let failed = timed_call(&gw.sigv4_client(&acme)).await.expect_err("cut off");
+    assert!(failed.0 >= 500, "{failed:?}");
+    // The gateway hung up well before the end: it read at most its limit.
+    let written = tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .expect("the upstream finished writing")
+        .expect("written");
+    assert!(written < 64 * 1024 * 1024, "the gateway read all {written} bytes");
+
+    // The call may have run: charged its hold, once, and not sent again.
+    let records = gw.wait_for_records(1).await;
+    let record = &records[0].tollgate;
+    assert_eq!(record.charged_from, "reservation", "{record:?}");
+    assert!(record.reason.contains("longer than"), "{record:?}");
+    assert!(record.cost_nano_usd > 0);
+    assert_eq!(record.cost_nano_usd, record.reserved_nano_usd);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], record.cost_nano_usd);
+    let health = gw
+        .raw()
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .expect("healthz answers");
+    assert_eq!(health.status(), 200);
+    gw.reconcile().await;
+    endless.await.expect("the upstream task ends");
 }

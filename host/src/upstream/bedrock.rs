@@ -27,7 +27,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -43,6 +43,11 @@ const SERVICE: &str = "bedrock";
 /// Characters escaped in the model path segment, as the AWS SDKs do (`:` and
 /// `/` of ARNs included).
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The longest Converse answer read into memory. Bedrock's are far shorter
+/// (a reply is bounded by its output tokens); past this the exchange counts
+/// as broken, and the call as one that may have run.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Credentials are refreshed this long before they expire.
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -405,12 +410,16 @@ impl Upstream {
                 attempts: 1,
             });
         }
-        let bytes = tokio::time::timeout(timeout, body.collect())
+        let bytes = tokio::time::timeout(timeout, Limited::new(body, MAX_RESPONSE_BYTES).collect())
             .await
             .map_err(|_| UpstreamError::Timeout(self.settings.timeout_ms))?
             .map_err(|e| UpstreamError::Broken {
                 endpoint: self.endpoint.clone(),
-                detail: error_chain(&e),
+                detail: if e.is::<LengthLimitError>() {
+                    format!("the answer was longer than {MAX_RESPONSE_BYTES} bytes")
+                } else {
+                    error_chain(&*e)
+                },
             })?
             .to_bytes();
         Ok(UpstreamResponse {
