@@ -264,6 +264,8 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
         let refused = call(client, false, 50).await.expect_err("fail closed");
         assert_eq!(refused, "ServiceUnavailableException");
     }
+    // The refusal's record is written by the log's thread: wait until it is on disk.
+    replicas[0].idle().await;
     let refusal = replicas[0]
         .records()
         .into_iter()
