@@ -897,15 +897,7 @@ async fn https_with_a_bedrock_api_key_as_the_sdk_sends_it() {
             .expect("tenant listener");
         assert_eq!(response.status(), 404, "{path}");
     }
-    assert_eq!(
-        gw.raw()
-            .get(format!("{}/healthz", gw.url))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
+    assert_eq!(gw.healthz().await, 200);
     let metrics = gw
         .raw()
         .get(format!("{}/metrics", gw.admin_url))

@@ -50,6 +50,20 @@ async fn tls_mock(dir: &std::path::Path) -> (String, std::path::PathBuf, tokio::
     (url, cert, serving)
 }
 
+/// `tollgate serve` with one tenant on allow-all, in front of the upstream at
+/// `url`; `upstream_extra` replaces `max-attempts = 1` when not empty.
+async fn gateway_before(url: String, upstream_extra: &'static str) -> (TestGateway, TenantSpec) {
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(url),
+        upstream_extra,
+        ..Options::default()
+    })
+    .await;
+    (gw, acme)
+}
+
 /// One Converse call and one ConverseStream read to its end; returns the
 /// stream's metadata events.
 async fn converse_then_stream(client: &aws_sdk_bedrockruntime::Client) -> usize {
@@ -165,16 +179,9 @@ async fn calls_reach_the_upstream_signed_with_sigv4_from_the_credential_chain() 
 async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let (url, cert, serving) = tls_mock(scratch.path()).await;
-    let acme = TenantSpec::new("acme", "allow-all");
     let extra: &'static str =
         Box::leak(format!("max-attempts = 1\nca-bundle = {:?}", cert.display().to_string()).into_boxed_str());
-    let gw = TestGateway::start(Options {
-        tenants: vec![acme.clone()],
-        upstream_url: Some(url),
-        upstream_extra: extra,
-        ..Options::default()
-    })
-    .await;
+    let (gw, acme) = gateway_before(url, extra).await;
     let metadata = converse_then_stream(&gw.sigv4_client(&acme)).await;
     assert_eq!(metadata, 1, "the stream ran to its metadata event");
 
@@ -194,13 +201,7 @@ async fn a_private_ca_in_ca_bundle_is_trusted_for_converse_and_streams() {
 async fn an_untrusted_certificate_is_refused_and_the_call_released() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let (url, _cert, serving) = tls_mock(scratch.path()).await;
-    let acme = TenantSpec::new("acme", "allow-all");
-    let gw = TestGateway::start(Options {
-        tenants: vec![acme.clone()],
-        upstream_url: Some(url),
-        ..Options::default()
-    })
-    .await;
+    let (gw, acme) = gateway_before(url, "").await;
     let refused = timed_call(&gw.sigv4_client(&acme))
         .await
         .expect_err("untrusted upstream");
@@ -225,13 +226,10 @@ async fn an_upstream_whose_tls_handshake_stalls_is_unreachable_released_and_retr
             let _ = accepted_tx.send(stream);
         }
     });
-    let acme = TenantSpec::new("acme", "allow-all");
-    let gw = TestGateway::start(Options {
-        tenants: vec![acme.clone()],
-        upstream_url: Some(format!("https://127.0.0.1:{port}")),
-        upstream_extra: "max-attempts = 2\ninitial-backoff-ms = 1\nconnect-timeout-ms = 200\ntimeout-ms = 30000",
-        ..Options::default()
-    })
+    let (gw, acme) = gateway_before(
+        format!("https://127.0.0.1:{port}"),
+        "max-attempts = 2\ninitial-backoff-ms = 1\nconnect-timeout-ms = 200\ntimeout-ms = 30000",
+    )
     .await;
     let refused = timed_call(&gw.sigv4_client(&acme)).await.expect_err("no handshake");
     assert!(refused.0 >= 500, "{refused:?}");
@@ -250,13 +248,7 @@ async fn an_upstream_whose_tls_handshake_stalls_is_unreachable_released_and_retr
     assert_eq!(record.charged_from, "released", "{record:?}");
     assert_eq!(record.cost_nano_usd, 0);
     assert_eq!(gw.settled("acme").await["spent-nano-usd"], 0);
-    let health = gw
-        .raw()
-        .get(format!("{}/healthz", gw.url))
-        .send()
-        .await
-        .expect("healthz answers");
-    assert_eq!(health.status(), 200);
+    assert_eq!(gw.healthz().await, 200, "the gateway still serves");
     gw.reconcile().await;
     silent.abort();
 }
@@ -304,13 +296,10 @@ async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
         }
         let _ = sent_tx.send(written);
     });
-    let acme = TenantSpec::new("acme", "allow-all");
-    let gw = TestGateway::start(Options {
-        tenants: vec![acme.clone()],
-        upstream_url: Some(format!("http://127.0.0.1:{port}")),
-        upstream_extra: "max-attempts = 3\ninitial-backoff-ms = 1",
-        ..Options::default()
-    })
+    let (gw, acme) = gateway_before(
+        format!("http://127.0.0.1:{port}"),
+        "max-attempts = 3\ninitial-backoff-ms = 1",
+    )
     .await;
     let failed = timed_call(&gw.sigv4_client(&acme)).await.expect_err("cut off");
     assert!(failed.0 >= 500, "{failed:?}");
@@ -329,13 +318,7 @@ async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
     assert!(record.cost_nano_usd > 0);
     assert_eq!(record.cost_nano_usd, record.reserved_nano_usd);
     assert_eq!(gw.settled("acme").await["spent-nano-usd"], record.cost_nano_usd);
-    let health = gw
-        .raw()
-        .get(format!("{}/healthz", gw.url))
-        .send()
-        .await
-        .expect("healthz answers");
-    assert_eq!(health.status(), 200);
+    assert_eq!(gw.healthz().await, 200, "the gateway still serves");
     gw.reconcile().await;
     endless.await.expect("the upstream task ends");
 }

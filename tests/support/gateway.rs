@@ -275,6 +275,17 @@ impl TestGateway {
         self.readyz_within(0).await
     }
 
+    /// The status of the tenant listener's `/healthz`.
+    pub async fn healthz(&self) -> u16 {
+        let response = self
+            .raw()
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await
+            .expect("healthz answers");
+        response.status().as_u16()
+    }
+
     /// `/readyz?wait-ms=N`: answers once everything is healthy, or after N ms.
     pub async fn readyz_within(&self, wait_ms: u64) -> (u16, String) {
         let response = self
