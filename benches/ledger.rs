@@ -106,7 +106,7 @@ fn memory(c: &mut Criterion) {
 fn durable(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("tollgate-ledger-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ledger = ledger(DurableStore::open(dir.join("ledger.redb"), T0).unwrap());
+    let ledger = ledger(DurableStore::open(dir.join("ledger.redb")).unwrap());
     let mut group = c.benchmark_group("ledger/durable");
     group.throughput(Throughput::Elements(1));
     group
@@ -128,7 +128,7 @@ fn snapshot(c: &mut Criterion) {
     let memory = ledger(MemoryStore::new());
     let dir = std::env::temp_dir().join(format!("tollgate-ledger-bench-snap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let durable = ledger(DurableStore::open(dir.join("ledger.redb"), T0).unwrap());
+    let durable = ledger(DurableStore::open(dir.join("ledger.redb")).unwrap());
     let t = &tenants()[0];
     // A tenant with calls in flight.
     for _ in 0..100 {

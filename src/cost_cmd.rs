@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use tollgate_host::config::{Config, StoreKind, UpstreamKind};
@@ -249,15 +248,22 @@ fn ledger_from_file(config: &Config) -> Result<BTreeMap<String, u64>> {
         StoreKind::Redis => bail!("the ledger is in Redis: pass --admin-url of any running replica"),
     }
     let path = config.resolve(&config.ledger.path);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let store = DurableStore::open(&path, now).with_context(|| {
+    let store = DurableStore::open(&path).with_context(|| {
         format!(
             "cannot open the ledger {}; if the gateway is running, pass --admin-url instead",
             path.display()
         )
     })?;
+    let restored = store.take_restored();
+    if !restored.is_empty() {
+        let held = restored.iter().map(|h| h.cost.get()).fold(0u64, u64::saturating_add);
+        println!(
+            "{} holds ({}) of calls in flight when the gateway stopped are open: the gateway charges them when it \
+             next starts, and logs each",
+            restored.len(),
+            usd(held)
+        );
+    }
     let mut out = BTreeMap::new();
     for id in config.tenants.keys() {
         let tenant = TenantId::new(id)?;

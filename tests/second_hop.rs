@@ -322,3 +322,51 @@ async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
     gw.reconcile().await;
     endless.await.expect("the upstream task ends");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_at_restart() {
+    // An upstream that takes the request, says so, and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
+    let silent = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_request(&mut stream).await;
+        let _ = arrived_tx.send(());
+        // Held until the gateway's end closes it.
+        let _ = stream.read(&mut [0u8; 1]).await;
+    });
+    let (mut gw, acme) = gateway_before(format!("http://127.0.0.1:{port}"), "").await;
+    let client = gw.sigv4_client(&acme);
+    let caller = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream");
+
+    // SIGKILL while Bedrock may be running the call: no settle, no record.
+    gw.restart().await;
+    let failed = caller.await.expect("join").expect_err("the caller lost its call");
+    assert_eq!(failed.0, 0, "no answer was sent: {failed:?}");
+    silent.await.expect("the upstream saw the gateway go");
+
+    // At restart, before any call, the hold was charged and logged as such.
+    let records = gw.wait_for_records(1).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0].tollgate;
+    assert_eq!(record.charged_from, "reservation", "{record:?}");
+    assert!(
+        record.reason.contains("in flight when the gateway stopped"),
+        "{record:?}"
+    );
+    assert!(record.cost_nano_usd > 0);
+    assert_eq!(record.cost_nano_usd, record.reserved_nano_usd);
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], record.cost_nano_usd);
+    gw.reconcile().await;
+    let stderr = std::fs::read_to_string(gw.dir().join("stderr.log")).expect("stderr");
+    assert!(stderr.contains("charged the hold of a call in flight"), "{stderr}");
+
+    // Charged once: a second restart finds nothing open and charges nothing.
+    gw.restart().await;
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], record.cost_nano_usd);
+    assert_eq!(gw.wait_for_records(1).await.len(), 1);
+    assert_eq!(gw.healthz().await, 200);
+}

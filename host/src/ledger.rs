@@ -64,7 +64,9 @@ pub use period::{Period, PeriodBounds, PeriodTotals};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisSettings, RedisStore, redacted};
 pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-pub use store::{AsyncLedgerStore, Durable, LedgerStore, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState};
+pub use store::{
+    AsyncLedgerStore, Durable, LedgerStore, RestoredHold, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState,
+};
 
 /// How the ledger behaves, whatever its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,17 +185,44 @@ impl<S: LedgerStore> Ledger<S> {
         Ok(self.store.history(tenant)?)
     }
 
-    /// [`reserve`](Self::reserve), awaiting a store that crosses a network.
+    /// [`reserve`](Self::reserve) for async callers: awaits a store that
+    /// crosses a network, or the write of a durable store's hold, without
+    /// holding a thread. It returns once the hold is durable, so a call
+    /// forwarded after it can be charged even if the process dies.
     pub async fn reserve_async(&self, tenant: &TenantId, request: ReserveRequest) -> Result<Reservation, ReserveError> {
-        let Some(remote) = self.store.remote() else {
-            return self.reserve(tenant, request);
-        };
         let limits = self
             .limits(tenant)
             .ok_or_else(|| ReserveError::UnknownTenant { tenant: tenant.clone() })?;
-        remote
-            .reserve(tenant, &limits, request, self.settings.reservation_ttl_ms)
-            .await
+        let ttl_ms = self.settings.reservation_ttl_ms;
+        if let Some(remote) = self.store.remote() {
+            return remote.reserve(tenant, &limits, request, ttl_ms).await;
+        }
+        let (reservation, durable) = self.store.reserve_queued(tenant, &limits, request, ttl_ms)?;
+        // On failure the store has stopped: the hold stays in memory, but no call is forwarded against it.
+        durable.wait().await?;
+        Ok(reservation)
+    }
+
+    /// Charges every hold the store found open at load its full amount
+    /// (see [`LedgerStore::take_restored`]): the call it covered may have
+    /// run, and no usage will ever come for it. Run it once at startup,
+    /// once the tenants' limits are set and before calls are admitted. A
+    /// hold whose tenant has no limits stays open, counted as reserved.
+    /// The charges are queued together: await each [`Durable`] before
+    /// reporting its charge.
+    pub fn charge_restored(&self, now_ms: u64) -> Vec<(RestoredHold, Result<(Settled, Durable), LedgerError>)> {
+        self.store
+            .take_restored()
+            .into_iter()
+            .map(|hold| {
+                let actual = Actual {
+                    cost: hold.cost,
+                    tokens: hold.tokens,
+                };
+                let settled = self.settle_queued(&hold.tenant, hold.id, actual, now_ms);
+                (hold, settled)
+            })
+            .collect()
     }
 
     /// [`snapshot`](Self::snapshot), awaiting a store that crosses a network.

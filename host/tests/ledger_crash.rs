@@ -1,6 +1,7 @@
 //! The durable store survives `kill -9`: a child process runs it under load
 //! and prints each settle as it is acknowledged; the parent kills it mid-run,
-//! reopens the database and finds every acknowledged charge. In each commit
+//! reopens the database and finds every acknowledged charge, and every
+//! acknowledged hold open, to be charged once. In each commit
 //! mode: fsync per batch, and the write-ahead log with checkpoints far apart
 //! (everything replayed from the log) or close together.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use tollgate_host::ids::TenantId;
 use tollgate_host::ledger::{
-    Actual, Commit, DurableStore, Ledger, LedgerError, LedgerSettings, ReservationId, ReserveRequest, TenantLimits,
+    Actual, Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, ReservationId, ReserveRequest, TenantLimits,
 };
 use tollgate_host::money::NanoUsd;
 
@@ -49,7 +50,7 @@ fn child_writer() {
     let Ok(path) = std::env::var(DB_ENV) else { return };
     let mode = std::env::var(COMMIT_ENV).unwrap_or_default();
     let ledger = Arc::new(Ledger::new(
-        DurableStore::open_with(&path, T0, commit(&mode)).unwrap(),
+        DurableStore::open_with(&path, commit(&mode)).unwrap(),
         LedgerSettings {
             reservation_ttl_ms: TTL,
         },
@@ -78,7 +79,8 @@ fn child_writer() {
                         )
                         .unwrap();
                     if n % 5 == 4 {
-                        // Left open: after the crash it must expire, never be charged.
+                        // Left open, as by a call in flight at the crash: reserve has
+                        // returned, so the hold is durable and must come back to be charged.
                         writeln!(std::io::stdout().lock(), "OPEN {} {} {}", t, r.id.0, r.expires_at_ms).unwrap();
                         continue;
                     }
@@ -186,7 +188,7 @@ fn killed_writer(mode: &str) {
     let settings = LedgerSettings {
         reservation_ttl_ms: TTL,
     };
-    let ledger = Ledger::new(DurableStore::open(&db, T0).unwrap(), settings);
+    let ledger = Ledger::new(DurableStore::open(&db).unwrap(), settings);
     assert!(
         !wal.exists(),
         "a replayed log is removed when the store reopens with fsync"
@@ -217,55 +219,72 @@ fn killed_writer(mode: &str) {
     assert!(!acked_ids.contains(&r.id.0));
     ledger.release(&tenant(0), r.id, T0).unwrap();
 
-    // Open reservations survived the crash...
-    let open_before: usize = (0..4)
-        .map(|i| ledger.snapshot(&tenant(i), T0).unwrap().open_reservations)
-        .sum();
-    assert!(open_before > 0, "abandoned reservations should have been persisted");
-    // ...and none outlives its expiry. (Calls in flight at the kill, never
-    // printed, expire a little later than the last one printed.)
-    let latest_expiry = opened.iter().map(|(_, _, expires)| *expires).max().unwrap();
-    ledger.expire(latest_expiry).unwrap();
+    // Every hold acknowledged open came back, to be charged: its call may
+    // have run. None was settled before (a hold is closed by its settle).
+    let restored = ledger.store().take_restored();
+    let restored_ids: HashSet<u64> = restored.iter().map(|h| h.id.0).collect();
+    assert_eq!(restored_ids.len(), restored.len(), "a hold restored twice");
     for (i, id, _) in &opened {
-        let err = ledger.release(&tenant(*i), *id, latest_expiry).unwrap_err();
         assert!(
-            matches!(
-                err,
-                LedgerError::Expired { .. } | LedgerError::UnknownReservation { .. }
-            ),
-            "{err}"
+            restored_ids.contains(&id.0),
+            "the open hold {id} of crash-{i} was not restored"
         );
     }
-    // The child ran for seconds of its clock: an hour later nothing is open.
+    assert!(restored_ids.is_disjoint(&acked_ids), "a settled call's hold came back");
+    assert!(
+        ledger.store().take_restored().is_empty(),
+        "restored holds are handed out once"
+    );
+    // Restored holds never expire: only a charge ends them.
+    let latest_expiry = opened.iter().map(|(_, _, expires)| *expires).max().unwrap();
     let later = latest_expiry + 3_600_000;
-    ledger.expire(later).unwrap();
-    for i in 0..4 {
-        let state = ledger.snapshot(&tenant(i), later).unwrap();
-        assert_eq!(
-            (state.reserved, state.open_reservations),
-            (NanoUsd::ZERO, 0),
-            "{}",
-            tenant(i)
-        );
+    assert_eq!(ledger.expire(later).unwrap(), 0);
+    let before: Vec<NanoUsd> = (0..4)
+        .map(|i| ledger.snapshot(&tenant(i), later).unwrap().spent)
+        .collect();
+    let mut charged = [0u64; 4];
+    for hold in &restored {
+        let i: usize = hold.tenant.as_str().trim_start_matches("crash-").parse().unwrap();
+        let settled = ledger
+            .settle(
+                &hold.tenant,
+                hold.id,
+                Actual {
+                    cost: hold.cost,
+                    tokens: hold.tokens,
+                },
+                later,
+            )
+            .unwrap();
+        assert_eq!(settled.charged, hold.cost);
+        charged[i] += hold.cost.0;
     }
+    let spent: Vec<NanoUsd> = (0..4)
+        .map(|i| {
+            let state = ledger.snapshot(&tenant(i), later).unwrap();
+            assert_eq!(
+                (state.reserved, state.open_reservations),
+                (NanoUsd::ZERO, 0),
+                "{}",
+                tenant(i)
+            );
+            assert_eq!(
+                state.spent.0,
+                before[i as usize].0 + charged[i as usize],
+                "{}",
+                tenant(i)
+            );
+            state.spent
+        })
+        .collect();
     drop(ledger);
 
-    // Reopening past every expiry expires them at open, on disk too.
-    let spent: Vec<NanoUsd> = {
-        let ledger = Ledger::new(DurableStore::open(&db, later).unwrap(), settings);
-        (0..4)
-            .map(|i| {
-                ledger.set_limits(&tenant(i), limits());
-                let state = ledger.snapshot(&tenant(i), later).unwrap();
-                assert_eq!(state.open_reservations, 0);
-                state.spent
-            })
-            .collect()
-    };
-    let ledger = Ledger::new(DurableStore::open(&db, T0).unwrap(), settings);
+    // Reopened, nothing comes back and nothing is charged twice.
+    let ledger = Ledger::new(DurableStore::open(&db).unwrap(), settings);
+    assert!(ledger.charge_restored(later).is_empty());
     for (i, spent) in spent.iter().enumerate() {
         ledger.set_limits(&tenant(i as u64), limits());
-        let state = ledger.snapshot(&tenant(i as u64), T0).unwrap();
+        let state = ledger.snapshot(&tenant(i as u64), later).unwrap();
         assert_eq!((state.open_reservations, state.spent), (0, *spent));
     }
     drop(ledger);

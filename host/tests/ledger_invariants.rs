@@ -338,13 +338,13 @@ fn many_threads_durable_store() {
         reservation_ttl_ms: 500,
     };
     let totals = {
-        let ledger = Arc::new(Ledger::new(DurableStore::open(&db, T0).unwrap(), settings));
+        let ledger = Arc::new(Ledger::new(DurableStore::open(&db).unwrap(), settings));
         hammer(ledger.clone(), 1_500);
         let tenants: Vec<_> = (0..3).map(|i| TenantId::new(&format!("t{i}")).unwrap()).collect();
         tenants.iter().map(|t| charged_periods(&ledger, t)).collect::<Vec<_>>()
     };
     // Reopened, it holds the same totals and nothing open.
-    let ledger = Ledger::new(DurableStore::open(&db, T0).unwrap(), settings);
+    let ledger = Ledger::new(DurableStore::open(&db).unwrap(), settings);
     for (i, before) in totals.iter().enumerate() {
         let t = TenantId::new(&format!("t{i}")).unwrap();
         ledger.set_limits(&t, daily(100_000));

@@ -228,7 +228,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                 },
             };
             Box::new(
-                DurableStore::open_with(&path, now_ms(), commit)
+                DurableStore::open_with(&path, commit)
                     .map_err(|e| cfg_err(format!("ledger.path {}: {e}", path.display())))?,
             )
         }
@@ -298,6 +298,15 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         log,
         metrics: Arc::new(metrics),
     });
+
+    // Before any call is admitted: their charges count against the budgets.
+    let restored = gateway.charge_restored_holds().await;
+    if restored > 0 {
+        tracing::warn!(
+            holds = restored,
+            "charged the holds of calls in flight when the gateway stopped"
+        );
+    }
 
     let admin_token = match &config.server.admin_token {
         Some(token) => Some(AdminToken::new(token).map_err(|e| cfg_err(format!("server.admin-token: {e}")))?),

@@ -226,6 +226,13 @@ impl Gateway {
         &self.inner.settlement.series
     }
 
+    /// Charges the holds of calls that were in flight when the gateway last
+    /// stopped, and logs each; the number charged. Run once at startup,
+    /// before calls are admitted.
+    pub async fn charge_restored_holds(&self) -> usize {
+        super::restored::charge(&self.inner.parts.accounting, &self.inner.settlement).await
+    }
+
     /// Resolves once every record written so far is on disk.
     pub async fn flush_log(&self) {
         if let Some(log) = &self.inner.parts.log {

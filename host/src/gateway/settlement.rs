@@ -286,7 +286,7 @@ impl Settlement {
 
     /// Writes a finished call's record and counts the call out. While the
     /// log's queue is full the call waits here, still counted in.
-    async fn written(&self, record: InvocationRecord) {
+    pub(super) async fn written(&self, record: InvocationRecord) {
         self.series.record(&record, now_ms());
         if let Some(log) = &self.log {
             log.append(record).await;

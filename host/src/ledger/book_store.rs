@@ -6,6 +6,7 @@
 //! durable as it makes anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::ids::TenantId;
 
@@ -14,7 +15,7 @@ use super::error::{LedgerError, ReserveError, StoreError};
 use super::limits::TenantLimits;
 use super::period::PeriodTotals;
 use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-use super::store::{Durable, LedgerStore, TenantLedgerState};
+use super::store::{Durable, LedgerStore, RestoredHold, TenantLedgerState};
 
 /// Where a [`BookStore`]'s changes go.
 pub trait Journal: Send + Sync {
@@ -49,6 +50,8 @@ pub struct BookStore<J> {
     books: Books,
     next_id: AtomicU64,
     journal: J,
+    /// Holds found open at load, not yet handed out to be charged.
+    restored: Mutex<Vec<RestoredHold>>,
 }
 
 impl<J> BookStore<J> {
@@ -57,7 +60,15 @@ impl<J> BookStore<J> {
             books,
             next_id: AtomicU64::new(next_id),
             journal,
+            restored: Mutex::default(),
         }
+    }
+
+    /// Holds restored open at load, to hand out by [`LedgerStore::take_restored`].
+    #[cfg(feature = "durable")]
+    pub(crate) fn with_restored(mut self, restored: Vec<RestoredHold>) -> Self {
+        self.restored = Mutex::new(restored);
+        self
     }
 
     #[cfg(feature = "durable")]
@@ -99,12 +110,36 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         ttl_ms: u64,
     ) -> Result<Reservation, ReserveError> {
         let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (open, _) = self.with_book(
-            tenant,
-            |_| false,
-            |book, sink| book.reserve(limits, request, id, ttl_ms, sink),
-        )?;
-        Ok(Reservation::from(&open?))
+        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+            book.reserve(limits, request, id, ttl_ms, sink)
+        })?;
+        let reservation = Reservation::from(&open?);
+        if let Some(ticket) = ticket {
+            self.journal.wait(ticket)?;
+        }
+        Ok(reservation)
+    }
+
+    fn reserve_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<(Reservation, Durable), ReserveError> {
+        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+            book.reserve(limits, request, id, ttl_ms, sink)
+        })?;
+        let reservation = Reservation::from(&open?);
+        Ok((
+            reservation,
+            ticket.map_or_else(Durable::ready, |t| self.journal.durable(t)),
+        ))
+    }
+
+    fn take_restored(&self) -> Vec<RestoredHold> {
+        std::mem::take(&mut *self.restored.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn settle(

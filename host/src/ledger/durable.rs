@@ -1,11 +1,13 @@
 //! The durable store: an embedded redb database behind an in-memory image.
 //! Reads and admission decisions use the image (no disk I/O on the request
 //! path); every change is written through in order by a group committer.
-//! Reservations and releases are written through without waiting: after a
-//! crash an open reservation still holds its money until it expires, and
-//! one whose write was lost holds nothing, which is harmless as its caller
-//! died with the process. When a settle is acknowledged depends on
-//! [`Commit`]:
+//! A reservation taken by [`LedgerStore::reserve_queued`](super::LedgerStore::reserve_queued) is acknowledged
+//! like a settle, so a call is forwarded only once its hold is durable; a
+//! release is written through without waiting. A hold found open at load
+//! belongs to a call whose process stopped during it: Bedrock may have run
+//! it, so it is restored open, never expires, and is handed out by
+//! [`LedgerStore::take_restored`](super::LedgerStore::take_restored) to be charged. When a write is
+//! acknowledged depends on [`Commit`]:
 //!
 //! - `Fsync`: once the database commit holding it is on disk (one fsync per
 //!   batch). It survives `kill -9`, an OS crash and a power cut.
@@ -30,7 +32,7 @@ use super::error::StoreError;
 use super::group_commit::{CommitBatch, GroupCommit, Ticket};
 use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
-use super::store::Durable;
+use super::store::{Durable, RestoredHold};
 pub use super::wal::Write;
 use super::wal::{Wal, wal_path};
 
@@ -101,16 +103,15 @@ pub type DurableStore = BookStore<Redb>;
 
 impl BookStore<Redb> {
     /// Open (or create) the database at `path` and load it into memory,
-    /// acknowledging settles after their fsync ([`Commit::Fsync`]).
-    /// Reservations that expired by `now_ms` are expired now.
-    pub fn open(path: impl AsRef<Path>, now_ms: u64) -> Result<Self, StoreError> {
-        Self::open_with(path, now_ms, Commit::Fsync)
+    /// acknowledging writes after their fsync ([`Commit::Fsync`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, Commit::Fsync)
     }
 
     /// [`open`](Self::open) with the acknowledgement rule `commit`. A
     /// write-ahead log left by an earlier run, in either mode, is replayed
     /// into the database first.
-    pub fn open_with(path: impl AsRef<Path>, now_ms: u64, commit: Commit) -> Result<Self, StoreError> {
+    pub fn open_with(path: impl AsRef<Path>, commit: Commit) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let err = |action: &'static str| {
@@ -132,13 +133,14 @@ impl BookStore<Redb> {
             Commit::Fsync => None,
         };
         let books = Books::default();
+        let mut restored = Vec::new();
         let mut next_id = 1;
         let txn = db.begin_write().map_err(|e| err("starting the load transaction")(&e))?;
         {
             let loading = err("loading");
             let mut meta = txn.open_table(META).map_err(|e| loading(&e))?;
             let periods = txn.open_table(PERIODS).map_err(|e| loading(&e))?;
-            let mut open = txn.open_table(OPEN).map_err(|e| loading(&e))?;
+            let open = txn.open_table(OPEN).map_err(|e| loading(&e))?;
             if let Some(stored) = meta.get("next_id").map_err(|e| loading(&e))? {
                 next_id = stored.value();
             }
@@ -164,16 +166,14 @@ impl BookStore<Redb> {
                 };
                 lock(&books.get(&tenant(name)?)).restore_period(totals);
             }
-            let mut expired = Vec::new();
             for row in open.iter().map_err(|e| loading(&e))? {
                 let (key, value) = row.map_err(|e| loading(&e))?;
                 let id = key.value();
                 next_id = next_id.max(id.saturating_add(1));
-                let (name, cost, tokens, minute, period_start_ms, expires_at_ms) = value.value();
-                if expires_at_ms <= now_ms {
-                    expired.push(id);
-                    continue;
-                }
+                let (name, cost, tokens, minute, period_start_ms, _expires_at_ms) = value.value();
+                let tenant = tenant(name)?;
+                // Its process is gone, so nothing will end it but a charge:
+                // an expiry would return money Bedrock may have billed.
                 let r = OpenReservation {
                     id: ReservationId(id),
                     cost: NanoUsd(cost),
@@ -181,12 +181,15 @@ impl BookStore<Redb> {
                     tokens,
                     minute,
                     period_start_ms,
-                    expires_at_ms,
+                    expires_at_ms: u64::MAX,
                 };
-                lock(&books.get(&tenant(name)?)).restore_open(r);
-            }
-            for id in expired {
-                open.remove(id).map_err(|e| loading(&e))?;
+                lock(&books.get(&tenant)).restore_open(r);
+                restored.push(RestoredHold {
+                    tenant,
+                    id: r.id,
+                    cost: r.cost,
+                    tokens,
+                });
             }
             meta.insert("next_id", next_id.saturating_add(ID_BLOCK))
                 .map_err(|e| loading(&e))?;
@@ -203,7 +206,13 @@ impl BookStore<Redb> {
         };
         let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, batches)
             .map_err(|e| err("starting the committer")(&e))?;
-        Ok(BookStore::from_parts(books, next_id, Redb { committer, path }))
+        if !restored.is_empty() {
+            tracing::warn!(
+                holds = restored.len(),
+                "found holds of calls that were in flight when the gateway stopped; they are charged, not released"
+            );
+        }
+        Ok(BookStore::from_parts(books, next_id, Redb { committer, path }).with_restored(restored))
     }
 
     pub fn path(&self) -> &Path {

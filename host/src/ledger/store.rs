@@ -18,7 +18,8 @@ use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRe
 /// and minute window up to `now_ms` first.
 pub trait LedgerStore: Send + Sync {
     /// Hold `request.cost` against the budget and `request.tokens` against
-    /// TPM (and one request against RPM), all or nothing.
+    /// TPM (and one request against RPM), all or nothing. Returns once the
+    /// hold is as durable as the store makes anything.
     fn reserve(
         &self,
         tenant: &TenantId,
@@ -59,6 +60,30 @@ pub trait LedgerStore: Send + Sync {
     /// async caller can call it in place and await its [`Durable`].
     fn queues_settles(&self) -> bool {
         false
+    }
+
+    /// [`reserve`](Self::reserve) for a call about to be forwarded: the hold
+    /// is applied at once, and the returned [`Durable`] resolves once its
+    /// write is as durable as the store makes anything. Forward only then: a
+    /// hold that never reached the disk cannot be charged after a crash.
+    fn reserve_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<(Reservation, Durable), ReserveError> {
+        self.reserve(tenant, limits, request, ttl_ms)
+            .map(|reservation| (reservation, Durable::ready()))
+    }
+
+    /// Holds of calls that were in flight when the process that took them
+    /// stopped, found open when the store was loaded; each is handed out
+    /// once. Bedrock may have run those calls, so each must be charged its
+    /// hold ([`Ledger::charge_restored`](super::Ledger::charge_restored));
+    /// until then it stays open and never expires.
+    fn take_restored(&self) -> Vec<RestoredHold> {
+        Vec::new()
     }
 
     /// Return the hold without charging.
@@ -113,6 +138,16 @@ pub trait LedgerStore: Send + Sync {
     fn remote(&self) -> Option<&dyn AsyncLedgerStore> {
         None
     }
+}
+
+/// A hold found open when a store was loaded: its call's process stopped
+/// before the call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredHold {
+    pub tenant: TenantId,
+    pub id: ReservationId,
+    pub cost: NanoUsd,
+    pub tokens: u64,
 }
 
 /// A boxed future of a store operation.
@@ -267,6 +302,20 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn queues_settles(&self) -> bool {
         (**self).queues_settles()
+    }
+
+    fn reserve_queued(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<(Reservation, Durable), ReserveError> {
+        (**self).reserve_queued(tenant, limits, request, ttl_ms)
+    }
+
+    fn take_restored(&self) -> Vec<RestoredHold> {
+        (**self).take_restored()
     }
 
     fn release(
