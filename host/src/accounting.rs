@@ -13,7 +13,7 @@ use crate::contract::{self, AlertLevel, LocalTime, TenantState};
 use crate::ids::TenantId;
 use crate::ledger::{
     Actual, Durable, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
-    ReserveRequest, RestoredHold, Settled, TenantLedgerState,
+    ReserveRequest, RestoredCharge, Settled, TenantLedgerState,
 };
 
 /// Ledger and alerts for every tenant. `Send + Sync`; share it in an `Arc`.
@@ -134,7 +134,7 @@ impl<S: LedgerStore> Accounting<S> {
 
     /// Charges the holds the store found open at load; see
     /// [`Ledger::charge_restored`]. Their charges feed the burn rates too.
-    pub fn charge_restored(&self, now_ms: u64) -> Vec<(RestoredHold, Result<(Settled, Durable), LedgerError>)> {
+    pub fn charge_restored(&self, now_ms: u64) -> Vec<RestoredCharge> {
         let charged = self.ledger.charge_restored(now_ms);
         for (hold, settled) in &charged {
             if let Ok((settled, _)) = settled {

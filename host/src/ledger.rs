@@ -68,6 +68,9 @@ pub use store::{
     AsyncLedgerStore, Durable, LedgerStore, RestoredHold, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState,
 };
 
+/// A restored hold and its charge, queued: await the [`Durable`] before reporting it.
+pub type RestoredCharge = (RestoredHold, Result<(Settled, Durable), LedgerError>);
+
 /// How the ledger behaves, whatever its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LedgerSettings {
@@ -210,7 +213,7 @@ impl<S: LedgerStore> Ledger<S> {
     /// hold whose tenant has no limits stays open, counted as reserved.
     /// The charges are queued together: await each [`Durable`] before
     /// reporting its charge.
-    pub fn charge_restored(&self, now_ms: u64) -> Vec<(RestoredHold, Result<(Settled, Durable), LedgerError>)> {
+    pub fn charge_restored(&self, now_ms: u64) -> Vec<RestoredCharge> {
         self.store
             .take_restored()
             .into_iter()
