@@ -17,6 +17,7 @@ use aws_sigv4::sign::v4;
 use support::gateway::{
     NOVA_MICRO, Options, TenantSpec, TestGateway, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET, timed_call,
 };
+use support::upstream::{self, read_request};
 use tollgate_host::gateway::listener::{Bound, Edges, Listen, install_crypto_provider};
 use tollgate_host::upstream::mock::RecordedRequest;
 use tollgate_host::upstream::mock::{self, MockSettings};
@@ -253,29 +254,6 @@ async fn an_upstream_whose_tls_handshake_stalls_is_unreachable_released_and_retr
     silent.abort();
 }
 
-/// Reads one HTTP/1.1 request (head and `content-length` body) from `stream`.
-async fn read_request(stream: &mut tokio::net::TcpStream) {
-    use tokio::io::AsyncReadExt;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut buf).await.expect("read the request");
-        assert!(n > 0, "the gateway closed before its request was complete");
-        seen.extend_from_slice(&buf[..n]);
-        let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().expect("content-length"));
-        if seen.len() >= end + 4 + length {
-            return;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
     // An upstream that answers 200 and then sends 64 MiB of JSON whitespace.
@@ -325,19 +303,8 @@ async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_at_restart() {
-    // An upstream that takes the request, says so, and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
-    let silent = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let (mut stream, _) = listener.accept().await.expect("accept");
-        read_request(&mut stream).await;
-        let _ = arrived_tx.send(());
-        // Held until the gateway's end closes it.
-        let _ = stream.read(&mut [0u8; 1]).await;
-    });
-    let (mut gw, acme) = gateway_before(format!("http://127.0.0.1:{port}"), "").await;
+    let (url, arrived, silent) = upstream::silent().await;
+    let (mut gw, acme) = gateway_before(url, "").await;
     let client = gw.sigv4_client(&acme);
     let caller = tokio::spawn(async move { timed_call(&client).await });
     arrived.await.expect("the call reached the upstream");

@@ -13,7 +13,7 @@ use crate::contract::{self, AlertLevel, LocalTime, TenantState};
 use crate::ids::TenantId;
 use crate::ledger::{
     Actual, Durable, Ledger, LedgerError, LedgerStore, Period, Released, Reservation, ReservationId, ReserveError,
-    ReserveRequest, RestoredCharge, Settled, TenantLedgerState,
+    ReserveRequest, Settled, TenantLedgerState,
 };
 
 /// Ledger and alerts for every tenant. `Send + Sync`; share it in an `Arc`.
@@ -130,18 +130,6 @@ impl<S: LedgerStore> Accounting<S> {
 
     pub fn release(&self, tenant: &TenantId, id: ReservationId, now_ms: u64) -> Result<Released, LedgerError> {
         self.ledger.release(tenant, id, now_ms)
-    }
-
-    /// Charges the holds the store found open at load; see
-    /// [`Ledger::charge_restored`]. Their charges feed the burn rates too.
-    pub fn charge_restored(&self, now_ms: u64) -> Vec<RestoredCharge> {
-        let charged = self.ledger.charge_restored(now_ms);
-        for (hold, settled) in &charged {
-            if let Ok((settled, _)) = settled {
-                self.alerts.record_spend(&hold.tenant, now_ms, settled.charged);
-            }
-        }
-        charged
     }
 
     pub fn expire(&self, now_ms: u64) -> Result<usize, LedgerError> {

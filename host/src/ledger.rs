@@ -115,6 +115,7 @@ impl<S: LedgerStore> Ledger<S> {
     /// Set or replace a tenant's limits. A lower budget never cancels holds
     /// already granted; a new period kind or time zone starts a new period.
     pub fn set_limits(&self, tenant: &TenantId, limits: TenantLimits) {
+        self.store.track(tenant);
         self.limits
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -21,6 +21,7 @@ fn store(server: &RedisServer, prefix: &str) -> RedisStore {
         key_prefix: prefix.into(),
         timeout: Duration::from_millis(500),
         retry_for: Duration::from_millis(300),
+        lease: Duration::from_secs(10),
         allowance: None,
     })
     .expect("connect")

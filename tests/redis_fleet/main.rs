@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adoption;
 mod fleet_alerts;
 mod fleet_registry;
 mod ledger_store;

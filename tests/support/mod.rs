@@ -6,6 +6,7 @@
 pub mod chromium;
 pub mod gateway;
 pub mod redis;
+pub mod upstream;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

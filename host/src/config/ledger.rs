@@ -49,6 +49,10 @@ pub struct RedisConfig {
     /// With `fail-open-with-allowance`: what each tenant may spend per
     /// replica and outage, in US dollars as a decimal string.
     pub allowance_usd: String,
+    /// How long a replica that stops renewing its lease (killed, lost, cut
+    /// off from Redis) keeps its holds before another replica adopts and
+    /// charges them.
+    pub lease_ms: u64,
 }
 
 /// `[ledger.redis] failure-mode`.
@@ -90,6 +94,7 @@ impl Default for RedisConfig {
             retry_ms: 2_000,
             failure_mode: RedisFailureMode::FailClosed,
             allowance_usd: "0.10".into(),
+            lease_ms: 10_000,
         }
     }
 }
@@ -141,6 +146,15 @@ impl LedgerConfig {
                 return Err((
                     "ledger.redis.timeout-ms",
                     format!("{} is outside 1 to 60000 ms", self.redis.timeout_ms),
+                ));
+            }
+            if !(1_500..=600_000).contains(&self.redis.lease_ms) {
+                return Err((
+                    "ledger.redis.lease-ms",
+                    format!(
+                        "{} is outside 1500 to 600000 ms; a replica renews its lease every 500 ms",
+                        self.redis.lease_ms
+                    ),
                 ));
             }
             if self.redis.retry_ms > 600_000 {

@@ -208,6 +208,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                     key_prefix: redis.key_prefix.clone(),
                     timeout: Duration::from_millis(redis.timeout_ms),
                     retry_for: Duration::from_millis(redis.retry_ms),
+                    lease: Duration::from_millis(redis.lease_ms),
                     allowance: redis
                         .allowance()
                         .map_err(|e| cfg_err(format!("ledger.redis.allowance-usd: {e}")))?,
@@ -365,6 +366,22 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     })
 }
 
+/// Charges holds as the store adopts them from replicas that died; returns
+/// at once for a store that finds them only when it opens.
+async fn charge_adopted(gateway: Gateway) {
+    loop {
+        let Some(signal) = gateway.accounting().ledger().store().restored_signal() else {
+            return;
+        };
+        let adopted = signal.notified();
+        tokio::pin!(adopted);
+        // Registered before the check, so holds adopted in between are not missed.
+        adopted.as_mut().enable();
+        gateway.charge_restored_holds().await;
+        adopted.await;
+    }
+}
+
 /// Merges the tenants kept by the control store into the configured ones:
 /// a configured tenant keeps its runtime changes while its section of the
 /// file is as it was seeded, and the file wins once it changed; a tenant
@@ -439,7 +456,8 @@ pub struct Running {
     pub mock: Option<MockBedrock>,
     stop: Option<watch::Sender<bool>>,
     servers: Vec<JoinHandle<Result<(), ServeError>>>,
-    sweeper: JoinHandle<()>,
+    /// Expiries, and the holds adopted from replicas that died.
+    sweeper: JoinHandle<((), ())>,
     /// The watched policy directory, when one is configured.
     _policy_watch: Option<PolicyWatch>,
 }
@@ -510,7 +528,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tokio::spawn(admin_bound.serve(operator_app, until_stopped(stopped), grace, assembled.edges)),
     ];
     let accounting = Arc::clone(assembled.gateway.accounting());
-    let sweeper = tokio::spawn(async move {
+    let expiries = async move {
         let mut tick = tokio::time::interval(EXPIRY_SWEEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -523,7 +541,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 Err(e) => tracing::error!(error = %e, "the reservation sweeper failed"),
             }
         }
-    });
+    };
+    let adopted = charge_adopted(assembled.gateway.clone());
+    let sweeper = tokio::spawn(async move { tokio::join!(expiries, adopted) });
     Ok(Running {
         gateway: assembled.gateway,
         addr,

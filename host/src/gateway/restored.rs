@@ -1,11 +1,14 @@
-//! Holds found open at startup: calls that were in flight when the gateway
-//! last stopped (killed, crashed, its machine lost). Each was forwarded only
-//! once its hold was durable, Bedrock may have run and billed it, and no
-//! usage will ever come for it. So each is charged its hold, exactly once,
-//! and logged like any call charged its hold: `reconcile` then matches.
+//! Holds whose calls' process is gone: found open at startup (the gateway
+//! was killed, crashed, lost its machine), or adopted from a replica whose
+//! lease lapsed. Each call was forwarded only once its hold was durable,
+//! Bedrock may have run and billed it, and no usage will ever come for it.
+//! So each is charged its hold, exactly once (a settle under its id), and
+//! logged like any call charged its hold: `reconcile` then matches.
+
+use std::sync::Arc;
 
 use super::invocation_log::{InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TollgateFields, timestamp};
-use super::settlement::{GatewayAccounting, Settlement};
+use super::settlement::{GatewayAccounting, Hold, Settlement};
 use super::trace::now_ms;
 use crate::ledger::{LedgerError, RestoredHold};
 
@@ -14,32 +17,40 @@ use crate::ledger::{LedgerError, RestoredHold};
 const UNKNOWN: &str = "unknown";
 
 /// Charges every restored hold and logs it; the number charged.
-pub(super) async fn charge(accounting: &GatewayAccounting, settlement: &Settlement) -> usize {
-    let now = now_ms();
+pub(super) async fn charge(accounting: &Arc<GatewayAccounting>, settlement: &Settlement) -> usize {
     let mut charged = 0;
-    for (hold, settled) in accounting.charge_restored(now) {
-        let settled = match settled {
-            Ok((settled, durable)) => durable.wait().await.map(|()| settled).map_err(LedgerError::from),
+    for hold in accounting.ledger().store().take_restored() {
+        let settling = Hold {
+            accounting: Arc::clone(accounting),
+            tenant: hold.tenant.clone(),
+            id: hold.id,
+            cost: hold.cost,
+            tokens: hold.tokens,
+        };
+        let settled = match settling.settle(settling.as_actual()).await {
+            Ok(settled) => Ok(settled.charged.get()),
+            // Kept in this process and written when the store answers again.
+            Err(LedgerError::Deferred { charge, .. }) => Ok(charge.get()),
             Err(e) => Err(e),
         };
         match settled {
-            Ok(settled) => {
+            Ok(cost) => {
                 charged += 1;
-                settlement.metrics.add_cost(hold.tenant.as_str(), settled.charged.get());
+                settlement.metrics.add_cost(hold.tenant.as_str(), cost);
                 tracing::warn!(
                     tenant = %hold.tenant,
                     reservation = %hold.id,
-                    charged_nano_usd = settled.charged.get(),
-                    "charged the hold of a call in flight when the gateway stopped"
+                    charged_nano_usd = cost,
+                    "charged the hold of a call in flight when its gateway stopped"
                 );
                 settlement.begin();
-                settlement.written(record(&hold, settled.charged.get(), now)).await;
+                settlement.written(record(&hold, cost, now_ms())).await;
             }
             Err(e) => tracing::error!(
                 tenant = %hold.tenant,
                 reservation = %hold.id,
                 error = %e,
-                "could not charge the hold of a call in flight when the gateway stopped; it stays held"
+                "could not charge the hold of a call in flight when its gateway stopped; it stays held"
             ),
         }
     }
@@ -64,8 +75,8 @@ fn record(hold: &RestoredHold, charged: u64, now: u64) -> InvocationRecord {
             tenant: hold.tenant.as_str().to_owned(),
             decision: "admit".into(),
             reason: format!(
-                "in flight when the gateway stopped: its hold {} was found open at startup. Bedrock may have run \
-                 the call, so it was charged its hold",
+                "in flight when the gateway stopped: its hold {} was found open after. Bedrock may have run the \
+                 call, so it was charged its hold",
                 hold.id
             ),
             requested_model_id: UNKNOWN.into(),
@@ -74,7 +85,7 @@ fn record(hold: &RestoredHold, charged: u64, now: u64) -> InvocationRecord {
             charged_from: "reservation".into(),
             // No answer was ever sent.
             status: 0,
-            billing_note: Some("no usage: the gateway stopped during the call".into()),
+            billing_note: Some("no usage: the gateway that forwarded the call stopped during it".into()),
             latency: Latency::default(),
             ..TollgateFields::default()
         },

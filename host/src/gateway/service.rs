@@ -226,9 +226,10 @@ impl Gateway {
         &self.inner.settlement.series
     }
 
-    /// Charges the holds of calls that were in flight when the gateway last
-    /// stopped, and logs each; the number charged. Run once at startup,
-    /// before calls are admitted.
+    /// Charges the holds of calls whose gateway stopped during them (this
+    /// one, before it restarted, or a replica that died), and logs each;
+    /// the number charged. Run at startup, before calls are admitted, and
+    /// whenever the store adopts more.
     pub async fn charge_restored_holds(&self) -> usize {
         super::restored::charge(&self.inner.parts.accounting, &self.inner.settlement).await
     }

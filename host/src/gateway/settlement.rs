@@ -47,7 +47,7 @@ pub(super) struct Hold {
 }
 
 impl Hold {
-    fn as_actual(&self) -> Actual {
+    pub(super) fn as_actual(&self) -> Actual {
         Actual {
             cost: self.cost,
             tokens: self.tokens,

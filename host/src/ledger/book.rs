@@ -185,7 +185,15 @@ impl TenantBook {
         sink: &mut dyn FnMut(Change<'_>),
     ) -> Result<Released, LedgerError> {
         self.catch_up(limits, now_ms, sink);
-        let r = self.close(id, sink)?;
+        let r = match self.close(id, sink) {
+            Ok(r) => r,
+            Err(e @ LedgerError::Expired { .. }) => {
+                // The call provably never ran: nothing may charge it later.
+                self.take_expired(id);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.window.correct(r.minute, r.tokens, 0);
         Ok(Released { id, held: r.cost })
     }

@@ -12,6 +12,9 @@
 //!   retried with a flag that makes the script return the first outcome
 //!   instead of charging twice. One that still cannot reach Redis is kept in
 //!   [`outbox`] and written when Redis answers again.
+//! * Each hold names the replica that took it; a replica whose lease
+//!   lapses (it died during its calls) has its holds adopted and charged by
+//!   another ([`lease`]).
 //! * The request path uses the async form (a multiplexed connection that
 //!   reconnects by itself); the blocking form, for tools and the expiry
 //!   sweep, uses a small pool of plain connections.
@@ -31,13 +34,17 @@ use super::error::{LedgerError, ReserveError, StoreError};
 use super::limits::TenantLimits;
 use super::period::PeriodTotals;
 use super::reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
-use super::store::{AsyncLedgerStore, LedgerStore, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState};
+use super::store::{
+    AsyncLedgerStore, LedgerStore, RestoredHold, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState,
+};
 
 mod allowance;
+mod lease;
 mod outbox;
 mod reply;
 
 use allowance::Allowance;
+use lease::Lease;
 use outbox::{Outbox, Pending};
 
 const LEDGER_LUA: &str = include_str!("redis_store/ledger.lua");
@@ -53,6 +60,9 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// How long a settle or release retries before it is kept for later.
     pub retry_for: Duration,
+    /// How long a replica's holds outlive its last renewed lease before
+    /// another replica adopts and charges them (see `lease`).
+    pub lease: Duration,
     /// `None`: fail closed while Redis does not answer. `Some`: admit each
     /// tenant's calls up to this much per replica and outage (see `allowance`).
     pub allowance: Option<NanoUsd>,
@@ -65,6 +75,7 @@ impl Default for RedisSettings {
             key_prefix: "tollgate".into(),
             timeout: Duration::from_millis(500),
             retry_for: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
             allowance: None,
         }
     }
@@ -97,6 +108,7 @@ struct Inner {
     last_error: Mutex<String>,
     outbox: Outbox,
     allowance: Option<Allowance>,
+    lease: Lease,
 }
 
 impl RedisStore {
@@ -131,6 +143,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| bad(e.to_string()))?;
         let allowance = settings.allowance.map(Allowance::new);
+        let settings_lease = settings.lease;
         let inner = Arc::new(Inner {
             name,
             prefix: settings.key_prefix.clone(),
@@ -146,6 +159,7 @@ impl RedisStore {
             last_error: Mutex::new(String::new()),
             outbox: Outbox::default(),
             allowance,
+            lease: Lease::new(settings_lease),
         });
         tokio::spawn(probe(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
@@ -432,72 +446,11 @@ impl Inner {
             }
         }
     }
-
-    /// Writes what was kept, oldest first; stops at the first that cannot be.
-    async fn flush(&self) {
-        while let Some(pending) = self.outbox.front() {
-            let (tenant, limits, op, key, now_ms, extra) = match &pending {
-                Pending::Settle {
-                    tenant,
-                    limits,
-                    id,
-                    actual,
-                    now_ms,
-                } => (tenant, limits, "settle", id.0.to_string(), *now_ms, Some(*actual)),
-                Pending::Release {
-                    tenant,
-                    limits,
-                    id,
-                    now_ms,
-                } => (tenant, limits, "release", id.0.to_string(), *now_ms, None),
-                Pending::Charge {
-                    tenant,
-                    limits,
-                    charge_id,
-                    actual,
-                    now_ms,
-                } => (tenant, limits, "charge", charge_id.clone(), *now_ms, Some(*actual)),
-            };
-            let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
-            invocation.arg(&key);
-            if let Some(actual) = extra {
-                invocation.arg(actual.cost.get()).arg(actual.tokens);
-            }
-            // Always a retry: the first attempt's answer was lost, not necessarily its effect.
-            invocation.arg("1");
-            let id = ReservationId(key.parse().unwrap_or(0));
-            let id = &id;
-            match self.run_async::<Vec<String>>(invocation).await {
-                Ok(answer) => {
-                    let written = match extra {
-                        Some(_) => reply::settled(&self.name, tenant, *id, &answer).map(drop),
-                        None => reply::released(&self.name, tenant, *id, &answer).map(drop),
-                    };
-                    match written {
-                        Ok(()) => tracing::info!(tenant = %tenant, id = %id, op, "wrote a kept ledger change"),
-                        Err(e) => {
-                            tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused")
-                        }
-                    }
-                    self.outbox.pop(&pending);
-                    if self.outbox.len() == 0
-                        && let Some(allowance) = &self.allowance
-                    {
-                        allowance.renew();
-                    }
-                }
-                Err(StoreError::Unavailable { .. }) => return,
-                Err(e) => {
-                    tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused");
-                    self.outbox.pop(&pending);
-                }
-            }
-        }
-    }
 }
 
 /// Every half second: `PING` (so readiness follows Redis both ways without
-/// traffic) and write any kept changes. Ends with the store.
+/// traffic), write any kept changes, renew the lease and adopt the holds of
+/// lapsed replicas. Ends with the store.
 async fn probe(inner: std::sync::Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -510,6 +463,13 @@ async fn probe(inner: std::sync::Weak<Inner>) {
         inner.reachable.store(answered, Ordering::Release);
         if answered {
             inner.flush().await;
+            if let Err(e) = inner.renew_lease().await {
+                tracing::warn!(error = %e, "could not renew this replica's lease");
+            }
+        }
+        inner.lease.probed(answered);
+        if answered {
+            inner.adopt_lapsed(lease::now_ms()).await;
         }
         inner.health.notify_waiters();
     }
@@ -563,6 +523,7 @@ impl LedgerStore for RedisStore {
     ) -> Result<Reservation, ReserveError> {
         let inner = &self.inner;
         inner.seen(tenant);
+        inner.lease_before_blocking()?;
         let invocation = reserve_call(inner, tenant, limits, &request, ttl_ms);
         let answer: Vec<String> = inner.run_blocking(invocation)?;
         reply::reserved(&inner.name, limits, &request, &answer)
@@ -668,6 +629,19 @@ impl LedgerStore for RedisStore {
     fn health_signal(&self) -> Option<&tokio::sync::Notify> {
         Some(&self.inner.health)
     }
+
+    /// Holds adopted from replicas whose lease lapsed.
+    fn take_restored(&self) -> Vec<RestoredHold> {
+        self.inner.lease.take_adopted()
+    }
+
+    fn restored_signal(&self) -> Option<&tokio::sync::Notify> {
+        Some(&self.inner.lease.signal)
+    }
+
+    fn track(&self, tenant: &TenantId) {
+        self.inner.seen(tenant);
+    }
 }
 
 fn reserve_call<'s>(
@@ -687,7 +661,8 @@ fn reserve_call<'s>(
         .arg(limits.budget.get())
         .arg(limits.rpm.map(|n| n.to_string()).unwrap_or_default())
         .arg(limits.tpm.map(|n| n.to_string()).unwrap_or_default())
-        .arg(first_id(tenant, request.now_ms));
+        .arg(first_id(tenant, request.now_ms))
+        .arg(&inner.lease.owner);
     invocation
 }
 
@@ -702,9 +677,15 @@ impl AsyncLedgerStore for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             inner.seen(tenant);
-            let answer: Result<Vec<String>, StoreError> = inner
-                .run_async(reserve_call(inner, tenant, limits, &request, ttl_ms))
-                .await;
+            // No hold before its owner's lease exists: another replica would adopt it.
+            let answer: Result<Vec<String>, StoreError> = match inner.lease_before().await {
+                Ok(()) => {
+                    inner
+                        .run_async(reserve_call(inner, tenant, limits, &request, ttl_ms))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match (answer, &inner.allowance) {
                 (Ok(answer), _) => reply::reserved(&inner.name, limits, &request, &answer),
                 (Err(e @ StoreError::Unavailable { .. }), Some(allowance)) => {

@@ -86,6 +86,19 @@ pub trait LedgerStore: Send + Sync {
         Vec::new()
     }
 
+    /// Woken when [`take_restored`](Self::take_restored) may have more to
+    /// hand out while the process runs (holds adopted from a replica that
+    /// died); `None` for a store that finds them only when it opens.
+    fn restored_signal(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
+
+    /// The tenant is configured: a store that sweeps only the tenants it
+    /// has seen sweeps this one too.
+    fn track(&self, tenant: &TenantId) {
+        let _ = tenant;
+    }
+
     /// Return the hold without charging.
     fn release(
         &self,
@@ -316,6 +329,14 @@ impl<S: LedgerStore + ?Sized> LedgerStore for Box<S> {
 
     fn take_restored(&self) -> Vec<RestoredHold> {
         (**self).take_restored()
+    }
+
+    fn restored_signal(&self) -> Option<&tokio::sync::Notify> {
+        (**self).restored_signal()
+    }
+
+    fn track(&self, tenant: &TenantId) {
+        (**self).track(tenant)
     }
 
     fn release(

@@ -6,17 +6,22 @@
 -- Every key is the tenant's and carries its hash tag, so a tenant's data sits
 -- in one slot of a Redis Cluster:
 --   KEYS[1] state   HASH  reserved exposure basis pstart pend wmin wreq wtok seq
---   KEYS[2] open    HASH  id -> "cost over tokens minute pstart expires"
+--   KEYS[2] open    HASH  id -> "cost over tokens minute pstart expires owner"
 --   KEYS[3] exp     ZSET  id by expiry
 --   KEYS[4] periods HASH  "<pstart>:spent|tokens|calls|end"
 --   KEYS[5] pidx    ZSET  period starts
---   KEYS[6] expired HASH  id -> open record of a reservation that expired
+--   KEYS[6] expired HASH  id -> open record of a reservation that expired, then when
 --   KEYS[7] expidx  ZSET  id by expiry time (bounds the memory)
 --   KEYS[8] done    HASH  id -> outcome of a closed reservation, for retries
 --   KEYS[9] doneidx ZSET  id by close time (bounds the memory)
 --   KEYS[10] burnm  HASH  minute -> spend settled in it (the burn rates)
 --   KEYS[11] burnh  HASH  hour -> spend settled in it (the baseline)
 -- ARGV: op, now_ms, basis, period start, period end, then the op's own.
+--
+-- A hold names the replica that took it (its owner, 'r' and hex digits).
+-- When an owner stops renewing its lease, another replica adopts its holds
+-- ('adopt') and charges them: the calls may have run, and no settle will
+-- come. Holds written before owners existed have none and are never adopted.
 --
 -- Money is never a Lua number (a double): amounts stay decimal strings,
 -- change with HINCRBY (exact 64-bit integers), and are compared as two
@@ -81,8 +86,16 @@ local function fields(rec)
   for word in string.gmatch(rec, '%S+') do
     f[#f + 1] = word
   end
-  -- cost, over, tokens, minute, pstart, expires[, expired_at]
+  -- cost, over, tokens, minute, pstart, expires[, owner][, expired_at]
   return f
+end
+
+-- The owner of a record, or nil for a hold that has none.
+local function owner(f)
+  if f[7] and string.sub(f[7], 1, 1) == 'r' then
+    return f[7]
+  end
+  return nil
 end
 
 -- Keeps `index` (and its hash) to `cap` members, dropping the oldest.
@@ -187,8 +200,8 @@ local function remember(id, outcome)
 end
 
 if op == 'reserve' then
-  -- ARGV[6..13]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none),
-  -- and a random first id for a tenant's first hold
+  -- ARGV[6..14]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none),
+  -- a random first id for a tenant's first hold, and the owner
   local cost, over, tokens, ttl, budget, rpm, tpm = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
   catch_up()
   local s = figures()
@@ -211,7 +224,7 @@ if op == 'reserve' then
   redis.call('HSETNX', STATE, 'seq', ARGV[13])
   local id = int(redis.call('HINCRBY', STATE, 'seq', 1))
   local expires = int(now + tonumber(ttl))
-  redis.call('HSET', OPEN, id, table.concat({ cost, over, tokens, s[5], s[3], expires }, ' '))
+  redis.call('HSET', OPEN, id, table.concat({ cost, over, tokens, s[5], s[3], expires, ARGV[14] }, ' '))
   redis.call('ZADD', EXP, expires, id)
   incr(STATE, 'reserved', cost)
   incr(STATE, 'exposure', over)
@@ -299,7 +312,11 @@ if op == 'release' then
     end
     local expired = redis.call('HGET', EXPIRED, id)
     if expired then
-      return { 'expired', fields(expired)[7] }
+      -- The call provably never ran: nothing may charge it later (a late settle, an adoption).
+      redis.call('HDEL', EXPIRED, id)
+      redis.call('ZREM', EXPIDX, id)
+      local e = fields(expired)
+      return { 'expired', e[#e] }
     end
     return { 'unknown' }
   end
@@ -320,6 +337,47 @@ end
 
 if op == 'expire' then
   return expire()
+end
+
+if op == 'owners' then
+  -- ARGV[6]: the caller's owner id. Every other owner with a hold open or
+  -- expired, for the caller to check their leases.
+  local out, seen = {}, {}
+  for _, hash in ipairs({ OPEN, EXPIRED }) do
+    for _, rec in ipairs(redis.call('HVALS', hash)) do
+      local o = owner(fields(rec))
+      if o and o ~= ARGV[6] and not seen[o] then
+        seen[o] = true
+        out[#out + 1] = o
+      end
+    end
+  end
+  return out
+end
+
+if op == 'adopt' then
+  -- ARGV[6]: the adopting owner; ARGV[7..]: owners whose leases lapsed.
+  -- Their holds, open or expired, become the adopter's, which charges each
+  -- by a settle under its id (so the charge lands once, whoever retries).
+  -- Answers "id cost tokens" per hold adopted.
+  local dead = {}
+  for i = 7, #ARGV do
+    dead[ARGV[i]] = true
+  end
+  local out = {}
+  for _, hash in ipairs({ OPEN, EXPIRED }) do
+    local flat = redis.call('HGETALL', hash)
+    for i = 1, #flat, 2 do
+      local f = fields(flat[i + 1])
+      local o = owner(f)
+      if o and dead[o] then
+        f[7] = ARGV[6]
+        redis.call('HSET', hash, flat[i], table.concat(f, ' '))
+        out[#out + 1] = table.concat({ flat[i], f[1], f[3] }, ' ')
+      end
+    end
+  end
+  return out
 end
 
 if op == 'history' then

@@ -8,8 +8,11 @@ use std::sync::{Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use crate::ids::TenantId;
+use crate::ledger::error::StoreError;
 use crate::ledger::limits::TenantLimits;
 use crate::ledger::reservation::{Actual, ReservationId};
+
+use super::{Inner, reply};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Pending {
@@ -83,5 +86,69 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// Writes what was kept, oldest first; stops at the first that cannot be.
+    pub(super) async fn flush(&self) {
+        while let Some(pending) = self.outbox.front() {
+            let (tenant, limits, op, key, now_ms, extra) = match &pending {
+                Pending::Settle {
+                    tenant,
+                    limits,
+                    id,
+                    actual,
+                    now_ms,
+                } => (tenant, limits, "settle", id.0.to_string(), *now_ms, Some(*actual)),
+                Pending::Release {
+                    tenant,
+                    limits,
+                    id,
+                    now_ms,
+                } => (tenant, limits, "release", id.0.to_string(), *now_ms, None),
+                Pending::Charge {
+                    tenant,
+                    limits,
+                    charge_id,
+                    actual,
+                    now_ms,
+                } => (tenant, limits, "charge", charge_id.clone(), *now_ms, Some(*actual)),
+            };
+            let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
+            invocation.arg(&key);
+            if let Some(actual) = extra {
+                invocation.arg(actual.cost.get()).arg(actual.tokens);
+            }
+            // Always a retry: the first attempt's answer was lost, not necessarily its effect.
+            invocation.arg("1");
+            let id = ReservationId(key.parse().unwrap_or(0));
+            let id = &id;
+            match self.run_async::<Vec<String>>(invocation).await {
+                Ok(answer) => {
+                    let written = match extra {
+                        Some(_) => reply::settled(&self.name, tenant, *id, &answer).map(drop),
+                        None => reply::released(&self.name, tenant, *id, &answer).map(drop),
+                    };
+                    match written {
+                        Ok(()) => tracing::info!(tenant = %tenant, id = %id, op, "wrote a kept ledger change"),
+                        Err(e) => {
+                            tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused")
+                        }
+                    }
+                    self.outbox.pop(&pending);
+                    if self.outbox.len() == 0
+                        && let Some(allowance) = &self.allowance
+                    {
+                        allowance.renew();
+                    }
+                }
+                Err(StoreError::Unavailable { .. }) => return,
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused");
+                    self.outbox.pop(&pending);
+                }
+            }
+        }
     }
 }
