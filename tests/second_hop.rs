@@ -321,7 +321,7 @@ async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_a
     let record = &records[0].tollgate;
     assert_eq!(record.charged_from, "reservation", "{record:?}");
     assert!(
-        record.reason.contains("in flight when the gateway stopped"),
+        record.reason.contains("in flight when its gateway stopped"),
         "{record:?}"
     );
     assert!(record.cost_nano_usd > 0);

@@ -58,7 +58,7 @@ async fn the_hold_of_a_killed_replica_is_adopted_charged_once_and_logged() {
     let record = &records[0].tollgate;
     assert_eq!(record.charged_from, "reservation", "{record:?}");
     assert!(
-        record.reason.contains("in flight when the gateway stopped"),
+        record.reason.contains("in flight when its gateway stopped"),
         "{record:?}"
     );
     assert!(record.cost_nano_usd > 0);

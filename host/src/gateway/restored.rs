@@ -50,7 +50,7 @@ pub(super) async fn charge(accounting: &Arc<GatewayAccounting>, settlement: &Set
                 tenant = %hold.tenant,
                 reservation = %hold.id,
                 error = %e,
-                "could not charge the hold of a call in flight when its gateway stopped; it stays held"
+                "could not charge the hold of a call in flight when its gateway stopped"
             ),
         }
     }
@@ -75,7 +75,7 @@ fn record(hold: &RestoredHold, charged: u64, now: u64) -> InvocationRecord {
             tenant: hold.tenant.as_str().to_owned(),
             decision: "admit".into(),
             reason: format!(
-                "in flight when the gateway stopped: its hold {} was found open after. Bedrock may have run the \
+                "in flight when its gateway stopped (hold {}, found open afterwards). Bedrock may have run the \
                  call, so it was charged its hold",
                 hold.id
             ),

@@ -101,6 +101,24 @@ impl<J: Journal> BookStore<J> {
     }
 }
 
+impl<J: Journal> BookStore<J> {
+    /// Takes a hold in memory and queues its write; the ticket to wait on
+    /// before the call may be forwarded.
+    fn hold(
+        &self,
+        tenant: &TenantId,
+        limits: &TenantLimits,
+        request: ReserveRequest,
+        ttl_ms: u64,
+    ) -> Result<(Reservation, Option<J::Ticket>), ReserveError> {
+        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+            book.reserve(limits, request, id, ttl_ms, sink)
+        })?;
+        Ok((Reservation::from(&open?), ticket))
+    }
+}
+
 impl<J: Journal> LedgerStore for BookStore<J> {
     fn reserve(
         &self,
@@ -109,11 +127,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         request: ReserveRequest,
         ttl_ms: u64,
     ) -> Result<Reservation, ReserveError> {
-        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
-            book.reserve(limits, request, id, ttl_ms, sink)
-        })?;
-        let reservation = Reservation::from(&open?);
+        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms)?;
         if let Some(ticket) = ticket {
             self.journal.wait(ticket)?;
         }
@@ -127,11 +141,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         request: ReserveRequest,
         ttl_ms: u64,
     ) -> Result<(Reservation, Durable), ReserveError> {
-        let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
-            book.reserve(limits, request, id, ttl_ms, sink)
-        })?;
-        let reservation = Reservation::from(&open?);
+        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms)?;
         Ok((
             reservation,
             ticket.map_or_else(Durable::ready, |t| self.journal.durable(t)),

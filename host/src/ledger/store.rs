@@ -78,10 +78,11 @@ pub trait LedgerStore: Send + Sync {
     }
 
     /// Holds of calls that were in flight when the process that took them
-    /// stopped, found open when the store was loaded; each is handed out
-    /// once. Bedrock may have run those calls, so each must be charged its
-    /// hold ([`Ledger::charge_restored`](super::Ledger::charge_restored));
-    /// until then it stays open and never expires.
+    /// stopped: found open when the store was loaded, or adopted from a
+    /// replica that died. Each is handed out once. Bedrock may have run
+    /// those calls, so each must be charged its hold (a settle under its
+    /// id, as [`Ledger::charge_restored`](super::Ledger::charge_restored)
+    /// does); a local store keeps them open until then, never expiring.
     fn take_restored(&self) -> Vec<RestoredHold> {
         Vec::new()
     }
@@ -153,8 +154,7 @@ pub trait LedgerStore: Send + Sync {
     }
 }
 
-/// A hold found open when a store was loaded: its call's process stopped
-/// before the call ended.
+/// A hold whose call's process stopped before the call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoredHold {
     pub tenant: TenantId,
