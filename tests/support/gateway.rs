@@ -474,6 +474,21 @@ impl Drop for TestGateway {
     }
 }
 
+/// The one record of a call whose gateway stopped during it: charged its
+/// full hold, from the reservation, and said so. Returns the charge.
+pub fn the_restored_charge(records: &[InvocationRecord]) -> u64 {
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0].tollgate;
+    assert_eq!(record.charged_from, "reservation", "{record:?}");
+    assert!(
+        record.reason.contains("in flight when its gateway stopped"),
+        "{record:?}"
+    );
+    assert!(record.cost_nano_usd > 0);
+    assert_eq!(record.cost_nano_usd, record.reserved_nano_usd);
+    record.cost_nano_usd
+}
+
 /// One Converse call: `Ok` with its latency, or the error's HTTP status and code.
 pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
     call_model(client, NOVA_MICRO).await

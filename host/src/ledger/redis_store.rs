@@ -221,6 +221,16 @@ impl Inner {
         invocation
     }
 
+    /// The tenants this replica has seen or was configured with.
+    fn tenants(&self) -> Vec<TenantId> {
+        self.tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     fn seen(&self, tenant: &TenantId) {
         if !self
             .tenants
@@ -568,15 +578,8 @@ impl LedgerStore for RedisStore {
 
     fn expire(&self, now_ms: u64) -> Result<usize, StoreError> {
         let inner = &self.inner;
-        let tenants: Vec<TenantId> = inner
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect();
         let mut expired = 0;
-        for tenant in tenants {
+        for tenant in inner.tenants() {
             let n: usize = inner.run_blocking(inner.invocation(&tenant, "expire", None, now_ms))?;
             expired += n;
         }

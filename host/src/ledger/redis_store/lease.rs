@@ -145,15 +145,8 @@ impl Inner {
         if !self.lease.adoption_due() {
             return;
         }
-        let tenants: Vec<TenantId> = self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect();
         let mut adopted = Vec::new();
-        for tenant in tenants {
+        for tenant in self.tenants() {
             match self.adopt_from(&tenant, now_ms).await {
                 Ok(holds) => adopted.extend(holds),
                 Err(e) => {
