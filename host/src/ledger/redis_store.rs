@@ -680,7 +680,7 @@ impl AsyncLedgerStore for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             inner.seen(tenant);
-            // No hold before its owner's lease exists: another replica would adopt it.
+            // No hold under a stale lease: another replica could adopt it while it runs.
             let answer: Result<Vec<String>, StoreError> = match inner.lease_before().await {
                 Ok(()) => {
                     inner

@@ -7,7 +7,6 @@
 //! A replica adopts only once Redis has answered it for a whole lease, so
 //! after an outage every live replica has renewed its own lease first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,10 @@ pub(super) struct Lease {
     length: Duration,
     /// Since when Redis has answered every probe; `None` while it does not.
     answering_since: Mutex<Option<Instant>>,
-    /// The lease was written once: a replica's first hold waits for it.
-    written: AtomicBool,
+    /// When the lease was last written. A hold is taken only while the
+    /// lease is fresh (written within half its length), so no hold is ever
+    /// written under a lapsed lease, even just after an outage.
+    renewed_at: Mutex<Option<Instant>>,
     last_adoption: Mutex<Option<Instant>>,
     /// Holds adopted and not yet handed out to be charged.
     adopted: Mutex<Vec<RestoredHold>>,
@@ -44,7 +45,7 @@ impl Lease {
             owner: format!("r{random:016x}"),
             length,
             answering_since: Mutex::new(None),
-            written: AtomicBool::new(false),
+            renewed_at: Mutex::new(None),
             last_adoption: Mutex::new(None),
             adopted: Mutex::new(Vec::new()),
             signal: tokio::sync::Notify::new(),
@@ -59,9 +60,16 @@ impl Lease {
         std::mem::take(&mut *self.adopted.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Whether the lease has been written at least once.
-    pub(super) fn is_written(&self) -> bool {
-        self.written.load(Ordering::Acquire)
+    /// Whether the lease was written within half its length.
+    pub(super) fn is_fresh(&self) -> bool {
+        self.renewed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < self.length / 2)
+    }
+
+    fn renewed(&self, at: Instant) {
+        *self.renewed_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
     }
 
     /// Notes a probe's outcome; the lease counts Redis as answering from the
@@ -100,9 +108,10 @@ pub(super) fn now_ms() -> u64 {
 }
 
 impl Inner {
-    /// Writes the lease if it never was: before this replica's first hold.
+    /// Writes the lease unless it is fresh: before each hold (the probe
+    /// keeps it fresh, so this costs a round trip only after an outage).
     pub(super) async fn lease_before(&self) -> Result<(), StoreError> {
-        if self.lease.is_written() {
+        if self.lease.is_fresh() {
             return Ok(());
         }
         self.renew_lease().await
@@ -110,13 +119,14 @@ impl Inner {
 
     /// [`lease_before`](Self::lease_before) for the blocking form.
     pub(super) fn lease_before_blocking(&self) -> Result<(), StoreError> {
-        if self.lease.is_written() {
+        if self.lease.is_fresh() {
             return Ok(());
         }
+        let sent = Instant::now();
         let mut conn = self.outcome(self.client.get_connection_with_timeout(self.settings.timeout))?;
         let answer: Result<(), RedisError> = self.lease_command().query(&mut conn);
         self.outcome(answer)?;
-        self.lease.written.store(true, Ordering::Release);
+        self.lease.renewed(sent);
         Ok(())
     }
 
@@ -132,10 +142,12 @@ impl Inner {
 
     /// Writes this replica's lease for one more lease length.
     pub(super) async fn renew_lease(&self) -> Result<(), StoreError> {
+        // Timed from the send: the lease runs from no later than that.
+        let sent = Instant::now();
         let mut conn = self.conn.clone();
         let answer: Result<(), RedisError> = self.lease_command().query_async(&mut conn).await;
         self.outcome(answer)?;
-        self.lease.written.store(true, Ordering::Release);
+        self.lease.renewed(sent);
         Ok(())
     }
 
