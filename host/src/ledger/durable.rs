@@ -1,12 +1,13 @@
 //! The durable store: an embedded redb database behind an in-memory image.
 //! Reads and admission decisions use the image (no disk I/O on the request
 //! path); every change is written through in order by a group committer.
-//! A reservation taken by [`LedgerStore::reserve_queued`](super::LedgerStore::reserve_queued) is acknowledged
-//! like a settle, so a call is forwarded only once its hold is durable; a
-//! release is written through without waiting. A hold found open at load
-//! belongs to a call whose process stopped during it: Bedrock may have run
-//! it, so it is restored open, never expires, and is handed out by
-//! [`LedgerStore::take_restored`](super::LedgerStore::take_restored) to be charged. When a write is
+//! A reservation is acknowledged like a settle
+//! ([`reserve_queued`](super::LedgerStore::reserve_queued)), so a call is
+//! forwarded only once its hold is durable; a release is written through
+//! without waiting. A hold found open at load belongs to a call whose
+//! process stopped during it: Bedrock may have run it, so it is restored
+//! open, never expires, and is handed out to be charged
+//! ([`take_restored`](super::LedgerStore::take_restored)). When a write is
 //! acknowledged depends on [`Commit`]:
 //!
 //! - `Fsync`: once the database commit holding it is on disk (one fsync per
