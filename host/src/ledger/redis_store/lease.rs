@@ -163,7 +163,8 @@ impl Inner {
                 Ok(holds) => adopted.extend(holds),
                 Err(e) => {
                     tracing::warn!(tenant = %tenant, error = %e, "could not look for holds of lapsed replicas");
-                    return;
+                    // Holds adopted so far are this replica's now: hand them out, or none would charge them.
+                    break;
                 }
             }
         }
