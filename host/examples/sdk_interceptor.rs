@@ -81,6 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = TollgateConfig::parse(&tollgate_toml(&policy), "sdk_interceptor example")?;
     let assembled = app::assemble(&config).await?;
     let gateway = assembled.gateway;
+    // Expired holds back to their budgets, and the holds of calls whose
+    // process died charged: every host of the gateway runs this once.
+    let upkeep = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.upkeep().await }
+    });
 
     // initech allows one request a minute: of three calls in a row, at least
     // one is refused even when they straddle a minute's boundary.
@@ -99,6 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .snapshot(&TenantId::new(tenant)?, now_ms)?;
         println!("{tenant:>9}: spent {} of {}", state.spent, state.limit);
     }
+    upkeep.abort();
     if let Some(mock) = assembled.mock {
         mock.shutdown().await;
     }

@@ -28,8 +28,10 @@ mod settlement;
 pub mod shadowing;
 mod stream_pump;
 mod trace;
+mod upkeep;
 pub mod usage_series;
 mod verdict_check;
 
 pub use crate::upstream::error::BedrockError;
 pub use service::{Call, CallBody, CallResponse, Gateway, GatewayParts, TenantProfile};
+pub use upkeep::EXPIRY_SWEEP;

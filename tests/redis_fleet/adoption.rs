@@ -1,17 +1,21 @@
 //! A replica killed while a call is at Bedrock: its lease lapses, another
 //! replica adopts the call's hold, charges it once and logs it, and the
-//! ledger in Redis equals the survivors' logs.
+//! ledger in Redis equals the survivors' logs. Also when the hold expired
+//! first, when Redis went away meanwhile, and when another tenant's data
+//! cannot be read.
 
 use std::time::Duration;
+
+use tollgate_host::gateway::invocation_log::{InvocationLog, InvocationRecord};
 
 use crate::support::gateway::{Options, TenantSpec, TestGateway, the_restored_charge, timed_call};
 use crate::support::redis::RedisServer;
 use crate::support::upstream;
 use crate::support::watch::until_files;
 
-fn replica_options(server: &RedisServer, tenant: &TenantSpec, upstream_url: Option<String>) -> Options {
+fn replica_options(server: &RedisServer, tenants: &[TenantSpec], upstream_url: Option<String>) -> Options {
     Options {
-        tenants: vec![tenant.clone()],
+        tenants: tenants.to_vec(),
         upstream_url,
         ledger_extra: format!(
             "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"adopt\"\nlease-ms = 1500\n",
@@ -21,43 +25,136 @@ fn replica_options(server: &RedisServer, tenant: &TenantSpec, upstream_url: Opti
     }
 }
 
+/// Two replicas of `tenants` on `server`; a call of `caller` through the
+/// second reaches a silent upstream, and that replica is killed for good.
+/// Returns the survivor.
+async fn a_replica_killed_during_a_call(
+    server: &RedisServer,
+    tenants: &[TenantSpec],
+    caller: &TenantSpec,
+) -> TestGateway {
+    let survivor = TestGateway::start(replica_options(server, tenants, None)).await;
+    let (url, arrived, silent) = upstream::silent().await;
+    let doomed = TestGateway::start(replica_options(server, tenants, Some(url))).await;
+
+    let client = doomed.sigv4_client(caller);
+    let call = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream");
+    assert_eq!(survivor.tenant_state(caller.id).await["open-reservations"], 1);
+
+    // SIGKILL, and the replica is gone for good: nobody will settle the call.
+    drop(doomed);
+    let failed = call.await.expect("join").expect_err("the caller lost its call");
+    assert_eq!(failed.0, 0, "no answer was sent: {failed:?}");
+    silent.await.expect("the upstream saw the replica go");
+    survivor
+}
+
+/// The survivor's records of adopted holds, once there is one, watched by
+/// inotify.
+async fn the_adopted_record(survivor: &TestGateway) -> Vec<InvocationRecord> {
+    let log = survivor.log_path();
+    until_files(
+        vec![log.clone()],
+        Duration::from_secs(30),
+        "the adopted hold's record",
+        move || {
+            let records: Vec<_> = InvocationLog::read_all(&log)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.tollgate.request_id.starts_with("tollgate-restored-"))
+                .collect();
+            (!records.is_empty()).then_some(records)
+        },
+    )
+    .await
+}
+
+/// The one adopted charge is the ledger's spend, `reconcile` agrees, and the
+/// survivor is healthy.
+async fn charged_once(survivor: &TestGateway, tenant: &str) -> u64 {
+    let records = the_adopted_record(survivor).await;
+    let charged = the_restored_charge(&records);
+    assert_eq!(records[0].tollgate.tenant, tenant);
+    let state = survivor.settled(tenant).await;
+    assert_eq!(state["spent-nano-usd"], charged, "{state}");
+    assert_eq!(state["open-reservations"], 0, "{state}");
+    survivor.reconcile().await;
+    assert_eq!(survivor.healthz().await, 200);
+    charged
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hold_of_a_killed_replica_is_adopted_charged_once_and_logged() {
     let server = RedisServer::start();
     let acme = TenantSpec::new("acme", "allow-all");
-    let survivor = TestGateway::start(replica_options(&server, &acme, None)).await;
-    let (url, arrived, silent) = upstream::silent().await;
-    let doomed = TestGateway::start(replica_options(&server, &acme, Some(url))).await;
+    let survivor = a_replica_killed_during_a_call(&server, std::slice::from_ref(&acme), &acme).await;
+    charged_once(&survivor, "acme").await;
+}
 
-    let client = doomed.sigv4_client(&acme);
-    let caller = tokio::spawn(async move { timed_call(&client).await });
-    arrived.await.expect("the call reached the upstream");
-    assert_eq!(survivor.tenant_state("acme").await["open-reservations"], 1);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_hold_that_expired_before_its_lease_lapsed_is_charged_all_the_same() {
+    let server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let survivor = a_replica_killed_during_a_call(&server, std::slice::from_ref(&acme), &acme).await;
 
-    // SIGKILL, and the replica is gone for good: nobody will settle the call.
-    drop(doomed);
-    let failed = caller.await.expect("join").expect_err("the caller lost its call");
-    assert_eq!(failed.0, 0, "no answer was sent: {failed:?}");
-    silent.await.expect("the upstream saw the replica go");
+    // The hold outlives its TTL before the lease lapses (a TTL shorter than
+    // lease-ms, a clock that jumped): its expiry is moved into the past.
+    let ids = server.cli(&["ZRANGE", "adopt:{acme}:exp", "0", "-1"]);
+    assert_eq!(ids.lines().count(), 1, "one open hold: {ids:?}");
+    assert_eq!(server.cli(&["ZADD", "adopt:{acme}:exp", "1", &ids]), "0");
+    // The survivor's next look at the tenant returns the hold to the budget...
+    let state = survivor.tenant_state("acme").await;
+    assert_eq!(state["open-reservations"], 0, "{state}");
+    assert_eq!(server.cli(&["HLEN", "adopt:{acme}:expired"]), "1");
 
-    // Once the lease lapses, the survivor adopts the hold and logs its charge.
-    let log = survivor.log_path();
-    let records = until_files(
-        vec![log.clone()],
-        Duration::from_secs(30),
-        "the adopted hold's record",
-        {
-            move || {
-                let records = tollgate_host::gateway::invocation_log::InvocationLog::read_all(&log).unwrap_or_default();
-                (!records.is_empty()).then_some(records)
-            }
-        },
-    )
-    .await;
-    let charged = the_restored_charge(&records);
-    let state = survivor.settled("acme").await;
-    assert_eq!(state["spent-nano-usd"], charged, "{state}");
-    survivor.reconcile().await;
+    // ...and the call, which may have run, is still charged once its owner is gone.
+    charged_once(&survivor, "acme").await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_hold_is_adopted_once_redis_is_back_from_an_outage() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let survivor = a_replica_killed_during_a_call(&server, std::slice::from_ref(&acme), &acme).await;
+
+    // Redis goes away before the lease lapses (1.5 s) and comes back on its
+    // append-only file. The survivor adopts only after Redis answered it for
+    // a whole lease, and charges the hold once.
+    server.kill();
+    let refused = timed_call(&survivor.sigv4_client(&acme))
+        .await
+        .expect_err("fail closed");
+    assert_eq!(refused.0, 503, "{refused:?}");
+    let (status, body) = survivor.readyz().await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(survivor.healthz().await, 200);
+    server.restart();
+    charged_once(&survivor, "acme").await;
+    let stderr = std::fs::read_to_string(survivor.dir().join("stderr.log")).expect("stderr");
+    assert_eq!(stderr.matches("adopted the holds of replicas").count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_data_cannot_be_read_does_not_keep_another_tenants_hold_from_adoption() {
+    let server = RedisServer::start();
+    // "aaa" comes first in the pass over tenants.
+    let broken = TenantSpec::new("aaa", "allow-all");
+    let acme = TenantSpec::new("acme", "allow-all");
+    let tenants = [broken, acme.clone()];
+    let survivor = a_replica_killed_during_a_call(&server, &tenants, &acme).await;
+
+    // Another tool wrote over aaa's open holds with a value of the wrong type.
+    assert_eq!(server.cli(&["SET", "adopt:{aaa}:open", "not a hash"]), "OK");
+    the_adopted_record(&survivor).await;
+    let stderr = std::fs::read_to_string(survivor.dir().join("stderr.log")).expect("stderr");
+    assert!(
+        stderr.contains("could not look for holds of lapsed replicas"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WRONGTYPE"), "{stderr}");
+
+    // Mended, so that `reconcile` can read every tenant's ledger.
+    assert_eq!(server.cli(&["DEL", "adopt:{aaa}:open"]), "1");
+    charged_once(&survivor, "acme").await;
 }

@@ -32,8 +32,13 @@ pub async fn until_files<T: Send + 'static>(
             if let Some(found) = check() {
                 return found;
             }
+            // Checked on every wake: events may never stop (the check's own
+            // reads are events), so the channel alone would never time out.
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(rx.recv_timeout(left).is_ok(), "{what} within {limit:?}");
+            assert!(
+                !left.is_zero() && rx.recv_timeout(left).is_ok(),
+                "{what} within {limit:?}"
+            );
         }
     })
     .await

@@ -22,7 +22,6 @@ use super::metrics::Metrics;
 use super::policy_watch::{self, PolicyWatch};
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
 use super::service::{Gateway, GatewayParts};
-use super::trace::now_ms;
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
 use crate::config::{CommitMode, Config, ControlPlace, StoreKind, UpstreamKind};
@@ -42,9 +41,6 @@ use crate::upstream::mock::{MockBedrock, MockSettings};
 
 /// The longest a shutdown waits for calls still being charged and logged.
 const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(10);
-
-/// How often expired reservations are swept back.
-const EXPIRY_SWEEP: Duration = Duration::from_secs(30);
 
 /// Why the gateway could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -366,22 +362,6 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
     })
 }
 
-/// Charges holds as the store adopts them from replicas that died; returns
-/// at once for a store that finds them only when it opens.
-async fn charge_adopted(gateway: Gateway) {
-    loop {
-        let Some(signal) = gateway.accounting().ledger().store().restored_signal() else {
-            return;
-        };
-        let adopted = signal.notified();
-        tokio::pin!(adopted);
-        // Registered before the check, so holds adopted in between are not missed.
-        adopted.as_mut().enable();
-        gateway.charge_restored_holds().await;
-        adopted.await;
-    }
-}
-
 /// Merges the tenants kept by the control store into the configured ones:
 /// a configured tenant keeps its runtime changes while its section of the
 /// file is as it was seeded, and the file wins once it changed; a tenant
@@ -457,7 +437,7 @@ pub struct Running {
     stop: Option<watch::Sender<bool>>,
     servers: Vec<JoinHandle<Result<(), ServeError>>>,
     /// Expiries, and the holds adopted from replicas that died.
-    sweeper: JoinHandle<((), ())>,
+    upkeep: JoinHandle<()>,
     /// The watched policy directory, when one is configured.
     _policy_watch: Option<PolicyWatch>,
 }
@@ -468,7 +448,7 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
-        self.sweeper.abort();
+        self.upkeep.abort();
         let mut served = Ok(());
         for server in self.servers.drain(..) {
             let result = match server.await {
@@ -527,23 +507,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         )),
         tokio::spawn(admin_bound.serve(operator_app, until_stopped(stopped), grace, assembled.edges)),
     ];
-    let accounting = Arc::clone(assembled.gateway.accounting());
-    let expiries = async move {
-        let mut tick = tokio::time::interval(EXPIRY_SWEEP);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let accounting = Arc::clone(&accounting);
-            match tokio::task::spawn_blocking(move || accounting.expire(now_ms())).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::warn!(expired = n, "returned reservations that were never settled"),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not sweep expired reservations"),
-                Err(e) => tracing::error!(error = %e, "the reservation sweeper failed"),
-            }
-        }
-    };
-    let adopted = charge_adopted(assembled.gateway.clone());
-    let sweeper = tokio::spawn(async move { tokio::join!(expiries, adopted) });
+    let upkeep = assembled.gateway.clone();
+    let upkeep = tokio::spawn(async move { upkeep.upkeep().await });
     Ok(Running {
         gateway: assembled.gateway,
         addr,
@@ -552,7 +517,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         mock: assembled.mock,
         stop: Some(stop),
         servers,
-        sweeper,
+        upkeep,
         _policy_watch: policy_watch,
     })
 }

@@ -228,8 +228,8 @@ impl Gateway {
 
     /// Charges the holds of calls whose gateway stopped during them (this
     /// one, before it restarted, or a replica that died), and logs each;
-    /// the number charged. Run at startup, before calls are admitted, and
-    /// whenever the store adopts more.
+    /// the number charged. Run at assembly, before calls are admitted, and
+    /// by [`Gateway::upkeep`] whenever the store adopts more.
     pub async fn charge_restored_holds(&self) -> usize {
         super::restored::charge(&self.inner.parts.accounting, &self.inner.settlement).await
     }

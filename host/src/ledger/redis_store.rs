@@ -19,7 +19,7 @@
 //!   reconnects by itself); the blocking form, for tools and the expiry
 //!   sweep, uses a small pool of plain connections.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -95,8 +95,9 @@ struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
     blocking: Mutex<Vec<redis::Connection>>,
-    /// Tenants this replica has seen, for the expiry sweep.
-    tenants: RwLock<HashSet<TenantId>>,
+    /// Tenants this replica has seen, for the expiry sweep and the adoption
+    /// pass, in a stable order.
+    tenants: RwLock<BTreeSet<TenantId>>,
     /// Whether the last exchange with Redis worked (the health probe's view).
     up: AtomicBool,
     /// Whether the probe's last `PING` was answered. While it was not, calls
@@ -152,7 +153,7 @@ impl RedisStore {
             client,
             conn,
             blocking: Mutex::new(Vec::new()),
-            tenants: RwLock::new(HashSet::new()),
+            tenants: RwLock::new(BTreeSet::new()),
             up: AtomicBool::new(true),
             reachable: AtomicBool::new(true),
             health: tokio::sync::Notify::new(),

@@ -163,8 +163,12 @@ impl Inner {
                 Ok(holds) => adopted.extend(holds),
                 Err(e) => {
                     tracing::warn!(tenant = %tenant, error = %e, "could not look for holds of lapsed replicas");
-                    // Holds adopted so far are this replica's now: hand them out, or none would charge them.
-                    break;
+                    // Redis gone: the next pass tries again. Holds adopted so
+                    // far are this replica's now, so they are still handed out.
+                    if matches!(e, StoreError::Unavailable { .. }) {
+                        break;
+                    }
+                    // One tenant's data refused: the others' holds are still adopted.
                 }
             }
         }
