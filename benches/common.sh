@@ -1,10 +1,11 @@
 # Shared by the load scripts in benches/: build, a work directory, and
 # starting `tollgate mock-bedrock` and `tollgate serve` on loopback ports.
-# Source it after `set -euo pipefail`; it defines $bin and $work.
+# Source it after `set -euo pipefail`; it defines $bin and $work. BIN=path
+# runs another build of tollgate (a baseline kept aside) instead of this one.
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --quiet
-bin=target/release/tollgate
+bin="${BIN:-target/release/tollgate}"
 $bin policy build policies --out policies/target/components >/dev/null
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
