@@ -298,3 +298,136 @@ fn pooled_instances_are_retired_before_kept_state_can_flip_a_verdict() {
         assert_eq!(decision.action, Action::Admit, "call {call}: {}", decision.reason);
     }
 }
+
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a pointer to a local we own.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) },
+        0
+    );
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pins the calling thread to one CPU, the first it may run on; returns it.
+fn pin_to_first_cpu() -> usize {
+    // SAFETY: the sets are plain bit arrays on our stack, passed with their size.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed),
+            0
+        );
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &allowed))
+            .expect("an allowed CPU");
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one),
+            0,
+            "pin to CPU {cpu}"
+        );
+        cpu
+    }
+}
+
+fn burner(burn: u64, deadline_ms: u64) -> PolicySettings {
+    PolicySettings {
+        config: format!("{{\"burn\": {burn}}}"),
+        deadline_ms,
+        ..PolicySettings::default()
+    }
+}
+
+/// The deadline counts the policy's CPU, not the time its thread waited for
+/// a core: a policy that needs about 4 ms of CPU, with a 7 ms deadline, on a
+/// core shared with two busy threads (so about 12 ms on the wall clock), is
+/// decided and not timed out. A policy that spins is still stopped there.
+#[test]
+fn a_policy_that_waited_for_a_core_is_not_timed_out_for_it() {
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let waiting = tenant("waiting");
+    pin_to_first_cpu();
+
+    // How much work is 4 ms of CPU on this machine, measured alone on the core.
+    let mut burn = 100_000u64;
+    let calibrated = loop {
+        registry
+            .register(&waiting, &wasm("scripted"), burner(burn, 1000), "scripted", None)
+            .expect("register");
+        registry.decide(&waiting, &mut request(), &state()).expect("tenant");
+        let before = thread_cpu();
+        let d = registry.decide(&waiting, &mut request(), &state()).expect("tenant");
+        let used = thread_cpu() - before;
+        assert!(d.failure.is_none(), "{d:?}");
+        if used >= Duration::from_millis(1) {
+            break used;
+        }
+        burn *= 4;
+    };
+    let burn =
+        u64::try_from(u128::from(burn) * Duration::from_millis(4).as_nanos() / calibrated.as_nanos()).expect("rounds");
+    registry
+        .register(&waiting, &wasm("scripted"), burner(burn, 7), "scripted", None)
+        .expect("register");
+    register(
+        &registry,
+        "spinning",
+        "spin",
+        PolicySettings {
+            deadline_ms: 7,
+            ..PolicySettings::default()
+        },
+    );
+
+    // Two busy threads on the same core: this one gets about a third of it.
+    let cpu = pin_to_first_cpu();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                pin_to_first_cpu();
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(3));
+                }
+            })
+        })
+        .collect();
+
+    let mut waited = Vec::new();
+    for _ in 0..5 {
+        let before = thread_cpu();
+        let d = registry.decide(&waiting, &mut request(), &state()).expect("tenant");
+        let used = thread_cpu() - before;
+        assert!(
+            d.failure.is_none(),
+            "timed out after {used:?} of CPU on CPU {cpu}: {d:?}"
+        );
+        assert_eq!(d.action, Action::Admit, "{d:?}");
+        waited.push(d.elapsed);
+    }
+    let spun = registry
+        .decide(&tenant("spinning"), &mut request(), &state())
+        .expect("tenant");
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().expect("busy thread");
+    }
+
+    // It did wait past its deadline on the wall clock, and was decided anyway.
+    assert!(
+        waited.iter().any(|w| *w > Duration::from_millis(7)),
+        "the policy never waited for its core: {waited:?}"
+    );
+    assert_eq!(
+        spun.failure.as_ref().map(|f| f.kind),
+        Some(FailureKind::Timeout),
+        "{spun:?}"
+    );
+    // Twice the deadline, and at least 50 ms more, on the wall clock; then a margin.
+    assert!(spun.elapsed < Duration::from_millis(57) + MARGIN, "{:?}", spun.elapsed);
+}

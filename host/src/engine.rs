@@ -13,6 +13,7 @@
 
 pub(crate) mod artifact_cache;
 pub(crate) mod component;
+pub(crate) mod cpu_deadline;
 pub(crate) mod epoch_ticker;
 pub(crate) mod failure;
 pub(crate) mod guest_output;

@@ -27,6 +27,7 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use crate::contract::{ContractVersion, Request, TenantState, Verdict, v0_1};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
+use crate::engine::cpu_deadline::CallClock;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::long_call;
 use crate::engine::sandbox::CallContext;
@@ -146,6 +147,7 @@ impl Instances {
         let deadline = self.limits.deadline_ticks;
         let first = long_call::first_slice(deadline);
         warm.store.data_mut().ticks_after_slice = deadline - first;
+        warm.store.data_mut().clock = CallClock::start(deadline);
         warm.store.set_epoch_deadline(first);
         let _running = self.engine.ticker().enter();
         // SAFETY: the engine type-checked `decide` against exactly these
@@ -245,15 +247,20 @@ impl Instances {
         let mut store = Store::new(engine, context);
         store.limiter(|cx| cx);
         // At the end of a call's first slice, tell the thread's owner and
-        // grant the rest; at the end of the deadline, stop the call.
+        // grant the rest; at the end of the deadline, grant the CPU time the
+        // call has not used (it waited for a core), else stop it.
         store.epoch_deadline_callback(|mut cx| {
             let rest = std::mem::take(&mut cx.data_mut().ticks_after_slice);
             if rest == 0 {
-                return Ok(UpdateDeadline::Interrupt);
+                return Ok(match cx.data().clock.ticks_left() {
+                    Some(more) => UpdateDeadline::Continue(more),
+                    None => UpdateDeadline::Interrupt,
+                });
             }
             long_call::fire();
             Ok(UpdateDeadline::Continue(rest))
         });
+        store.data_mut().clock = CallClock::start(deadline_ticks);
         store.set_epoch_deadline(deadline_ticks);
         let _running = self.engine.ticker().enter();
         let instance = match self.component.pre.instantiate(&mut store) {

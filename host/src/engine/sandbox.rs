@@ -17,6 +17,7 @@ use wasmtime::component::{Linker, WasmStr};
 use wasmtime::{ResourceLimiter, StoreContextMut};
 
 use crate::contract::{ContractVersion, LogLevel, ModelPrice, v0_1};
+use crate::engine::cpu_deadline::CallClock;
 use crate::engine::guest_output::GuestOutput;
 use crate::engine::wasi::PolicyWasi;
 use crate::ids::MAX_MODEL_ID_BYTES;
@@ -38,6 +39,8 @@ pub struct CallContext {
     /// Ticks of the call's deadline left after its first slice (see
     /// `engine::long_call`); 0 once the epoch callback has granted them.
     pub(crate) ticks_after_slice: u64,
+    /// When the current call started, for a deadline in CPU time.
+    pub(crate) clock: CallClock,
     /// Linear memory the instance holds, all memories together.
     memory_bytes: usize,
     logs_left: u32,
@@ -60,6 +63,7 @@ impl CallContext {
             memory_cap,
             memory_exceeded: false,
             ticks_after_slice: 0,
+            clock: CallClock::default(),
             memory_bytes: 0,
             logs_left: MAX_LOGS_PER_CALL,
             logs_dropped: 0,

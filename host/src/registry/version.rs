@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::{ModelOption, Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
+use crate::engine::cpu_deadline::thread_cpu_time;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances, Session};
 use crate::ids::{MAX_MODEL_ID_BYTES, PolicyVersionId, TenantId};
@@ -67,7 +68,9 @@ pub struct PolicySettings {
     pub config: String,
     /// What the decision is when the policy fails.
     pub failure_mode: FailureMode,
-    /// How long one decision may run, in milliseconds (1-1000).
+    /// How long one decision may run, in milliseconds of its CPU time
+    /// (1-1000); the wall clock is capped at twice that, or 50 ms more
+    /// (`engine::cpu_deadline`).
     pub deadline_ms: u64,
     /// Linear memory cap per instance, in MiB.
     pub memory_limit_mib: u32,
@@ -356,36 +359,21 @@ impl PolicyVersion {
         ))
     }
 
-    /// Runs the policy once (twice at most, see below) and checks its verdict
-    /// against the contract. The host's own check comes in [`Self::conclude`].
+    /// Runs the policy and checks its verdict against the contract. The
+    /// host's own check comes in [`Self::conclude`]. The deadline counts the
+    /// policy's CPU time, so a call that waited for a core is not timed out
+    /// for it (`engine::cpu_deadline`).
     pub(crate) fn run(&self, request: &Request, state: &TenantState) -> Run {
         let start = Instant::now();
         let cpu_start = thread_cpu_time();
-        let once = || {
-            self.instances
-                .decide(request, state)
-                .and_then(|verdict| check_verdict(&verdict).map(|()| verdict))
-        };
-        let mut outcome = once();
+        let outcome = self
+            .instances
+            .decide(request, state)
+            .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
         let cpu = |end: Option<Duration>| match (cpu_start, end) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
-        // The deadline is wall clock. On a busy host a thread can lose its core
-        // for longer than the deadline while the policy itself ran for
-        // microseconds; that is not the policy's fault. When the thread used
-        // less than half the deadline in CPU time, decide once more (policies
-        // are pure functions, so a second run is safe) - but only if this
-        // version's previous call succeeded. A policy that times out call
-        // after call is never run twice, so it cannot double its share.
-        if let Err(failure) = &outcome
-            && failure.kind == FailureKind::Timeout
-            && !self.breaker.failing()
-            && cpu(thread_cpu_time()).is_some_and(|used| used < self.deadline() / 2)
-        {
-            tracing::info!(policy = %self.id, "policy call timed out while its thread was preempted; deciding again");
-            outcome = once();
-        }
         let elapsed = start.elapsed();
         // Heavy: it burned half its deadline in CPU, or ran out of time. Light
         // again only after LIGHT_AGAIN_AFTER calls in a row that each decided
@@ -495,24 +483,4 @@ impl fmt::Debug for PolicyVersion {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
-}
-
-/// CPU time the calling thread has used, where the platform tells it.
-#[cfg(unix)]
-fn thread_cpu_time() -> Option<Duration> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec through a pointer to a local we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(ts.tv_sec).ok()?,
-        u32::try_from(ts.tv_nsec).ok()?,
-    ))
-}
-
-#[cfg(not(unix))]
-fn thread_cpu_time() -> Option<Duration> {
-    None
 }

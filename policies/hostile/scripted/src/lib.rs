@@ -15,6 +15,8 @@ struct Script {
     metadata: Vec<(String, String)>,
     retry_after_ms: u64,
     max_output_tokens: Option<u64>,
+    /// Rounds of busy work before answering, to use a chosen amount of CPU.
+    burn: u64,
 }
 
 struct Scripted;
@@ -28,6 +30,11 @@ impl Policy for Scripted {
         let Ok(script) = parse_config::<Script>(&request.config) else {
             return Verdict::reject(RejectKind::Denied, "scripted: invalid config");
         };
+        // Depends on the input, so the optimiser can neither fold nor drop it.
+        let mut x = request.now_ms | 1;
+        for _ in 0..script.burn {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
         let mut verdict = match script.action.as_str() {
             "downgrade" => Verdict::downgrade(script.target, script.reason),
             "throttle" => Verdict::throttle(script.retry_after_ms, script.reason),
@@ -36,6 +43,9 @@ impl Policy for Scripted {
         };
         verdict.metadata = script.metadata;
         verdict.max_output_tokens = script.max_output_tokens;
+        if x == 0 {
+            verdict.reason.push_str(" (burnt to zero)");
+        }
         verdict
     }
 }

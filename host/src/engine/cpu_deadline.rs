@@ -1,0 +1,113 @@
+//! The deadline counts the policy's own CPU time. The epoch ticker measures
+//! the wall clock, and on a busy host a thread can wait for a core longer
+//! than the deadline while the policy ran for microseconds: the host's
+//! doing (other processes, or the low-priority lane it moved the policy
+//! to), not the policy's. So when a call reaches its deadline on the wall
+//! clock, the epoch callback, which runs on the policy's own thread, reads
+//! that thread's CPU clock and grants the CPU time still unused. The wall
+//! clock stays bounded: no call runs past [`wall_cap`] of its deadline.
+
+use std::time::{Duration, Instant};
+
+/// Added to the deadline for the wall-clock cap of short deadlines: a few
+/// scheduler slices of a loaded host.
+const WALL_SLACK: Duration = Duration::from_millis(50);
+
+/// The longest a call may take on the wall clock: twice its deadline, and
+/// at least the deadline plus [`WALL_SLACK`].
+pub(crate) fn wall_cap(deadline: Duration) -> Duration {
+    (deadline * 2).max(deadline + WALL_SLACK)
+}
+
+/// When the current call (or instantiation) started, on both clocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallClock {
+    started: Instant,
+    cpu_started: Option<Duration>,
+    deadline: Duration,
+}
+
+impl CallClock {
+    /// Starts the clocks of a call whose deadline is `deadline_ticks`
+    /// (milliseconds); on the thread that runs it.
+    pub(crate) fn start(deadline_ticks: u64) -> CallClock {
+        CallClock {
+            started: Instant::now(),
+            cpu_started: thread_cpu_time(),
+            deadline: Duration::from_millis(deadline_ticks),
+        }
+    }
+
+    /// At the deadline on the wall clock: the ticks to grant when the
+    /// thread used less CPU than the deadline and the wall clock is under
+    /// its cap; `None` stops the call. Runs on the call's thread.
+    pub(crate) fn ticks_left(&self) -> Option<u64> {
+        let cap_left = wall_cap(self.deadline).checked_sub(self.started.elapsed())?;
+        let used = thread_cpu_time()?.checked_sub(self.cpu_started?)?;
+        let cpu_left = self.deadline.checked_sub(used)?;
+        let left = cpu_left.min(cap_left);
+        if left.is_zero() {
+            return None;
+        }
+        // Whole ticks, rounded up: a tick is a millisecond.
+        Some(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for CallClock {
+    fn default() -> Self {
+        CallClock::start(0)
+    }
+}
+
+/// CPU time the calling thread has used, where the platform tells it.
+#[cfg(unix)]
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a pointer to a local we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+/// Elsewhere the deadline is the wall clock alone.
+#[cfg(not(unix))]
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wall_cap_is_twice_the_deadline_and_at_least_the_slack_more() {
+        assert_eq!(wall_cap(Duration::from_millis(5)), Duration::from_millis(55));
+        assert_eq!(wall_cap(Duration::from_millis(1000)), Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn a_call_that_used_its_cpu_gets_nothing_more() {
+        let clock = CallClock::start(1);
+        let start = thread_cpu_time().expect("a thread CPU clock");
+        let mut x = 1u64;
+        while thread_cpu_time().expect("clock") - start < Duration::from_millis(2) {
+            x = std::hint::black_box(x.wrapping_mul(3));
+        }
+        assert_eq!(clock.ticks_left(), None);
+    }
+
+    #[test]
+    fn a_call_that_waited_gets_its_unused_cpu() {
+        let clock = CallClock::start(20);
+        // Waiting (as for a core) uses no CPU.
+        std::thread::sleep(Duration::from_millis(5));
+        let left = clock.ticks_left().expect("CPU left");
+        assert!((1..=20).contains(&left), "{left}");
+    }
+}
