@@ -119,6 +119,10 @@ fn rollback_returns_to_the_previous_version_and_keeps_history() {
     ));
     assert_eq!(registry.activate(&acme, 2).expect("activate").number, 2);
     assert!(version(1).instance_memory_bytes().is_none());
+    assert!(
+        version(2).instance_memory_bytes().is_some(),
+        "active again, it has an instance ready before its first call"
+    );
     registry.decide(&acme, &mut request(), &state()).expect("decide");
     assert!(
         version(2).instance_memory_bytes().is_some(),
@@ -314,6 +318,10 @@ fn a_shadow_decides_beside_the_active_version_and_is_promoted_in_one_step() {
     let decision = registry.decide(&acme, &mut request(), &state()).expect("decide");
     assert_eq!(decision.version.number, 1);
     let candidate = registry.shadow(&acme).expect("a shadow");
+    assert!(
+        candidate.version().instance_memory_bytes().is_some(),
+        "a shadow has an instance ready before its first call"
+    );
     candidate.version().decide(&mut request(), &state());
     assert!(candidate.version().instance_memory_bytes().is_some());
 
@@ -358,4 +366,35 @@ fn many_uploads_keep_only_the_active_and_shadow_versions_warm() {
         .map(|v| v.id().number)
         .collect();
     assert_eq!(warm, vec![20, 21], "only the active and the shadow are warm");
+}
+
+#[test]
+fn versions_get_an_instance_before_their_first_call_while_the_pool_has_room() {
+    // Four slots: idle instances made ahead of calls may take two.
+    let engine = tollgate_host::PolicyEngine::builder()
+        .max_instances(4)
+        .build()
+        .expect("engine");
+    let registry = Registry::new(engine);
+    for id in ["t1", "t2", "t3"] {
+        register(&registry, id, "allow-all", relaxed());
+    }
+    let warm = |id: &str| {
+        registry
+            .active(&tenant(id))
+            .expect("active")
+            .instance_memory_bytes()
+            .is_some()
+    };
+    assert!(warm("t1") && warm("t2"), "the first versions are ready before any call");
+    assert!(
+        !warm("t3"),
+        "with half the slots idle, a version never called takes no more"
+    );
+    // Every tenant is still decided, the third on an instance made for its call.
+    for id in ["t1", "t2", "t3"] {
+        let decision = registry.decide(&tenant(id), &mut request(), &state()).expect("tenant");
+        assert!(decision.failure.is_none(), "{id}: {decision:?}");
+        assert_eq!(decision.action, Action::Admit);
+    }
 }

@@ -24,6 +24,7 @@ pub(crate) mod wasi;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::{Component, Linker};
@@ -99,6 +100,8 @@ struct EngineInner {
     pooling: bool,
     loaded: Mutex<HashMap<String, Weak<PolicyComponent>>>,
     ticker: EpochTicker,
+    /// Instances kept idle by all versions, which hold pool slots.
+    idle_instances: AtomicUsize,
 }
 
 /// The embeddable policy engine. Cheap to clone; clones share everything.
@@ -192,6 +195,7 @@ impl PolicyEngine {
                 pooling,
                 loaded: Mutex::new(HashMap::new()),
                 ticker,
+                idle_instances: AtomicUsize::new(0),
             }),
         })
     }
@@ -216,6 +220,16 @@ impl PolicyEngine {
 
     pub(crate) fn prices(&self) -> &Arc<dyn PriceBook> {
         &self.inner.prices
+    }
+
+    /// Instances kept idle by all versions; see [`instances::Instances`].
+    pub(crate) fn idle_instances(&self) -> &AtomicUsize {
+        &self.inner.idle_instances
+    }
+
+    /// Instances that may exist at once (the pool's slots).
+    pub(crate) fn max_instances(&self) -> usize {
+        usize::try_from(self.inner.settings.max_instances).unwrap_or(usize::MAX)
     }
 
     /// Loads a policy component from a file; see [`PolicyEngine::load`].

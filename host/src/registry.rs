@@ -384,6 +384,9 @@ impl Registry {
                 });
             }
         }
+        // Staged to be activated or shadowed: its first decision finds an
+        // instance ready (an interpreter takes milliseconds to start).
+        version.prewarm();
         Ok(Staged { version })
     }
 
@@ -498,6 +501,10 @@ impl Registry {
             .cloned()
             .ok_or_else(|| RegistryError::NoPreviousVersion(tenant.clone()))?;
         let shadow = shadow.and_then(|n| versions.iter().find(|v| v.id().number == n).cloned());
+        active.prewarm();
+        if let Some(shadow) = &shadow {
+            shadow.prewarm();
+        }
         let _writer = lock(&self.writer);
         {
             let mut numbers = lock(&self.numbers);

@@ -31,9 +31,15 @@ impl CallClock {
     /// Starts the clocks of a call whose deadline is `deadline_ticks`
     /// (milliseconds); on the thread that runs it.
     pub(crate) fn start(deadline_ticks: u64) -> CallClock {
+        CallClock::start_at(deadline_ticks, thread_cpu_time())
+    }
+
+    /// As [`Self::start`], with the thread's CPU clock already read (the
+    /// caller read it just before, for its own account of the call).
+    pub(crate) fn start_at(deadline_ticks: u64, cpu_now: Option<Duration>) -> CallClock {
         CallClock {
             started: Instant::now(),
-            cpu_started: thread_cpu_time(),
+            cpu_started: cpu_now,
             deadline: Duration::from_millis(deadline_ticks),
         }
     }

@@ -19,6 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
@@ -27,13 +28,21 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use crate::contract::{ContractVersion, Request, TenantState, Verdict, v0_1};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
-use crate::engine::cpu_deadline::CallClock;
+use crate::engine::cpu_deadline::{CallClock, thread_cpu_time};
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::long_call;
 use crate::engine::sandbox::CallContext;
 
 /// Epoch ticks (ms) `validate-config` may take, instantiation included.
 const VALIDATE_CONFIG_TICKS: u64 = 1000;
+
+/// Epoch ticks (ms) creating an instance may take when the deadline is
+/// shorter. Creating one is the host's work (mapping memory, an
+/// interpreter's start-up: about 3 ms of CPU for Python), not the
+/// policy's decision, so it has a bound of its own and the decision's
+/// deadline starts when the instance is ready: a Python policy at the
+/// default 5 ms must not be failed for its start-up on a busy host.
+const INSTANTIATE_TICKS: u64 = 50;
 
 /// Calls one pooled instance serves before it is retired. State a policy
 /// keeps between calls (it should keep none) lives at most this long, and
@@ -115,21 +124,54 @@ impl Instances {
         self.engine.prices()
     }
 
-    /// Calls `decide` under the version's limits.
-    pub(crate) fn decide(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
-        let mut warm = match self.take_idle() {
-            Some(warm) => warm,
-            None => self.instantiate(self.limits.deadline_ticks)?,
+    /// Calls `decide` under the version's limits. `cpu_now` is the thread's
+    /// CPU clock, read by the caller just before: a warm instance's call
+    /// counts its CPU from there, sparing a second read per decision.
+    pub(crate) fn decide(
+        &self,
+        request: &Request,
+        state: &TenantState,
+        cpu_now: Option<Duration>,
+    ) -> Result<Verdict, PolicyFailure> {
+        let (mut warm, cpu_started) = match self.take_idle() {
+            Some(warm) => (warm, cpu_now),
+            // The call's CPU is counted from after the instantiation.
+            None => (self.instantiate(self.instantiate_ticks())?, thread_cpu_time()),
         };
-        let verdict = self.call(&mut warm, request, state)?;
+        let verdict = self.call(&mut warm, request, state, cpu_started)?;
         self.give_back(warm);
         Ok(verdict)
     }
 
     /// Calls `decide` on a new instance, dropped after.
     pub(crate) fn decide_fresh(&self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
-        let mut warm = self.instantiate(self.limits.deadline_ticks)?;
-        self.call(&mut warm, request, state)
+        let mut warm = self.instantiate(self.instantiate_ticks())?;
+        self.call(&mut warm, request, state, thread_cpu_time())
+    }
+
+    /// Creates one idle instance if none is, so the first decision after
+    /// the version is staged or made active again does not create it.
+    /// Off the decision path; a failure is left for a decision to report.
+    /// Skipped once idle instances hold half the engine's slots: with many
+    /// tenants, ones never called must not take the slots calls need.
+    pub(crate) fn prewarm(&self) {
+        if !matches!(self.strategy, InstanceStrategy::Pooled { max_idle } if max_idle > 0)
+            || self.retired.load(Ordering::Acquire)
+            || !self.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+            || self.engine.idle_instances().load(Ordering::Relaxed) >= self.engine.max_instances() / 2
+        {
+            return;
+        }
+        match self.instantiate(self.instantiate_ticks()) {
+            Ok(warm) => self.give_back(warm),
+            Err(failure) => {
+                tracing::debug!(policy = %self.label, %failure, "could not create an instance ahead of its first call")
+            }
+        }
+    }
+
+    fn instantiate_ticks(&self) -> u64 {
+        self.limits.deadline_ticks.max(INSTANTIATE_TICKS)
     }
 
     /// One instance kept across calls, for checking that a policy decides
@@ -141,13 +183,19 @@ impl Instances {
         }
     }
 
-    fn call(&self, warm: &mut Warm, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
+    fn call(
+        &self,
+        warm: &mut Warm,
+        request: &Request,
+        state: &TenantState,
+        cpu_started: Option<Duration>,
+    ) -> Result<Verdict, PolicyFailure> {
         warm.uses = warm.uses.saturating_add(1);
         warm.store.data_mut().begin_call();
         let deadline = self.limits.deadline_ticks;
         let first = long_call::first_slice(deadline);
         warm.store.data_mut().ticks_after_slice = deadline - first;
-        warm.store.data_mut().clock = CallClock::start(deadline);
+        warm.store.data_mut().clock = CallClock::start_at(deadline, cpu_started);
         warm.store.set_epoch_deadline(first);
         let _running = self.engine.ticker().enter();
         // SAFETY: the engine type-checked `decide` against exactly these
@@ -169,7 +217,7 @@ impl Instances {
         warm.store.data_mut().end_call();
         result
             .map(|(verdict,)| verdict)
-            .map_err(|err| self.classify(err, &warm.store))
+            .map_err(|err| self.classify(err, &warm.store, || format!("ran past its {deadline} ms deadline")))
     }
 
     /// Calls `validate-config` in a fresh instance; `Ok` when the policy has
@@ -189,7 +237,9 @@ impl Instances {
         let typed: TypedFunc<(&str,), (Result<(), String>,)> = unsafe { TypedFunc::new_unchecked(func) };
         match typed.call(&mut warm.store, (config,)) {
             Ok((verdict,)) => Ok(verdict),
-            Err(err) => Err(self.classify(err, &warm.store)),
+            Err(err) => Err(self.classify(err, &warm.store, || {
+                format!("ran past the {VALIDATE_CONFIG_TICKS} ms validate-config may take")
+            })),
         }
     }
 
@@ -203,6 +253,7 @@ impl Instances {
     pub(crate) fn release_idle(&self) {
         self.retired.store(true, Ordering::Release);
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        self.engine.idle_instances().fetch_sub(idle.len(), Ordering::Relaxed);
         drop(idle);
     }
 
@@ -212,14 +263,18 @@ impl Instances {
     }
 
     pub(crate) fn instantiate_only(&self) {
-        let _ = self.instantiate(self.limits.deadline_ticks);
+        let _ = self.instantiate(self.instantiate_ticks());
     }
 
     fn take_idle(&self) -> Option<Warm> {
-        match self.strategy {
+        let warm = match self.strategy {
             InstanceStrategy::Fresh => None,
             InstanceStrategy::Pooled { .. } => self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop(),
+        };
+        if warm.is_some() {
+            self.engine.idle_instances().fetch_sub(1, Ordering::Relaxed);
         }
+        warm
     }
 
     fn give_back(&self, warm: Warm) {
@@ -233,6 +288,7 @@ impl Instances {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < max_idle {
                 idle.push(warm);
+                self.engine.idle_instances().fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -273,7 +329,11 @@ impl Instances {
                     ),
                 });
             }
-            Err(err) => return Err(self.classify(err, &store)),
+            Err(err) => {
+                return Err(self.classify(err, &store, || {
+                    format!("took more than {deadline_ticks} ms to start (creating its instance)")
+                }));
+            }
         };
         let decide = func(&mut store, instance, self.component.decide)?;
         Ok(Warm {
@@ -284,8 +344,13 @@ impl Instances {
         })
     }
 
-    fn classify(&self, err: wasmtime::Error, store: &Store<CallContext>) -> PolicyFailure {
-        let deadline_ms = self.limits.deadline_ticks;
+    /// `timeout` words a timeout for what was running: a decision, a start-up.
+    fn classify(
+        &self,
+        err: wasmtime::Error,
+        store: &Store<CallContext>,
+        timeout: impl FnOnce() -> String,
+    ) -> PolicyFailure {
         let (kind, detail) = if store.data().memory_exceeded {
             (
                 FailureKind::MemoryLimit,
@@ -293,7 +358,7 @@ impl Instances {
             )
         } else {
             match err.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => (FailureKind::Timeout, format!("ran past its {deadline_ms} ms deadline")),
+                Some(Trap::Interrupt) => (FailureKind::Timeout, timeout()),
                 Some(Trap::StackOverflow) => (FailureKind::StackOverflow, "exhausted its stack".to_owned()),
                 Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
                 None => (FailureKind::Trap, format!("{err:#}")),
@@ -312,6 +377,13 @@ impl Instances {
     }
 }
 
+impl Drop for Instances {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).len();
+        self.engine.idle_instances().fetch_sub(idle, Ordering::Relaxed);
+    }
+}
+
 /// See [`Instances::session`]. An instance that fails is dropped and the
 /// next call starts a new one, as on the decision path.
 pub(crate) struct Session<'a> {
@@ -323,9 +395,9 @@ impl Session<'_> {
     pub(crate) fn decide(&mut self, request: &Request, state: &TenantState) -> Result<Verdict, PolicyFailure> {
         let mut warm = match self.warm.take() {
             Some(warm) => warm,
-            None => self.instances.instantiate(self.instances.limits.deadline_ticks)?,
+            None => self.instances.instantiate(self.instances.instantiate_ticks())?,
         };
-        let verdict = self.instances.call(&mut warm, request, state)?;
+        let verdict = self.instances.call(&mut warm, request, state, thread_cpu_time())?;
         self.warm = Some(warm);
         Ok(verdict)
     }

@@ -368,7 +368,7 @@ impl PolicyVersion {
         let cpu_start = thread_cpu_time();
         let outcome = self
             .instances
-            .decide(request, state)
+            .decide(request, state, cpu_start)
             .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
         let cpu = |end: Option<Duration>| match (cpu_start, end) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -457,9 +457,17 @@ impl PolicyVersion {
         self.instances.release_idle();
     }
 
-    /// Keeps idle instances again; for a version made active again.
+    /// Keeps idle instances again, and creates one, for a version made
+    /// active (or the shadow) again.
     pub(crate) fn keep_idle(&self) {
         self.instances.keep_idle();
+        self.instances.prewarm();
+    }
+
+    /// Creates an idle instance ahead of the first decision (pooled
+    /// strategy), so that decision does not wait for it.
+    pub(crate) fn prewarm(&self) {
+        self.instances.prewarm();
     }
 
     /// Linear memory of one warm instance (pooled strategy, after at least

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# A quiet tenant's first calls after a start: `tollgate serve` is started
+# afresh N times with the Python budget-guard at the default 5 ms deadline,
+# and makes 6 calls one at a time through the gateway each time. Prints
+# how many starts had a call failed closed, how many calls were, and the
+# median decision time of the first call and of the later ones (from the
+# invocation log's latency.decisionUs).
+#
+#   benches/cold-start.sh [starts]            (default 20)
+#   BIN=path benches/cold-start.sh 20         # a kept baseline build
+set -euo pipefail
+starts="${1:-20}"
+. "$(dirname "$0")/common.sh"
+
+sh policies/toolchain/install.sh .tools >/dev/null
+$bin policy build policies/python/examples/budget-guard --out "$work/py" --tools .tools >/dev/null
+policy=$(ls "$work"/py/*.wasm)
+export UPSTREAM_AUTH=none
+start_mock
+
+bad=0 refused=0
+: >"$work/first" ; : >"$work/later"
+for i in $(seq "$starts"); do
+  rm -f "$work/tollgate.toml" "$work/invocations.jsonl"
+  {
+    server_and_upstream_toml
+    cat <<TOML
+[log]
+invocations = "$work/invocations.jsonl"
+[engine]
+cache-dir = "$work/cache"
+[tenants.acme]
+tier = "pro"
+budget-usd = "1000000"
+deadline-ms = 5
+memory-limit-mib = 64
+policy = "$policy"
+[[tenants.acme.api-keys]]
+key = "acme-load-test-key-0123456789"
+TOML
+  } >"$work/tollgate.toml"
+  start_gateway
+  failed=0
+  for call in 1 2 3 4 5 6; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+      -H 'authorization: Bearer acme-load-test-key-0123456789' \
+      -d '{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":64}}' \
+      "$gw/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse")
+    [ "$code" = 200 ] || failed=$((failed + 1))
+  done
+  kill -INT "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
+  [ "$failed" -eq 0 ] || bad=$((bad + 1))
+  refused=$((refused + failed))
+  python3 - "$work/invocations.jsonl" "$work/first" "$work/later" <<'PY'
+import json, sys
+us = [json.loads(l)["tollgate"]["latency"]["decisionUs"] for l in open(sys.argv[1])]
+open(sys.argv[2], "a").write(f"{us[0]}\n")
+open(sys.argv[3], "a").writelines(f"{u}\n" for u in us[1:])
+PY
+done
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+echo "$starts starts: $bad had a call failed closed; $refused of $((starts * 6)) calls failed closed"
+echo "decision, first call: median $(median "$work/first") µs; later calls: median $(median "$work/later") µs"
