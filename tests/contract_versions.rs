@@ -210,3 +210,55 @@ async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_ga
     let sent = gw.mock.requests();
     assert!(sent.last().expect("forwarded").model_id.contains("nova-micro"));
 }
+
+/// A shadow decides with its own version's downgrade chain. The active
+/// version's chain is changed after the shadow is set (a settings change
+/// makes a new active version and leaves the shadow as it was): the active
+/// policy moves an off-hours Sonnet call to the new chain's model, and the
+/// shadow, the same policy, to its own chain's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_sees_its_own_downgrade_chain_not_the_active_versions() {
+    let zone = zone_at_two_in_the_morning();
+    let extra = format!("time-zone = \"{zone}\"\npolicy-downgrade-chain = [\"{HAIKU}\"]\n");
+    let tenant = TenantSpec {
+        extra: Box::leak(extra.into_boxed_str()),
+        ..TenantSpec::new("night", "business-hours")
+    };
+    let gw = TestGateway::start(Options {
+        tenants: vec![tenant.clone()],
+        ..Options::default()
+    })
+    .await;
+    let policy = format!("{}/admin/tenants/night/policy", gw.admin_url);
+    let shadow = gw
+        .raw()
+        .put(format!("{policy}/shadow"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(wasm("business-hours"))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(shadow.status(), 200, "{}", shadow.text().await.unwrap_or_default());
+    let changed = gw
+        .raw()
+        .patch(format!("{policy}/settings"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "downgrade-chain": [support::gateway::NOVA_MICRO] }))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(changed.status(), 200, "{}", changed.text().await.unwrap_or_default());
+
+    call_model(&gw.sigv4_client(&tenant), "anthropic.claude-sonnet-4-20250514-v1:0")
+        .await
+        .expect("admitted, downgraded");
+    gw.idle().await;
+    let records = gw.records();
+    let record = &records.last().expect("a record").tollgate;
+    assert_eq!(record.decision, "downgrade", "{}", record.reason);
+    assert_eq!(record.served_model_id.as_deref(), Some(support::gateway::NOVA_MICRO));
+    let shadow = record.shadow.as_ref().expect("the shadow's verdict");
+    assert_eq!(shadow.decision, "downgrade", "{shadow:?}");
+    assert_eq!(shadow.downgrade_to.as_deref(), Some(HAIKU), "{shadow:?}");
+    assert!(!shadow.agrees, "{shadow:?}");
+}

@@ -25,15 +25,6 @@ pub(super) fn complete(
     request.service_tier = check.asked.tier.into();
     request.latency_mode = check.asked.latency.into();
     request.cache_points = cache_points(body);
-    let option = |model: &str| {
-        check.catalog.option(
-            model,
-            check.input_tokens,
-            check.max_output,
-            check.uses_prompt_cache,
-            check.asked,
-        )
-    };
     // The requested model was resolved and held already; price it from that.
     request.requested = ModelOption {
         model_id: request.model_id.clone(),
@@ -43,7 +34,23 @@ pub(super) fn complete(
             .map(|(price, _)| price.into()),
         worst_case_cost: Some(check.requested_worst.get()),
     };
-    request.downgrade_chain = chain.iter().map(|model| option(model)).collect();
+    request.downgrade_chain = chain_options(check, chain);
+}
+
+/// The models of a version's downgrade chain, each priced for this call.
+pub(super) fn chain_options(check: &VerdictCheck<'_>, chain: &[String]) -> Vec<ModelOption> {
+    chain
+        .iter()
+        .map(|model| {
+            check.catalog.option(
+                model,
+                check.input_tokens,
+                check.max_output,
+                check.uses_prompt_cache,
+                check.asked,
+            )
+        })
+        .collect()
 }
 
 /// Every `cachePoint` block of a Converse body, in document order: system,

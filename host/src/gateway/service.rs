@@ -456,10 +456,16 @@ impl Gateway {
             &version.settings().downgrade_chain,
         );
         // The shadow decides the same call, off this task, once the active verdict is in.
-        let shadowed = parts
-            .registry
-            .shadow(tenant)
-            .map(|shadow| (shadow, request.clone(), state.clone()));
+        let shadowed = parts.registry.shadow(tenant).map(|shadow| {
+            let mut request = request.clone();
+            // The shadow sees its own version's chain, which a settings
+            // change of the active version since it was set leaves as it was.
+            let chain = &shadow.version().settings().downgrade_chain;
+            if *chain != version.settings().downgrade_chain {
+                request.downgrade_chain = super::call_options::chain_options(&check, chain);
+            }
+            (shadow, request, state.clone())
+        });
         let decision = parts
             .pool
             .decide(version, request, state.clone(), |v| check.check(v))
