@@ -28,7 +28,7 @@ for i in $(seq "$starts"); do
 [log]
 invocations = "$work/invocations.jsonl"
 [engine]
-cache-dir = "$work/cache"
+cache-dir = "$PWD/target/bench-policy-cache"
 [tenants.acme]
 tier = "pro"
 budget-usd = "1000000"

@@ -369,14 +369,16 @@ fn many_uploads_keep_only_the_active_and_shadow_versions_warm() {
 }
 
 #[test]
-fn versions_get_an_instance_before_their_first_call_while_the_pool_has_room() {
-    // Four slots: idle instances made ahead of calls may take two.
+fn idle_instances_never_hold_the_slots_other_tenants_calls_need() {
+    // Four slots: idle instances, made ahead of calls or kept after them,
+    // may hold two.
     let engine = tollgate_host::PolicyEngine::builder()
         .max_instances(4)
         .build()
         .expect("engine");
     let registry = Registry::new(engine);
-    for id in ["t1", "t2", "t3"] {
+    let tenants = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    for id in tenants {
         register(&registry, id, "allow-all", relaxed());
     }
     let warm = |id: &str| {
@@ -391,10 +393,16 @@ fn versions_get_an_instance_before_their_first_call_while_the_pool_has_room() {
         !warm("t3"),
         "with half the slots idle, a version never called takes no more"
     );
-    // Every tenant is still decided, the third on an instance made for its call.
-    for id in ["t1", "t2", "t3"] {
-        let decision = registry.decide(&tenant(id), &mut request(), &state()).expect("tenant");
-        assert!(decision.failure.is_none(), "{id}: {decision:?}");
-        assert_eq!(decision.action, Action::Admit);
+    // More tenants than slots: every call is decided, those past the line
+    // on an instance made for the call. Before, each call kept its instance
+    // idle, and the fifth tenant's call found no slot and failed.
+    for round in 0..2 {
+        for id in tenants {
+            let decision = registry.decide(&tenant(id), &mut request(), &state()).expect("tenant");
+            assert!(decision.failure.is_none(), "round {round}, {id}: {decision:?}");
+            assert_eq!(decision.action, Action::Admit);
+        }
     }
+    let idle = tenants.iter().filter(|id| warm(id)).count();
+    assert_eq!(idle, 2, "idle instances hold half the slots");
 }

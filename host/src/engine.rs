@@ -24,7 +24,7 @@ pub(crate) mod wasi;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::{Component, Linker};
@@ -222,14 +222,32 @@ impl PolicyEngine {
         &self.inner.prices
     }
 
-    /// Instances kept idle by all versions; see [`instances::Instances`].
-    pub(crate) fn idle_instances(&self) -> &AtomicUsize {
-        &self.inner.idle_instances
+    /// Counts one more idle instance, if idle instances of all versions
+    /// together hold less than half the engine's slots; `false` if not,
+    /// and the instance is dropped. So a call always finds a slot free: with
+    /// more versions than slots, idle instances must not hoard them (a call
+    /// of a tenant that found none would fail), and the versions past the
+    /// line decide on instances created per call instead.
+    pub(crate) fn keep_idle_instance(&self) -> bool {
+        let cap = self.idle_instance_cap();
+        self.inner
+            .idle_instances
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+            .is_ok()
     }
 
-    /// Instances that may exist at once (the pool's slots).
-    pub(crate) fn max_instances(&self) -> usize {
-        usize::try_from(self.inner.settings.max_instances).unwrap_or(usize::MAX)
+    /// Whether [`Self::keep_idle_instance`] would keep one more now.
+    pub(crate) fn idle_instance_room(&self) -> bool {
+        self.inner.idle_instances.load(Ordering::Relaxed) < self.idle_instance_cap()
+    }
+
+    /// `n` idle instances were taken for a call or dropped.
+    pub(crate) fn idle_instance_gone(&self, n: usize) {
+        self.inner.idle_instances.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn idle_instance_cap(&self) -> usize {
+        usize::try_from(self.inner.settings.max_instances / 2).unwrap_or(usize::MAX)
     }
 
     /// Loads a policy component from a file; see [`PolicyEngine::load`].

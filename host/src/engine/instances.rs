@@ -152,13 +152,13 @@ impl Instances {
     /// Creates one idle instance if none is, so the first decision after
     /// the version is staged or made active again does not create it.
     /// Off the decision path; a failure is left for a decision to report.
-    /// Skipped once idle instances hold half the engine's slots: with many
-    /// tenants, ones never called must not take the slots calls need.
+    /// Skipped once idle instances hold half the engine's slots (see
+    /// [`PolicyEngine::keep_idle_instance`]).
     pub(crate) fn prewarm(&self) {
         if !matches!(self.strategy, InstanceStrategy::Pooled { max_idle } if max_idle > 0)
             || self.retired.load(Ordering::Acquire)
             || !self.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-            || self.engine.idle_instances().load(Ordering::Relaxed) >= self.engine.max_instances() / 2
+            || !self.engine.idle_instance_room()
         {
             return;
         }
@@ -253,7 +253,7 @@ impl Instances {
     pub(crate) fn release_idle(&self) {
         self.retired.store(true, Ordering::Release);
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        self.engine.idle_instances().fetch_sub(idle.len(), Ordering::Relaxed);
+        self.engine.idle_instance_gone(idle.len());
         drop(idle);
     }
 
@@ -272,7 +272,7 @@ impl Instances {
             InstanceStrategy::Pooled { .. } => self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop(),
         };
         if warm.is_some() {
-            self.engine.idle_instances().fetch_sub(1, Ordering::Relaxed);
+            self.engine.idle_instance_gone(1);
         }
         warm
     }
@@ -286,9 +286,8 @@ impl Instances {
         }
         if let InstanceStrategy::Pooled { max_idle } = self.strategy {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < max_idle {
+            if idle.len() < max_idle && self.engine.keep_idle_instance() {
                 idle.push(warm);
-                self.engine.idle_instances().fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -380,7 +379,7 @@ impl Instances {
 impl Drop for Instances {
     fn drop(&mut self) {
         let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).len();
-        self.engine.idle_instances().fetch_sub(idle, Ordering::Relaxed);
+        self.engine.idle_instance_gone(idle);
     }
 }
 
