@@ -169,17 +169,11 @@ fn zone_at_two_in_the_morning() -> String {
     }
 }
 
-/// Through the gateway, a 0.2.0 policy sees the tenant's wall clock (from
-/// its configured zone) and the configured downgrade chain priced for the
-/// call: business-hours moves an off-hours Sonnet call to the cheapest
-/// model of the chain, and reports the local time it saw.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_gateway() {
+/// A gateway whose tenant `night` runs business-hours in a zone where it
+/// is about two in the morning, with this downgrade chain; and the zone.
+async fn at_two_in_the_morning(chain: &[&str]) -> (TestGateway, TenantSpec, String) {
     let zone = zone_at_two_in_the_morning();
-    let extra = format!(
-        "time-zone = \"{zone}\"\npolicy-downgrade-chain = [\"{HAIKU}\", \"{}\", \"acme.unpriced-model\"]\n",
-        support::gateway::NOVA_MICRO
-    );
+    let extra = format!("time-zone = \"{zone}\"\npolicy-downgrade-chain = {chain:?}\n");
     let tenant = TenantSpec {
         extra: Box::leak(extra.into_boxed_str()),
         ..TenantSpec::new("night", "business-hours")
@@ -189,6 +183,16 @@ async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_ga
         ..Options::default()
     })
     .await;
+    (gw, tenant, zone)
+}
+
+/// Through the gateway, a 0.2.0 policy sees the tenant's wall clock (from
+/// its configured zone) and the configured downgrade chain priced for the
+/// call: business-hours moves an off-hours Sonnet call to the cheapest
+/// model of the chain, and reports the local time it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_gateway() {
+    let (gw, tenant, zone) = at_two_in_the_morning(&[HAIKU, support::gateway::NOVA_MICRO, "acme.unpriced-model"]).await;
     let chain = &active(&gw, "night").await["settings"]["downgrade-chain"];
     assert_eq!(chain.as_array().map(Vec::len), Some(3), "{chain}");
     call_model(&gw.sigv4_client(&tenant), "anthropic.claude-sonnet-4-20250514-v1:0")
@@ -218,17 +222,7 @@ async fn a_0_2_policy_sees_the_tenants_clock_and_the_priced_chain_through_the_ga
 /// shadow, the same policy, to its own chain's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_sees_its_own_downgrade_chain_not_the_active_versions() {
-    let zone = zone_at_two_in_the_morning();
-    let extra = format!("time-zone = \"{zone}\"\npolicy-downgrade-chain = [\"{HAIKU}\"]\n");
-    let tenant = TenantSpec {
-        extra: Box::leak(extra.into_boxed_str()),
-        ..TenantSpec::new("night", "business-hours")
-    };
-    let gw = TestGateway::start(Options {
-        tenants: vec![tenant.clone()],
-        ..Options::default()
-    })
-    .await;
+    let (gw, tenant, _zone) = at_two_in_the_morning(&[HAIKU]).await;
     let policy = format!("{}/admin/tenants/night/policy", gw.admin_url);
     let shadow = gw
         .raw()
