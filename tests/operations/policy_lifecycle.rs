@@ -209,6 +209,11 @@ async fn uploads_pass_their_cases_and_a_shadow_is_counted_then_promoted_and_roll
     let number = shadow.rsplit("@v").next().expect("number");
     assert_eq!(admin.post(&format!("/versions/{number}/activate")).await.0, 200);
     assert_eq!(admin.post("/versions/99/activate").await.0, 404);
+    // A kept version made the shadow by number, then cleared.
+    let (status, body) = admin.send(gw.raw().put(admin.url("/shadow?version=1"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["shadow"], "acme@v1", "{body}");
+    assert_eq!(admin.send(gw.raw().delete(admin.url("/shadow"))).await.0, 200);
 
     // Every kept version, with who uploaded it.
     let (status, versions) = admin.get("/versions").await;

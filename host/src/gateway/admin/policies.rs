@@ -191,11 +191,10 @@ pub(super) async fn set_shadow(
                 check(&state, request.headers())?;
                 let tenant = known(&state, &tenant)?;
                 let changing = state.gateway.lifecycle().changing(&tenant);
-                let id = state
-                    .gateway
-                    .registry()
-                    .shadow_version(&tenant, number)
-                    .map_err(refused)?;
+                let id = off_the_workers(&state, &tenant, move |registry, tenant| {
+                    registry.shadow_version(tenant, number)
+                })
+                .await?;
                 (tenant, id, changing)
             } else {
                 let (tenant, upload) = read_upload(&state, &tenant, request).await?;
@@ -289,7 +288,7 @@ pub(super) async fn activate(
     Path((tenant, number)): Path<(String, u32)>,
     headers: HeaderMap,
 ) -> Response {
-    lifecycle(&state, &tenant, &headers, |registry, tenant| {
+    lifecycle(&state, &tenant, &headers, move |registry, tenant| {
         registry.activate(tenant, number)
     })
     .await
@@ -299,14 +298,16 @@ async fn lifecycle(
     state: &AdminState,
     tenant: &str,
     headers: &HeaderMap,
-    change: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<crate::ids::PolicyVersionId, RegistryError>,
+    change: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<crate::ids::PolicyVersionId, RegistryError>
+    + Send
+    + 'static,
 ) -> Response {
     respond(
         async {
             check(state, headers)?;
             let tenant = known(state, tenant)?;
             let _changing = state.gateway.lifecycle().changing(&tenant);
-            let id = change(state.gateway.registry(), &tenant).map_err(refused)?;
+            let id = off_the_workers(state, &tenant, change).await?;
             tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
             let changed = Changed {
                 activated: Some(id.to_string()),
@@ -316,6 +317,23 @@ async fn lifecycle(
         }
         .await,
     )
+}
+
+/// Runs a change on a blocking thread: a version made active or the shadow
+/// again creates its first instance, milliseconds for an interpreter.
+async fn off_the_workers(
+    state: &AdminState,
+    tenant: &TenantId,
+    change: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<crate::ids::PolicyVersionId, RegistryError>
+    + Send
+    + 'static,
+) -> Result<crate::ids::PolicyVersionId, BedrockError> {
+    let registry = Arc::clone(state.gateway.registry());
+    let tenant = tenant.clone();
+    tokio::task::spawn_blocking(move || change(&registry, &tenant))
+        .await
+        .map_err(|e| BedrockError::internal(e.to_string()))?
+        .map_err(refused)
 }
 
 /// Keeps an uploaded component's bytes before any version naming it is
