@@ -61,8 +61,10 @@ impl CallClock {
 }
 
 impl Default for CallClock {
+    /// A placeholder until a call starts; reads no clock (a system call),
+    /// since every instantiation and call sets its own.
     fn default() -> Self {
-        CallClock::start(0)
+        CallClock::start_at(0, None)
     }
 }
 
