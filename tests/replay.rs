@@ -11,6 +11,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use aws_sdk_bedrockruntime::types::{
+    CachePointBlock, CachePointType, ContentBlock, ConversationRole, InferenceConfiguration, Message, ServiceTier,
+    ServiceTierType, SystemContentBlock,
+};
 use serde_json::Value;
 use support::gateway::{Options, TenantSpec, TestGateway, call_model};
 use tollgate_host::Catalog;
@@ -19,6 +23,7 @@ use tollgate_host::pricing::{Metered, ServedAs};
 
 const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
+const GPT_OSS: &str = "openai.gpt-oss-120b-1:0";
 /// The tenant's budget, in dollars and nano-dollars.
 const BUDGET_USD: &str = "0.0025";
 const BUDGET_NANO: u64 = 2_500_000;
@@ -282,4 +287,96 @@ async fn tenants_missing_from_the_config_are_counted_and_bad_inputs_say_what_to_
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("reject-at-percent"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_refused_live_is_held_as_the_gateway_held_it_with_its_cache_points_and_tier() {
+    // A budget below any Haiku call's hold: every call is refused live.
+    let acme = TenantSpec {
+        budget_usd: "0.00001",
+        ..TenantSpec::new("acme", "budget-guard")
+    };
+    let gateway = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        extra_toml: SPEND_ONLY_ALERTS,
+        ..Options::default()
+    })
+    .await;
+    let client = gateway.sigv4_client(&acme);
+    let system = "You answer questions about the quarterly report. ".repeat(40);
+    // (model, a cache point, the tier asked for)
+    let calls = [
+        (HAIKU, true, ServiceTierType::Default),
+        (HAIKU, false, ServiceTierType::Default),
+        (GPT_OSS, false, ServiceTierType::Priority),
+    ];
+    for (model, cached, tier) in &calls {
+        let mut ask = client
+            .converse()
+            .model_id(*model)
+            .system(SystemContentBlock::Text(system.clone()))
+            .service_tier(ServiceTier::builder().r#type(tier.clone()).build().expect("tier"));
+        if *cached {
+            ask = ask.system(SystemContentBlock::CachePoint(
+                CachePointBlock::builder()
+                    .r#type(CachePointType::Default)
+                    .build()
+                    .expect("cache point"),
+            ));
+        }
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text("Summarise it".into()))
+            .build()
+            .expect("message");
+        let refused = ask
+            .messages(message)
+            .inference_config(InferenceConfiguration::builder().max_tokens(200).build())
+            .send()
+            .await;
+        assert!(refused.is_err(), "the budget admits no call");
+    }
+    let records = gateway.wait_for_records(calls.len()).await;
+    assert!(records.iter().all(|r| r.tollgate.decision == "reject"), "{records:#?}");
+    assert_eq!(records[0].tollgate.cache_points.len(), 1, "{:#?}", records[0]);
+    assert!(records[1].tollgate.cache_points.is_empty());
+    assert_eq!(
+        records[2].tollgate.asked.tier,
+        tollgate_host::pricing::ServiceTier::Priority
+    );
+
+    // With room in the budget the same policy admits them all; nothing ran
+    // them live, so each is charged its hold, priced as the gateway priced
+    // it: the prompt at the cache-write price where it has a cache point,
+    // every token at the priority price where priority was asked for.
+    let text = std::fs::read_to_string(gateway.dir().join("tollgate.toml")).expect("config");
+    let roomy = gateway.dir().join("roomy.toml");
+    std::fs::write(&roomy, text.replace("budget-usd = \"0.00001\"", "budget-usd = \"100\"")).expect("write");
+    let catalog = Catalog::embedded().in_region("us-east-1").expect("region");
+    let held = |r: &InvocationRecord, caching: bool, asked: ServedAs| {
+        let t = &r.tollgate;
+        let model = t.requested_model_id.as_str();
+        catalog
+            .hold(model, t.estimated_input_tokens, t.max_output_tokens, caching, asked)
+            .expect("priced")
+            .get()
+    };
+    let standard = ServedAs::default();
+    let priority = records[2].tollgate.asked;
+    let expected =
+        held(&records[0], true, standard) + held(&records[1], false, standard) + held(&records[2], false, priority);
+    assert!(
+        held(&records[0], true, standard) > held(&records[0], false, standard),
+        "the cache write is dearer"
+    );
+    assert!(
+        held(&records[2], false, priority) > held(&records[2], false, standard),
+        "priority is dearer"
+    );
+
+    let out = json_of(&replay(&gateway, &roomy, &["--format", "json"]));
+    let acme = &out["tenants"]["acme"];
+    assert_eq!(acme["candidate"]["admit"], 3, "{out:#}");
+    assert_eq!(acme["estimated_spend_nano_usd"], expected, "{out:#}");
+    assert_eq!(acme["candidate_spend_nano_usd"], expected, "{out:#}");
 }

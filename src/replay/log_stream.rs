@@ -13,10 +13,10 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use tollgate_host::Operation;
 use tollgate_host::gateway::invocation_log::BilledTokens;
 use tollgate_host::gateway::log_writer::rotated_files;
-use tollgate_host::pricing::{LatencyMode, ServiceTier};
+use tollgate_host::pricing::{LatencyMode, ServedAs, ServiceTier};
+use tollgate_host::{CachePoint, Operation};
 
 /// Calls handed over per batch; large enough that the channel costs nothing per call.
 const BATCH: usize = 1024;
@@ -92,6 +92,8 @@ pub struct LoggedCall {
     pub served_model: Option<String>,
     pub estimated_input_tokens: u64,
     pub max_output_tokens: u64,
+    /// The request's cache points (none in logs written before they were kept).
+    pub cache_points: Vec<CachePoint>,
     pub cost: u64,
     pub charged_from: ChargedFrom,
     /// The billed token counts, when the call was charged from usage.
@@ -149,6 +151,10 @@ struct RawTollgate<'a> {
     served_model_id: Option<Cow<'a, str>>,
     estimated_input_tokens: u64,
     max_output_tokens: u64,
+    #[serde(default)]
+    cache_points: Vec<CachePoint>,
+    #[serde(default)]
+    asked: Option<ServedAs>,
     cost_nano_usd: u64,
     #[serde(borrow)]
     charged_from: Cow<'a, str>,
@@ -209,10 +215,23 @@ pub fn parse_line(line: &str) -> Result<LoggedCall, String> {
         .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("tollgate-"))
         .map(|(k, v)| (k.clone().into_owned(), v.clone().into_owned()))
         .collect();
-    let (service_tier, latency, usage, region) = match t.billing {
-        Some(b) => (b.service_tier, b.latency, b.usage, Some(b.region.into_owned())),
-        None => (ServiceTier::default(), LatencyMode::default(), None, None),
+    let (served, usage, region) = match t.billing {
+        Some(b) => (
+            Some(ServedAs {
+                tier: b.service_tier,
+                latency: b.latency,
+            }),
+            b.usage,
+            Some(b.region.into_owned()),
+        ),
+        None => (None, None, None),
     };
+    // What the request asked for priced its hold; logs written before it
+    // was kept say only how a charged call was served.
+    let ServedAs {
+        tier: service_tier,
+        latency,
+    } = t.asked.or(served).unwrap_or_default();
     Ok(LoggedCall {
         request_id: t.request_id.into_owned(),
         tenant: t.tenant.into_owned(),
@@ -224,6 +243,7 @@ pub fn parse_line(line: &str) -> Result<LoggedCall, String> {
         served_model: t.served_model_id.map(Cow::into_owned),
         estimated_input_tokens: t.estimated_input_tokens,
         max_output_tokens: t.max_output_tokens,
+        cache_points: t.cache_points,
         cost: t.cost_nano_usd,
         charged_from,
         usage,

@@ -200,7 +200,9 @@ impl Simulation {
             tier: call.service_tier,
             latency: call.latency,
         };
-        let caching = call.usage.is_some_and(|u| tokens_of(&u) > u.input + u.output);
+        // Cache points price the hold as the gateway did; logs written before
+        // they were kept show caching only in a charged call's usage.
+        let caching = !call.cache_points.is_empty() || call.usage.is_some_and(|u| tokens_of(&u) > u.input + u.output);
         let (input, max_output) = (call.estimated_input_tokens, call.max_output_tokens);
         let hold = |model: &str, max_output: u64| {
             catalog
@@ -234,9 +236,10 @@ impl Simulation {
             now_ms: now,
             service_tier: asked.tier.into(),
             latency_mode: asked.latency.into(),
+            cache_points: std::mem::take(&mut call.cache_points),
             ..Request::default()
         };
-        // As the gateway prices them; the log keeps no cache points.
+        // As the gateway prices them.
         request.requested = catalog.option(&request.model_id, input, max_output, caching, asked);
         request.downgrade_chain = (tenant.version.settings().downgrade_chain.iter())
             .map(|model| catalog.option(model, input, max_output, caching, asked))
@@ -268,6 +271,7 @@ impl Simulation {
         call.use_case = request.use_case;
         call.requested_model = request.model_id;
         call.metadata = request.metadata;
+        call.cache_points = request.cache_points;
 
         let (verdict, model) = match decision.action {
             Action::Admit => (Verdict::Admit, call.requested_model.clone()),

@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 
 use super::log_writer::{LogWriter, rotated_files};
 use crate::config::LogConfig;
-use crate::pricing::{LatencyMode, Price, ServiceTier, Usage};
+use crate::contract::CachePoint;
+use crate::pricing::{LatencyMode, Price, ServedAs, ServiceTier, Usage};
 
 pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
 pub const SCHEMA_VERSION: &str = "1.0";
@@ -82,6 +83,14 @@ pub struct TollgateFields {
     pub served_model_id: Option<String>,
     pub estimated_input_tokens: u64,
     pub max_output_tokens: u64,
+    /// The request's `cachePoint` blocks, in order: they price its hold and
+    /// the policy sees them, so a replay needs them for refused calls too.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub cache_points: Vec<CachePoint>,
+    /// The service tier and latency mode the request asked for, when not
+    /// the standard ones: they price its hold, whether or not it ran.
+    #[serde(skip_serializing_if = "is_standard", default)]
+    pub asked: ServedAs,
     /// What was held while the call ran.
     pub reserved_nano_usd: u64,
     /// What was charged (0 when nothing reached the model).
@@ -109,6 +118,10 @@ pub struct TollgateFields {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shadow: Option<super::shadowing::ShadowFields>,
     pub latency: Latency,
+}
+
+fn is_standard(asked: &ServedAs) -> bool {
+    *asked == ServedAs::default()
 }
 
 /// The prices and counts behind a charge from usage: `cost = ceil(sum of

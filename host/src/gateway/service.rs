@@ -390,6 +390,7 @@ impl Gateway {
         let mut max_output = parts.estimator.max_output_tokens(&base_model, &body_value);
         // The tier and latency mode asked for price the hold (and the charge, if the response is silent).
         let asked = ServedAs::read(&body_value, ServedAs::default()).map_err(BedrockError::validation)?;
+        trace.asked = asked;
         let Value::Object(taken) = body_value else {
             unreachable!("wrapped an object above")
         };
@@ -455,6 +456,7 @@ impl Gateway {
             &requested_rates,
             &version.settings().downgrade_chain,
         );
+        trace.cache_points.clone_from(&request.cache_points);
         // The shadow decides the same call, off this task, once the active verdict is in.
         let shadowed = parts.registry.shadow(tenant).map(|shadow| {
             let mut request = request.clone();

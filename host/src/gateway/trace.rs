@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use super::invocation_log::{
     Billing, InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TokenCounts, TollgateFields, timestamp,
 };
-use crate::contract::Operation;
+use crate::contract::{CachePoint, Operation};
 use crate::ids::TenantId;
-use crate::pricing::Usage;
+use crate::pricing::{ServedAs, Usage};
 
 /// What is known of a call so far, for its record.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub(super) struct Trace {
     pub(super) policy_failure: Option<String>,
     pub(super) estimated_input_tokens: u64,
     pub(super) max_output_tokens: u64,
+    pub(super) cache_points: Vec<CachePoint>,
+    pub(super) asked: ServedAs,
     pub(super) reserved_nano_usd: u64,
     pub(super) cost_nano_usd: u64,
     pub(super) charged_from: String,
@@ -74,6 +76,8 @@ impl Trace {
             policy_failure: None,
             estimated_input_tokens: 0,
             max_output_tokens: 0,
+            cache_points: Vec::new(),
+            asked: ServedAs::default(),
             reserved_nano_usd: 0,
             cost_nano_usd: 0,
             charged_from: "none".into(),
@@ -136,6 +140,8 @@ impl Trace {
                 served_model_id: self.served_model.clone(),
                 estimated_input_tokens: self.estimated_input_tokens,
                 max_output_tokens: self.max_output_tokens,
+                cache_points: self.cache_points.clone(),
+                asked: self.asked,
                 reserved_nano_usd: self.reserved_nano_usd,
                 cost_nano_usd: self.cost_nano_usd,
                 charged_from: self.charged_from.clone(),
