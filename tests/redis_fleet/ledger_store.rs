@@ -23,6 +23,7 @@ fn store(server: &RedisServer, prefix: &str) -> RedisStore {
         retry_for: Duration::from_millis(300),
         lease: Duration::from_secs(10),
         allowance: None,
+        journal: None,
     })
     .expect("connect")
 }

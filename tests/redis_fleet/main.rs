@@ -6,6 +6,7 @@
 mod support;
 
 mod adoption;
+mod allowance_journal;
 mod fleet_alerts;
 mod fleet_registry;
 mod ledger_store;

@@ -366,8 +366,18 @@ impl TestGateway {
     /// Kills the process (SIGKILL: nothing is flushed on the way out) and
     /// starts it again on the same files; the mock stays up.
     pub async fn restart(&mut self) {
+        self.kill();
+        self.start_again().await;
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same files, after [`Self::kill`].
+    pub async fn start_again(&mut self) {
         let (child, url, admin_url) = spawn(self.dir.path()).await;
         (self.child, self.url, self.admin_url) = (child, url, admin_url);
     }

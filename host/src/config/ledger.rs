@@ -49,6 +49,12 @@ pub struct RedisConfig {
     /// With `fail-open-with-allowance`: what each tenant may spend per
     /// replica and outage, in US dollars as a decimal string.
     pub allowance_usd: String,
+    /// With `fail-open-with-allowance`: the local file that keeps the calls
+    /// admitted on the allowance until Redis has them, so that a replica
+    /// killed during an outage charges them when it starts again. One per
+    /// replica, on a volume that outlives the process. Relative to
+    /// `tollgate.toml`.
+    pub journal: PathBuf,
     /// How long a replica that stops renewing its lease (killed, lost, cut
     /// off from Redis) keeps its holds before another replica adopts and
     /// charges them.
@@ -94,6 +100,7 @@ impl Default for RedisConfig {
             retry_ms: 2_000,
             failure_mode: RedisFailureMode::FailClosed,
             allowance_usd: "0.10".into(),
+            journal: PathBuf::from("tollgate-data/allowance-journal.jsonl"),
             lease_ms: 10_000,
         }
     }

@@ -208,6 +208,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
                     allowance: redis
                         .allowance()
                         .map_err(|e| cfg_err(format!("ledger.redis.allowance-usd: {e}")))?,
+                    journal: Some(config.resolve(&redis.journal)),
                 })
                 .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
             )

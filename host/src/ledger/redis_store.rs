@@ -39,11 +39,13 @@ use super::store::{
 };
 
 mod allowance;
+mod journal;
 mod lease;
 mod outbox;
 mod reply;
 
 use allowance::Allowance;
+use journal::Journal;
 use lease::Lease;
 use outbox::{Outbox, Pending};
 
@@ -66,6 +68,10 @@ pub struct RedisSettings {
     /// `None`: fail closed while Redis does not answer. `Some`: admit each
     /// tenant's calls up to this much per replica and outage (see `allowance`).
     pub allowance: Option<NanoUsd>,
+    /// With an allowance: the local file that keeps its calls until Redis
+    /// has them, so a replica killed during an outage charges them at its
+    /// next start (see `journal`). `None` keeps them in memory only.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -77,6 +83,7 @@ impl Default for RedisSettings {
             retry_for: Duration::from_secs(2),
             lease: Duration::from_secs(10),
             allowance: None,
+            journal: None,
         }
     }
 }
@@ -110,6 +117,9 @@ struct Inner {
     outbox: Outbox,
     allowance: Option<Allowance>,
     lease: Lease,
+    /// Calls a killed process let through on its allowance and never
+    /// finished, found in its journal: charged their holds like adopted ones.
+    recovered: Mutex<Vec<RestoredHold>>,
 }
 
 impl RedisStore {
@@ -143,7 +153,18 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| bad(e.to_string()))?;
-        let allowance = settings.allowance.map(Allowance::new);
+        let (journal, owed) = match (&settings.journal, settings.allowance) {
+            (Some(path), Some(_)) => {
+                let (journal, owed) = Journal::open(path)?;
+                (Some(journal), owed)
+            }
+            (Some(path), None) => {
+                journal::refuse_if_owed(path)?;
+                (None, journal::Owed::default())
+            }
+            (None, _) => (None, journal::Owed::default()),
+        };
+        let allowance = settings.allowance.map(|limit| Allowance::new(limit, journal));
         let settings_lease = settings.lease;
         let inner = Arc::new(Inner {
             name,
@@ -161,7 +182,9 @@ impl RedisStore {
             outbox: Outbox::default(),
             allowance,
             lease: Lease::new(settings_lease),
+            recovered: Mutex::new(Vec::new()),
         });
+        inner.owed(owed);
         tokio::spawn(probe(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
     }
@@ -329,7 +352,9 @@ impl Inner {
     ) -> Result<Settled, LedgerError> {
         self.seen(tenant);
         if Allowance::is_local(id) {
-            return Err(self.settle_local(tenant, limits, id, actual, now_ms));
+            let (deferred, settled) = self.settle_local(tenant, limits, id, actual, now_ms);
+            self.journal(settled).await;
+            return Err(deferred);
         }
         let args = |invocation: &mut ScriptInvocation<'_>| {
             invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens);
@@ -386,46 +411,6 @@ impl Inner {
         }
     }
 
-    /// A call admitted on the allowance: its charge is kept for Redis.
-    fn settle_local(
-        &self,
-        tenant: &TenantId,
-        limits: &TenantLimits,
-        id: ReservationId,
-        actual: Actual,
-        now_ms: u64,
-    ) -> LedgerError {
-        let Some(charge_id) = self.allowance.as_ref().and_then(|a| a.settle(tenant, id, actual)) else {
-            return LedgerError::UnknownReservation {
-                tenant: tenant.clone(),
-                id,
-            };
-        };
-        self.outbox.keep(Pending::Charge {
-            tenant: tenant.clone(),
-            limits: *limits,
-            charge_id,
-            actual,
-            now_ms,
-        });
-        LedgerError::Deferred {
-            tenant: tenant.clone(),
-            id,
-            charge: actual.cost,
-            detail: "admitted on the local allowance while the store did not answer".into(),
-        }
-    }
-
-    fn release_local(&self, tenant: &TenantId, id: ReservationId) -> Result<Released, LedgerError> {
-        self.allowance
-            .as_ref()
-            .and_then(|a| a.release(tenant, id))
-            .ok_or_else(|| LedgerError::UnknownReservation {
-                tenant: tenant.clone(),
-                id,
-            })
-    }
-
     async fn release(
         &self,
         tenant: &TenantId,
@@ -435,7 +420,9 @@ impl Inner {
     ) -> Result<Released, LedgerError> {
         self.seen(tenant);
         if Allowance::is_local(id) {
-            return self.release_local(tenant, id);
+            let (released, entry) = self.release_local(tenant, id)?;
+            self.journal(Some(entry)).await;
+            return Ok(released);
         }
         let args = |invocation: &mut ScriptInvocation<'_>| {
             invocation.arg(id.0);
@@ -551,7 +538,9 @@ impl LedgerStore for RedisStore {
         let inner = &self.inner;
         inner.seen(tenant);
         if Allowance::is_local(id) {
-            return Err(inner.settle_local(tenant, limits, id, actual, now_ms));
+            let (deferred, settled) = inner.settle_local(tenant, limits, id, actual, now_ms);
+            inner.journal_blocking(settled);
+            return Err(deferred);
         }
         let mut invocation = inner.invocation(tenant, "settle", Some(limits), now_ms);
         invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens).arg("0");
@@ -569,7 +558,9 @@ impl LedgerStore for RedisStore {
         let inner = &self.inner;
         inner.seen(tenant);
         if Allowance::is_local(id) {
-            return inner.release_local(tenant, id);
+            let (released, entry) = inner.release_local(tenant, id)?;
+            inner.journal_blocking(Some(entry));
+            return Ok(released);
         }
         let mut invocation = inner.invocation(tenant, "release", Some(limits), now_ms);
         invocation.arg(id.0).arg("0");
@@ -636,7 +627,9 @@ impl LedgerStore for RedisStore {
 
     /// Holds adopted from replicas whose lease lapsed.
     fn take_restored(&self) -> Vec<RestoredHold> {
-        self.inner.lease.take_adopted()
+        let mut holds = std::mem::take(&mut *self.inner.recovered.lock().unwrap_or_else(PoisonError::into_inner));
+        holds.extend(self.inner.lease.take_adopted());
+        holds
     }
 
     fn restored_signal(&self) -> Option<&tokio::sync::Notify> {
@@ -693,7 +686,18 @@ impl AsyncLedgerStore for RedisStore {
             match (answer, &inner.allowance) {
                 (Ok(answer), _) => reply::reserved(&inner.name, limits, &request, &answer),
                 (Err(e @ StoreError::Unavailable { .. }), Some(allowance)) => {
-                    allowance.reserve(tenant, &request, ttl_ms, e)
+                    let (reservation, opened) = allowance.reserve(tenant, &request, ttl_ms, e)?;
+                    // On disk before the call is sent, or the call is not sent.
+                    if let Some(journal) = allowance.journal()
+                        && let Err(why) = journal.append_synced(opened).await
+                    {
+                        allowance.release(tenant, reservation.id);
+                        return Err(ReserveError::Store(StoreError::Unavailable {
+                            store: inner.name.clone(),
+                            detail: format!("{why}; so no call is admitted on the local allowance"),
+                        }));
+                    }
+                    Ok(reservation)
                 }
                 (Err(e), _) => Err(e.into()),
             }

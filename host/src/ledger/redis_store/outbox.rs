@@ -137,6 +137,17 @@ impl Inner {
                         }
                     }
                     self.outbox.pop(&pending);
+                    if let Pending::Charge { charge_id, .. } = &pending
+                        && let Some(journal) = self.allowance.as_ref().and_then(|a| a.journal())
+                    {
+                        // Unsynced: if it is lost, the charge is written again and Redis says "again".
+                        let written = super::journal::Entry::Written {
+                            charge: charge_id.clone(),
+                        };
+                        if let Err(why) = journal.append(&written, false) {
+                            tracing::warn!(error = %why, "could not note a written charge in the allowance journal");
+                        }
+                    }
                     if self.outbox.len() == 0
                         && let Some(allowance) = &self.allowance
                     {

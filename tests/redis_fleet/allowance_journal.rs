@@ -1,0 +1,110 @@
+//! `fail-open-with-allowance`, and the replica is killed during the outage:
+//! the calls it let through on its allowance are in its journal, and at its
+//! next start each is charged once: a finished call at its usage, a call
+//! still at Bedrock at its hold. Redis' ledger then equals the logs.
+
+use aws_sdk_bedrockruntime::Client;
+
+use crate::support::gateway::{Options, TenantSpec, TestGateway, the_restored_charge, timed_call};
+use crate::support::redis::RedisServer;
+use crate::support::upstream;
+
+fn fail_open(server: &RedisServer, tenants: &[TenantSpec], upstream_url: Option<String>) -> Options {
+    Options {
+        tenants: tenants.to_vec(),
+        upstream_url,
+        ledger_extra: format!(
+            "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"journal\"\nretry-ms = 100\n\
+             failure-mode = \"fail-open-with-allowance\"\nallowance-usd = \"0.01\"\n",
+            server.url()
+        ),
+        ..Options::default()
+    }
+}
+
+async fn spent(gw: &TestGateway) -> (u64, u64) {
+    let state = gw.settled("acme").await;
+    (
+        state["spent-nano-usd"].as_u64().expect("spent"),
+        state["calls-all-periods"].as_u64().expect("calls"),
+    )
+}
+
+async fn calls(client: &Client, n: usize) {
+    for _ in 0..n {
+        timed_call(client).await.expect("admitted on the allowance");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_kept_for_redis_by_a_killed_replica_are_written_once_at_its_next_start() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let mut gw = TestGateway::start(fail_open(&server, std::slice::from_ref(&acme), None)).await;
+    let client = gw.sigv4_client(&acme);
+    calls(&client, 1).await;
+    gw.wait_for_records(1).await;
+    let before = spent(&gw).await;
+    assert_eq!(before.1, 1);
+
+    server.kill();
+    calls(&client, 3).await;
+    let records = gw.wait_for_records(4).await;
+    let outage: u64 = records[1..].iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert!(outage > 0);
+
+    // SIGKILL with the three charges kept for Redis. A replica starts only
+    // with Redis there (its tenants and policies are kept in it); it then
+    // writes what the killed process kept.
+    gw.kill();
+    server.restart();
+    gw.start_again().await;
+    let (status, text) = gw.readyz_within(10_000).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ready\n"),
+        "the kept charges were written"
+    );
+    assert_eq!(spent(&gw).await, (before.0 + outage, 4), "each charge once");
+    gw.reconcile().await;
+
+    // Written once: another restart finds the journal empty.
+    gw.restart().await;
+    let (status, _) = gw.readyz_within(10_000).await;
+    assert_eq!(status, 200);
+    assert_eq!(spent(&gw).await, (before.0 + outage, 4));
+    assert_eq!(gw.records().len(), 4, "no restored charge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_at_bedrock_when_a_replica_is_killed_during_an_outage_is_charged_its_hold_once() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let (url, arrived, silent) = upstream::silent().await;
+    let mut gw = TestGateway::start(fail_open(&server, std::slice::from_ref(&acme), Some(url))).await;
+    // Redis has seen the tenant, then goes away.
+    assert_eq!(spent(&gw).await, (0, 0));
+    server.kill();
+
+    let client = gw.sigv4_client(&acme);
+    let caller = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream on the allowance");
+    gw.kill();
+    let failed = caller.await.expect("join").expect_err("the caller lost its call");
+    assert_eq!(failed.0, 0, "no answer was sent: {failed:?}");
+    silent.await.expect("the upstream saw the gateway go");
+
+    // At its next start, once Redis is back, the call is charged its hold
+    // and logged as such.
+    server.restart();
+    gw.start_again().await;
+    let records = gw.wait_for_records(1).await;
+    let charged = the_restored_charge(&records);
+    assert_eq!(spent(&gw).await, (charged, 1));
+    gw.reconcile().await;
+
+    gw.restart().await;
+    assert_eq!(gw.healthz().await, 200);
+    assert_eq!(spent(&gw).await, (charged, 1), "charged once");
+    assert_eq!(gw.records().len(), 1);
+}
