@@ -406,3 +406,24 @@ fn idle_instances_never_hold_the_slots_other_tenants_calls_need() {
     let idle = tenants.iter().filter(|id| warm(id)).count();
     assert_eq!(idle, 2, "idle instances hold half the slots");
 }
+
+#[test]
+fn a_versions_first_instance_rehearses_a_made_up_call_before_the_first_real_one() {
+    // The counter keeps state across calls, which the contract forbids:
+    // with `flip-after = 1` it rejects every call after its instance's
+    // first. Its first real call is the instance's second decision: the
+    // first was the rehearsal, made when the version was registered, so
+    // that the first real call does not pay for the guest's first run.
+    let registry = Registry::new(engine());
+    let settings = PolicySettings {
+        config: r#"{"flip-after": 1}"#.into(),
+        ..relaxed()
+    };
+    register(&registry, "acme", "counter", settings);
+    let decision = registry.decide(&tenant("acme"), &mut request(), &state()).expect("decide");
+    assert!(decision.failure.is_none(), "{decision:?}");
+    assert!(
+        matches!(decision.action, Action::Reject(_)) && decision.reason.contains("served enough calls"),
+        "{decision:?}"
+    );
+}

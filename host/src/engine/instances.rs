@@ -154,7 +154,13 @@ impl Instances {
     /// Off the decision path; a failure is left for a decision to report.
     /// Skipped once idle instances hold half the engine's slots (see
     /// [`PolicyEngine::keep_idle_instance`]).
-    pub(crate) fn prewarm(&self) {
+    ///
+    /// With `rehearsal`, the new instance decides it first, muted, with the
+    /// time creating an instance may take: the pages and lazy set-up a
+    /// guest touches on its first decision (a Python interpreter's heap,
+    /// copied on first write) are paid for here, not by the first real call.
+    /// An instance that fails its rehearsal is not kept.
+    pub(crate) fn prewarm(&self, rehearsal: Option<(&Request, &TenantState)>) {
         if !matches!(self.strategy, InstanceStrategy::Pooled { max_idle } if max_idle > 0)
             || self.retired.load(Ordering::Acquire)
             || !self.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
@@ -162,7 +168,17 @@ impl Instances {
         {
             return;
         }
-        match self.instantiate(self.instantiate_ticks()) {
+        let ticks = self.instantiate_ticks();
+        let rehearsed = self.instantiate(ticks).and_then(|mut warm| {
+            if let Some((request, state)) = rehearsal {
+                warm.store.data_mut().muted = true;
+                let decided = self.call_within(&mut warm, request, state, None, ticks);
+                warm.store.data_mut().muted = false;
+                decided?;
+            }
+            Ok(warm)
+        });
+        match rehearsed {
             Ok(warm) => self.give_back(warm),
             Err(failure) => {
                 tracing::debug!(policy = %self.label, %failure, "could not create an instance ahead of its first call")
@@ -190,9 +206,19 @@ impl Instances {
         state: &TenantState,
         cpu_started: Option<Duration>,
     ) -> Result<Verdict, PolicyFailure> {
+        self.call_within(warm, request, state, cpu_started, self.limits.deadline_ticks)
+    }
+
+    fn call_within(
+        &self,
+        warm: &mut Warm,
+        request: &Request,
+        state: &TenantState,
+        cpu_started: Option<Duration>,
+        deadline: u64,
+    ) -> Result<Verdict, PolicyFailure> {
         warm.uses = warm.uses.saturating_add(1);
         warm.store.data_mut().begin_call();
-        let deadline = self.limits.deadline_ticks;
         let first = long_call::first_slice(deadline);
         warm.store.data_mut().ticks_after_slice = deadline - first;
         warm.store.data_mut().clock = CallClock::start_at(deadline, cpu_started);

@@ -45,6 +45,8 @@ pub struct CallContext {
     memory_bytes: usize,
     logs_left: u32,
     logs_dropped: u32,
+    /// A rehearsal's: nothing it logs reaches the operator.
+    pub(crate) muted: bool,
     /// Built on the first WASI call; Rust policies import no WASI and never
     /// pay for it.
     wasi: Option<Box<PolicyWasi>>,
@@ -67,6 +69,7 @@ impl CallContext {
             memory_bytes: 0,
             logs_left: MAX_LOGS_PER_CALL,
             logs_dropped: 0,
+            muted: false,
             wasi: None,
             output: GuestOutput::default(),
             last_error: None,
@@ -78,7 +81,7 @@ impl CallContext {
         self.output.clear();
         self.last_error = None;
         self.memory_exceeded = false;
-        self.logs_left = MAX_LOGS_PER_CALL;
+        self.logs_left = if self.muted { 0 } else { MAX_LOGS_PER_CALL };
         self.logs_dropped = 0;
     }
 
@@ -101,6 +104,7 @@ impl CallContext {
     /// Reports log lines dropped during the call that just ended.
     pub(crate) fn end_call(&mut self) {
         if self.logs_dropped > 0
+            && !self.muted
             && let Some(suppressed) = crate::log_gate::POLICY_LINES.admit(&self.label)
         {
             tracing::warn!(policy = %self.label, dropped = self.logs_dropped, suppressed, "policy log lines over the per-decision limit were dropped");

@@ -27,6 +27,9 @@ use crate::pricing::hold_cost;
 use crate::registry::breaker::{Breaker, BreakerSettings};
 use crate::registry::decision::{Decision, FailureMode, check_verdict};
 
+/// The model a new instance's made-up first call asks for.
+const REHEARSAL_MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
 /// Quick calls in a row a heavy version needs to be light again.
 pub const LIGHT_AGAIN_AFTER: u32 = 64;
 
@@ -461,13 +464,38 @@ impl PolicyVersion {
     /// active (or the shadow) again.
     pub(crate) fn keep_idle(&self) {
         self.instances.keep_idle();
-        self.instances.prewarm();
+        self.prewarm();
     }
 
     /// Creates an idle instance ahead of the first decision (pooled
-    /// strategy), so that decision does not wait for it.
+    /// strategy), and has it decide a made-up call, so that decision
+    /// neither waits for it nor pays for its first run.
     pub(crate) fn prewarm(&self) {
-        self.instances.prewarm();
+        let (request, state) = self.rehearsal();
+        self.instances.prewarm(Some((&request, &state)));
+    }
+
+    /// The made-up call a new instance rehearses: a mid-sized prompt to a
+    /// priced model, with this version's config and chain, on a fresh budget.
+    fn rehearsal(&self) -> (Request, TenantState) {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut request = Request {
+            request_id: "tollgate-rehearsal".into(),
+            model_id: REHEARSAL_MODEL.into(),
+            base_model_id: REHEARSAL_MODEL.into(),
+            estimated_input_tokens: 1_000,
+            max_output_tokens: 500,
+            now_ms,
+            ..Request::default()
+        };
+        self.bind(&mut request);
+        self.price_options(&mut request, &self.settings.downgrade_chain);
+        request.worst_case_cost = request.requested.worst_case_cost.unwrap_or(0);
+        let mut state = TenantState::default();
+        state.budget.limit = 1_000_000_000;
+        (request, state)
     }
 
     /// Linear memory of one warm instance (pooled strategy, after at least
