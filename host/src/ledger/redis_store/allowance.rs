@@ -231,8 +231,10 @@ impl Inner {
             at_ms: now_ms,
         };
         // Kept before it is journalled: the journal is emptied only once
-        // nothing is kept or open, so this entry can never be emptied away
-        // before it is written.
+        // nothing is kept or open, so this entry is never emptied away
+        // before Redis has the charge. If it lands after (written and
+        // emptied in between), the next start sends the charge again and
+        // Redis, which remembers the id, counts it once.
         self.outbox.keep(Pending::Charge {
             tenant: tenant.clone(),
             limits: *limits,
