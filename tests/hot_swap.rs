@@ -420,7 +420,9 @@ fn a_versions_first_instance_rehearses_a_made_up_call_before_the_first_real_one(
         ..relaxed()
     };
     register(&registry, "acme", "counter", settings);
-    let decision = registry.decide(&tenant("acme"), &mut request(), &state()).expect("decide");
+    let decision = registry
+        .decide(&tenant("acme"), &mut request(), &state())
+        .expect("decide");
     assert!(decision.failure.is_none(), "{decision:?}");
     assert!(
         matches!(decision.action, Action::Reject(_)) && decision.reason.contains("served enough calls"),
