@@ -354,6 +354,11 @@ impl Inner {
         if Allowance::is_local(id) {
             let (deferred, settled) = self.settle_local(tenant, limits, id, actual, now_ms);
             self.journal(settled).await;
+            // Redis may be back (a killed process's call, charged at the next
+            // start): then the charge is written now, not at the next probe.
+            if self.reachable.load(Ordering::Acquire) {
+                self.flush().await;
+            }
             return Err(deferred);
         }
         let args = |invocation: &mut ScriptInvocation<'_>| {

@@ -55,7 +55,8 @@ impl Outbox {
         self.lock().front().cloned()
     }
 
-    /// Drops `written` if it is still first (only the probe pops).
+    /// Drops `written` if it is still first: two flushes may write the same
+    /// change, which Redis answers "again" to, and only one pops it.
     pub(super) fn pop(&self, written: &Pending) {
         let mut queue = self.lock();
         if queue.front() == Some(written) {
