@@ -73,6 +73,7 @@ mod text;
 mod toml_error;
 #[cfg(any(feature = "bedrock", feature = "mock"))]
 pub mod upstream;
+mod wall_clock;
 
 pub use contract::{
     Action, AlertLevel, Budget, CacheLocation, CachePoint, CacheTtl, ContractVersion, Indicators, LatencyMode,

@@ -17,6 +17,7 @@ use redis::{Connection, RedisError, Script};
 
 use super::{ControlError, ControlStore, PolicyRecord, TenantRecord};
 use crate::ids::TenantId;
+use crate::wall_clock::now_ms;
 
 /// Components no policy record names are dropped once this old: long enough
 /// for the replica that stored one to save the record naming it.
@@ -191,12 +192,6 @@ impl RedisControl {
         })
         .transpose()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ControlStore for RedisControl {

@@ -478,9 +478,7 @@ impl PolicyVersion {
     /// The made-up call a new instance rehearses: a mid-sized prompt to a
     /// priced model, with this version's config and chain, on a fresh budget.
     fn rehearsal(&self) -> (Request, TenantState) {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = crate::wall_clock::now_ms();
         let mut request = Request {
             request_id: "tollgate-rehearsal".into(),
             model_id: REHEARSAL_MODEL.into(),

@@ -101,11 +101,7 @@ impl Lease {
 }
 
 /// Milliseconds since the epoch, for the script's clock argument.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::wall_clock::now_ms;
 
 impl Inner {
     /// Writes the lease unless it is fresh: before each hold (the probe
