@@ -265,19 +265,19 @@ impl Inner {
     /// Journals a local hold's outcome: synced, since a lost `settled`
     /// would charge the hold and a lost `released` a call that never ran.
     pub(super) fn journal_blocking(&self, entry: Option<Entry>) {
-        if let (Some(journal), Some(entry)) = (self.allowance.as_ref().and_then(Allowance::journal), entry)
-            && let Err(why) = journal.append(&entry, true)
-        {
-            tracing::error!(error = %why, "a local charge is kept in memory only");
+        if let Some((journal, entry)) = self.journal_with(entry) {
+            journal_failed(journal.append(&entry, true));
         }
     }
 
     pub(super) async fn journal(&self, entry: Option<Entry>) {
-        if let (Some(journal), Some(entry)) = (self.allowance.as_ref().and_then(Allowance::journal), entry)
-            && let Err(why) = journal.append_synced(entry).await
-        {
-            tracing::error!(error = %why, "a local charge is kept in memory only");
+        if let Some((journal, entry)) = self.journal_with(entry) {
+            journal_failed(journal.append_synced(entry).await);
         }
+    }
+
+    fn journal_with(&self, entry: Option<Entry>) -> Option<(&Arc<Journal>, Entry)> {
+        Some((self.allowance.as_ref()?.journal()?, entry?))
     }
 
     /// What a killed process's journal still owes: its kept charges go to
@@ -304,6 +304,12 @@ impl Inner {
                 tokens: hold.tokens,
             });
         }
+    }
+}
+
+fn journal_failed(written: Result<(), String>) {
+    if let Err(why) = written {
+        tracing::error!(error = %why, "a local charge is kept in memory only");
     }
 }
 
