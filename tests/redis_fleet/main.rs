@@ -7,6 +7,7 @@ mod support;
 
 mod adoption;
 mod allowance_journal;
+mod dashboard_sessions;
 mod fleet_alerts;
 mod fleet_registry;
 mod ledger_store;

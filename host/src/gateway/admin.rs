@@ -67,11 +67,11 @@ struct AdminState {
 }
 
 /// The admin API's routes, with their own state, to merge into a listener.
-pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>) -> Router {
+pub(crate) fn routes(gateway: Gateway, token: Option<AdminToken>, sessions: Arc<dashboard::Sessions>) -> Router {
     let state = AdminState {
         gateway,
         token: token.map(Arc::new),
-        sessions: Arc::default(),
+        sessions,
     };
     Router::new()
         .route("/admin/tenants", get(list).post(tenants::create))

@@ -20,7 +20,7 @@ use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
 use super::metrics::Metrics;
 use super::policy_watch::{self, PolicyWatch};
-use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings};
+use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings, Sessions};
 use super::service::{Gateway, GatewayParts};
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
@@ -306,6 +306,17 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
         );
     }
 
+    // Replicas behind one load balancer share their dashboard sign-ins.
+    let sessions = match &fleet_control {
+        Some(_) => {
+            let redis = &config.ledger.redis;
+            Arc::new(
+                Sessions::in_redis(&redis.url, &redis.key_prefix, Duration::from_millis(redis.timeout_ms))
+                    .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
+            )
+        }
+        None => Arc::default(),
+    };
     let admin_token = match &config.server.admin_token {
         Some(token) => Some(AdminToken::new(token).map_err(|e| cfg_err(format!("server.admin-token: {e}")))?),
         None => None,
@@ -350,6 +361,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             max_in_flight: config.server.max_in_flight,
             admin_token,
+            sessions,
         },
         listen,
         admin_listen,

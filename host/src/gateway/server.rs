@@ -25,6 +25,7 @@ use crate::contract::Operation;
 use crate::ids::MAX_MODEL_ID_BYTES;
 use crate::upstream::error::BedrockError;
 
+pub use super::admin::dashboard::Sessions;
 pub use super::listener::{Bound, Edges, Listen, ServeError, install_crypto_provider};
 pub use crate::config::DEFAULT_MAX_BODY_BYTES;
 
@@ -37,6 +38,9 @@ pub struct ServerSettings {
     /// Model calls in flight at once; one more is shed with a 503.
     pub max_in_flight: usize,
     pub admin_token: Option<AdminToken>,
+    /// Where the dashboard's sign-ins are kept: this process's memory by
+    /// default, Redis for replicas behind one load balancer.
+    pub sessions: Arc<Sessions>,
 }
 
 impl Default for ServerSettings {
@@ -46,6 +50,7 @@ impl Default for ServerSettings {
             body_read_timeout: Duration::from_secs(60),
             max_in_flight: 4096,
             admin_token: None,
+            sessions: Arc::default(),
         }
     }
 }
@@ -92,7 +97,11 @@ pub fn tenant_router(gateway: Gateway, settings: ServerSettings) -> Router {
 /// The operator listener's routes: the admin API, `/metrics`, `/readyz` and
 /// `/healthz`. Bind it where only operators reach (loopback by default).
 pub fn operator_router(gateway: Gateway, settings: ServerSettings) -> Router {
-    let admin = admin::routes(gateway.clone(), settings.admin_token.clone());
+    let admin = admin::routes(
+        gateway.clone(),
+        settings.admin_token.clone(),
+        Arc::clone(&settings.sessions),
+    );
     let state = AppState {
         gateway,
         settings: Arc::new(settings),

@@ -42,14 +42,19 @@ const STYLE: &str = include_str!("dashboard/dashboard.css");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'";
 
+/// Why a session could not be opened, checked or closed: the store is away.
+const SESSIONS_AWAY: &str = "Dashboard sessions are kept in Redis, which does not answer; try again shortly. \
+                             The gateway's log says why.";
+
 /// The sign-in form's body is one short field.
 const MAX_SIGN_IN_BYTES: usize = 4 * 1024;
 
 /// `GET /admin/dashboard`.
 pub(super) async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    match signed_in(&state, &headers) {
+    match signed_in(&state, &headers).await {
         Ok(()) => html(StatusCode::OK, PAGE.to_owned()),
         Err(denied) if denied.status == StatusCode::NOT_FOUND => denied.into_response(),
+        Err(denied) if denied.status == StatusCode::SERVICE_UNAVAILABLE => sessions_away(),
         Err(_) => sign_in_form(""),
     }
 }
@@ -97,9 +102,12 @@ async fn sign_in(
         };
         return sign_in_form(why);
     }
-    let id = match state.sessions.open(now_ms()) {
+    let id = match state.sessions.open(now_ms()).await {
         Ok(id) => id,
-        Err(e) => return BedrockError::internal(e).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open a dashboard session");
+            return sessions_away();
+        }
     };
     // A browser names the page's origin on a POST: `https` there means TLS.
     let secure = origin(&headers).is_some_and(|o| o.starts_with("https://"));
@@ -112,11 +120,15 @@ async fn sign_in(
 
 /// `DELETE /admin/dashboard/session`.
 async fn sign_out(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = signed_in(&state, &headers) {
+    if let Err(denied) = signed_in(&state, &headers).await {
         return denied.into_response();
     }
-    if let Some(id) = session::from_cookies(&headers) {
-        state.sessions.close(id);
+    if let Some(id) = session::from_cookies(&headers)
+        && let Err(e) = state.sessions.close(id).await
+    {
+        // The cookie stays, so the browser can sign out again once the store answers.
+        tracing::warn!(error = %e, "could not close a dashboard session");
+        return BedrockError::unavailable(format!("{SESSIONS_AWAY} Sign out again then.")).into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie()) {
@@ -136,7 +148,7 @@ pub(super) async fn data(
     window: Result<Query<Window>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = signed_in(&state, &headers) {
+    if let Err(denied) = signed_in(&state, &headers).await {
         return denied.into_response();
     }
     let Ok(Query(window)) = window else {
@@ -182,10 +194,22 @@ async fn asset(State(state): State<AdminState>, Path(file): Path<String>) -> Res
     harden(([(header::CONTENT_TYPE, kind)], body).into_response())
 }
 
-/// A live session cookie, or the admin token as a bearer header.
-fn signed_in(state: &AdminState, headers: &HeaderMap) -> Result<(), BedrockError> {
-    if state.token.is_some() && session::from_cookies(headers).is_some_and(|id| state.sessions.valid(id, now_ms())) {
-        return Ok(());
+/// A live session cookie, or the admin token as a bearer header. A cookie
+/// the session store cannot check (Redis away) is answered 503, not taken
+/// for a wrong one, unless the token came too.
+async fn signed_in(state: &AdminState, headers: &HeaderMap) -> Result<(), BedrockError> {
+    if state.token.is_some()
+        && let Some(id) = session::from_cookies(headers)
+    {
+        match state.sessions.valid(id, now_ms()).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if check(state, headers).is_err() => {
+                tracing::warn!(error = %e, "could not check a dashboard session");
+                return Err(BedrockError::unavailable(SESSIONS_AWAY));
+            }
+            Err(_) => {}
+        }
     }
     check(state, headers)
 }
@@ -220,6 +244,14 @@ fn same_origin(headers: &HeaderMap) -> bool {
 fn sign_in_form(error: &str) -> Response {
     // The messages are this module's own text: nothing the caller sent is echoed.
     html(StatusCode::UNAUTHORIZED, SIGN_IN.replace("{{error}}", error))
+}
+
+/// The sign-in form, answered 503: the session store does not answer.
+fn sessions_away() -> Response {
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        SIGN_IN.replace("{{error}}", SESSIONS_AWAY),
+    )
 }
 
 fn html(status: StatusCode, body: String) -> Response {

@@ -5,6 +5,13 @@
 //! Only the SHA-256 of each id is kept, with its expiry; an id that was
 //! never issued, or has expired, or was signed out, opens nothing. The
 //! number of live sessions is capped, so repeated sign-ins cannot grow memory.
+//!
+//! One gateway keeps them in memory. Replicas on Redis keep them there
+//! ([`Sessions::in_redis`]), so a load balancer may send each of a
+//! browser's requests to any replica, and signing out on one signs out on all.
+
+#[cfg(feature = "redis")]
+mod in_redis;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -18,49 +25,97 @@ const MAX_SESSIONS: usize = 256;
 /// The cookie's name.
 pub const COOKIE: &str = "tollgate_dashboard";
 
-#[derive(Debug, Default)]
+/// Where the dashboard's sessions are kept.
+#[derive(Debug)]
 pub struct Sessions {
-    /// SHA-256 of the id → expiry, milliseconds since the epoch.
-    live: Mutex<HashMap<[u8; 32], u64>>,
+    place: Place,
 }
 
-impl Sessions {
-    /// A new session's id (hex), valid until `now_ms + SESSION_TTL_MS`.
-    pub fn open(&self, now_ms: u64) -> Result<String, String> {
-        let mut id = [0u8; 32];
-        getrandom::fill(&mut id).map_err(|e| format!("no randomness for a session id: {e}"))?;
-        let id = hex::encode(id);
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|_, expiry| *expiry > now_ms);
-        if live.len() >= MAX_SESSIONS
-            && let Some(soonest) = live.iter().min_by_key(|(_, expiry)| **expiry).map(|(k, _)| *k)
-        {
-            live.remove(&soonest);
+#[derive(Debug)]
+enum Place {
+    /// SHA-256 of the id → expiry, milliseconds since the epoch.
+    Memory(Mutex<HashMap<[u8; 32], u64>>),
+    #[cfg(feature = "redis")]
+    Redis(in_redis::RedisSessions),
+}
+
+impl Default for Sessions {
+    /// In this process's memory: one gateway.
+    fn default() -> Self {
+        Sessions {
+            place: Place::Memory(Mutex::default()),
         }
-        live.insert(digest(&id), now_ms + SESSION_TTL_MS);
+    }
+}
+
+/// The session store did not answer; the message names it and why.
+#[derive(Debug, thiserror::Error)]
+#[error("dashboard sessions: {0}")]
+pub struct SessionError(String);
+
+impl Sessions {
+    /// Kept in Redis under `<key_prefix>:{control}:`, beside the fleet's
+    /// control store; connects at the first use.
+    #[cfg(feature = "redis")]
+    pub fn in_redis(url: &str, key_prefix: &str, timeout: std::time::Duration) -> Result<Sessions, SessionError> {
+        Ok(Sessions {
+            place: Place::Redis(in_redis::RedisSessions::new(url, key_prefix, timeout)?),
+        })
+    }
+
+    /// A new session's id (hex), valid until `now_ms + SESSION_TTL_MS`.
+    pub async fn open(&self, now_ms: u64) -> Result<String, SessionError> {
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).map_err(|e| SessionError(format!("no randomness for a session id: {e}")))?;
+        let id = hex::encode(id);
+        let expiry = now_ms + SESSION_TTL_MS;
+        match &self.place {
+            Place::Memory(live) => {
+                let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+                live.retain(|_, expiry| *expiry > now_ms);
+                if live.len() >= MAX_SESSIONS
+                    && let Some(soonest) = live.iter().min_by_key(|(_, expiry)| **expiry).map(|(k, _)| *k)
+                {
+                    live.remove(&soonest);
+                }
+                live.insert(digest(&id), expiry);
+            }
+            #[cfg(feature = "redis")]
+            Place::Redis(redis) => redis.open(&digest(&id), now_ms, expiry, MAX_SESSIONS).await?,
+        }
         Ok(id)
     }
 
     /// Whether `id` names a live session at `now_ms`.
-    pub fn valid(&self, id: &str, now_ms: u64) -> bool {
+    pub async fn valid(&self, id: &str, now_ms: u64) -> Result<bool, SessionError> {
         let key = digest(id);
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        match live.get(&key) {
-            Some(expiry) if *expiry > now_ms => true,
-            Some(_) => {
-                live.remove(&key);
-                false
+        match &self.place {
+            Place::Memory(live) => {
+                let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(match live.get(&key) {
+                    Some(expiry) if *expiry > now_ms => true,
+                    Some(_) => {
+                        live.remove(&key);
+                        false
+                    }
+                    None => false,
+                })
             }
-            None => false,
+            #[cfg(feature = "redis")]
+            Place::Redis(redis) => Ok(redis.expiry(&key).await?.is_some_and(|expiry| expiry > now_ms)),
         }
     }
 
     /// Ends a session (signing out).
-    pub fn close(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&digest(id));
+    pub async fn close(&self, id: &str) -> Result<(), SessionError> {
+        match &self.place {
+            Place::Memory(live) => {
+                live.lock().unwrap_or_else(PoisonError::into_inner).remove(&digest(id));
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Place::Redis(redis) => redis.close(&digest(id)).await,
+        }
     }
 }
 
@@ -99,40 +154,50 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
-    #[test]
-    fn an_issued_session_is_valid_until_it_expires() {
-        let sessions = Sessions::default();
-        let id = sessions.open(NOW).expect("open");
-        assert_eq!(id.len(), 64);
-        assert!(sessions.valid(&id, NOW + 1));
-        assert!(sessions.valid(&id, NOW + SESSION_TTL_MS - 1));
-        assert!(!sessions.valid(&id, NOW + SESSION_TTL_MS));
-        // Expired once is gone, even if the clock were to step back.
-        assert!(!sessions.valid(&id, NOW + 1));
+    async fn valid(sessions: &Sessions, id: &str, now: u64) -> bool {
+        sessions.valid(id, now).await.expect("in memory")
     }
 
-    #[test]
-    fn forged_and_signed_out_sessions_are_refused() {
+    #[tokio::test]
+    async fn an_issued_session_is_valid_until_it_expires() {
         let sessions = Sessions::default();
-        let id = sessions.open(NOW).expect("open");
-        assert!(!sessions.valid(&"0".repeat(64), NOW));
-        assert!(!sessions.valid("", NOW));
+        let id = sessions.open(NOW).await.expect("open");
+        assert_eq!(id.len(), 64);
+        assert!(valid(&sessions, &id, NOW + 1).await);
+        assert!(valid(&sessions, &id, NOW + SESSION_TTL_MS - 1).await);
+        assert!(!valid(&sessions, &id, NOW + SESSION_TTL_MS).await);
+        // Expired once is gone, even if the clock were to step back.
+        assert!(!valid(&sessions, &id, NOW + 1).await);
+    }
+
+    #[tokio::test]
+    async fn forged_and_signed_out_sessions_are_refused() {
+        let sessions = Sessions::default();
+        let id = sessions.open(NOW).await.expect("open");
+        assert!(!valid(&sessions, &"0".repeat(64), NOW).await);
+        assert!(!valid(&sessions, "", NOW).await);
         let mut altered = id.clone().into_bytes();
         altered[0] = if altered[0] == b'a' { b'b' } else { b'a' };
-        assert!(!sessions.valid(std::str::from_utf8(&altered).expect("hex"), NOW));
-        sessions.close(&id);
-        assert!(!sessions.valid(&id, NOW));
+        assert!(!valid(&sessions, std::str::from_utf8(&altered).expect("hex"), NOW).await);
+        sessions.close(&id).await.expect("close");
+        assert!(!valid(&sessions, &id, NOW).await);
     }
 
-    #[test]
-    fn sessions_are_capped() {
+    #[tokio::test]
+    async fn sessions_are_capped() {
         let sessions = Sessions::default();
-        let first = sessions.open(NOW).expect("open");
+        let first = sessions.open(NOW).await.expect("open");
         for i in 0..MAX_SESSIONS as u64 * 2 {
-            sessions.open(NOW + 1 + i).expect("open");
+            sessions.open(NOW + 1 + i).await.expect("open");
         }
-        assert!(sessions.live.lock().expect("lock").len() <= MAX_SESSIONS);
-        assert!(!sessions.valid(&first, NOW + 2), "the oldest session was pushed out");
+        let Place::Memory(live) = &sessions.place else {
+            unreachable!("the default is in memory")
+        };
+        assert!(live.lock().expect("lock").len() <= MAX_SESSIONS);
+        assert!(
+            !valid(&sessions, &first, NOW + 2).await,
+            "the oldest session was pushed out"
+        );
     }
 
     #[test]
