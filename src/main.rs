@@ -6,6 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin_cmd;
 mod cost_cmd;
 mod demo;
+mod log_cmd;
 mod mock_cmd;
 mod policy_build;
 mod policy_build_c;
@@ -147,6 +148,19 @@ enum Command {
         #[arg(long)]
         admin_token: Option<String>,
     },
+    /// Put back the invocation records a shutdown printed on standard error
+    /// because the log's disk did not take them; run with the gateway stopped.
+    RestoreLog {
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// The invocation log to append to (default: the config's).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// The gateway's standard error, kept by its supervisor; repeatable.
+        /// Lines other than the printed records are ignored.
+        #[arg(long, required = true)]
+        from: Vec<PathBuf>,
+    },
     /// Where the money went: spend, calls and decisions from tollgate's and
     /// Bedrock's invocation logs, grouped by tenant, user, use case, model,
     /// decision or day.
@@ -278,6 +292,7 @@ fn run(cli: Cli) -> Result<()> {
             admin_url,
             admin_token,
         } => cost_cmd::reconcile_cmd(&config, log, admin_url, admin_token),
+        Command::RestoreLog { config, log, from } => log_cmd::restore(&config, log, &from),
         Command::Admin { target, command } => admin_cmd::run(&target, command),
         Command::Report(args) => report::run(args),
         Command::Replay(args) => replay::run(args),

@@ -217,6 +217,58 @@ async fn callers_that_leave_while_queued_for_a_decision_are_each_charged_once() 
     gw.reconcile().await;
 }
 
+/// An invocation log on a disk that stalls: a FIFO that nobody reads until
+/// the test sends on `resume`; then each line comes out on `lines`.
+struct StalledLog {
+    disk: tempfile::TempDir,
+    path: std::path::PathBuf,
+    resume: std::sync::mpsc::Sender<()>,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl StalledLog {
+    fn new() -> StalledLog {
+        use std::io::{BufRead, BufReader};
+        let disk = tempfile::tempdir().expect("temp dir");
+        let path = disk.path().join("invocations.jsonl");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success(), "mkfifo {}", path.display());
+        // Opening either end of a FIFO waits for the other: this thread's open
+        // meets the gateway's at its start. It reads only once told to.
+        let (resume, resumed) = std::sync::mpsc::channel::<()>();
+        let (line_out, lines) = std::sync::mpsc::channel::<String>();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            let file = std::fs::File::open(&reader_path).expect("open the FIFO");
+            let _ = resumed.recv();
+            for line in BufReader::new(file).lines().map_while(Result::ok) {
+                if line_out.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StalledLog {
+            disk,
+            path,
+            resume,
+            lines,
+            reader,
+        }
+    }
+
+    /// The `[log]` lines: this FIFO, a queue of four records, no rotation.
+    fn settings(&self) -> String {
+        format!(
+            "invocations = {:?}\nqueue = 4\nrotate-every = \"never\"\n",
+            self.path.display().to_string()
+        )
+    }
+}
+
 /// The invocation log's disk stalls: the log is a FIFO that nobody reads
 /// until the test says so. Calls fill the pipe and the writer's queue, then
 /// wait for room; meanwhile `/healthz`, `/readyz`, `/metrics` and the admin
@@ -224,41 +276,16 @@ async fn callers_that_leave_while_queued_for_a_decision_are_each_charged_once() 
 /// has exactly one record, and the ledger equals the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_log_disk_slows_calls_but_freezes_nothing_and_loses_no_record() {
-    use std::io::{BufRead, BufReader};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 
     const CALLERS: usize = 12;
-    let disk = tempfile::tempdir().expect("temp dir");
-    let fifo = disk.path().join("invocations.jsonl");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success(), "mkfifo {}", fifo.display());
-    // Opening either end of a FIFO waits for the other: this thread's open
-    // meets the gateway's at its start. It reads only once told to.
-    let (resume, resumed) = std::sync::mpsc::channel::<()>();
-    let (line_out, lines) = std::sync::mpsc::channel::<String>();
-    let reader_path = fifo.clone();
-    let reader = std::thread::spawn(move || {
-        let file = std::fs::File::open(&reader_path).expect("open the FIFO");
-        let _ = resumed.recv();
-        for line in BufReader::new(file).lines().map_while(Result::ok) {
-            if line_out.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
+    let log = StalledLog::new();
     let tenant = TenantSpec::new("acme", "allow-all");
     let gw = TestGateway::start(Options {
         tenants: vec![tenant.clone()],
-        log_lines: Some(format!(
-            "invocations = {:?}\nqueue = 4\nrotate-every = \"never\"\n",
-            fifo.display().to_string()
-        )),
+        log_lines: Some(log.settings()),
         ..Options::default()
     })
     .await;
@@ -331,7 +358,7 @@ async fn a_stalled_log_disk_slows_calls_but_freezes_nothing_and_loses_no_record(
     );
 
     // The disk comes back: the waiting calls complete and the callers stop.
-    resume.send(()).expect("reader");
+    log.resume.send(()).expect("reader");
     stop.store(true, Ordering::Relaxed);
     for caller in callers {
         caller.await.expect("caller");
@@ -344,7 +371,8 @@ async fn a_stalled_log_disk_slows_calls_but_freezes_nothing_and_loses_no_record(
     // One record per call, none lost, none twice; together they are the ledger.
     let (mut records, mut text) = (Vec::new(), String::new());
     while (records.len() as u64) < calls {
-        let line = lines
+        let line = log
+            .lines
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{} of {calls} records came out of the log", records.len()));
         let record: tollgate_host::gateway::invocation_log::InvocationRecord =
@@ -362,10 +390,133 @@ async fn a_stalled_log_disk_slows_calls_but_freezes_nothing_and_loses_no_record(
         calls,
         "each call reached the upstream once"
     );
-    let copy = disk.path().join("read-back.jsonl");
+    let copy = log.disk.path().join("read-back.jsonl");
     std::fs::write(&copy, text).expect("write the records");
     gw.reconcile_with(&[copy]).await;
     call(&client).await.expect("the gateway still serves the tenant");
     drop(gw);
-    reader.join().expect("reader");
+    log.reader.join().expect("reader");
+}
+
+/// The log's disk stalls and the gateway is told to stop (SIGTERM): it
+/// still exits, within the grace for calls, the wait for idle and the wait
+/// for the log. Every charged call's record is either in the log or on
+/// standard error after `tollgate-unwritten-record` (a record the disk took
+/// in part may be in both). `tollgate restore-log` puts them back once each,
+/// and the records together equal the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_on_a_stalled_log_disk_exits_and_prints_every_record_not_written() {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+    use tollgate_host::gateway::invocation_log::{InvocationLog, InvocationRecord};
+
+    const CALLERS: usize = 6;
+    let log = StalledLog::new();
+    let tenant = TenantSpec::new("acme", "allow-all");
+    let mut gw = TestGateway::start(Options {
+        tenants: vec![tenant.clone()],
+        log_lines: Some(log.settings()),
+        ..Options::default()
+    })
+    .await;
+    let client = gw.bearer_client(&tenant);
+    // Each caller calls until a call fails: the one cut by the shutdown.
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { while call(&client).await.is_ok() {} })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = gw.metrics().await;
+        let waiting = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_log_waiting_calls "))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if waiting == Some(CALLERS) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the callers never all waited on the log:\n{metrics}"
+        );
+    }
+    // Every caller waits on the log, so every call started has been charged.
+    let state = gw.tenant_state("acme").await;
+    let (spent, calls) = (
+        state["spent-nano-usd"].as_u64().expect("spent"),
+        state["calls-all-periods"].as_u64().expect("calls"),
+    );
+    assert!(calls > CALLERS as u64, "{state}");
+
+    // 1 s of grace for the calls, 10 s for idle, 5 s for the log, and a margin.
+    let status = tokio::task::block_in_place(|| gw.terminate(Duration::from_secs(45)));
+    assert!(status.success(), "tollgate serve exited with {status}");
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+
+    // What the disk took, read now that the gateway has gone, as a file; a
+    // torn last line keeps no newline, as on a disk.
+    log.resume.send(()).expect("reader");
+    let mut taken = Vec::new();
+    while let Ok(line) = log.lines.recv_timeout(Duration::from_secs(30)) {
+        taken.push(line);
+    }
+    let in_log = taken
+        .iter()
+        .filter(|l| serde_json::from_str::<InvocationRecord>(l).is_ok())
+        .count();
+    let mut text = taken.join("\n");
+    if taken
+        .last()
+        .is_some_and(|l| serde_json::from_str::<InvocationRecord>(l).is_ok())
+    {
+        text.push('\n');
+    }
+    let copy = log.disk.path().join("taken.jsonl");
+    std::fs::write(&copy, text).expect("write the log");
+
+    let stderr_path = gw.dir().join("stderr.log");
+    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    let printed = stderr
+        .lines()
+        .filter(|l| l.starts_with("tollgate-unwritten-record "))
+        .count();
+    assert!(
+        printed >= CALLERS,
+        "{printed} records printed, {in_log} in the log:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("did not take every record"),
+        "the operator is told why:\n{stderr}"
+    );
+
+    // Put back: each call's record once, and together they equal the ledger.
+    let restore = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["restore-log", "--log"])
+            .arg(&copy)
+            .arg("--from")
+            .arg(&stderr_path)
+            .output()
+            .expect("run tollgate restore-log");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = restore();
+    let records = InvocationLog::read_all(&copy).expect("a log of whole records");
+    let ids: HashSet<&str> = records.iter().map(|r| r.tollgate.request_id.as_str()).collect();
+    assert_eq!(
+        (records.len() as u64, ids.len() as u64),
+        (calls, calls),
+        "{in_log} records in the log and {printed} printed, for {calls} calls: {said}"
+    );
+    let charged: u64 = records.iter().map(|r| r.tollgate.cost_nano_usd).sum();
+    assert_eq!(charged, spent, "the records equal the ledger");
+    let again = restore();
+    assert!(again.contains("0 appended"), "{again}");
+    assert_eq!(InvocationLog::read_all(&copy).expect("log").len(), records.len());
+    log.reader.join().expect("reader");
 }

@@ -14,6 +14,7 @@ mod fleet_alerts;
 pub mod invocation_log;
 pub mod lifecycle;
 pub mod listener;
+pub mod log_restore;
 pub mod log_writer;
 pub mod metadata;
 pub mod metrics;

@@ -376,6 +376,29 @@ impl TestGateway {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as an orchestrator stops a replica; the process must exit
+    /// within `within` (else it is killed and the test fails). Its status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: a signal to our own child, whose pid we hold and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        let child = &mut self.child;
+        std::thread::scope(|scope| {
+            let (done, exited) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                let _ = done.send(child.wait().expect("wait for tollgate serve"));
+            });
+            match exited.recv_timeout(within) {
+                Ok(status) => status,
+                Err(_) => {
+                    // SAFETY: as above; SIGKILL ends the wait in the thread.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    panic!("tollgate serve did not exit within {within:?} of SIGTERM");
+                }
+            }
+        })
+    }
+
     /// Starts the process again on the same files, after [`Self::kill`].
     pub async fn start_again(&mut self) {
         let (child, url, admin_url) = spawn(self.dir.path()).await;

@@ -18,6 +18,7 @@ use super::fleet;
 use super::fleet_alerts::{self, ClaimGate};
 use super::invocation_log::InvocationLog;
 use super::lifecycle::{PolicyLifecycle, Seed};
+use super::log_writer::UNWRITTEN;
 use super::metrics::Metrics;
 use super::policy_watch::{self, PolicyWatch};
 use super::server::{self, Bound, Edges, Listen, ServeError, ServerSettings, Sessions};
@@ -41,6 +42,8 @@ use crate::upstream::mock::{MockBedrock, MockSettings};
 
 /// The longest a shutdown waits for calls still being charged and logged.
 const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for the log's disk to take the last records.
+const SHUTDOWN_LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the gateway could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -475,7 +478,16 @@ impl Running {
         // Calls cut at the grace period are still logged as they finish,
         // shadowed ones once their shadow's verdict is in (bounded).
         let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.gateway.idle()).await;
-        self.gateway.flush_log().await;
+        if let Some(printed) = self.gateway.close_log(SHUTDOWN_LOG_WAIT).await {
+            // The calls that waited for room print their own records now.
+            let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.gateway.idle()).await;
+            tracing::error!(
+                printed,
+                "the invocation log's disk did not take every record within {} s of shutdown; each record not \
+                 written is on standard error after {UNWRITTEN}, to append to the log (docs/operations.md)",
+                SHUTDOWN_LOG_WAIT.as_secs()
+            );
+        }
         if let Some(mock) = self.mock.take() {
             mock.shutdown().await;
         }

@@ -260,6 +260,14 @@ impl InvocationLog {
         self.writer.flush().await;
     }
 
+    /// For a shutdown: [`Self::flush`] for up to `wait`; if the disk has not
+    /// taken every record by then, they go to standard error instead (see
+    /// [`UNWRITTEN`](super::log_writer::UNWRITTEN)). `None` when the disk
+    /// took them all, else the number printed.
+    pub async fn close(&self, wait: std::time::Duration) -> Option<usize> {
+        self.writer.close(wait).await
+    }
+
     /// Reads every record of a log, the files rotated away from it first
     /// (for reports, reconciliation and tests).
     pub fn read_all(path: impl AsRef<Path>) -> std::io::Result<Vec<InvocationRecord>> {
@@ -331,6 +339,20 @@ mod tests {
         assert!(line.contains("\"schemaType\":\"ModelInvocationLog\""), "{line}");
         assert!(line.contains("\"inputTokenCount\":12"), "{line}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A process killed while writing leaves part of a line; the next start
+    /// cuts it, so its first record starts a line and the log reads back.
+    #[test]
+    fn a_torn_last_line_is_cut_when_the_log_is_opened_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("invocations.jsonl");
+        let whole = serde_json::to_string(&record()).expect("JSON");
+        std::fs::write(&path, format!("{whole}\n{}", &whole[..40])).expect("write");
+        let log = InvocationLog::open(&path).expect("open");
+        log.write(record());
+        drop(log);
+        assert_eq!(InvocationLog::read_all(&path).expect("read"), vec![record(), record()]);
     }
 
     #[test]

@@ -241,6 +241,16 @@ impl Gateway {
         }
     }
 
+    /// For a shutdown: flushes the log for up to `wait`, then prints what
+    /// the disk did not take on standard error. `None` when the disk took
+    /// every record, else the number printed.
+    pub async fn close_log(&self, wait: std::time::Duration) -> Option<usize> {
+        match &self.inner.parts.log {
+            Some(log) => log.close(wait).await,
+            None => None,
+        }
+    }
+
     pub fn upstream(&self) -> &Arc<Upstream> {
         &self.inner.parts.upstream
     }
