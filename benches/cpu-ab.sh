@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# CPU per call of two builds of tollgate, side by side on one machine:
+#
+#   benches/cpu-ab.sh BASELINE NEW [rounds] [seconds-per-run]
+#
+# Each run starts `tollgate mock-bedrock` and `tollgate serve` from one build
+# (in-memory ledger, budget-guard, SigV4-signed upstream, invocation log and
+# metrics on), warms it for 2 s, then runs wrk at c=1 and at c=64. CPU per
+# call is the gateway's utime+stime (/proc/<pid>/stat) over a run divided by
+# the calls served; the log thread's share is its own /proc task line. The
+# builds alternate, and which goes first alternates by round, since on a
+# shared machine the second of two back-to-back runs tends to be slower.
+# Prints one line per run and the medians per build. Needs wrk.
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 BASELINE NEW [rounds] [seconds]" >&2; exit 2; }
+base=$(realpath "$1"); new=$(realpath "$2"); rounds="${3:-6}"; secs="${4:-6}"
+command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
+here=$(cd "$(dirname "$0")/.." && pwd)
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+# One run of one build: appends "build c rps p50-ms cpu-us log-us" to $results.
+run_build() {
+  local name=$1 build=$2
+  (
+    export BIN=$build
+    set -euo pipefail
+    . "$here/benches/common.sh"
+    start_mock
+    { server_and_upstream_toml; cat <<TOML
+[ledger]
+store = "memory"
+[log]
+invocations = "invocations.jsonl"
+[engine]
+cache-dir = "cache"
+[tenants.acme]
+tier = "pro"
+budget-usd = "1000000"
+policy = "$PWD/policies/target/components/budget_guard.wasm"
+[[tenants.acme.api-keys]]
+key = "acme-load-test-key-0123456789"
+TOML
+    } >"$work/tollgate.toml"
+    start_gateway
+    write_post_lua acme-load-test-key-0123456789 load
+    path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    wrk -t1 -c8 -d2s -s "$work/post.lua" "$gw$path" >/dev/null
+    log_task=$(dirname "$(grep -l tollgate-log /proc/"$gw_pid"/task/*/comm | head -1)")
+    ticks() { awk '{ print $14 + $15 }' "$1"; }
+    for c in 1 64; do
+      local before log_before
+      before=$(ticks /proc/"$gw_pid"/stat); log_before=$(ticks "$log_task/stat")
+      wrk -t$(( c < 2 ? 1 : 2 )) -c"$c" -d"${secs}s" --latency -s "$work/post.lua" "$gw$path" >"$work/wrk.out"
+      awk -v name="$name" -v c="$c" -v b="$before" -v a="$(ticks /proc/"$gw_pid"/stat)" \
+        -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" '
+        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^Requests\/sec/ { rps = $2 } /requests in/ { n = $1 }
+        END { printf "%s %s %.0f %.3f %.0f %.1f\n", name, c, rps, p50, (a-b)/hz*1e6/n, (la-lb)/hz*1e6/n }' "$work/wrk.out"
+    done
+  ) | tee -a "$results"
+}
+
+cd "$here"
+cargo build --release --quiet
+echo "build c req/s p50-ms cpu-us/call log-thread-us/call"
+for r in $(seq "$rounds"); do
+  if (( r % 2 )); then run_build baseline "$base"; run_build new "$new"
+  else run_build new "$new"; run_build baseline "$base"; fi
+done
+echo
+echo "medians over $rounds rounds:"
+for c in 1 64; do
+  for name in baseline new; do
+    awk -v name="$name" -v c="$c" '$1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
+      function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
+      END { printf "c=%s %-8s req/s %.0f  p50 %.3f ms  CPU %.0f us/call  log thread %.1f us/call\n", c, name, med(rps, n), med(p50, n), med(cpu, n), med(log_, n) }' "$results"
+  done
+done
