@@ -48,6 +48,24 @@ auth = "${UPSTREAM_AUTH:-sigv4}"
 TOML
 }
 
+# acme_toml [CACHE-DIR]: the [log], [engine] and tenant tables most load
+# runs share: acme on budget-guard, with a budget no run spends, and the key
+# write_post_lua is given.
+acme_toml() {
+  cat <<TOML
+[log]
+invocations = "invocations.jsonl"
+[engine]
+cache-dir = "${1:-cache}"
+[tenants.acme]
+tier = "pro"
+budget-usd = "1000000"
+policy = "$PWD/policies/target/components/budget_guard.wasm"
+[[tenants.acme.api-keys]]
+key = "acme-load-test-key-0123456789"
+TOML
+}
+
 # write_post_lua KEY USE-CASE: a wrk script posting one Converse body with a bearer key.
 write_post_lua() {
   cat >"$work/post.lua" <<LUA

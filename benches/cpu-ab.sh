@@ -27,21 +27,7 @@ run_build() {
     set -euo pipefail
     . "$here/benches/common.sh"
     start_mock
-    { server_and_upstream_toml; cat <<TOML
-[ledger]
-store = "memory"
-[log]
-invocations = "invocations.jsonl"
-[engine]
-cache-dir = "cache"
-[tenants.acme]
-tier = "pro"
-budget-usd = "1000000"
-policy = "$PWD/policies/target/components/budget_guard.wasm"
-[[tenants.acme.api-keys]]
-key = "acme-load-test-key-0123456789"
-TOML
-    } >"$work/tollgate.toml"
+    { server_and_upstream_toml; printf '[ledger]\nstore = "memory"\n'; acme_toml; } >"$work/tollgate.toml"
     start_gateway
     write_post_lua acme-load-test-key-0123456789 load
     path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
@@ -72,7 +58,7 @@ echo
 echo "medians over $rounds rounds:"
 for c in 1 64; do
   for name in baseline new; do
-    awk -v name="$name" -v c="$c" '$1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
+    awk -v name="$name" -v c="$c" 'BEGIN { n = 0 } $1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
       function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
       END { printf "c=%s %-8s req/s %.0f  p50 %.3f ms  CPU %.0f us/call  log thread %.1f us/call\n", c, name, med(rps, n), med(p50, n), med(cpu, n), med(log_, n) }' "$results"

@@ -38,17 +38,8 @@ path = "ledger.redb"
 [ledger.redis]
 url = "redis://127.0.0.1:$port"
 key-prefix = "bench"
-[log]
-invocations = "invocations.jsonl"
-[engine]
-cache-dir = "$work/cache"
-[tenants.acme]
-tier = "pro"
-budget-usd = "1000000"
-policy = "$PWD/policies/target/components/budget_guard.wasm"
-[[tenants.acme.api-keys]]
-key = "acme-load-test-key-0123456789"
 TOML
+    acme_toml "$work/cache"
   } >"$dir/tollgate.toml"
   AWS_ACCESS_KEY_ID=AKIDBENCHEXAMPLE AWS_SECRET_ACCESS_KEY=bench/secret+EXAMPLEKEY AWS_EC2_METADATA_DISABLED=true \
     $bin serve --config "$dir/tollgate.toml" >"$dir/gw.out" 2>"$dir/gw.err" &

@@ -20,22 +20,8 @@ command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" 
 start_mock
 {
   server_and_upstream_toml
-  cat <<TOML
-[ledger]
-store = "$store"
-path = "ledger.redb"
-commit = "$commit"
-[log]
-invocations = "invocations.jsonl"
-[engine]
-cache-dir = "cache"
-[tenants.acme]
-tier = "pro"
-budget-usd = "1000000"
-policy = "$PWD/policies/target/components/budget_guard.wasm"
-[[tenants.acme.api-keys]]
-key = "acme-load-test-key-0123456789"
-TOML
+  printf '[ledger]\nstore = "%s"\npath = "ledger.redb"\ncommit = "%s"\n' "$store" "$commit"
+  acme_toml
 } >"$work/tollgate.toml"
 start_gateway
 write_post_lua acme-load-test-key-0123456789 load
