@@ -481,10 +481,12 @@ impl Running {
         if let Some(printed) = self.gateway.close_log(SHUTDOWN_LOG_WAIT).await {
             // The calls that waited for room print their own records now.
             let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.gateway.idle()).await;
+            // `printed` counts the queue and the writer's batches; waiting calls printed their own.
             tracing::error!(
                 printed,
                 "the invocation log's disk did not take every record within {} s of shutdown; each record not \
-                 written is on standard error after {UNWRITTEN}, to append to the log (docs/operations.md)",
+                 written is on standard error after {UNWRITTEN}. Once the disk is back, `tollgate restore-log \
+                 --from <this output>` appends them to the log (docs/visibility.md)",
                 SHUTDOWN_LOG_WAIT.as_secs()
             );
         }
