@@ -4,12 +4,16 @@
 //! `tollgate.toml` is the seed; `docs/operations.md` says which wins.
 
 #[cfg(feature = "redis")]
+mod fleet_control;
+#[cfg(feature = "redis")]
 mod redis_control;
 mod store;
 mod tenant_record;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "redis")]
+pub use fleet_control::{FleetControl, Reached};
 #[cfg(feature = "redis")]
 pub use redis_control::{Change, RedisControl};
 pub use store::FileControl;
@@ -19,7 +23,7 @@ use crate::ids::TenantId;
 use crate::registry::version::PolicySettings;
 
 /// Where runtime changes are kept: one gateway's file ([`FileControl`]),
-/// or Redis for a fleet of replicas (`RedisControl`).
+/// or Redis for a fleet of replicas (`FleetControl`, with a local copy).
 ///
 /// Invariants every store keeps:
 /// - A tenant's record is written whole, after the change it describes, so
@@ -38,6 +42,12 @@ pub trait ControlStore: Send + Sync {
 
     /// Writes a tenant's record whole (`None` forgets the tenant).
     fn put_tenant(&self, tenant: &TenantId, record: Option<&TenantRecord>) -> Result<(), ControlError>;
+
+    /// Whether a change could be kept now: asked before a change takes
+    /// effect, so one the store cannot keep is refused first.
+    fn check_writable(&self) -> Result<(), ControlError> {
+        Ok(())
+    }
 
     /// Writes a tenant's policy record whole. A shared store refuses one
     /// that would overwrite a version another replica saved meanwhile.

@@ -53,12 +53,17 @@ async fn charges_kept_for_redis_by_a_killed_replica_are_written_once_at_its_next
     let outage: u64 = records[1..].iter().map(|r| r.tollgate.cost_nano_usd).sum();
     assert!(outage > 0);
 
-    // SIGKILL with the three charges kept for Redis. A replica starts only
-    // with Redis there (its tenants and policies are kept in it); it then
-    // writes what the killed process kept.
+    // SIGKILL with the three charges kept for Redis, and started again
+    // while Redis is still away: on its local copy of the tenants. It knows
+    // no figures of acme's spend in this process, so it admits nothing on
+    // the allowance; it writes what the killed process kept once Redis is back.
     gw.kill();
-    server.restart();
     gw.start_again().await;
+    let refused = timed_call(&gw.sigv4_client(&acme))
+        .await
+        .expect_err("acme's spend is unknown here");
+    assert_eq!(refused.0, 503, "{refused:?}");
+    server.restart();
     let (status, text) = gw.readyz_within(10_000).await;
     assert_eq!(
         (status, text.as_str()),
@@ -73,7 +78,11 @@ async fn charges_kept_for_redis_by_a_killed_replica_are_written_once_at_its_next
     let (status, _) = gw.readyz_within(10_000).await;
     assert_eq!(status, 200);
     assert_eq!(spent(&gw).await, (before.0 + outage, 4));
-    assert_eq!(gw.records().len(), 4, "no restored charge");
+    assert_eq!(
+        gw.records().len(),
+        5,
+        "no restored charge (the fifth is the refused call)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

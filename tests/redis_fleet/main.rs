@@ -12,3 +12,4 @@ mod fleet_alerts;
 mod fleet_registry;
 mod ledger_store;
 mod replicas;
+mod start_on_copy;

@@ -118,6 +118,17 @@ impl RedisControl {
         &self.client
     }
 
+    /// The store as messages name it (the URL, password hidden).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether Redis answers, within the timeout.
+    pub fn ping(&self) -> Result<(), ControlError> {
+        self.with("reaching Redis", |c| redis::cmd("PING").query::<String>(c))
+            .map(drop)
+    }
+
     /// The channel changes are announced on.
     pub fn channel(&self) -> String {
         format!("{}changes", self.base)

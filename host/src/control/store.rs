@@ -59,6 +59,25 @@ impl FileControl {
             message: format!("{what}: {e}"),
         }
     }
+
+    /// Makes the kept tenants exactly `tenants`, in one transaction: a copy
+    /// of another store's.
+    pub fn replace_tenants(&self, tenants: &[(TenantId, TenantRecord)]) -> Result<(), ControlError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail("writing tenants", e))?;
+        {
+            let mut table = txn.open_table(TENANTS).map_err(|e| self.fail("writing tenants", e))?;
+            table
+                .retain(|_, _| false)
+                .map_err(|e| self.fail("writing tenants", e))?;
+            for (tenant, record) in tenants {
+                let json = serde_json::to_vec(record).map_err(|e| self.fail("encoding a tenant", e))?;
+                table
+                    .insert(tenant.as_str(), json.as_slice())
+                    .map_err(|e| self.fail("writing tenants", e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fail("writing tenants", e))
+    }
 }
 
 impl ControlStore for FileControl {
@@ -233,6 +252,29 @@ mod tests {
                 .expect("read")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn replacing_the_tenants_leaves_exactly_those_given() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = FileControl::open(&dir.path().join("copy.redb")).expect("open");
+        let record = |dollars| TenantRecord {
+            tier: "standard".into(),
+            limits: crate::ledger::TenantLimits::monthly(crate::money::NanoUsd::from_usd(dollars)),
+            disabled: false,
+            allow_costlier_downgrade: false,
+            inference_profiles: Default::default(),
+            api_keys: Vec::new(),
+            access_keys: Vec::new(),
+            seed: None,
+        };
+        let (acme, globex) = (TenantId::new("acme").expect("id"), TenantId::new("globex").expect("id"));
+        store.put_tenant(&acme, Some(&record(1))).expect("put");
+        store.put_tenant(&globex, Some(&record(2))).expect("put");
+        store.replace_tenants(&[(acme.clone(), record(3))]).expect("replace");
+        assert_eq!(store.tenants().expect("read"), vec![(acme, record(3))]);
+        store.replace_tenants(&[]).expect("replace");
+        assert!(store.tenants().expect("read").is_empty());
     }
 
     #[test]

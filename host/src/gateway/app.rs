@@ -26,7 +26,7 @@ use super::service::{Gateway, GatewayParts};
 use crate::accounting::Accounting;
 use crate::alerts::Alerts;
 use crate::config::{CommitMode, Config, ControlPlace, StoreKind, UpstreamKind};
-use crate::control::{ControlStore, FileControl, RedisControl, TenantRecord};
+use crate::control::{ControlStore, FileControl, FleetControl, Reached, RedisControl, TenantRecord};
 use crate::engine::PolicyEngine;
 use crate::estimate::Estimator;
 use crate::ids::TenantId;
@@ -133,17 +133,30 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             }
             Some(Arc::new(FileControl::open(&path).map_err(|e| cfg_err(e.to_string()))?))
         }
-        ControlPlace::Redis => {
+        ControlPlace::Redis { copy } => {
             let redis = &config.ledger.redis;
-            let control = Arc::new(
-                RedisControl::new(
-                    &redis.url,
-                    redacted(&redis.url),
-                    &redis.key_prefix,
-                    Duration::from_millis(redis.timeout_ms),
-                )
-                .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?,
-            );
+            let copy = config.resolve(&copy);
+            if let Some(parent) = copy.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| cfg_err(format!("control.path: cannot create {}: {e}", parent.display())))?;
+            }
+            let redis_control = RedisControl::new(
+                &redis.url,
+                redacted(&redis.url),
+                &redis.key_prefix,
+                Duration::from_millis(redis.timeout_ms),
+            )
+            .map_err(|e| cfg_err(format!("ledger.redis: {e}")))?;
+            let (control, reached) = FleetControl::open(redis_control, &copy).map_err(|e| cfg_err(e.to_string()))?;
+            if let Reached::Copy { why } = reached {
+                tracing::warn!(
+                    copy = %copy.display(),
+                    why = %why,
+                    "Redis does not answer: starting on this replica's local copy of the fleet's tenants and policies; \
+                     calls are served under failure-mode until it answers"
+                );
+            }
+            let control = Arc::new(control);
             fleet_control = Some(Arc::clone(&control));
             Some(control as Arc<dyn ControlStore>)
         }

@@ -13,12 +13,12 @@ use futures_util::StreamExt;
 use super::directory::Directory;
 use super::lifecycle::PolicyLifecycle;
 use super::settlement::GatewayAccounting;
-use crate::control::{Change, ControlStore, RedisControl};
+use crate::control::{Change, ControlStore, FleetControl};
 use crate::ids::TenantId;
 
 /// What a change is applied to.
 pub(super) struct Replica {
-    pub(super) control: Weak<RedisControl>,
+    pub(super) control: Weak<FleetControl>,
     pub(super) lifecycle: Arc<PolicyLifecycle>,
     pub(super) directory: Arc<Directory>,
     pub(super) accounting: Arc<GatewayAccounting>,
@@ -32,7 +32,7 @@ pub(super) async fn follow(replica: Replica) {
         let Some(control) = replica.control.upgrade() else {
             return;
         };
-        let (client, channel) = (control.client().clone(), control.channel());
+        let (client, channel) = (control.redis().client().clone(), control.redis().channel());
         drop(control);
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -43,6 +43,10 @@ pub(super) async fn follow(replica: Replica) {
         match subscribed {
             Ok(mut pubsub) => {
                 pause = Duration::from_millis(100);
+                // A replica started on its local copy reads Redis from now on.
+                if let Some(control) = replica.control.upgrade() {
+                    control.back_on_redis();
+                }
                 // Subscribed first, then read: a change made in between is heard as well.
                 replica.sync_all().await;
                 let mut messages = pubsub.on_message();

@@ -93,6 +93,11 @@ impl PolicyLifecycle {
         self.store.is_some()
     }
 
+    /// Whether a change could be kept now (asked before it takes effect).
+    pub fn check_writable(&self) -> Result<(), ControlError> {
+        self.store.as_ref().map_or(Ok(()), |store| store.check_writable())
+    }
+
     /// Keeps a component's bytes; call before the version naming it is activated.
     pub fn keep_component(&self, wasm: &[u8]) -> Result<(), ControlError> {
         match &self.store {

@@ -18,6 +18,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, check, parse_tenant, unknown};
+use crate::gateway::lifecycle::Changing;
 use crate::ids::TenantId;
 use crate::registry::cases::CasesFile;
 use crate::registry::version::{PolicySettings, PolicyVersion};
@@ -157,7 +158,7 @@ pub(super) async fn upload(State(state): State<AdminState>, Path(tenant): Path<S
             let wasm = upload.wasm.clone();
             let staged = stage(&state, &tenant, upload).await?;
             keep(&state, wasm).await?;
-            let _changing = state.gateway.lifecycle().changing(&tenant);
+            let _changing = begin(&state, &tenant).await?;
             let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, "activated a policy version uploaded through the admin API");
             let changed = Changed {
@@ -190,7 +191,7 @@ pub(super) async fn set_shadow(
             let (tenant, id, _changing) = if let Some(number) = query.version {
                 check(&state, request.headers())?;
                 let tenant = known(&state, &tenant)?;
-                let changing = state.gateway.lifecycle().changing(&tenant);
+                let changing = begin(&state, &tenant).await?;
                 let id = off_the_workers(&state, &tenant, move |registry, tenant| {
                     registry.shadow_version(tenant, number)
                 })
@@ -202,7 +203,7 @@ pub(super) async fn set_shadow(
                 let registry = Arc::clone(state.gateway.registry());
                 let settings = current_settings(&state, &tenant);
                 let task_tenant = tenant.clone();
-                let changing = state.gateway.lifecycle().changing(&tenant);
+                let changing = begin(&state, &tenant).await?;
                 let id = tokio::task::spawn_blocking(move || {
                     let cases = upload.cases.as_deref();
                     registry.set_shadow(&task_tenant, &upload.wasm, settings, &upload.source, cases)
@@ -252,7 +253,7 @@ pub(super) async fn clear_shadow(
         async {
             check(&state, &headers)?;
             let tenant = known(&state, &tenant)?;
-            let _changing = state.gateway.lifecycle().changing(&tenant);
+            let _changing = begin(&state, &tenant).await?;
             let id = state.gateway.registry().clear_shadow(&tenant).map_err(refused)?;
             let changed = Changed {
                 activated: None,
@@ -306,7 +307,7 @@ async fn lifecycle(
         async {
             check(state, headers)?;
             let tenant = known(state, tenant)?;
-            let _changing = state.gateway.lifecycle().changing(&tenant);
+            let _changing = begin(state, &tenant).await?;
             let id = off_the_workers(state, &tenant, change).await?;
             tracing::info!(tenant = %tenant, version = %id, actor = actor(headers), "activated a policy version");
             let changed = Changed {
@@ -336,6 +337,18 @@ async fn off_the_workers(
         .map_err(refused)
 }
 
+/// A change of the tenant's policies begins here: only if the control
+/// store can keep it now, so a store that does not answer refuses the
+/// change before it takes effect rather than leaving it in effect unsaved.
+async fn begin(state: &AdminState, tenant: &TenantId) -> Result<Changing, BedrockError> {
+    let lifecycle = Arc::clone(state.gateway.lifecycle());
+    tokio::task::spawn_blocking(move || lifecycle.check_writable())
+        .await
+        .map_err(|e| BedrockError::internal(e.to_string()))?
+        .map_err(|e| BedrockError::unavailable(format!("nothing changed: {e}")))?;
+    Ok(state.gateway.lifecycle().changing(tenant))
+}
+
 /// Keeps an uploaded component's bytes before any version naming it is
 /// active or shadowing, so a restart can always rebuild it.
 async fn keep(state: &AdminState, wasm: Bytes) -> Result<(), BedrockError> {
@@ -343,7 +356,7 @@ async fn keep(state: &AdminState, wasm: Bytes) -> Result<(), BedrockError> {
     tokio::task::spawn_blocking(move || lifecycle.keep_component(&wasm))
         .await
         .map_err(|e| BedrockError::internal(e.to_string()))?
-        .map_err(|e| BedrockError::internal(format!("the component could not be stored, so nothing changed: {e}")))
+        .map_err(|e| BedrockError::unavailable(format!("the component could not be stored, so nothing changed: {e}")))
 }
 
 /// Writes the tenant's new state to the control store. The change is in
@@ -580,7 +593,7 @@ pub(super) async fn change_settings(
             .await
             .map_err(|e| BedrockError::internal(e.to_string()))?
             .map_err(refused)?;
-            let _changing = state.gateway.lifecycle().changing(&tenant);
+            let _changing = begin(&state, &tenant).await?;
             let id = state.gateway.registry().activate_staged(staged).map_err(refused)?;
             tracing::info!(tenant = %tenant, version = %id, "activated new policy settings");
             let changed = Changed {

@@ -118,7 +118,8 @@ async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T, BedrockError> {
 
 fn refused(error: DirectoryError) -> BedrockError {
     match error {
-        DirectoryError::NotKept(_) => BedrockError::internal(error.to_string()),
+        // Nothing changed: the store did not take it, so a retry later is safe.
+        DirectoryError::NotKept(_) => BedrockError::unavailable(error.to_string()),
         DirectoryError::Refused(message) if message.starts_with("no tenant") => {
             BedrockError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
         }

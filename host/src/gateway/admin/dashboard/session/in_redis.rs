@@ -99,6 +99,9 @@ impl RedisSessions {
 }
 
 /// An error after which the connection manager has reconnected, or tries to.
+/// A refusal is one: the manager hands the first use after a restart the
+/// refusal of its last attempt during the outage, so that use must ask again
+/// (which is why a page waits twice the reconnect tries while Redis is away).
 fn reconnected(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
 }
