@@ -14,8 +14,12 @@
 //! state it just read) succeeds,
 //! so a replica whose `tollgate.toml` is as it was when the copy was made
 //! starts, and one whose file changed is refused until Redis answers.
+//!
+//! What Redis answers is written to the copy only where it differs, so a
+//! replica's resync after a lost subscription costs reads of the copy, not
+//! a commit per tenant.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ControlError, ControlStore, FileControl, PolicyRecord, RedisControl, TenantRecord};
@@ -68,10 +72,6 @@ impl FleetControl {
         &self.redis
     }
 
-    pub fn copy_path(&self) -> PathBuf {
-        self.copy.path().to_path_buf()
-    }
-
     /// Whether reads come from the copy.
     pub fn on_copy(&self) -> bool {
         self.on_copy.load(Ordering::Acquire)
@@ -88,15 +88,12 @@ impl FleetControl {
     /// One tenant's record, if kept.
     pub fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, ControlError> {
         if self.on_copy() {
-            return Ok(self
-                .copy
-                .tenants()?
-                .into_iter()
-                .find(|(t, _)| t == tenant)
-                .map(|(_, r)| r));
+            return self.copy.tenant(tenant);
         }
         let record = self.redis.tenant(tenant)?;
-        self.mirror("a tenant", self.copy.put_tenant(tenant, record.as_ref()));
+        if self.copy.tenant(tenant).ok().as_ref() != Some(&record) {
+            self.mirror("a tenant", self.copy.put_tenant(tenant, record.as_ref()));
+        }
         Ok(record)
     }
 
@@ -142,7 +139,9 @@ impl ControlStore for FleetControl {
             return self.copy.component(digest);
         }
         let bytes = self.redis.component(digest)?;
-        if let Some(bytes) = &bytes {
+        if let Some(bytes) = &bytes
+            && !matches!(self.copy.component(digest), Ok(Some(_)))
+        {
             self.mirror("a component", self.copy.put_component(digest, bytes));
         }
         Ok(bytes)
@@ -153,7 +152,9 @@ impl ControlStore for FleetControl {
             return self.copy.policies(tenant);
         }
         let record = self.redis.policies(tenant)?;
-        if let Some(record) = &record {
+        if let Some(record) = &record
+            && self.copy.policies(tenant).ok().flatten().as_ref() != Some(record)
+        {
             self.mirror("a policy record", self.copy.save_policies(tenant, record));
         }
         Ok(record)
@@ -164,18 +165,15 @@ impl ControlStore for FleetControl {
             return self.copy.tenants();
         }
         let tenants = self.redis.tenants()?;
-        self.mirror("the tenants", self.copy.replace_tenants(&tenants));
+        if self.copy.tenants().ok().as_ref() != Some(&tenants) {
+            self.mirror("the tenants", self.copy.replace_tenants(&tenants));
+        }
         Ok(tenants)
     }
 
     fn put_tenant(&self, tenant: &TenantId, record: Option<&TenantRecord>) -> Result<(), ControlError> {
         if self.on_copy() {
-            let held = self
-                .copy
-                .tenants()?
-                .into_iter()
-                .find(|(t, _)| t == tenant)
-                .map(|(_, r)| r);
+            let held = self.copy.tenant(tenant)?;
             return self.unchanged_or_refused(held.as_ref() == record, &format!("tenant {tenant}"));
         }
         self.redis.put_tenant(tenant, record)?;

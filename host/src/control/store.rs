@@ -60,6 +60,21 @@ impl FileControl {
         }
     }
 
+    /// One kept tenant's record.
+    pub fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, ControlError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail("reading a tenant", e))?;
+        let table = txn.open_table(TENANTS).map_err(|e| self.fail("reading a tenant", e))?;
+        let Some(value) = table
+            .get(tenant.as_str())
+            .map_err(|e| self.fail("reading a tenant", e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| self.fail(&format!("tenant {tenant}'s record is unreadable"), e))
+    }
+
     /// Makes the kept tenants exactly `tenants`, in one transaction: a copy
     /// of another store's.
     pub fn replace_tenants(&self, tenants: &[(TenantId, TenantRecord)]) -> Result<(), ControlError> {
@@ -272,7 +287,9 @@ mod tests {
         store.put_tenant(&acme, Some(&record(1))).expect("put");
         store.put_tenant(&globex, Some(&record(2))).expect("put");
         store.replace_tenants(&[(acme.clone(), record(3))]).expect("replace");
-        assert_eq!(store.tenants().expect("read"), vec![(acme, record(3))]);
+        assert_eq!(store.tenants().expect("read"), vec![(acme.clone(), record(3))]);
+        assert_eq!(store.tenant(&acme).expect("read"), Some(record(3)));
+        assert_eq!(store.tenant(&globex).expect("read"), None);
         store.replace_tenants(&[]).expect("replace");
         assert!(store.tenants().expect("read").is_empty());
     }
