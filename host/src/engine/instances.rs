@@ -98,6 +98,9 @@ pub(crate) struct Instances {
     idle: Mutex<Vec<Warm>>,
     /// Set while the version is not active: instances are not kept.
     retired: AtomicBool,
+    /// The made-up call new instances decide before their first real one
+    /// (see [`Self::prewarm`]); dropped at its first failure.
+    rehearsal: Mutex<Option<Arc<(Request, TenantState)>>>,
 }
 
 impl Instances {
@@ -116,6 +119,7 @@ impl Instances {
             strategy,
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
+            rehearsal: Mutex::new(None),
         }
     }
 
@@ -136,7 +140,7 @@ impl Instances {
         let (mut warm, cpu_started) = match self.take_idle() {
             Some(warm) => (warm, cpu_now),
             // The call's CPU is counted from after the instantiation.
-            None => (self.instantiate(self.instantiate_ticks())?, thread_cpu_time()),
+            None => (self.instantiate_for_call()?, thread_cpu_time()),
         };
         let verdict = self.call(&mut warm, request, state, cpu_started)?;
         self.give_back(warm);
@@ -161,6 +165,11 @@ impl Instances {
     /// copied on first write) are paid for here, not by the first real call.
     /// An instance that fails its rehearsal is not kept.
     pub(crate) fn prewarm(&self, rehearsal: Option<(&Request, &TenantState)>) {
+        if let Some((request, state)) = rehearsal {
+            // Kept for the instances calls create later (see `instantiate_for_call`).
+            *self.rehearsal.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Arc::new((request.clone(), state.clone())));
+        }
         if !matches!(self.strategy, InstanceStrategy::Pooled { max_idle } if max_idle > 0)
             || self.retired.load(Ordering::Acquire)
             || !self.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
@@ -171,10 +180,7 @@ impl Instances {
         let ticks = self.instantiate_ticks();
         let rehearsed = self.instantiate(ticks).and_then(|mut warm| {
             if let Some((request, state)) = rehearsal {
-                warm.store.data_mut().muted = true;
-                let decided = self.call_within(&mut warm, request, state, None, ticks);
-                warm.store.data_mut().muted = false;
-                decided?;
+                self.rehearse(&mut warm, request, state, ticks)?;
             }
             Ok(warm)
         });
@@ -184,6 +190,49 @@ impl Instances {
                 tracing::debug!(policy = %self.label, %failure, "could not create an instance ahead of its first call")
             }
         }
+    }
+
+    /// An instance for a call that found none idle: a pooled instance was
+    /// retired after its uses, or more calls came at once than were idle.
+    /// It rehearses first, as [`Self::prewarm`]'s does, so the call's
+    /// deadline measures its decision and not the guest's first run (a
+    /// Python instance's first decision alone can pass a 5 ms deadline).
+    /// A rehearsal that fails is not tried again for this version, so a
+    /// policy that fails every call does not pay twice; that call gets a
+    /// plain new instance.
+    fn instantiate_for_call(&self) -> Result<Warm, PolicyFailure> {
+        let ticks = self.instantiate_ticks();
+        let rehearsal = match self.strategy {
+            InstanceStrategy::Pooled { .. } => self.rehearsal.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            InstanceStrategy::Fresh => None,
+        };
+        let mut warm = self.instantiate(ticks)?;
+        let Some(rehearsal) = rehearsal else {
+            return Ok(warm);
+        };
+        let (request, state) = &*rehearsal;
+        match self.rehearse(&mut warm, request, state, ticks) {
+            Ok(()) => Ok(warm),
+            Err(failure) => {
+                *self.rehearsal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::debug!(policy = %self.label, %failure, "a new instance failed its rehearsal; no more are rehearsed");
+                self.instantiate(ticks)
+            }
+        }
+    }
+
+    /// Decides the made-up call, muted, within `ticks`.
+    fn rehearse(
+        &self,
+        warm: &mut Warm,
+        request: &Request,
+        state: &TenantState,
+        ticks: u64,
+    ) -> Result<(), PolicyFailure> {
+        warm.store.data_mut().muted = true;
+        let decided = self.call_within(warm, request, state, None, ticks);
+        warm.store.data_mut().muted = false;
+        decided.map(drop)
     }
 
     fn instantiate_ticks(&self) -> u64 {

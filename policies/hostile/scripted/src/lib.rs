@@ -1,6 +1,8 @@
 //! Returns the verdict its config describes, unchecked, so the host's own
 //! checks of policy output can be tried with any value a policy could send.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Deserialize;
 use tollgate_policy::*;
 
@@ -17,7 +19,13 @@ struct Script {
     max_output_tokens: Option<u64>,
     /// Rounds of busy work before answering, to use a chosen amount of CPU.
     burn: u64,
+    /// Rounds of busy work on its instance's first decision only, as an
+    /// interpreter's first run costs (its heap's pages copied on first write).
+    first_burn: u64,
 }
+
+/// Per instance: each has its own linear memory.
+static DECIDED: AtomicBool = AtomicBool::new(false);
 
 struct Scripted;
 
@@ -32,7 +40,9 @@ impl Policy for Scripted {
         };
         // Depends on the input, so the optimiser can neither fold nor drop it.
         let mut x = request.now_ms | 1;
-        for _ in 0..script.burn {
+        let first = !DECIDED.swap(true, Ordering::Relaxed);
+        let rounds = script.burn + if first { script.first_burn } else { 0 };
+        for _ in 0..rounds {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         }
         let mut verdict = match script.action.as_str() {
