@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # A quiet tenant's first calls after a start: `tollgate serve` is started
 # afresh N times with the Python budget-guard at the default 5 ms deadline,
-# and makes 6 calls one at a time through the gateway each time. Prints
+# and makes 6 calls (CALLS) one at a time through the gateway each time.
+# Past 128 calls a pooled instance is retired, and a call creates the next
+# one on its path: CALLS=600 measures those calls too. Prints
 # how many starts had a call failed closed, how many calls were, and the
 # median decision time of the first call and of the later ones (from the
 # invocation log's latency.decisionUs).
 #
 #   benches/cold-start.sh [starts]            (default 20)
 #   BIN=path benches/cold-start.sh 20         # a kept baseline build
+#   CALLS=600 benches/cold-start.sh 3         # calls after instances retire
 set -euo pipefail
 starts="${1:-20}"
+calls="${CALLS:-6}"
 . "$(dirname "$0")/common.sh"
 
 sh policies/toolchain/install.sh .tools >/dev/null
@@ -41,7 +45,7 @@ TOML
   } >"$work/tollgate.toml"
   start_gateway
   failed=0
-  for call in 1 2 3 4 5 6; do
+  for call in $(seq "$calls"); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
       -H 'authorization: Bearer acme-load-test-key-0123456789' \
       -d '{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":64}}' \
@@ -53,11 +57,17 @@ TOML
   refused=$((refused + failed))
   python3 - "$work/invocations.jsonl" "$work/first" "$work/later" <<'PY'
 import json, sys
-us = [json.loads(l)["tollgate"]["latency"]["decisionUs"] for l in open(sys.argv[1])]
+records = [json.loads(l)["tollgate"] for l in open(sys.argv[1])]
+for r in records:
+    if r.get("policyFailure"):
+        print(f"failed closed: {r['reason']} (decision {r['latency']['decisionUs']} µs)", file=sys.stderr)
+us = [r["latency"]["decisionUs"] for r in records]
 open(sys.argv[2], "a").write(f"{us[0]}\n")
 open(sys.argv[3], "a").writelines(f"{u}\n" for u in us[1:])
 PY
 done
 median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-echo "$starts starts: $bad had a call failed closed; $refused of $((starts * 6)) calls failed closed"
+echo "$starts starts: $bad had a call failed closed; $refused of $((starts * calls)) calls failed closed"
+slowest() { sort -n "$1" | tail -n "$2" | tr '\n' ' '; }
 echo "decision, first call: median $(median "$work/first") µs; later calls: median $(median "$work/later") µs"
+echo "later calls' slowest decisions (µs): $(slowest "$work/later" 5)"
