@@ -5,6 +5,7 @@
 
 use aws_sdk_bedrockruntime::Client;
 
+use crate::admin_api::spent;
 use crate::support::gateway::{Options, TenantSpec, TestGateway, the_restored_charge, timed_call};
 use crate::support::redis::RedisServer;
 use crate::support::upstream;
@@ -20,14 +21,6 @@ fn fail_open(server: &RedisServer, tenants: &[TenantSpec], upstream_url: Option<
         ),
         ..Options::default()
     }
-}
-
-async fn spent(gw: &TestGateway) -> (u64, u64) {
-    let state = gw.settled("acme").await;
-    (
-        state["spent-nano-usd"].as_u64().expect("spent"),
-        state["calls-all-periods"].as_u64().expect("calls"),
-    )
 }
 
 async fn calls(client: &Client, n: usize) {

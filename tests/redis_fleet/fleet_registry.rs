@@ -12,41 +12,15 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_host::upstream::mock::MockSettings;
 
+use crate::admin_api::{active, admin, change_settings};
 use crate::support::gateway::{ADMIN_TOKEN, Options, TenantSpec, TestGateway, call_model};
 use crate::support::redis::RedisServer;
 
 const NOVA_MICRO: &str = "amazon.nova-micro-v1:0";
 
-async fn admin(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = gw
-        .raw()
-        .request(method, format!("{}/admin/tenants{path}", gw.admin_url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-tollgate-actor", "fleet-test");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-async fn active(gw: &TestGateway) -> u64 {
-    let (status, body) = admin(gw, Method::GET, "/acme/policy", None).await;
-    assert_eq!(status, 200, "{body}");
-    body["number"].as_u64().expect("number")
-}
-
 /// A new version of acme's policy with this config, made on `gw`; its number.
 async fn configure(gw: &TestGateway, config: Value) -> u64 {
-    let (status, body) = admin(
-        gw,
-        Method::PATCH,
-        "/acme/policy/settings",
-        Some(json!({ "config": config })),
-    )
-    .await;
+    let (status, body) = change_settings(gw, config).await;
     assert_eq!(status, 200, "{body}");
     active(gw).await
 }

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_api;
 mod adoption;
 mod allowance_journal;
 mod dashboard_sessions;

@@ -11,9 +11,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::gateway::{ADMIN_TOKEN, Options, TenantSpec, TestGateway, call_model};
+use crate::admin_api::{active, admin, change_settings, spent};
+use crate::support::gateway::{Options, TenantSpec, TestGateway, call_model};
 use crate::support::redis::RedisServer;
 use crate::support::tollgate;
 
@@ -28,35 +29,6 @@ fn options(server: &RedisServer) -> Options {
         ),
         ..Options::default()
     }
-}
-
-async fn admin(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = gw
-        .raw()
-        .request(method, format!("{}/admin/tenants{path}", gw.admin_url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-tollgate-actor", "copy-test");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-async fn active(gw: &TestGateway) -> u64 {
-    let (status, body) = admin(gw, Method::GET, "/acme/policy", None).await;
-    assert_eq!(status, 200, "{body}");
-    body["number"].as_u64().expect("number")
-}
-
-async fn spent(gw: &TestGateway) -> (u64, u64) {
-    let state = gw.settled("acme").await;
-    (
-        state["spent-nano-usd"].as_u64().expect("spent"),
-        state["calls-all-periods"].as_u64().expect("calls"),
-    )
 }
 
 /// Runs `tollgate serve` on `dir`'s configuration, expecting it to exit
@@ -99,13 +71,7 @@ async fn a_replica_started_during_an_outage_runs_on_its_copy_and_serves_once_red
     let acme = TenantSpec::new("acme", "");
     let mut gw = TestGateway::start(options(&server)).await;
     // A runtime change the copy must keep: version 2, made through the admin API.
-    let (status, body) = admin(
-        &gw,
-        Method::PATCH,
-        "/acme/policy/settings",
-        Some(json!({ "config": {"action": "admit", "reason": "kept version"} })),
-    )
-    .await;
+    let (status, body) = change_settings(&gw, json!({"action": "admit", "reason": "kept version"})).await;
     assert_eq!(status, 200, "{body}");
     let kept = active(&gw).await;
     assert!(kept >= 2, "a new version: {kept}");
@@ -118,13 +84,7 @@ async fn a_replica_started_during_an_outage_runs_on_its_copy_and_serves_once_red
     // Redis away: a policy change is refused before it takes effect, since
     // it could not be kept (it used to apply here, unsaved, and answer 500).
     server.kill();
-    let (status, body) = admin(
-        &gw,
-        Method::PATCH,
-        "/acme/policy/settings",
-        Some(json!({ "config": {"action": "reject", "reason": "never kept"} })),
-    )
-    .await;
+    let (status, body) = change_settings(&gw, json!({"action": "reject", "reason": "never kept"})).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("nothing changed"), "{body}");
     assert_eq!(active(&gw).await, kept);
@@ -152,13 +112,7 @@ async fn a_replica_started_during_an_outage_runs_on_its_copy_and_serves_once_red
     eprintln!("a change on the copy: {status} {body}");
     assert_eq!(status, 503, "nothing changed, so a retry later is safe: {body}");
     assert!(body.to_string().contains("local copy"), "{body}");
-    let (status, body) = admin(
-        &gw,
-        Method::PATCH,
-        "/acme/policy/settings",
-        Some(json!({ "config": {"action": "reject", "reason": "never kept"} })),
-    )
-    .await;
+    let (status, body) = change_settings(&gw, json!({"action": "reject", "reason": "never kept"})).await;
     assert_eq!(status, 503, "refused before it took effect: {body}");
     assert_eq!(active(&gw).await, kept, "still the kept version");
 
