@@ -2,9 +2,9 @@
 //! copy of the fleet's tenants and policies (runtime changes included),
 //! refuses calls under `fail-closed` with nothing sent or charged, refuses
 //! changes it could not keep, and serves as soon as Redis answers, without
-//! a restart. A replica whose
-//! `tollgate.toml` changed since its copy was made, or that has no copy,
-//! is refused with an error that says why.
+//! a restart. A replica whose `tollgate.toml` changed since its copy was
+//! made, that has no copy, or whose copy another replica holds, is refused
+//! with an error that says why.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -132,9 +132,13 @@ async fn a_replica_started_during_an_outage_runs_on_its_copy_and_serves_once_red
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_without_a_copy_or_with_a_changed_file_is_refused_while_redis_is_away() {
+async fn a_replica_without_a_copy_or_with_a_changed_file_or_sharing_one_is_refused() {
     let mut server = RedisServer::start();
     let mut gw = TestGateway::start(options(&server)).await;
+    // A second replica on the same files is refused: the copy is one per replica.
+    let error = refused_start(gw.dir());
+    assert!(error.contains("give each replica its own"), "{error}");
+    assert_eq!(gw.healthz().await, 200);
     gw.kill();
     server.kill();
 

@@ -11,9 +11,9 @@
 //! While on the copy, nothing can be changed: a write that would change
 //! what the copy holds fails with an error that says why, and so does any
 //! component's. A record written back unchanged (a start writing back the
-//! state it just read) succeeds,
-//! so a replica whose `tollgate.toml` is as it was when the copy was made
-//! starts, and one whose file changed is refused until Redis answers.
+//! state it just read) succeeds, so a replica whose `tollgate.toml` is as
+//! it was when the copy was made starts, and one whose file changed is
+//! refused until Redis answers.
 //!
 //! What Redis answers is written to the copy only where it differs, so a
 //! replica's resync after a lost subscription costs reads of the copy, not
@@ -46,7 +46,16 @@ impl FleetControl {
     /// Opens the copy at `copy` and asks Redis once. With Redis away, a
     /// copy that holds no tenant is an error: there is nothing to start on.
     pub fn open(redis: RedisControl, copy: &Path) -> Result<(FleetControl, Reached), ControlError> {
-        let copy = FileControl::open(copy)?;
+        let copy = FileControl::open(copy).map_err(|e| match e.message.contains("already open") {
+            true => ControlError {
+                message: format!(
+                    "{}: another process has it; give each replica its own ([control] path)",
+                    e.message
+                ),
+                ..e
+            },
+            false => e,
+        })?;
         let reached = match redis.ping() {
             Ok(()) => Reached::Redis,
             Err(e) => {
