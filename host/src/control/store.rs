@@ -62,17 +62,25 @@ impl FileControl {
 
     /// One kept tenant's record.
     pub fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, ControlError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail("reading a tenant", e))?;
-        let table = txn.open_table(TENANTS).map_err(|e| self.fail("reading a tenant", e))?;
-        let Some(value) = table
-            .get(tenant.as_str())
-            .map_err(|e| self.fail("reading a tenant", e))?
-        else {
+        self.read_json(TENANTS, tenant, "reading a tenant", "record")
+    }
+
+    /// The JSON `table` keeps under `tenant`; `reading` and `record` name it in errors.
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        tenant: &TenantId,
+        reading: &str,
+        record: &str,
+    ) -> Result<Option<T>, ControlError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(reading, e))?;
+        let table = txn.open_table(table).map_err(|e| self.fail(reading, e))?;
+        let Some(value) = table.get(tenant.as_str()).map_err(|e| self.fail(reading, e))? else {
             return Ok(None);
         };
         serde_json::from_slice(value.value())
             .map(Some)
-            .map_err(|e| self.fail(&format!("tenant {tenant}'s record is unreadable"), e))
+            .map_err(|e| self.fail(&format!("tenant {tenant}'s {record} is unreadable"), e))
     }
 
     /// Makes the kept tenants exactly `tenants`, in one transaction: a copy
@@ -129,17 +137,7 @@ impl ControlStore for FileControl {
     }
 
     fn policies(&self, tenant: &TenantId) -> Result<Option<PolicyRecord>, ControlError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail("reading policies", e))?;
-        let table = txn.open_table(POLICIES).map_err(|e| self.fail("reading policies", e))?;
-        let Some(value) = table
-            .get(tenant.as_str())
-            .map_err(|e| self.fail("reading policies", e))?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_slice(value.value())
-            .map(Some)
-            .map_err(|e| self.fail(&format!("tenant {tenant}'s policy record is unreadable"), e))
+        self.read_json(POLICIES, tenant, "reading policies", "policy record")
     }
 
     /// Every kept tenant, by id.

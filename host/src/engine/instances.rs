@@ -187,6 +187,8 @@ impl Instances {
         match rehearsed {
             Ok(warm) => self.give_back(warm),
             Err(failure) => {
+                // Calls do not rehearse what failed here (see `instantiate_for_call`).
+                *self.rehearsal.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 tracing::debug!(policy = %self.label, %failure, "could not create an instance ahead of its first call")
             }
         }
