@@ -14,3 +14,4 @@ mod fleet_registry;
 mod ledger_store;
 mod replicas;
 mod start_on_copy;
+mod watched_dir;

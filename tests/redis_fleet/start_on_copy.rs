@@ -2,7 +2,8 @@
 //! copy of the fleet's tenants and policies (runtime changes included),
 //! refuses calls under `fail-closed` with nothing sent or charged, refuses
 //! changes it could not keep, and serves as soon as Redis answers, without
-//! a restart. A replica whose `tollgate.toml` changed since its copy was
+//! a restart. One started while Redis hangs is not ready until Redis
+//! answers. A replica whose `tollgate.toml` changed since its copy was
 //! made, that has no copy, or whose copy another replica holds, is refused
 //! with an error that says why.
 
@@ -129,6 +130,33 @@ async fn a_replica_started_during_an_outage_runs_on_its_copy_and_serves_once_red
     assert_eq!(spent(&gw).await.1, 2, "the refused call was not charged");
     gw.reconcile().await;
     assert_eq!(gw.healthz().await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_redis_hangs_is_not_ready_until_redis_answers() {
+    let server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "");
+    let mut options = options(&server);
+    // Long enough that the ledger's first probe still waits when readiness is asked.
+    options.ledger_extra = options.ledger_extra.replace("timeout-ms = 200", "timeout-ms = 4000");
+    let mut gw = TestGateway::start(options).await;
+    gw.kill();
+
+    // Redis hangs: its port takes connections and nothing answers.
+    server.pause();
+    gw.start_again().await;
+    let (status, text) = gw.readyz().await;
+    assert_eq!(status, 503, "a balancer must not send it calls yet: {text}");
+    assert!(text.contains("ledger"), "{text}");
+    assert_eq!(gw.healthz().await, 200);
+
+    server.resume();
+    let (status, text) = gw.readyz_within(20_000).await;
+    assert_eq!((status, text.as_str()), (200, "ready\n"));
+    call_model(&gw.sigv4_client(&acme), NOVA_MICRO)
+        .await
+        .expect("served once Redis answers");
+    gw.reconcile().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,23 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the port still accepts connections, and nothing answers,
+    /// as a server that hangs.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT, after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("redis-server runs");
+        // SAFETY: our own child, not reaped while `self.child` holds it.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    }
+
     /// Starts again on the same port and data, after [`kill`](Self::kill).
     pub fn restart(&mut self) {
         self.kill();

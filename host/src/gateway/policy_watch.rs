@@ -9,8 +9,13 @@
 //! `GET /admin/policy-dir`. A file whose component and settings are those
 //! of the active version changes nothing, so a restart adds no version.
 //! A deleted file changes nothing either: the last version stays active.
+//!
+//! A change the control store cannot keep now (Redis does not answer, or a
+//! replica runs on its local copy) is not applied, since the fleet would
+//! undo it unsaved: the file waits, and is tried again every second until
+//! the store can keep it, without being touched again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +40,8 @@ use crate::registry::policy_dir::{TenantPolicyFile, read_component, tenant_files
 pub struct FileStatus {
     pub file: String,
     pub tenant: String,
-    /// `active` (its version decides), `unchanged` or `refused`.
+    /// `active` (its version decides), `unchanged`, `refused` (the file is
+    /// wrong) or `waiting` (the control store cannot keep a change now).
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -132,10 +138,21 @@ pub async fn start(gateway: Gateway, dir: PathBuf, debounce: Duration) -> Result
         gateway,
         dir,
         seen: HashMap::new(),
+        waiting: HashSet::new(),
     }));
     scan(&scanner).await;
     let task = tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+        loop {
+            let waiting = !scanner.lock().unwrap_or_else(|p| p.into_inner()).waiting.is_empty();
+            let woke = if waiting {
+                // A file waits for the store: read again on a change, or after a while.
+                tokio::time::timeout(STORE_RETRY, rx.recv()).await.unwrap_or(Some(()))
+            } else {
+                rx.recv().await
+            };
+            if woke.is_none() {
+                return;
+            }
             // Wait for a quiet spell, so a file written in parts is read once.
             while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
             scan(&scanner).await;
@@ -156,11 +173,31 @@ async fn scan(scanner: &Arc<Mutex<Scanner>>) {
     }
 }
 
+/// How often a file waiting for the control store is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
 struct Scanner {
     gateway: Gateway,
     dir: PathBuf,
     /// File → fingerprint of what was last applied or refused.
     seen: HashMap<PathBuf, String>,
+    /// Files whose change the control store could not keep: tried again
+    /// though unchanged.
+    waiting: HashSet<PathBuf>,
+}
+
+/// Why a file's policy is not active.
+enum NotApplied {
+    /// The file is wrong: it stays refused until it changes.
+    Refused(String),
+    /// The control store cannot keep a change now; nothing changed.
+    Waiting(String),
+}
+
+impl From<String> for NotApplied {
+    fn from(why: String) -> Self {
+        NotApplied::Refused(why)
+    }
 }
 
 impl Scanner {
@@ -181,21 +218,46 @@ impl Scanner {
             Ok(file) => file.fingerprint.clone(),
             Err(why) => format!("error: {why}"),
         };
-        if self.seen.get(path) == Some(&fingerprint) {
+        let retrying = self.waiting.remove(path);
+        if self.seen.get(path) == Some(&fingerprint) && !retrying {
             return;
         }
         self.seen.insert(path.to_path_buf(), fingerprint);
-        let outcome = read.and_then(|file| self.apply(&stem, path, file));
+        let outcome = read
+            .map_err(NotApplied::Refused)
+            .and_then(|file| self.apply(&stem, path, file, retrying));
+        let file = path.display().to_string();
         let status = match outcome {
             Ok((outcome, version)) => FileStatus {
-                file: path.display().to_string(),
+                file,
                 tenant: stem,
                 outcome: outcome.into(),
                 version: Some(version),
                 error: None,
                 at_ms: now_ms(),
             },
-            Err(why) => {
+            Err(NotApplied::Waiting(why)) => {
+                self.waiting.insert(path.to_path_buf());
+                if retrying {
+                    // Said once per outage; the retries are quiet.
+                    return;
+                }
+                tracing::warn!(
+                    file = %path.display(),
+                    why = crate::text::escape_controls(&why).as_ref(),
+                    "a policy file waits: the control store cannot keep a change now, so nothing changed; \
+                     it is applied once the store answers"
+                );
+                FileStatus {
+                    file,
+                    tenant: stem,
+                    outcome: "waiting".into(),
+                    version: None,
+                    error: Some(why),
+                    at_ms: now_ms(),
+                }
+            }
+            Err(NotApplied::Refused(why)) => {
                 tracing::error!(
                     file = %path.display(),
                     why = crate::text::escape_controls(&why).as_ref(),
@@ -209,7 +271,7 @@ impl Scanner {
                     })
                     .inc();
                 FileStatus {
-                    file: path.display().to_string(),
+                    file,
                     tenant: stem,
                     outcome: "refused".into(),
                     version: None,
@@ -222,22 +284,40 @@ impl Scanner {
     }
 
     /// Validates and activates one file's policy; the outcome and version.
-    fn apply(&self, stem: &str, path: &Path, file: ReadFile) -> Result<(&'static str, String), String> {
+    /// `retrying` a file that waited: its version may be active unsaved.
+    fn apply(
+        &self,
+        stem: &str,
+        path: &Path,
+        file: ReadFile,
+        retrying: bool,
+    ) -> Result<(&'static str, String), NotApplied> {
         let tenant = TenantId::new(stem).map_err(|e| format!("the file name must be a tenant id: {e}"))?;
         if self.gateway.profile(&tenant).is_none() {
             return Err(format!(
                 "no tenant {tenant} in this gateway; create it first (tollgate admin tenant create {tenant})"
-            ));
+            )
+            .into());
         }
+        let lifecycle = self.gateway.lifecycle();
+        let not_kept = |e: crate::control::ControlError| NotApplied::Waiting(format!("{e}; nothing changed"));
         let registry = self.gateway.registry();
         let settings = file.policy.settings();
         if let Some(active) = registry.active(&tenant) {
             let same = seed_key(active.component().digest(), active.settings())
                 == seed_key(&crate::engine::artifact_cache::content_digest(&file.wasm), &settings);
+            if same && retrying {
+                // Active but maybe not saved when the store went away: save it now.
+                lifecycle.save(&tenant).map_err(not_kept)?;
+                return Ok(("active", active.id().to_string()));
+            }
             if same {
                 return Ok(("unchanged", active.id().to_string()));
             }
         }
+        // Asked before anything takes effect or takes a version number: a
+        // change the fleet would undo unsaved is not made.
+        lifecycle.check_writable().map_err(not_kept)?;
         let staged = registry
             .stage(
                 &tenant,
@@ -247,13 +327,14 @@ impl Scanner {
                 file.cases.as_ref(),
             )
             .map_err(|e| e.to_string())?;
-        let lifecycle = self.gateway.lifecycle();
-        lifecycle.keep_component(&file.wasm).map_err(|e| e.to_string())?;
+        lifecycle.keep_component(&file.wasm).map_err(not_kept)?;
         let _changing = lifecycle.changing(&tenant);
         let id = registry.activate_staged(staged).map_err(|e| e.to_string())?;
-        lifecycle
-            .save(&tenant)
-            .map_err(|e| format!("activated {id} but could not save it: {e}"))?;
+        lifecycle.save(&tenant).map_err(|e| {
+            NotApplied::Waiting(format!(
+                "activated {id} here but could not save it ({e}); saved once the store answers"
+            ))
+        })?;
         tracing::info!(tenant = %tenant, version = %id, file = %path.display(), "activated a policy from the watched directory");
         Ok(("active", id.to_string()))
     }

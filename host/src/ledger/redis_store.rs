@@ -106,6 +106,8 @@ struct Inner {
     /// pass, in a stable order.
     tenants: RwLock<BTreeSet<TenantId>>,
     /// Whether the last exchange with Redis worked (the health probe's view).
+    /// False until Redis first answers, so a replica started while Redis
+    /// hangs is not ready before its first probe ends.
     up: AtomicBool,
     /// Whether the probe's last `PING` was answered. While it was not, calls
     /// fail fast (closed, or onto the allowance) instead of each waiting
@@ -175,10 +177,10 @@ impl RedisStore {
             conn,
             blocking: Mutex::new(Vec::new()),
             tenants: RwLock::new(BTreeSet::new()),
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             health: tokio::sync::Notify::new(),
-            last_error: Mutex::new(String::new()),
+            last_error: Mutex::new("it has not answered since this process started".into()),
             outbox: Outbox::default(),
             allowance,
             lease: Lease::new(settings_lease),
@@ -299,18 +301,39 @@ impl Inner {
     }
 
     async fn run_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        if !self.reachable.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable {
-                store: self.name.clone(),
-                detail: format!(
-                    "it did not answer the last health probe ({})",
-                    self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
-                ),
-            });
-        }
+        self.check_reachable()?;
         let mut conn = self.conn.clone();
         let result = invocation.invoke_async(&mut conn).await;
         self.outcome(result)
+    }
+
+    /// As [`Self::run_async`], for an operation that changes nothing: tried
+    /// once more when its connection turned out dead. After a short Redis
+    /// restart, that the probe may not have seen, the shared connection
+    /// fails its first command and reconnects for the next; a call's first
+    /// read is then not refused for it.
+    async fn read_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
+        self.check_reachable()?;
+        let mut conn = self.conn.clone();
+        let mut result = invocation.invoke_async(&mut conn).await;
+        if matches!(&result, Err(e) if e.is_connection_dropped()) {
+            result = invocation.invoke_async(&mut conn).await;
+        }
+        self.outcome(result)
+    }
+
+    /// While the probe's last `PING` went unanswered, calls fail fast.
+    fn check_reachable(&self) -> Result<(), StoreError> {
+        if self.reachable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable {
+            store: self.name.clone(),
+            detail: format!(
+                "it did not answer the last health probe ({})",
+                self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
+            ),
+        })
     }
 
     fn run_blocking<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
@@ -740,7 +763,7 @@ impl AsyncLedgerStore for RedisStore {
             let inner = &self.inner;
             inner.seen(tenant);
             let answer: Result<Vec<String>, StoreError> = inner
-                .run_async(inner.invocation(tenant, "load", Some(limits), now_ms))
+                .read_async(inner.invocation(tenant, "load", Some(limits), now_ms))
                 .await;
             match (answer, &inner.allowance) {
                 (Ok(answer), allowance) => {
@@ -767,7 +790,7 @@ impl AsyncLedgerStore for RedisStore {
             let inner = &self.inner;
             let mut invocation = inner.invocation(tenant, "burn", None, now_ms);
             invocation.arg(keep.minutes).arg(keep.hours);
-            let answer: Vec<Vec<String>> = inner.run_async(invocation).await?;
+            let answer: Vec<Vec<String>> = inner.read_async(invocation).await?;
             reply::series(&inner.name, &answer).map(Some)
         })
     }
