@@ -11,6 +11,8 @@
 #   benches/cold-start.sh [starts]            (default 20)
 #   BIN=path benches/cold-start.sh 20         # a kept baseline build
 #   CALLS=600 benches/cold-start.sh 3         # calls after instances retire
+#   HOGS=2 CALLS=600 benches/cold-start.sh 3  # beside 2 busy loops at normal
+#                                             # priority, as a busy host
 set -euo pipefail
 starts="${1:-20}"
 calls="${CALLS:-6}"
@@ -21,6 +23,10 @@ $bin policy build policies/python/examples/budget-guard --out "$work/py" --tools
 policy=$(ls "$work"/py/*.wasm)
 export UPSTREAM_AUTH=none
 start_mock
+# Busy loops at normal priority: other work on the same host, for the whole run.
+for _ in $(seq "${HOGS:-0}"); do
+  (while :; do :; done) &
+done
 
 bad=0 refused=0
 : >"$work/first" ; : >"$work/later"
@@ -49,8 +55,8 @@ TOML
     code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
       -H 'authorization: Bearer acme-load-test-key-0123456789' \
       -d '{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":64}}' \
-      "$gw/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse")
-    [ "$code" = 200 ] || failed=$((failed + 1))
+      "$gw/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse" || true)
+    [ "$code" = 200 ] || { failed=$((failed + 1)); echo "call $call: HTTP $code" >&2; }
   done
   kill -INT "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
   [ "$failed" -eq 0 ] || bad=$((bad + 1))

@@ -19,6 +19,9 @@ start_mock() {
 
 # start_gateway: serves $work/tollgate.toml; sets $gw, $admin and $gw_pid.
 start_gateway() {
+  # Emptied here, not by the background job's redirection, which may come
+  # after the wait below has read a previous start's lines.
+  : >"$work/gw.out"
   AWS_ACCESS_KEY_ID=AKIDBENCHEXAMPLE AWS_SECRET_ACCESS_KEY=bench/secret+EXAMPLEKEY AWS_EC2_METADATA_DISABLED=true \
     $bin serve --config "$work/tollgate.toml" >"$work/gw.out" 2>"$work/gw.err" &
   gw_pid=$!

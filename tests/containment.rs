@@ -399,6 +399,99 @@ fn a_new_instance_pays_for_its_first_run_before_the_call_not_in_it() {
     assert!(failed.is_empty(), "{} of 300 failed: {failed:?}", failed.len());
 }
 
+/// The CPU an instance's creation and rehearsal take is not the decision's:
+/// a version whose every decision is quick is never judged heavy (and sent
+/// to the lowest priority) because a call had to create its instance. Here
+/// each new instance's first run costs twice the deadline, over 300 calls
+/// that create at least two instances on their path.
+#[test]
+fn creating_an_instance_does_not_make_its_version_heavy() {
+    const DEADLINE_MS: u64 = 10;
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let slow_start = tenant("slow-start-light");
+    let first_burn = rounds_for(&registry, &slow_start, Duration::from_millis(2 * DEADLINE_MS));
+    let settings = PolicySettings {
+        config: format!("{{\"first-burn\": {first_burn}}}"),
+        deadline_ms: DEADLINE_MS,
+        ..PolicySettings::default()
+    };
+    registry
+        .register(&slow_start, &wasm("scripted"), settings, "scripted", None)
+        .expect("register");
+    let version = registry.active(&slow_start).expect("active");
+    for call in 0..300 {
+        let d = registry.decide(&slow_start, &mut request(), &state()).expect("tenant");
+        assert!(d.failure.is_none(), "call {call}: {d:?}");
+        assert!(!version.is_heavy(), "heavy after call {call}: {d:?}");
+    }
+}
+
+/// A call stopped by the wall-clock cap while its thread waited for a core
+/// used little CPU: that is the host's doing (a busy host, a throttled
+/// container), not the policy's, and its version is not made heavy for it.
+/// Heavy versions decide at the lowest priority, where a busy host would
+/// starve every call after. The starved thread here runs at that priority
+/// beside a busy thread on its core, so it barely runs.
+#[test]
+fn a_call_stopped_while_it_waited_for_a_core_does_not_make_its_version_heavy() {
+    const DEADLINE_MS: u64 = 20;
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let starved = tenant("starved");
+    // Under a quarter of the deadline: a quick decision, whenever it gets to run.
+    let burn = rounds_for(&registry, &starved, Duration::from_millis(4));
+    registry
+        .register(&starved, &wasm("scripted"), burner(burn, DEADLINE_MS), "scripted", None)
+        .expect("register");
+    let version = registry.active(&starved).expect("active");
+    let quick = registry.decide(&starved, &mut request(), &state()).expect("tenant");
+    assert!(quick.failure.is_none() && !version.is_heavy(), "{quick:?}");
+
+    let stop = AtomicBool::new(false);
+    let spinning = std::sync::Barrier::new(2);
+    let stopped = std::thread::scope(|scope| {
+        let busy = scope.spawn(|| {
+            pin_to_first_cpu();
+            spinning.wait();
+            let mut x = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(3));
+            }
+        });
+        let starved_thread = scope.spawn(|| {
+            pin_to_first_cpu();
+            spinning.wait();
+            lowest_priority();
+            // Until one call is stopped on the wall clock, and at most ten.
+            (0..10).find_map(|_| {
+                let d = registry.decide(&starved, &mut request(), &state()).expect("tenant");
+                d.failure.is_some().then_some(d)
+            })
+        });
+        let stopped = starved_thread.join().expect("starved thread");
+        stop.store(true, Ordering::Relaxed);
+        busy.join().expect("busy thread");
+        stopped
+    });
+    let stopped = stopped.expect("no call was stopped: the starved thread got its core");
+    assert_eq!(
+        stopped.failure.as_ref().map(|f| f.kind),
+        Some(FailureKind::Timeout),
+        "{stopped:?}"
+    );
+    assert!(!version.is_heavy(), "made heavy by the host's wait: {stopped:?}");
+    // And it decides as before once it has its core.
+    let after = registry.decide(&starved, &mut request(), &state()).expect("tenant");
+    assert!(after.failure.is_none(), "{after:?}");
+}
+
+/// `SCHED_IDLE` for the calling thread, as the decision pool's low lane.
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain syscall on the calling thread's own id, with a param we own.
+    let rc = unsafe { libc::sched_setscheduler(libc::gettid(), libc::SCHED_IDLE, &param) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
 fn burner(burn: u64, deadline_ms: u64) -> PolicySettings {
     PolicySettings {
         config: format!("{{\"burn\": {burn}}}"),

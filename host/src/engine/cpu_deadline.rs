@@ -68,6 +68,33 @@ impl Default for CallClock {
     }
 }
 
+/// Where a decision started, on both clocks: the host's judgement of a
+/// policy's cost starts here, after any instance the call had to create.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallStart {
+    pub(crate) wall: Instant,
+    pub(crate) cpu: Option<Duration>,
+    /// Whether the policy's `decide` was entered; not when no instance
+    /// could be created for it.
+    pub(crate) entered: bool,
+}
+
+impl CallStart {
+    pub(crate) fn now() -> CallStart {
+        CallStart {
+            cpu: thread_cpu_time(),
+            wall: Instant::now(),
+            entered: false,
+        }
+    }
+
+    /// CPU time the thread has used since; `None` where the platform has no
+    /// thread clock.
+    pub(crate) fn cpu_used(&self) -> Option<Duration> {
+        Some(thread_cpu_time()?.saturating_sub(self.cpu?))
+    }
+}
+
 /// CPU time the calling thread has used, where the platform tells it.
 #[cfg(unix)]
 pub(crate) fn thread_cpu_time() -> Option<Duration> {

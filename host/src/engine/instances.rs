@@ -28,7 +28,7 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use crate::contract::{ContractVersion, Request, TenantState, Verdict, v0_1};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
-use crate::engine::cpu_deadline::{CallClock, thread_cpu_time};
+use crate::engine::cpu_deadline::{CallClock, CallStart, thread_cpu_time};
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::long_call;
 use crate::engine::sandbox::CallContext;
@@ -128,21 +128,27 @@ impl Instances {
         self.engine.prices()
     }
 
-    /// Calls `decide` under the version's limits. `cpu_now` is the thread's
-    /// CPU clock, read by the caller just before: a warm instance's call
-    /// counts its CPU from there, sparing a second read per decision.
+    /// Calls `decide` under the version's limits. `start` is when the
+    /// caller began, read just before: a warm instance's call counts its
+    /// CPU from there, sparing a second read per decision. A call that
+    /// creates its instance moves `start` to after it, so neither the
+    /// deadline nor the caller's account of the policy's cost includes it.
     pub(crate) fn decide(
         &self,
         request: &Request,
         state: &TenantState,
-        cpu_now: Option<Duration>,
+        start: &mut CallStart,
     ) -> Result<Verdict, PolicyFailure> {
-        let (mut warm, cpu_started) = match self.take_idle() {
-            Some(warm) => (warm, cpu_now),
-            // The call's CPU is counted from after the instantiation.
-            None => (self.instantiate_for_call()?, thread_cpu_time()),
+        let mut warm = match self.take_idle() {
+            Some(warm) => warm,
+            None => {
+                let warm = self.instantiate_for_call()?;
+                *start = CallStart::now();
+                warm
+            }
         };
-        let verdict = self.call(&mut warm, request, state, cpu_started)?;
+        start.entered = true;
+        let verdict = self.call(&mut warm, request, state, start.cpu)?;
         self.give_back(warm);
         Ok(verdict)
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::{ModelOption, Request, TenantState, Verdict};
 use crate::engine::PolicyEngine;
 use crate::engine::component::PolicyComponent;
-use crate::engine::cpu_deadline::thread_cpu_time;
+use crate::engine::cpu_deadline::CallStart;
 use crate::engine::failure::{FailureKind, PolicyFailure};
 use crate::engine::instances::{CallLimits, InstanceStrategy, Instances, Session};
 use crate::ids::{MAX_MODEL_ID_BYTES, PolicyVersionId, TenantId};
@@ -368,40 +368,54 @@ impl PolicyVersion {
     /// for it (`engine::cpu_deadline`).
     pub(crate) fn run(&self, request: &Request, state: &TenantState) -> Run {
         let start = Instant::now();
-        let cpu_start = thread_cpu_time();
+        let mut began = CallStart::now();
         let outcome = self
             .instances
-            .decide(request, state, cpu_start)
+            .decide(request, state, &mut began)
             .and_then(|verdict| check_verdict(&verdict).map(|()| verdict));
-        let cpu = |end: Option<Duration>| match (cpu_start, end) {
-            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
-            _ => None,
-        };
         let elapsed = start.elapsed();
-        // Heavy: it burned half its deadline in CPU, or ran out of time. Light
-        // again only after LIGHT_AGAIN_AFTER calls in a row that each decided
-        // within a quarter of it, so a policy cannot alternate cheaply.
-        // CPU time never exceeds wall time: below half the deadline on the
-        // wall clock, the thread's clock (a system call) need not be read.
-        let used = if elapsed < self.deadline() / 2 {
-            elapsed
+        self.weigh(&began, &outcome);
+        Run {
+            outcome,
+            elapsed,
+            ran: true,
+        }
+    }
+
+    /// Judges the policy by the CPU its decision used, from after any
+    /// instance the call created. Heavy: it burned half its deadline. Light
+    /// again only after LIGHT_AGAIN_AFTER calls in a row that each used
+    /// under a quarter of it, so a policy cannot alternate cheaply. A call
+    /// stopped by the wall-clock cap with little CPU used waited for a
+    /// core: the host's doing (a busy host, a throttled container), not the
+    /// policy's, so it counts as quick. Marking it heavy would move it to
+    /// the lowest priority, where a busy host starves it for good.
+    fn weigh(&self, began: &CallStart, outcome: &Result<Verdict, PolicyFailure>) {
+        if !began.entered {
+            // No instance could be made: nothing is known of the decision's cost.
+            return;
+        }
+        let deadline = self.deadline();
+        let wall = began.wall.elapsed();
+        // CPU time never exceeds wall time: below a quarter of the deadline
+        // on the wall clock, the thread's clock (a system call) need not be read.
+        let used = if wall < deadline / 4 {
+            wall
         } else {
-            cpu(thread_cpu_time()).unwrap_or(elapsed)
+            began.cpu_used().unwrap_or(wall)
         };
-        let timed_out = matches!(&outcome, Err(f) if f.kind == FailureKind::Timeout);
-        if timed_out || used >= self.deadline() / 2 {
+        let decided = match outcome {
+            Ok(_) => true,
+            Err(failure) => failure.kind == FailureKind::Timeout,
+        };
+        if used >= deadline / 2 {
             self.heavy.store(LIGHT_AGAIN_AFTER, Ordering::Relaxed);
-        } else if outcome.is_ok() && elapsed < self.deadline() / 4 {
+        } else if decided && used < deadline / 4 {
             let _ = self
                 .heavy
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         } else if self.heavy.load(Ordering::Relaxed) != 0 {
             self.heavy.store(LIGHT_AGAIN_AFTER, Ordering::Relaxed);
-        }
-        Run {
-            outcome,
-            elapsed,
-            ran: true,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct VersionView {
     pub created_at_ms: u64,
     pub active: bool,
     pub shadow: bool,
+    /// Its recent decisions used half its deadline in CPU, so it decides at
+    /// the lowest priority until 64 quick ones in a row.
+    #[serde(default)]
+    pub heavy: bool,
     pub settings: PolicySettings,
 }
 
@@ -77,6 +81,7 @@ fn view(version: &PolicyVersion, active: u32, shadow: Option<u32>) -> VersionVie
             .map_or(0, |d| d.as_millis() as u64),
         active: number == active,
         shadow: shadow == Some(number),
+        heavy: version.is_heavy(),
         settings: version.settings().clone(),
     }
 }
