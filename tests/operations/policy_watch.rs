@@ -6,46 +6,23 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
 use crate::support::wasm;
 use serde_json::Value;
 
 const HAIKU: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 
-async fn admin_get(gw: &TestGateway, path: &str) -> Value {
-    gw.raw()
-        .get(format!("{}{path}", gw.admin_url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("admin API answers")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-/// The status of `acme.toml` once the watcher records its next outcome
-/// after `generation`; the gateway answers when it has one.
+/// acme's file status once the watcher records its next outcome after `generation`.
 async fn next_outcome(gw: &TestGateway, generation: u64) -> (u64, Value) {
-    let status = admin_get(gw, &format!("/admin/policy-dir?after={generation}")).await;
-    let next = status["generation"].as_u64().expect("generation");
-    assert!(next > generation, "no new outcome within the gateway's wait: {status}");
-    let file = status["files"]
-        .as_array()
-        .and_then(|files| files.iter().find(|f| f["tenant"] == "acme"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    (next, file)
+    gw.next_policy_file_outcome("acme", generation).await
 }
 
 async fn generation(gw: &TestGateway) -> u64 {
-    admin_get(gw, "/admin/policy-dir").await["generation"]
-        .as_u64()
-        .expect("generation")
+    gw.policy_dir_generation().await
 }
 
 async fn active(gw: &TestGateway) -> String {
-    admin_get(gw, "/admin/tenants/acme/policy").await["version"]
+    gw.admin_get("/admin/tenants/acme/policy").await["version"]
         .as_str()
         .expect("version")
         .to_owned()
@@ -124,6 +101,6 @@ async fn the_watched_directory_applies_good_files_and_refuses_broken_ones() {
     let (_, file) = next_outcome(&gw, 0).await;
     assert_eq!(file["outcome"], "unchanged", "{file}");
     assert_eq!(active(&gw).await, version);
-    let versions = admin_get(&gw, "/admin/tenants/acme/policy/versions").await;
+    let versions = gw.admin_get("/admin/tenants/acme/policy/versions").await;
     assert_eq!(versions.as_array().expect("list").len(), 2, "{versions}");
 }

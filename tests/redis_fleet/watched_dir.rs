@@ -3,39 +3,10 @@
 //! a change it never saw, and the operator is told so. Once Redis answers,
 //! the file is applied and saved without being touched again.
 
-use serde_json::Value;
-
 use crate::admin_api::active;
-use crate::support::gateway::{ADMIN_TOKEN, NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
 use crate::support::redis::RedisServer;
 use crate::support::wasm;
-
-/// `GET /admin/policy-dir` with this query.
-async fn policy_dir(gw: &TestGateway, query: &str) -> Value {
-    gw.raw()
-        .get(format!("{}/admin/policy-dir{query}", gw.admin_url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("admin API answers")
-        .json()
-        .await
-        .expect("JSON")
-}
-
-/// The watcher's generation and acme's file status once it records an
-/// outcome after `after` (the gateway waits up to 30 s for one).
-async fn next_outcome(gw: &TestGateway, after: u64) -> (u64, Value) {
-    let status = policy_dir(gw, &format!("?after={after}")).await;
-    let generation = status["generation"].as_u64().expect("generation");
-    assert!(generation > after, "no new outcome: {status}");
-    let file = status["files"]
-        .as_array()
-        .and_then(|files| files.iter().find(|f| f["tenant"] == "acme"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    (generation, file)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_while_redis_is_away_waits_and_is_applied_once_it_answers() {
@@ -65,14 +36,14 @@ async fn a_file_changed_while_redis_is_away_waits_and_is_applied_once_it_answers
 
     // Redis away: the new file waits, says why, and changes nothing.
     server.kill();
-    let seen = policy_dir(&gw, "").await["generation"].as_u64().expect("generation");
+    let seen = gw.policy_dir_generation().await;
     std::fs::write(policies.path().join("acme.wasm"), wasm("scripted")).expect("write component");
     std::fs::write(
         policies.path().join("acme.toml"),
         "policy = \"acme.wasm\"\ndeadline-ms = 200\n[config]\naction = \"reject\"\nreason = \"from the directory\"\n",
     )
     .expect("write file");
-    let (mut seen, file) = next_outcome(&gw, seen).await;
+    let (mut seen, file) = gw.next_policy_file_outcome("acme", seen).await;
     eprintln!("while Redis is away: {file}");
     assert_eq!(file["outcome"], "waiting", "{file}");
     assert!(
@@ -89,7 +60,7 @@ async fn a_file_changed_while_redis_is_away_waits_and_is_applied_once_it_answers
     // Redis answers: the same file is applied, untouched, and decides.
     server.restart();
     let file = loop {
-        let (next, file) = next_outcome(&gw, seen).await;
+        let (next, file) = gw.next_policy_file_outcome("acme", seen).await;
         seen = next;
         if file["outcome"] != "waiting" {
             break file;

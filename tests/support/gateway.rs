@@ -259,8 +259,13 @@ impl TestGateway {
 
     /// A tenant's state from the admin API.
     pub async fn tenant_state(&self, tenant: &str) -> Value {
+        self.admin_get(&format!("/admin/tenants/{tenant}")).await
+    }
+
+    /// `GET` on the admin API (`path` from `/admin`), with the admin token: its JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
         self.raw()
-            .get(format!("{}/admin/tenants/{tenant}", self.admin_url))
+            .get(format!("{}{path}", self.admin_url))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -268,6 +273,27 @@ impl TestGateway {
             .json()
             .await
             .expect("JSON")
+    }
+
+    /// How many outcomes the policy-directory watcher has recorded.
+    pub async fn policy_dir_generation(&self) -> u64 {
+        self.admin_get("/admin/policy-dir").await["generation"]
+            .as_u64()
+            .expect("generation")
+    }
+
+    /// The watcher's generation and `tenant`'s file status once it records
+    /// an outcome after `after` (the gateway waits up to 30 s for one).
+    pub async fn next_policy_file_outcome(&self, tenant: &str, after: u64) -> (u64, Value) {
+        let status = self.admin_get(&format!("/admin/policy-dir?after={after}")).await;
+        let generation = status["generation"].as_u64().expect("generation");
+        assert!(generation > after, "no new outcome within the gateway's wait: {status}");
+        let file = status["files"]
+            .as_array()
+            .and_then(|files| files.iter().find(|f| f["tenant"] == tenant))
+            .cloned()
+            .unwrap_or(Value::Null);
+        (generation, file)
     }
 
     /// `/readyz` on the operator listener: its status and text.
