@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model, watched_policy_dir};
 use crate::support::wasm;
 use serde_json::Value;
 
@@ -36,13 +36,7 @@ fn write_policy(dir: &Path, wasm_bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watched_directory_applies_good_files_and_refuses_broken_ones() {
     let policies = tempfile::tempdir().expect("dir");
-    let extra: &'static str = Box::leak(
-        format!(
-            "[policy-dir]\npath = {:?}\ndebounce-ms = 50\n",
-            policies.path().display().to_string()
-        )
-        .into_boxed_str(),
-    );
+    let extra = watched_policy_dir(policies.path());
     let tiered = TenantSpec {
         tier: "free",
         extra: "included-tokens = 100000000\n",

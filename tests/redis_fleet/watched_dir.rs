@@ -4,7 +4,7 @@
 //! the file is applied and saved without being touched again.
 
 use crate::admin_api::active;
-use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model};
+use crate::support::gateway::{NOVA_MICRO, Options, TenantSpec, TestGateway, call_model, watched_policy_dir};
 use crate::support::redis::RedisServer;
 use crate::support::wasm;
 
@@ -12,13 +12,7 @@ use crate::support::wasm;
 async fn a_file_changed_while_redis_is_away_waits_and_is_applied_once_it_answers() {
     let mut server = RedisServer::start();
     let policies = tempfile::tempdir().expect("dir");
-    let extra: &'static str = Box::leak(
-        format!(
-            "[policy-dir]\npath = {:?}\ndebounce-ms = 50\n",
-            policies.path().display().to_string()
-        )
-        .into_boxed_str(),
-    );
+    let extra = watched_policy_dir(policies.path());
     let acme = TenantSpec::new("acme", "scripted");
     let gw = TestGateway::start(Options {
         tenants: vec![acme.clone()],

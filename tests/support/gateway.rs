@@ -548,6 +548,18 @@ pub fn the_restored_charge(records: &[InvocationRecord]) -> u64 {
     record.cost_nano_usd
 }
 
+/// The `[policy-dir]` table of a gateway watching `dir`, quick to react
+/// (for [`Options::extra_toml`]).
+pub fn watched_policy_dir(dir: &std::path::Path) -> &'static str {
+    Box::leak(
+        format!(
+            "[policy-dir]\npath = {:?}\ndebounce-ms = 50\n",
+            dir.display().to_string()
+        )
+        .into_boxed_str(),
+    )
+}
+
 /// One Converse call: `Ok` with its latency, or the error's HTTP status and code.
 pub async fn timed_call(client: &Client) -> Result<Duration, (u16, String)> {
     call_model(client, NOVA_MICRO).await
