@@ -206,6 +206,8 @@ impl Scanner {
             tracing::error!(dir = %self.dir.display(), "cannot read the policy directory");
             return;
         };
+        // A waiting file that was deleted waits no more: its last version stays.
+        self.waiting.retain(|path| path.exists());
         for path in tenant_files(entries) {
             self.file(&path);
         }
