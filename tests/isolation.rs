@@ -456,6 +456,9 @@ async fn a_shutdown_on_a_stalled_log_disk_exits_and_prints_every_record_not_writ
 
     const CALLERS: usize = 6;
     let log = StalledLog::new();
+    // Full before the first write: otherwise the callers can all be counted
+    // waiting while the pipe still has room, and the records then fit.
+    log.fill();
     let tenant = TenantSpec::new("acme", "allow-all");
     let mut gw = TestGateway::start(Options {
         tenants: vec![tenant.clone()],
