@@ -15,6 +15,8 @@
 //! * Each hold names the replica that took it; a replica whose lease
 //!   lapses (it died during its calls) has its holds adopted and charged by
 //!   another ([`lease`]).
+//! * Every command's outcome feeds the health view, and a half-second
+//!   probe follows Redis both ways ([`exchange`]).
 //! * The request path uses the async form (a multiplexed connection that
 //!   reconnects by itself); the blocking form, for tools and the expiry
 //!   sweep, uses a small pool of plain connections.
@@ -39,6 +41,7 @@ use super::store::{
 };
 
 mod allowance;
+mod exchange;
 mod journal;
 mod lease;
 mod outbox;
@@ -187,7 +190,7 @@ impl RedisStore {
             recovered: Mutex::new(Vec::new()),
         });
         inner.owed(owed);
-        tokio::spawn(probe(Arc::downgrade(&inner)));
+        tokio::spawn(exchange::probe(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
     }
 
@@ -269,98 +272,6 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(tenant.clone());
         }
-    }
-
-    /// Records whether Redis answered, and turns its error into the store's.
-    fn outcome<T>(&self, result: Result<T, RedisError>) -> Result<T, StoreError> {
-        match result {
-            Ok(value) => {
-                self.up.store(true, Ordering::Release);
-                Ok(value)
-            }
-            Err(e) => Err(self.failed(&e)),
-        }
-    }
-
-    fn failed(&self, e: &RedisError) -> StoreError {
-        let detail = e.to_string();
-        if unanswered(e) {
-            self.up.store(false, Ordering::Release);
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
-            StoreError::Unavailable {
-                store: self.name.clone(),
-                detail,
-            }
-        } else {
-            StoreError::Remote {
-                store: self.name.clone(),
-                action: "a ledger operation",
-                detail,
-            }
-        }
-    }
-
-    async fn run_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        self.check_reachable()?;
-        let mut conn = self.conn.clone();
-        let result = invocation.invoke_async(&mut conn).await;
-        self.outcome(result)
-    }
-
-    /// As [`Self::run_async`], for an operation that changes nothing: tried
-    /// once more when its connection turned out dead. After a short Redis
-    /// restart, that the probe may not have seen, the shared connection
-    /// fails its first command and reconnects for the next; a call's first
-    /// read is then not refused for it.
-    async fn read_async<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        self.check_reachable()?;
-        let mut conn = self.conn.clone();
-        let mut result = invocation.invoke_async(&mut conn).await;
-        if matches!(&result, Err(e) if e.is_connection_dropped()) {
-            result = invocation.invoke_async(&mut conn).await;
-        }
-        self.outcome(result)
-    }
-
-    /// While the probe's last `PING` went unanswered, calls fail fast.
-    fn check_reachable(&self) -> Result<(), StoreError> {
-        if self.reachable.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        Err(StoreError::Unavailable {
-            store: self.name.clone(),
-            detail: format!(
-                "it did not answer the last health probe ({})",
-                self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
-            ),
-        })
-    }
-
-    fn run_blocking<T: redis::FromRedisValue>(&self, invocation: ScriptInvocation<'_>) -> Result<T, StoreError> {
-        // A pooled connection may have outlived its server (a restart): one
-        // that does not answer a PING is replaced before anything is sent.
-        let pooled = self
-            .blocking
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).is_ok().then_some(conn));
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let conn = self.client.get_connection_with_timeout(self.settings.timeout);
-                let conn = self.outcome(conn)?;
-                // Best effort: a connection without them still answers, only slower to fail.
-                let _ = conn.set_read_timeout(Some(self.settings.timeout));
-                let _ = conn.set_write_timeout(Some(self.settings.timeout));
-                conn
-            }
-        };
-        let result = self.outcome(invocation.invoke(&mut conn));
-        if result.is_ok() {
-            self.blocking.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
-        }
-        result
     }
 
     /// Settles, retrying a lost answer (the script returns the first
@@ -472,42 +383,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Every half second: `PING` (so readiness follows Redis both ways without
-/// traffic), write any kept changes, renew the lease and adopt the holds of
-/// lapsed replicas. Ends with the store.
-async fn probe(inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let mut conn = inner.conn.clone();
-        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        let answered = inner.outcome(answer.map(drop)).is_ok();
-        inner.reachable.store(answered, Ordering::Release);
-        if answered {
-            inner.flush().await;
-            if let Err(e) = inner.renew_lease().await {
-                tracing::warn!(error = %e, "could not renew this replica's lease");
-            }
-        }
-        inner.lease.probed(answered);
-        if answered {
-            inner.adopt_lapsed(lease::now_ms()).await;
-        }
-        inner.health.notify_waiters();
-    }
-}
-
-/// Whether the error leaves it unknown if Redis ran the command: no answer.
-fn unanswered(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
 }
 
 /// Where a tenant's reservation ids start (used once per tenant): random

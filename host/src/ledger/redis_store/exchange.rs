@@ -1,0 +1,151 @@
+//! Talking to Redis: each command's outcome, which also tells the health
+//! view whether Redis answered; calls that fail fast while the probe finds
+//! Redis away; and the probe itself.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::{RedisError, ScriptInvocation};
+
+use super::{Inner, lease};
+use crate::ledger::error::StoreError;
+
+impl Inner {
+    /// Records whether Redis answered, and turns its error into the store's.
+    pub(super) fn outcome<T>(&self, result: Result<T, RedisError>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => {
+                self.up.store(true, Ordering::Release);
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    pub(super) fn failed(&self, e: &RedisError) -> StoreError {
+        let detail = e.to_string();
+        if unanswered(e) {
+            self.up.store(false, Ordering::Release);
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
+            StoreError::Unavailable {
+                store: self.name.clone(),
+                detail,
+            }
+        } else {
+            StoreError::Remote {
+                store: self.name.clone(),
+                action: "a ledger operation",
+                detail,
+            }
+        }
+    }
+
+    pub(super) async fn run_async<T: redis::FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.check_reachable()?;
+        let mut conn = self.conn.clone();
+        let result = invocation.invoke_async(&mut conn).await;
+        self.outcome(result)
+    }
+
+    /// As [`Self::run_async`], for an operation that changes nothing: tried
+    /// once more when its connection turned out dead. After a short Redis
+    /// restart, that the probe may not have seen, the shared connection
+    /// fails its first command and reconnects for the next; a call's first
+    /// read is then not refused for it.
+    pub(super) async fn read_async<T: redis::FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.check_reachable()?;
+        let mut conn = self.conn.clone();
+        let mut result = invocation.invoke_async(&mut conn).await;
+        if matches!(&result, Err(e) if e.is_connection_dropped()) {
+            result = invocation.invoke_async(&mut conn).await;
+        }
+        self.outcome(result)
+    }
+
+    /// While the probe's last `PING` went unanswered, calls fail fast.
+    fn check_reachable(&self) -> Result<(), StoreError> {
+        if self.reachable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable {
+            store: self.name.clone(),
+            detail: format!(
+                "it did not answer the last health probe ({})",
+                self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
+            ),
+        })
+    }
+
+    pub(super) fn run_blocking<T: redis::FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        // A pooled connection may have outlived its server (a restart): one
+        // that does not answer a PING is replaced before anything is sent.
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn).is_ok().then_some(conn));
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = self.client.get_connection_with_timeout(self.settings.timeout);
+                let conn = self.outcome(conn)?;
+                // Best effort: a connection without them still answers, only slower to fail.
+                let _ = conn.set_read_timeout(Some(self.settings.timeout));
+                let _ = conn.set_write_timeout(Some(self.settings.timeout));
+                conn
+            }
+        };
+        let result = self.outcome(invocation.invoke(&mut conn));
+        if result.is_ok() {
+            self.blocking.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        }
+        result
+    }
+}
+
+/// Every half second: `PING` (so readiness follows Redis both ways without
+/// traffic), write any kept changes, renew the lease and adopt the holds of
+/// lapsed replicas. Ends with the store.
+pub(super) async fn probe(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut conn = inner.conn.clone();
+        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+        let answered = inner.outcome(answer.map(drop)).is_ok();
+        inner.reachable.store(answered, Ordering::Release);
+        if answered {
+            inner.flush().await;
+            if let Err(e) = inner.renew_lease().await {
+                tracing::warn!(error = %e, "could not renew this replica's lease");
+            }
+        }
+        inner.lease.probed(answered);
+        if answered {
+            inner.adopt_lapsed(lease::now_ms()).await;
+        }
+        inner.health.notify_waiters();
+    }
+}
+
+/// Whether the error leaves it unknown if Redis ran the command: no answer.
+fn unanswered(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
