@@ -367,8 +367,9 @@ impl PolicyVersion {
     /// policy's CPU time, so a call that waited for a core is not timed out
     /// for it (`engine::cpu_deadline`).
     pub(crate) fn run(&self, request: &Request, state: &TenantState) -> Run {
-        let start = Instant::now();
         let mut began = CallStart::now();
+        // The whole call's time, for its record; `began` may move past an instance it creates.
+        let start = began.wall;
         let outcome = self
             .instances
             .decide(request, state, &mut began)
