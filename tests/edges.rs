@@ -209,3 +209,121 @@ async fn readyz_is_not_ready_while_the_upstream_is_down_and_ready_once_it_answer
     gw.reconcile().await;
     upstream.abort();
 }
+
+/// A ConverseStream caller that keeps its connection open and stops reading
+/// (a full receive window) while Bedrock streams a long answer. The gateway
+/// gives up on it once a frame has waited the stream's idle bound, reads
+/// the answer on to its usage, and charges that, before the call's hold
+/// could expire under it. The caller's stream ends in an error, never as a
+/// whole answer; the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usage() {
+    use support::upstream::read_request;
+    use tollgate_host::upstream::eventstream::StreamEvent;
+
+    // Far more than the sockets and the gateway's buffers between the
+    // upstream and a caller that reads nothing.
+    const DELTAS: usize = 8_000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_request(&mut stream).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nconnection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let mut events = vec![StreamEvent::MessageStart {
+            role: "assistant".into(),
+        }];
+        events.extend((0..DELTAS).map(|_| StreamEvent::ContentBlockDelta {
+            content_block_index: 0,
+            text: "word ".repeat(200),
+        }));
+        events.push(StreamEvent::ContentBlockStop { content_block_index: 0 });
+        events.push(StreamEvent::MessageStop {
+            stop_reason: "end_turn".into(),
+        });
+        let usage = serde_json::json!({ "usage": { "inputTokens": 12, "outputTokens": 1500, "totalTokens": 1512 } });
+        let serde_json::Value::Object(fields) = usage else {
+            unreachable!()
+        };
+        events.push(StreamEvent::Metadata { fields, latency_ms: 5 });
+        for event in events {
+            let frame = event.encode().expect("frame");
+            // The gateway stops reading while its caller does; it may close at any point after.
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        drop(stream);
+        // Then one Converse call, answered as Bedrock would.
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        read_request(&mut stream).await;
+        let answer = serde_json::json!({
+            "output": { "message": { "role": "assistant", "content": [{ "text": "Hello" }] } },
+            "stopReason": "end_turn",
+            "usage": { "inputTokens": 3, "outputTokens": 1, "totalTokens": 4 },
+            "metrics": { "latencyMs": 1 },
+        })
+        .to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            answer.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        stream.write_all(answer.as_bytes()).await.expect("answer");
+    });
+
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(upstream_url),
+        upstream_extra: "max-attempts = 1\nstream-idle-timeout-ms = 1000",
+        ..Options::default()
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let mut caller = socket.connect(addr.parse().expect("addr")).await.expect("connect");
+    let body = r#"{"messages":[{"role":"user","content":[{"text":"Tell me a long story"}]}],"inferenceConfig":{"maxTokens":2000}}"#;
+    let request = format!(
+        "POST /model/amazon.nova-micro-v1%3A0/converse-stream HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        acme.bearer_key(),
+        body.len()
+    );
+    caller.write_all(request.as_bytes()).await.expect("send");
+
+    // The caller reads nothing: the call ends anyway, charged its real usage.
+    let records = gw.wait_for_records(1).await;
+    let record = &records[0].tollgate;
+    assert!(record.reason.contains("stopped reading"), "{record:?}");
+    assert_eq!(record.charged_from, "usage", "{record:?}");
+    assert!(
+        record.cost_nano_usd > 0 && record.cost_nano_usd < record.reserved_nano_usd,
+        "{record:?}"
+    );
+    let state = gw.settled("acme").await;
+    assert_eq!(state["spent-nano-usd"], record.cost_nano_usd);
+    assert_eq!(state["reserved-nano-usd"], 0);
+
+    // When it reads again, its stream ends without its last frames: cut, not whole.
+    let (received, _) = until_closed(caller, Duration::from_secs(20)).await;
+    assert!(
+        received.starts_with("HTTP/1.1 200"),
+        "{}",
+        &received[..received.len().min(200)]
+    );
+    assert!(
+        !received.contains("metadata"),
+        "the cut stream does not end as a whole one"
+    );
+    assert!(!received.ends_with("0\r\n\r\n"), "the body is aborted, not ended");
+
+    assert_eq!(gw.healthz().await, 200);
+    timed_call(&gw.sigv4_client(&acme))
+        .await
+        .expect("a good client is served");
+    upstream.await.expect("the upstream task ends");
+    gw.reconcile().await;
+}

@@ -29,7 +29,9 @@ pub struct UpstreamSettings {
     pub connect_timeout_ms: u64,
     /// A whole Converse call, or a stream's first byte.
     pub timeout_ms: u64,
-    /// The longest silence inside a stream before it is cut.
+    /// The longest silence inside a stream before it is cut; also the
+    /// longest a frame waits for a caller that stopped reading, after which
+    /// that caller is cut and the stream read on as for one that left.
     pub stream_idle_timeout_ms: u64,
     /// The longest a stream may run, first byte to last, before it is cut
     /// (and charged at its hold): what bounds a call's life, so its hold can

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -48,7 +48,7 @@ use super::request_body::{parse_body, set_max_tokens};
 pub use super::settlement::GatewayAccounting;
 use super::settlement::{CallBasis, Hold, Settlement};
 use super::shadowing::ShadowRunner;
-use super::stream_pump::StreamPump;
+use super::stream_pump::{StreamPump, caller_frames};
 use super::trace::{Trace, micros, millis, now_ms, operation_name};
 use super::verdict_check::{OwnedVerdictCheck, VerdictCheck};
 use crate::contract::{Action, Operation, Request};
@@ -740,12 +740,12 @@ impl Gateway {
                     idle: parts.upstream.stream_idle_timeout(),
                     max: parts.upstream.stream_max(),
                     drain: parts.upstream.stream_drain(),
+                    cut: Arc::new(AtomicBool::new(false)),
                 };
                 // The caller's trace ends here; the pump logs the call when the stream ends.
                 trace.logged = true;
+                let frames = caller_frames(rx, Arc::clone(&pump.cut));
                 tokio::spawn(pump.run(upstream, tx));
-                let frames =
-                    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
                 Ok(CallResponse {
                     status: response.status,
                     headers,

@@ -5,12 +5,21 @@
 //! so the call is charged its real usage; a stream that ends without usage
 //! (the upstream broke off, the drain ran out) is charged at its hold, and
 //! dropping the upstream body stops the generation.
+//!
+//! A caller that stays connected but stops reading is treated as gone once
+//! a frame has waited `stream-idle-timeout-ms` for it (or the stream
+//! reached `stream-max-ms`): its stream is cut with an error and the
+//! upstream read on as for a caller that left. Otherwise the pump would
+//! wait on it for good, and the call's hold would expire under a call that
+//! Bedrock ran and bills.
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -34,13 +43,42 @@ pub(super) struct StreamPump {
     /// How long to keep reading after the caller left, to charge the real
     /// usage from the metadata event; zero charges the hold at once.
     pub(super) drain: Duration,
+    /// Set when the caller is given up on: its frames end with an error.
+    pub(super) cut: Arc<AtomicBool>,
+}
+
+/// The caller's side of a pumped stream: the frames as the pump sends them,
+/// ending with an error (the connection is aborted) once the pump cut it, so
+/// a caller that was given up on never mistakes a cut stream for a whole one.
+pub(super) fn caller_frames(
+    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+    cut: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, io::Error>> + Send {
+    futures_util::stream::unfold(Some((rx, cut)), |state| async move {
+        let (mut rx, cut) = state?;
+        let item = if cut.load(Ordering::Acquire) {
+            None
+        } else {
+            rx.recv().await
+        };
+        match item {
+            Some(item) => Some((item, Some((rx, cut)))),
+            None if cut.load(Ordering::Acquire) => Some((
+                Err(io::Error::other(
+                    "tollgate cut the stream: the caller stopped reading it",
+                )),
+                None,
+            )),
+            None => None,
+        }
+    })
 }
 
 /// How a stream ended.
 enum StreamEnd {
     /// The upstream's metadata event arrived (and was charged).
     Complete,
-    /// The caller went away.
+    /// The caller went away, or stopped reading.
     CallerGone,
     /// The upstream sent an exception frame, broke off, or sent garbage.
     UpstreamFailed(String),
@@ -48,6 +86,9 @@ enum StreamEnd {
 
 impl StreamPump {
     pub(super) async fn run(mut self, mut upstream: UpstreamStream, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
+        let mut tx = Some(tx);
+        // Why the caller is no longer sent frames, once it is not.
+        let mut caller_left: Option<String> = None;
         let mut buf = BytesMut::new();
         // The frame that ends a failed stream, sent after the charge.
         let mut final_frame: Option<Bytes> = None;
@@ -87,9 +128,9 @@ impl StreamPump {
                 let is_metadata = frame.message_type == "event" && frame.kind == "metadata";
                 if is_metadata {
                     // Charge before the caller sees the end of its stream.
-                    if drain_until.is_some() {
+                    if let Some(left) = &caller_left {
                         self.trace.reason = format!(
-                            "{}; the caller disconnected, and the stream was read to its end to charge its real usage",
+                            "{}; {left}, and the stream was read to its end to charge its real usage",
                             self.trace.reason
                         );
                     }
@@ -101,7 +142,7 @@ impl StreamPump {
                     self.trace.logged = false;
                     self.settlement.finish(&self.trace).await;
                     // Whether or not the caller is still there, the call is done.
-                    let _ = tx.send(Ok(raw)).await;
+                    self.send_last(&mut tx, raw).await;
                     break 'pump StreamEnd::Complete;
                 }
                 if frame.message_type != "event" {
@@ -114,13 +155,29 @@ impl StreamPump {
                         frame.message_type, frame.kind
                     ));
                 }
-                if drain_until.is_none() && tx.send(Ok(raw)).await.is_err() {
-                    if self.drain.is_zero() {
-                        break 'pump StreamEnd::CallerGone;
+                let Some(sender) = tx.as_ref() else { continue };
+                // A caller that does not take a frame within the idle bound is
+                // as good as gone; waiting on it longer could outlast the hold.
+                let offered = tokio::time::Instant::now();
+                let send_by = (offered + self.idle).min(cut_at);
+                let left = match tokio::time::timeout_at(send_by, sender.send(Ok(raw))).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => "the caller disconnected".to_owned(),
+                    Err(_) => {
+                        self.cut_caller(&mut tx);
+                        format!(
+                            "the caller stopped reading (a frame waited {} ms for it; its stream was cut)",
+                            offered.elapsed().as_millis()
+                        )
                     }
-                    // Read on to the metadata event, within the bound: the exact bill.
-                    drain_until = Some(tokio::time::Instant::now() + self.drain);
+                };
+                tx = None;
+                caller_left = Some(left);
+                if self.drain.is_zero() {
+                    break 'pump StreamEnd::CallerGone;
                 }
+                // Read on to the metadata event, within the bound: the exact bill.
+                drain_until = Some(tokio::time::Instant::now() + self.drain);
             }
         };
         // Dropping the upstream body here closes its connection: no more tokens are generated for nobody.
@@ -129,7 +186,10 @@ impl StreamPump {
             StreamEnd::Complete => {}
             StreamEnd::CallerGone | StreamEnd::UpstreamFailed(_) => {
                 let why = match &end {
-                    StreamEnd::CallerGone => "the caller disconnected before the stream ended".to_owned(),
+                    StreamEnd::CallerGone => format!(
+                        "{} before the stream ended",
+                        caller_left.as_deref().unwrap_or("the caller disconnected")
+                    ),
                     StreamEnd::UpstreamFailed(why) => why.clone(),
                     StreamEnd::Complete => String::new(),
                 };
@@ -155,9 +215,26 @@ impl StreamPump {
                 self.trace.logged = false;
                 self.settlement.finish(&self.trace).await;
                 if let Some(frame) = final_frame {
-                    let _ = tx.send(Ok(frame)).await;
+                    self.send_last(&mut tx, frame).await;
                 }
             }
         }
+    }
+
+    /// Sends the frame that ends the stream, after the call was charged; a
+    /// caller that does not take it within the idle bound is cut.
+    async fn send_last(&self, tx: &mut Option<mpsc::Sender<Result<Bytes, io::Error>>>, frame: Bytes) {
+        let Some(sender) = tx.as_ref() else { return };
+        if tokio::time::timeout(self.idle, sender.send(Ok(frame))).await.is_err() {
+            self.cut_caller(tx);
+        }
+    }
+
+    /// Gives up on the caller: its frames end with an error once it reads
+    /// again (or its connection closes), and none is sent any more.
+    fn cut_caller(&self, tx: &mut Option<mpsc::Sender<Result<Bytes, io::Error>>>) {
+        self.cut.store(true, Ordering::Release);
+        // Dropping the sender wakes a receiver waiting for a frame, to see the cut.
+        *tx = None;
     }
 }
