@@ -422,3 +422,51 @@ async fn another_tenants_id_settles_nothing() {
         .await
         .expect("and globex its own");
 }
+
+/// Redis answers, but refuses writes: a primary demoted to a read-only
+/// replica, as in a failover. A settle it refuses is kept, not dropped, and
+/// written once Redis takes writes again; the tenant is charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_outlives_a_redis_that_refuses_writes() {
+    let server = RedisServer::start();
+    let redis = store(&server, "readonly");
+    let remote = redis.remote().unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let held = remote
+        .reserve(
+            &tenant,
+            &limits,
+            ReserveRequest {
+                cost: NanoUsd::from_cents(5),
+                ceiling: None,
+                tokens: 100,
+                now_ms: now,
+            },
+            600_000,
+        )
+        .await
+        .unwrap();
+
+    // A replica of a primary that is not there: it answers, and refuses every write.
+    assert_eq!(server.cli(&["REPLICAOF", "127.0.0.1", "1"]).trim(), "OK");
+    let actual = Actual {
+        cost: NanoUsd::from_cents(3),
+        tokens: 90,
+    };
+    let kept = remote.settle(&tenant, &limits, held.id, actual, now + 10).await;
+    assert!(
+        matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
+            if *charge == NanoUsd::from_cents(3) && detail.contains("read only replica")),
+        "{kept:?}"
+    );
+    assert_eq!(redis.deferred(), 1);
+
+    assert_eq!(server.cli(&["REPLICAOF", "NO", "ONE"]).trim(), "OK");
+    redis.drained().await;
+    let state = remote.load(&tenant, &limits, now + 20).await.unwrap();
+    assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
+    assert_eq!(state.reserved, NanoUsd::ZERO);
+    assert_eq!(state.open_reservations, 0);
+}

@@ -32,6 +32,12 @@ impl Inner {
                 store: self.name.clone(),
                 detail,
             }
+        } else if refused_unrun(e) {
+            // Kept and tried again like an outage: nothing was applied.
+            StoreError::Unavailable {
+                store: self.name.clone(),
+                detail,
+            }
         } else {
             StoreError::Remote {
                 store: self.name.clone(),
@@ -148,4 +154,17 @@ fn unanswered(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_unrecoverable_error()
+}
+
+/// Whether Redis answered that it cannot run commands for now, so the
+/// command did nothing: a primary demoted to a read-only replica (a
+/// failover), a server loading its data, a cluster without a primary for
+/// the slot, or a script still running. A settle so refused must be kept
+/// and written later, as in an outage, not dropped. (A write refused for
+/// `maxmemory` is not among them: a script may have written part before.)
+fn refused_unrun(e: &RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY")
+    )
 }
