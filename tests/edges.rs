@@ -210,23 +210,17 @@ async fn readyz_is_not_ready_while_the_upstream_is_down_and_ready_once_it_answer
     upstream.abort();
 }
 
-/// A ConverseStream caller that keeps its connection open and stops reading
-/// (a full receive window) while Bedrock streams a long answer. The gateway
-/// gives up on it once a frame has waited the stream's idle bound, reads
-/// the answer on to its usage, and charges that, before the call's hold
-/// could expire under it. The caller's stream ends in an error, never as a
-/// whole answer; the gateway keeps serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usage() {
+/// An upstream that answers one ConverseStream call with an answer far
+/// longer than the sockets and buffers between it and a caller that reads
+/// nothing, then one Converse call; its task ends after both.
+async fn long_stream_upstream() -> (String, tokio::task::JoinHandle<()>) {
     use support::upstream::read_request;
     use tollgate_host::upstream::eventstream::StreamEvent;
 
-    // Far more than the sockets and the gateway's buffers between the
-    // upstream and a caller that reads nothing.
     const DELTAS: usize = 8_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let upstream_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let upstream = tokio::spawn(async move {
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
         read_request(&mut stream).await;
         let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nconnection: close\r\n\r\n";
@@ -255,7 +249,6 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
             }
         }
         drop(stream);
-        // Then one Converse call, answered as Bedrock would.
         let (mut stream, _) = listener.accept().await.expect("accept");
         read_request(&mut stream).await;
         let answer = serde_json::json!({
@@ -272,15 +265,12 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
         stream.write_all(head.as_bytes()).await.expect("head");
         stream.write_all(answer.as_bytes()).await.expect("answer");
     });
+    (url, task)
+}
 
-    let acme = TenantSpec::new("acme", "allow-all");
-    let gw = TestGateway::start(Options {
-        tenants: vec![acme.clone()],
-        upstream_url: Some(upstream_url),
-        upstream_extra: "max-attempts = 1\nstream-idle-timeout-ms = 1000",
-        ..Options::default()
-    })
-    .await;
+/// Starts a ConverseStream call over a socket with a small receive buffer,
+/// and reads nothing of the answer.
+async fn stalled_stream_caller(gw: &TestGateway, tenant: &TenantSpec) -> TcpStream {
     let addr = gw.url.trim_start_matches("http://").to_owned();
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("a small receive buffer");
@@ -289,21 +279,32 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
     let request = format!(
         "POST /model/amazon.nova-micro-v1%3A0/converse-stream HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        acme.bearer_key(),
+        tenant.bearer_key(),
         body.len()
     );
     caller.write_all(request.as_bytes()).await.expect("send");
+    caller
+}
 
-    // The caller reads nothing: the call ends anyway, charged its real usage.
+/// The stalled caller's call: ended anyway, charged its real usage, and
+/// logged with `why`; then the caller's stream is cut, not whole, and the
+/// gateway serves a good client.
+async fn the_stalled_call_is_charged_and_the_gateway_serves(
+    gw: &TestGateway,
+    tenant: &TenantSpec,
+    caller: TcpStream,
+    upstream: tokio::task::JoinHandle<()>,
+    why: &str,
+) {
     let records = gw.wait_for_records(1).await;
     let record = &records[0].tollgate;
-    assert!(record.reason.contains("stopped reading"), "{record:?}");
+    assert!(record.reason.contains(why), "{record:?}");
     assert_eq!(record.charged_from, "usage", "{record:?}");
     assert!(
         record.cost_nano_usd > 0 && record.cost_nano_usd < record.reserved_nano_usd,
         "{record:?}"
     );
-    let state = gw.settled("acme").await;
+    let state = gw.settled(tenant.id).await;
     assert_eq!(state["spent-nano-usd"], record.cost_nano_usd);
     assert_eq!(state["reserved-nano-usd"], 0);
 
@@ -321,9 +322,51 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
     assert!(!received.ends_with("0\r\n\r\n"), "the body is aborted, not ended");
 
     assert_eq!(gw.healthz().await, 200);
-    timed_call(&gw.sigv4_client(&acme))
+    timed_call(&gw.sigv4_client(tenant))
         .await
         .expect("a good client is served");
     upstream.await.expect("the upstream task ends");
     gw.reconcile().await;
+}
+
+/// A ConverseStream caller that keeps its connection open and stops reading
+/// (a full receive window) while Bedrock streams a long answer. The gateway
+/// gives up on it once a frame has waited the stream's idle bound, reads
+/// the answer on to its usage, and charges that, before the call's hold
+/// could expire under it. The caller's stream ends in an error, never as a
+/// whole answer; the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usage() {
+    let (upstream_url, upstream) = long_stream_upstream().await;
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(upstream_url),
+        upstream_extra: "max-attempts = 1\nstream-idle-timeout-ms = 1000",
+        ..Options::default()
+    })
+    .await;
+    let caller = stalled_stream_caller(&gw, &acme).await;
+    the_stalled_call_is_charged_and_the_gateway_serves(&gw, &acme, caller, upstream, "stopped reading").await;
+}
+
+/// The same caller, with the stream's idle bound far away: the listener's
+/// write timeout closes its connection once a write has waited that long,
+/// and the call is charged as for a caller that hung up. No connection,
+/// buffer or call is held for a client that reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_at_the_write_timeout() {
+    let (upstream_url, upstream) = long_stream_upstream().await;
+    let acme = TenantSpec::new("acme", "allow-all");
+    let gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(upstream_url),
+        // The stream's own bound (120 s) is past /admin/idle's 30 s wait.
+        upstream_extra: "max-attempts = 1",
+        server_extra: "write-timeout-ms = 1000",
+        ..Options::default()
+    })
+    .await;
+    let caller = stalled_stream_caller(&gw, &acme).await;
+    the_stalled_call_is_charged_and_the_gateway_serves(&gw, &acme, caller, upstream, "caller disconnected").await;
 }

@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout_ms: u64,
+    /// How long a write to a client may wait for it to read (its receive
+    /// window full) before the connection is closed: a client that stops
+    /// reading an answer holds no connection, buffer or call for good.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +152,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 60_000,
             tls_handshake_timeout_ms: 10_000,
+            write_timeout_ms: 60_000,
         }
     }
 }
@@ -598,6 +603,7 @@ impl Config {
                 self.server.tls_handshake_timeout_ms,
                 600_000,
             ),
+            ("server.write-timeout-ms", self.server.write_timeout_ms, 3_600_000),
         ] {
             if !(1..=max).contains(&value) {
                 return Err(invalid(key.into(), format!("{value} is outside 1-{max}")));

@@ -385,6 +385,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, StartError> {
             max_connections: config.server.max_connections,
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(config.server.tls_handshake_timeout_ms),
+            write_timeout: Duration::from_millis(config.server.write_timeout_ms),
             refused: Some(refused),
         },
         mock,

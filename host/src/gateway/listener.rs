@@ -10,6 +10,10 @@
 //!   moment a connection waits for a request head (the first one, or the
 //!   next one on a kept-alive connection) until the head is complete. One
 //!   timer covers both a slowloris client and an idle keep-alive connection.
+//! - **Write timeout.** A write that waits longer than `write_timeout` for
+//!   the client to read (its receive window full) closes the connection, so
+//!   a client that stops reading cannot hold a connection, hyper's buffers
+//!   and its call for good.
 //! - **HTTP/1.1 only.** Bedrock's Converse and ConverseStream are HTTP/1.1
 //!   calls. Serving only HTTP/1.1 (and offering only `http/1.1` in ALPN)
 //!   means no protocol sniffing runs before the timers start.
@@ -49,6 +53,7 @@ pub struct Edges {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    pub write_timeout: Duration,
     /// Counts connections closed at the cap, when set.
     pub refused: Option<prometheus_client::metrics::counter::Counter>,
 }
@@ -59,6 +64,7 @@ impl Default for Edges {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
             refused: None,
         }
     }
@@ -162,6 +168,9 @@ impl Bound {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+            stream.set_write_timeout(Some(edges.write_timeout));
+            let stream = Box::pin(stream);
             let service = TowerToHyperService::new(app.clone());
             let http = http.clone();
             let tls = self.tls.clone();
