@@ -212,17 +212,20 @@ async fn readyz_is_not_ready_while_the_upstream_is_down_and_ready_once_it_answer
 
 /// An upstream that answers one ConverseStream call with an answer far
 /// longer than the sockets and buffers between it and a caller that reads
-/// nothing, then one Converse call; its task ends after both.
-async fn long_stream_upstream() -> (String, tokio::task::JoinHandle<()>) {
+/// nothing, then one Converse call; its task ends after both. The receiver
+/// hears when the stream's request arrived: its call is then in flight.
+async fn long_stream_upstream() -> (String, tokio::sync::oneshot::Receiver<()>, tokio::task::JoinHandle<()>) {
     use support::upstream::read_request;
     use tollgate_host::upstream::eventstream::StreamEvent;
 
     const DELTAS: usize = 8_000;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
         read_request(&mut stream).await;
+        let _ = arrived_tx.send(());
         let head = "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.eventstream\r\nconnection: close\r\n\r\n";
         stream.write_all(head.as_bytes()).await.expect("head");
         let mut events = vec![StreamEvent::MessageStart {
@@ -265,7 +268,7 @@ async fn long_stream_upstream() -> (String, tokio::task::JoinHandle<()>) {
         stream.write_all(head.as_bytes()).await.expect("head");
         stream.write_all(answer.as_bytes()).await.expect("answer");
     });
-    (url, task)
+    (url, arrived, task)
 }
 
 /// Starts a ConverseStream call over a socket with a small receive buffer,
@@ -337,7 +340,7 @@ async fn the_stalled_call_is_charged_and_the_gateway_serves(
 /// whole answer; the gateway keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usage() {
-    let (upstream_url, upstream) = long_stream_upstream().await;
+    let (upstream_url, arrived, upstream) = long_stream_upstream().await;
     let acme = TenantSpec::new("acme", "allow-all");
     let gw = TestGateway::start(Options {
         tenants: vec![acme.clone()],
@@ -347,6 +350,8 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
     })
     .await;
     let caller = stalled_stream_caller(&gw, &acme).await;
+    // Only then is there a call for `/admin/idle` to wait for.
+    arrived.await.expect("the call reached the upstream");
     the_stalled_call_is_charged_and_the_gateway_serves(&gw, &acme, caller, upstream, "stopped reading").await;
 }
 
@@ -356,7 +361,7 @@ async fn a_stream_caller_that_stops_reading_is_cut_and_its_call_charged_its_usag
 /// buffer or call is held for a client that reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_at_the_write_timeout() {
-    let (upstream_url, upstream) = long_stream_upstream().await;
+    let (upstream_url, arrived, upstream) = long_stream_upstream().await;
     let acme = TenantSpec::new("acme", "allow-all");
     let gw = TestGateway::start(Options {
         tenants: vec![acme.clone()],
@@ -368,5 +373,7 @@ async fn a_client_that_stops_reading_is_closed_at_the_write_timeout() {
     })
     .await;
     let caller = stalled_stream_caller(&gw, &acme).await;
+    // Only then is there a call for `/admin/idle` to wait for.
+    arrived.await.expect("the call reached the upstream");
     the_stalled_call_is_charged_and_the_gateway_serves(&gw, &acme, caller, upstream, "caller disconnected").await;
 }
