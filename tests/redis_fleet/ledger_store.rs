@@ -424,8 +424,9 @@ async fn another_tenants_id_settles_nothing() {
 }
 
 /// Redis answers, but refuses writes: a primary demoted to a read-only
-/// replica, as in a failover. A settle it refuses is kept, not dropped, and
-/// written once Redis takes writes again; the tenant is charged once.
+/// replica, as in a failover. A settle it refuses is kept, not dropped; the
+/// health check sees the replica and readiness says why; once Redis takes
+/// writes again the charge is written, and the tenant is charged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_outlives_a_redis_that_refuses_writes() {
     let server = RedisServer::start();
@@ -455,16 +456,30 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
         cost: NanoUsd::from_cents(3),
         tokens: 90,
     };
+    // Refused by the script's first write, or at once once the health check saw it.
     let kept = remote.settle(&tenant, &limits, held.id, actual, now + 10).await;
     assert!(
         matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
-            if *charge == NanoUsd::from_cents(3) && detail.contains("read only replica")),
+            if *charge == NanoUsd::from_cents(3)
+                && (detail.contains("read only replica") || detail.contains("read-only replica"))),
         "{kept:?}"
     );
     assert_eq!(redis.deferred(), 1);
+    let refused = redis.ping().await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable { detail, .. }) if detail.contains("read-only replica")),
+        "{refused:?}"
+    );
+    let health = redis.health();
+    assert!(
+        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains("read-only replica")),
+        "readiness says why: {health:?}"
+    );
 
     assert_eq!(server.cli(&["REPLICAOF", "NO", "ONE"]).trim(), "OK");
     redis.drained().await;
+    redis.ping().await.expect("a primary again");
+    assert!(redis.health().is_ok());
     let state = remote.load(&tenant, &limits, now + 20).await.unwrap();
     assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
     assert_eq!(state.reserved, NanoUsd::ZERO);

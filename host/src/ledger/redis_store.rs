@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, ScriptInvocation};
+use redis::{Script, ScriptInvocation};
 
 use crate::ids::TenantId;
 use crate::money::NanoUsd;
@@ -204,13 +204,10 @@ impl RedisStore {
         self.inner.outbox.drained().await;
     }
 
-    /// One `PING`: `Ok` when Redis answered (and readiness follows).
+    /// One health check (`PING`, then `ROLE`): `Ok` when Redis answered as
+    /// a primary (and readiness follows).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.inner.conn.clone();
-        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        let answered = self.inner.outcome(answer.map(drop));
-        self.inner.reachable.store(answered.is_ok(), Ordering::Release);
-        answered
+        self.inner.check().await
     }
 }
 
@@ -485,7 +482,12 @@ impl LedgerStore for RedisStore {
         let inner = &self.inner;
         inner.seen(tenant);
         let answer: Vec<String> = inner.run_blocking(inner.invocation(tenant, "load", Some(limits), now_ms))?;
-        reply::state(&inner.name, limits, &answer)
+        let state = reply::state(&inner.name, limits, &answer)?;
+        // Figures learned here (the admin API reads this way) serve an outage too.
+        if let Some(allowance) = &inner.allowance {
+            allowance.remember(tenant, &state);
+        }
+        Ok(state)
     }
 
     fn history(&self, tenant: &TenantId) -> Result<Vec<PeriodTotals>, StoreError> {

@@ -1,6 +1,6 @@
 //! Talking to Redis: each command's outcome, which also tells the health
 //! view whether Redis answered; calls that fail fast while the probe finds
-//! Redis away; and the probe itself.
+//! Redis away or read-only; and the probe itself.
 
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
@@ -75,7 +75,30 @@ impl Inner {
         self.outcome(result)
     }
 
-    /// While the probe's last `PING` went unanswered, calls fail fast.
+    /// `PING`, then whether Redis takes writes: a primary demoted to a
+    /// replica (a failover) answers and refuses every write. Until it is a
+    /// primary again it counts as away, so calls fail fast, charges are
+    /// kept, and readiness says why. Sets what calls check first.
+    pub(super) async fn check(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+        let mut checked = self.outcome(answer.map(drop));
+        if checked.is_ok()
+            && let Some(role) = read_only_role(&mut conn).await
+        {
+            let detail = format!("it answers as a read-only {role} and cannot keep a charge (a failover?)");
+            self.up.store(false, Ordering::Release);
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
+            checked = Err(StoreError::Unavailable {
+                store: self.name.clone(),
+                detail,
+            });
+        }
+        self.reachable.store(checked.is_ok(), Ordering::Release);
+        checked
+    }
+
+    /// While the probe's last check failed, calls fail fast.
     fn check_reachable(&self) -> Result<(), StoreError> {
         if self.reachable.load(Ordering::Acquire) {
             return Ok(());
@@ -83,7 +106,7 @@ impl Inner {
         Err(StoreError::Unavailable {
             store: self.name.clone(),
             detail: format!(
-                "it did not answer the last health probe ({})",
+                "it failed the last health probe ({})",
                 self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
             ),
         })
@@ -129,10 +152,7 @@ pub(super) async fn probe(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let mut conn = inner.conn.clone();
-        let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        let answered = inner.outcome(answer.map(drop)).is_ok();
-        inner.reachable.store(answered, Ordering::Release);
+        let answered = inner.check().await.is_ok();
         if answered {
             inner.flush().await;
             if let Err(e) = inner.renew_lease().await {
@@ -145,6 +165,19 @@ pub(super) async fn probe(inner: std::sync::Weak<Inner>) {
         }
         inner.health.notify_waiters();
     }
+}
+
+/// `Some("replica")` when `ROLE` says Redis is a replica. A server that
+/// does not answer `ROLE` (a managed service may not offer it) is taken at
+/// its word that it is a primary: its writes still fail safely one by one.
+async fn read_only_role(conn: &mut redis::aio::ConnectionManager) -> Option<&'static str> {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(conn).await.ok()?;
+    let name = match role.first()? {
+        redis::Value::BulkString(bytes) => bytes.as_slice(),
+        redis::Value::SimpleString(text) => text.as_bytes(),
+        _ => return None,
+    };
+    matches!(name, b"slave" | b"replica").then_some("replica")
 }
 
 /// Whether the error leaves it unknown if Redis ran the command: no answer.
