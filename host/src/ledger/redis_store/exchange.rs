@@ -51,10 +51,7 @@ impl Inner {
         &self,
         invocation: ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        self.check_reachable()?;
-        let mut conn = self.conn.clone();
-        let result = invocation.invoke_async(&mut conn).await;
-        self.outcome(result)
+        self.invoke(invocation, false).await
     }
 
     /// As [`Self::run_async`], for an operation that changes nothing: tried
@@ -66,10 +63,18 @@ impl Inner {
         &self,
         invocation: ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        self.invoke(invocation, true).await
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+        again_if_dropped: bool,
+    ) -> Result<T, StoreError> {
         self.check_reachable()?;
         let mut conn = self.conn.clone();
         let mut result = invocation.invoke_async(&mut conn).await;
-        if matches!(&result, Err(e) if e.is_connection_dropped()) {
+        if again_if_dropped && matches!(&result, Err(e) if e.is_connection_dropped()) {
             result = invocation.invoke_async(&mut conn).await;
         }
         self.outcome(result)
