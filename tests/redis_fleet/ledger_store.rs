@@ -485,3 +485,54 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
     assert_eq!(state.reserved, NanoUsd::ZERO);
     assert_eq!(state.open_reservations, 0);
 }
+
+#[tokio::test]
+async fn a_charge_outlives_a_redis_out_of_memory() {
+    let server = RedisServer::start();
+    let redis = store(&server, "oom");
+    let remote = redis.remote().unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let request = |now_ms| ReserveRequest {
+        cost: NanoUsd::from_cents(5),
+        ceiling: None,
+        tokens: 100,
+        now_ms,
+    };
+    let held = remote.reserve(&tenant, &limits, request(now), 600_000).await.unwrap();
+
+    // Over `maxmemory` with no eviction: Redis refuses a script's first write
+    // that could grow memory. The settle two minutes on begins with one (its
+    // rate window's new minute), so it is refused before it changes anything.
+    assert_eq!(
+        server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]).trim(),
+        "OK"
+    );
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1"]).trim(), "OK");
+    let later = now + 120_000;
+    let actual = Actual {
+        cost: NanoUsd::from_cents(3),
+        tokens: 90,
+    };
+    let kept = remote.settle(&tenant, &limits, held.id, actual, later).await;
+    assert!(
+        matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
+            if *charge == NanoUsd::from_cents(3) && detail.contains("maxmemory")),
+        "{kept:?}"
+    );
+    assert_eq!(redis.deferred(), 1);
+    // No new hold while Redis cannot write one, and a clear reason.
+    let refused = remote.reserve(&tenant, &limits, request(later), 600_000).await;
+    assert!(
+        matches!(&refused, Err(ReserveError::Store(StoreError::Unavailable { detail, .. })) if detail.contains("maxmemory")),
+        "{refused:?}"
+    );
+
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]).trim(), "OK");
+    redis.drained().await;
+    let state = remote.load(&tenant, &limits, later + 10).await.unwrap();
+    assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
+    assert_eq!(state.reserved, NanoUsd::ZERO);
+    assert_eq!(state.open_reservations, 0);
+}

@@ -197,12 +197,13 @@ fn unanswered(e: &RedisError) -> bool {
 /// Whether Redis answered that it cannot run commands for now, so the
 /// command did nothing: a primary demoted to a read-only replica (a
 /// failover), a server loading its data, a cluster without a primary for
-/// the slot, or a script still running. A settle so refused must be kept
-/// and written later, as in an outage, not dropped. (A write refused for
-/// `maxmemory` is not among them: a script may have written part before.)
+/// the slot, a script still running, or a server over `maxmemory`. A settle
+/// so refused must be kept and written later, as in an outage, not dropped.
+/// `OOM` is safe to retry: Redis refuses a script's write for memory only
+/// while the script has written nothing yet, so the refusal aborts it whole.
 fn refused_unrun(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY")
+        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "OOM")
     )
 }
