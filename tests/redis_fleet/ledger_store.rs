@@ -522,6 +522,11 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
         "{kept:?}"
     );
     assert_eq!(redis.deferred(), 1);
+    let health = redis.health();
+    assert!(
+        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains("1 charge it was away for, or refused")),
+        "unready until the charge is written: {health:?}"
+    );
     // No new hold while Redis cannot write one, and a clear reason.
     let refused = remote.reserve(&tenant, &limits, request(later), 600_000).await;
     assert!(
@@ -531,6 +536,7 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
 
     assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]).trim(), "OK");
     redis.drained().await;
+    assert!(redis.health().is_ok());
     let state = remote.load(&tenant, &limits, later + 10).await.unwrap();
     assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
     assert_eq!(state.reserved, NanoUsd::ZERO);

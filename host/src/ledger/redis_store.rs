@@ -509,7 +509,8 @@ impl LedgerStore for RedisStore {
         } else {
             match inner.outbox.len() {
                 0 => return Ok(()),
-                kept => format!("{kept} charges kept while it was away are not written yet"),
+                1 => "1 charge it was away for, or refused, is kept here and not written yet".to_owned(),
+                kept => format!("{kept} charges it was away for, or refused, are kept here and not written yet"),
             }
         };
         Err(StoreError::Unavailable {
