@@ -11,6 +11,13 @@
 # builds alternate, and which goes first alternates by round, since on a
 # shared machine the second of two back-to-back runs tends to be slower.
 # Prints one line per run and the medians per build. Needs wrk.
+#
+# Both builds call one mock, this tree's. STORE=durable runs the durable
+# ledger instead, and COMMIT=write acknowledges its settles after the log
+# write rather than the fsync. For a baseline from an older commit: BASE_POLICY=path is
+# the budget-guard component that build can load, and BASE_NO_ADMIN=1
+# leaves out the admin listener it did not have. DIRECT=1 adds a run
+# straight at the mock each round ("direct"), the base of added latency.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 BASELINE NEW [rounds] [seconds]" >&2; exit 2; }
 base=$(realpath "$1"); new=$(realpath "$2"); rounds="${3:-6}"; secs="${4:-6}"
@@ -23,21 +30,35 @@ trap 'rm -f "$results"' EXIT
 run_build() {
   local name=$1 build=$2
   (
-    export BIN=$build
+    export BIN=$build MOCK_BIN="$here/target/release/tollgate"
+    if [ "$name" = baseline ]; then
+      [ -z "${BASE_POLICY:-}" ] || export POLICY=$BASE_POLICY
+      [ -z "${BASE_NO_ADMIN:-}" ] || export NO_ADMIN=1
+    fi
     set -euo pipefail
     . "$here/benches/common.sh"
     start_mock
-    { server_and_upstream_toml; printf '[ledger]\nstore = "memory"\n'; acme_toml; } >"$work/tollgate.toml"
-    start_gateway
+    { server_and_upstream_toml; printf '[ledger]\nstore = "%s"\npath = "ledger.redb"\n%s\n' "${STORE:-memory}" "${COMMIT:+commit = \"$COMMIT\"}"; acme_toml; } >"$work/tollgate.toml"
     write_post_lua acme-load-test-key-0123456789 load
     path="/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    if [ "$name" = direct ]; then
+      # The mock alone: no gateway process, so no CPU figures.
+      gw=$mock gw_pid=0
+    else
+      start_gateway
+    fi
     wrk -t1 -c8 -d2s -s "$work/post.lua" "$gw$path" >/dev/null
-    log_task=$(dirname "$(grep -l tollgate-log /proc/"$gw_pid"/task/*/comm | head -1)")
-    ticks() { awk '{ print $14 + $15 }' "$1"; }
+    # A build from before the log had its own thread has no such task.
+    log_task=$(dirname "$(grep -l tollgate-log /proc/"$gw_pid"/task/*/comm 2>/dev/null | head -1)")
+    ticks() { if [ -r "$1" ]; then awk '{ print $14 + $15 }' "$1"; else echo 0; fi; }
     for c in 1 64; do
       local before log_before
       before=$(ticks /proc/"$gw_pid"/stat); log_before=$(ticks "$log_task/stat")
       wrk -t$(( c < 2 ? 1 : 2 )) -c"$c" -d"${secs}s" --latency -s "$work/post.lua" "$gw$path" >"$work/wrk.out"
+      # A refused call is cheaper than a served one: such a run measures nothing.
+      if grep -q "Non-2xx" "$work/wrk.out"; then
+        echo "$name: non-2xx answers at c=$c:" >&2; cat "$work/wrk.out" "$work/gw.err" >&2; exit 1
+      fi
       awk -v name="$name" -v c="$c" -v b="$before" -v a="$(ticks /proc/"$gw_pid"/stat)" \
         -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
@@ -51,13 +72,14 @@ cd "$here"
 cargo build --release --quiet
 echo "build c req/s p50-ms cpu-us/call log-thread-us/call"
 for r in $(seq "$rounds"); do
+  [ -z "${DIRECT:-}" ] || run_build direct ""
   if (( r % 2 )); then run_build baseline "$base"; run_build new "$new"
   else run_build new "$new"; run_build baseline "$base"; fi
 done
 echo
 echo "medians over $rounds rounds:"
 for c in 1 64; do
-  for name in baseline new; do
+  for name in ${DIRECT:+direct} baseline new; do
     awk -v name="$name" -v c="$c" 'BEGIN { n = 0 } $1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
       function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
