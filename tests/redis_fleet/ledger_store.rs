@@ -542,3 +542,67 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
     assert_eq!(state.reserved, NanoUsd::ZERO);
     assert_eq!(state.open_reservations, 0);
 }
+
+#[tokio::test]
+async fn a_charge_outlives_a_redis_that_cannot_save() {
+    let server = RedisServer::start();
+    let redis = store(&server, "misconf");
+    let remote = redis.remote().unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let request = ReserveRequest {
+        cost: NanoUsd::from_cents(5),
+        ceiling: None,
+        tokens: 100,
+        now_ms: now,
+    };
+    let held = remote.reserve(&tenant, &limits, request, 600_000).await.unwrap();
+
+    // A background save that fails (its directory is gone, as on a lost or
+    // full disk), with saves configured: Redis refuses every write (MISCONF)
+    // until a save succeeds.
+    let gone = tempfile::tempdir().unwrap();
+    let gone_path = gone.path().to_str().unwrap().to_owned();
+    assert_eq!(server.cli(&["CONFIG", "SET", "save", "3600 1"]), "OK");
+    assert_eq!(server.cli(&["CONFIG", "SET", "dir", &gone_path]), "OK");
+    drop(gone);
+    assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
+    assert!(server.logged("Background saving error", Duration::from_secs(30)));
+
+    let actual = Actual {
+        cost: NanoUsd::from_cents(3),
+        tokens: 90,
+    };
+    let kept = remote.settle(&tenant, &limits, held.id, actual, now + 10).await;
+    assert!(
+        matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
+            if *charge == NanoUsd::from_cents(3) && detail.contains("MISCONF")),
+        "{kept:?}"
+    );
+    assert_eq!(redis.deferred(), 1);
+    // The health check sees it too: readiness says why, and calls fail fast.
+    let refused = redis.ping().await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
+        "{refused:?}"
+    );
+    let health = redis.health();
+    assert!(
+        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
+        "readiness says why: {health:?}"
+    );
+
+    // The disk is back: a save succeeds, and the kept charge is written once.
+    let dir = server.dir().to_str().unwrap().to_owned();
+    assert_eq!(server.cli(&["CONFIG", "SET", "dir", &dir]), "OK");
+    assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
+    assert!(server.logged("Background saving terminated with success", Duration::from_secs(30)));
+    redis.ping().await.expect("writable again");
+    redis.drained().await;
+    assert!(redis.health().is_ok());
+    let state = remote.load(&tenant, &limits, now + 20).await.unwrap();
+    assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
+    assert_eq!(state.reserved, NanoUsd::ZERO);
+    assert_eq!(state.open_reservations, 0);
+}

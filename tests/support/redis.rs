@@ -7,12 +7,16 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The server's log lines since it (re)started.
+    log: Mutex<Receiver<String>>,
 }
 
 /// Installs `redis-server` once per machine (a lock keeps parallel test
@@ -46,6 +50,7 @@ impl RedisServer {
             port: 0,
             dir,
             child: None,
+            log: Mutex::new(channel().1),
         };
         // A port just freed can be taken again by another test: try a few.
         for _ in 0..5 {
@@ -96,6 +101,21 @@ impl RedisServer {
         assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
     }
 
+    /// Waits for a log line containing `needle` (a server's own account of
+    /// an event, such as a failed background save); false after `within`.
+    pub fn logged(&self, needle: &str, within: Duration) -> bool {
+        let log = self.log.lock().unwrap();
+        let until = Instant::now() + within;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// Runs a command with `redis-cli`, returning its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
@@ -112,6 +132,8 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .args(["--protected-mode", "no", "--logfile", ""])
+            // Lets a test move `dir`, to make a save fail.
+            .args(["--enable-protected-configs", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -133,8 +155,15 @@ impl RedisServer {
             let _ = child.wait();
             return false;
         }
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep reading so the server never blocks on a full pipe; the lines
+        // go to `logged`.
+        let (sender, log) = channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        self.log = Mutex::new(log);
         self.child = Some(child);
         true
     }

@@ -87,20 +87,33 @@ impl Inner {
     pub(super) async fn check(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-        let mut checked = self.outcome(answer.map(drop));
-        if checked.is_ok()
-            && let Some(role) = read_only_role(&mut conn).await
-        {
-            let detail = format!("it answers as a read-only {role} and cannot keep a charge (a failover?)");
-            self.up.store(false, Ordering::Release);
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
-            checked = Err(StoreError::Unavailable {
-                store: self.name.clone(),
-                detail,
-            });
-        }
+        let checked = match answer {
+            // Redis answers a PING with MISCONF while it refuses writes for
+            // a failed save: it is there, and cannot keep a charge.
+            Err(e) if refused_unrun(&e) => Err(self.away(format!("it refuses writes for now ({e})"))),
+            answer => match self.outcome(answer.map(drop)) {
+                Ok(()) => match read_only_role(&mut conn).await {
+                    Some(role) => Err(self.away(format!(
+                        "it answers as a read-only {role} and cannot keep a charge (a failover?)"
+                    ))),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            },
+        };
         self.reachable.store(checked.is_ok(), Ordering::Release);
         checked
+    }
+
+    /// Redis answers but cannot take a charge: counted as away until the
+    /// probe finds it writable again, with `detail` as readiness' reason.
+    fn away(&self, detail: String) -> StoreError {
+        self.up.store(false, Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
+        StoreError::Unavailable {
+            store: self.name.clone(),
+            detail,
+        }
     }
 
     /// While the probe's last check failed, calls fail fast.
@@ -197,13 +210,15 @@ fn unanswered(e: &RedisError) -> bool {
 /// Whether Redis answered that it cannot run commands for now, so the
 /// command did nothing: a primary demoted to a read-only replica (a
 /// failover), a server loading its data, a cluster without a primary for
-/// the slot, a script still running, or a server over `maxmemory`. A settle
-/// so refused must be kept and written later, as in an outage, not dropped.
+/// the slot, a script still running, a server over `maxmemory`, or one
+/// whose last save failed (`MISCONF`: a full or broken disk). A settle so
+/// refused must be kept and written later, as in an outage, not dropped.
 /// `OOM` is safe to retry: Redis refuses a script's write for memory only
-/// while the script has written nothing yet, so the refusal aborts it whole.
+/// while the script has written nothing yet, so the refusal aborts it
+/// whole. `MISCONF` refuses every write, so a script's first.
 fn refused_unrun(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "OOM")
+        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "OOM" | "MISCONF")
     )
 }
