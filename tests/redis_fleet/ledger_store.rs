@@ -486,10 +486,12 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
     assert_eq!(state.open_reservations, 0);
 }
 
-#[tokio::test]
-async fn a_charge_outlives_a_redis_out_of_memory() {
+/// A settle Redis refuses, without running it, while `refuse` holds (each a
+/// command, undone by `undo`): kept, with `said` in its reason, and no new
+/// hold taken; written once, and only once, when Redis takes writes again.
+async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&str]], undo: &[&str], said: &str) {
     let server = RedisServer::start();
-    let redis = store(&server, "oom");
+    let redis = store(&server, prefix);
     let remote = redis.remote().unwrap();
     let tenant = TenantId::new("acme").unwrap();
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
@@ -502,14 +504,11 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
     };
     let held = remote.reserve(&tenant, &limits, request(now), 600_000).await.unwrap();
 
-    // Over `maxmemory` with no eviction: Redis refuses a script's first write
-    // that could grow memory. The settle two minutes on begins with one (its
-    // rate window's new minute), so it is refused before it changes anything.
-    assert_eq!(
-        server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]).trim(),
-        "OK"
-    );
-    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "1"]).trim(), "OK");
+    for command in refuse {
+        assert_eq!(server.cli(command), "OK", "{command:?}");
+    }
+    // Two minutes on, the settle begins with a write that can grow memory
+    // (its rate window's new minute), which an `OOM` refuses first.
     let later = now + 120_000;
     let actual = Actual {
         cost: NanoUsd::from_cents(3),
@@ -518,7 +517,7 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
     let kept = remote.settle(&tenant, &limits, held.id, actual, later).await;
     assert!(
         matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
-            if *charge == NanoUsd::from_cents(3) && detail.contains("maxmemory")),
+            if *charge == NanoUsd::from_cents(3) && detail.contains(said)),
         "{kept:?}"
     );
     assert_eq!(redis.deferred(), 1);
@@ -530,17 +529,46 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
     // No new hold while Redis cannot write one, and a clear reason.
     let refused = remote.reserve(&tenant, &limits, request(later), 600_000).await;
     assert!(
-        matches!(&refused, Err(ReserveError::Store(StoreError::Unavailable { detail, .. })) if detail.contains("maxmemory")),
+        matches!(&refused, Err(ReserveError::Store(StoreError::Unavailable { detail, .. })) if detail.contains(said)),
         "{refused:?}"
     );
 
-    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]).trim(), "OK");
+    assert_eq!(server.cli(undo), "OK");
     redis.drained().await;
     assert!(redis.health().is_ok());
     let state = remote.load(&tenant, &limits, later + 10).await.unwrap();
     assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
     assert_eq!(state.reserved, NanoUsd::ZERO);
     assert_eq!(state.open_reservations, 0);
+}
+
+/// Over `maxmemory` with no eviction, Redis refuses a script's first write
+/// that could grow memory, before the script has changed anything.
+#[tokio::test]
+async fn a_charge_outlives_a_redis_out_of_memory() {
+    a_refused_settle_is_kept_and_written_once(
+        "oom",
+        &[
+            &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+            &["CONFIG", "SET", "maxmemory", "1"],
+        ],
+        &["CONFIG", "SET", "maxmemory", "0"],
+        "maxmemory",
+    )
+    .await;
+}
+
+/// A primary told to write only with a replica in sync, and without one,
+/// refuses every write.
+#[tokio::test]
+async fn a_charge_outlives_a_redis_without_its_replicas() {
+    a_refused_settle_is_kept_and_written_once(
+        "noreplicas",
+        &[&["CONFIG", "SET", "min-replicas-to-write", "1"]],
+        &["CONFIG", "SET", "min-replicas-to-write", "0"],
+        "NOREPLICAS",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -210,15 +210,26 @@ fn unanswered(e: &RedisError) -> bool {
 /// Whether Redis answered that it cannot run commands for now, so the
 /// command did nothing: a primary demoted to a read-only replica (a
 /// failover), a server loading its data, a cluster without a primary for
-/// the slot, a script still running, a server over `maxmemory`, or one
-/// whose last save failed (`MISCONF`: a full or broken disk). A settle so
+/// the slot, a script still running, a server over `maxmemory`, one whose
+/// last save failed (`MISCONF`: a full or broken disk), or a primary short
+/// of the in-sync replicas it must write with (`NOREPLICAS`). A settle so
 /// refused must be kept and written later, as in an outage, not dropped.
 /// `OOM` is safe to retry: Redis refuses a script's write for memory only
 /// while the script has written nothing yet, so the refusal aborts it
-/// whole. `MISCONF` refuses every write, so a script's first.
+/// whole. `MISCONF` and `NOREPLICAS` refuse every write, so a script's first.
 fn refused_unrun(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some("READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY" | "OOM" | "MISCONF")
+        Some(
+            "READONLY"
+                | "LOADING"
+                | "MASTERDOWN"
+                | "TRYAGAIN"
+                | "CLUSTERDOWN"
+                | "BUSY"
+                | "OOM"
+                | "MISCONF"
+                | "NOREPLICAS"
+        )
     )
 }
