@@ -486,10 +486,17 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
     assert_eq!(state.open_reservations, 0);
 }
 
-/// A settle Redis refuses, without running it, while `refuse` holds (each a
-/// command, undone by `undo`): kept, with `said` in its reason, and no new
-/// hold taken; written once, and only once, when Redis takes writes again.
-async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&str]], undo: &[&str], said: &str) {
+/// A settle Redis refuses, without running it, once `refuse` has run: kept,
+/// with `said` in its reason, and no new hold taken; written once, and only
+/// once, after `undo`. A Redis that refuses even the health check's `PING`
+/// (`ping_refused`) counts as away, and readiness says it refuses writes.
+async fn a_refused_settle_is_kept_and_written_once(
+    prefix: &str,
+    refuse: impl FnOnce(&RedisServer),
+    undo: impl FnOnce(&RedisServer),
+    said: &str,
+    ping_refused: bool,
+) {
     let server = RedisServer::start();
     let redis = store(&server, prefix);
     let remote = redis.remote().unwrap();
@@ -504,9 +511,7 @@ async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&st
     };
     let held = remote.reserve(&tenant, &limits, request(now), 600_000).await.unwrap();
 
-    for command in refuse {
-        assert_eq!(server.cli(command), "OK", "{command:?}");
-    }
+    refuse(&server);
     // Two minutes on, the settle begins with a write that can grow memory
     // (its rate window's new minute), which an `OOM` refuses first.
     let later = now + 120_000;
@@ -521,10 +526,20 @@ async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&st
         "{kept:?}"
     );
     assert_eq!(redis.deferred(), 1);
-    let health = redis.health();
+    let (checked, health) = (redis.ping().await, redis.health());
+    let unready = if ping_refused {
+        assert!(
+            matches!(&checked, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
+            "{checked:?}"
+        );
+        "refuses writes"
+    } else {
+        checked.expect("it answers the health check");
+        "1 charge it was away for, or refused"
+    };
     assert!(
-        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains("1 charge it was away for, or refused")),
-        "unready until the charge is written: {health:?}"
+        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains(unready)),
+        "unready until the charge is written, and says why: {health:?}"
     );
     // No new hold while Redis cannot write one, and a clear reason.
     let refused = remote.reserve(&tenant, &limits, request(later), 600_000).await;
@@ -533,13 +548,18 @@ async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&st
         "{refused:?}"
     );
 
-    assert_eq!(server.cli(undo), "OK");
+    undo(&server);
     redis.drained().await;
+    redis.ping().await.expect("writable again");
     assert!(redis.health().is_ok());
     let state = remote.load(&tenant, &limits, later + 10).await.unwrap();
     assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
     assert_eq!(state.reserved, NanoUsd::ZERO);
     assert_eq!(state.open_reservations, 0);
+}
+
+fn config_set(server: &RedisServer, name: &str, value: &str) {
+    assert_eq!(server.cli(&["CONFIG", "SET", name, value]), "OK", "{name} {value}");
 }
 
 /// Over `maxmemory` with no eviction, Redis refuses a script's first write
@@ -548,12 +568,13 @@ async fn a_refused_settle_is_kept_and_written_once(prefix: &str, refuse: &[&[&st
 async fn a_charge_outlives_a_redis_out_of_memory() {
     a_refused_settle_is_kept_and_written_once(
         "oom",
-        &[
-            &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
-            &["CONFIG", "SET", "maxmemory", "1"],
-        ],
-        &["CONFIG", "SET", "maxmemory", "0"],
+        |server| {
+            config_set(server, "maxmemory-policy", "noeviction");
+            config_set(server, "maxmemory", "1");
+        },
+        |server| config_set(server, "maxmemory", "0"),
         "maxmemory",
+        false,
     )
     .await;
 }
@@ -564,73 +585,36 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
 async fn a_charge_outlives_a_redis_without_its_replicas() {
     a_refused_settle_is_kept_and_written_once(
         "noreplicas",
-        &[&["CONFIG", "SET", "min-replicas-to-write", "1"]],
-        &["CONFIG", "SET", "min-replicas-to-write", "0"],
+        |server| config_set(server, "min-replicas-to-write", "1"),
+        |server| config_set(server, "min-replicas-to-write", "0"),
         "NOREPLICAS",
+        false,
     )
     .await;
 }
 
+/// With saves configured, a failed background save (its directory gone, as
+/// on a lost or full disk) makes Redis refuse every write, and the `PING`
+/// too, with `MISCONF`, until a save succeeds.
 #[tokio::test]
 async fn a_charge_outlives_a_redis_that_cannot_save() {
-    let server = RedisServer::start();
-    let redis = store(&server, "misconf");
-    let remote = redis.remote().unwrap();
-    let tenant = TenantId::new("acme").unwrap();
-    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
-    let now = 1_760_000_000_000;
-    let request = ReserveRequest {
-        cost: NanoUsd::from_cents(5),
-        ceiling: None,
-        tokens: 100,
-        now_ms: now,
-    };
-    let held = remote.reserve(&tenant, &limits, request, 600_000).await.unwrap();
-
-    // A background save that fails (its directory is gone, as on a lost or
-    // full disk), with saves configured: Redis refuses every write (MISCONF)
-    // until a save succeeds.
-    let gone = tempfile::tempdir().unwrap();
-    let gone_path = gone.path().to_str().unwrap().to_owned();
-    assert_eq!(server.cli(&["CONFIG", "SET", "save", "3600 1"]), "OK");
-    assert_eq!(server.cli(&["CONFIG", "SET", "dir", &gone_path]), "OK");
-    drop(gone);
-    assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
-    assert!(server.logged("Background saving error", Duration::from_secs(30)));
-
-    let actual = Actual {
-        cost: NanoUsd::from_cents(3),
-        tokens: 90,
-    };
-    let kept = remote.settle(&tenant, &limits, held.id, actual, now + 10).await;
-    assert!(
-        matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
-            if *charge == NanoUsd::from_cents(3) && detail.contains("MISCONF")),
-        "{kept:?}"
-    );
-    assert_eq!(redis.deferred(), 1);
-    // The health check sees it too: readiness says why, and calls fail fast.
-    let refused = redis.ping().await;
-    assert!(
-        matches!(&refused, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
-        "{refused:?}"
-    );
-    let health = redis.health();
-    assert!(
-        matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
-        "readiness says why: {health:?}"
-    );
-
-    // The disk is back: a save succeeds, and the kept charge is written once.
-    let dir = server.dir().to_str().unwrap().to_owned();
-    assert_eq!(server.cli(&["CONFIG", "SET", "dir", &dir]), "OK");
-    assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
-    assert!(server.logged("Background saving terminated with success", Duration::from_secs(30)));
-    redis.ping().await.expect("writable again");
-    redis.drained().await;
-    assert!(redis.health().is_ok());
-    let state = remote.load(&tenant, &limits, now + 20).await.unwrap();
-    assert_eq!(state.spent, NanoUsd::from_cents(3), "charged once");
-    assert_eq!(state.reserved, NanoUsd::ZERO);
-    assert_eq!(state.open_reservations, 0);
+    a_refused_settle_is_kept_and_written_once(
+        "misconf",
+        |server| {
+            let gone = tempfile::tempdir().unwrap();
+            config_set(server, "save", "3600 1");
+            config_set(server, "dir", gone.path().to_str().unwrap());
+            drop(gone);
+            assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
+            assert!(server.logged("Background saving error", Duration::from_secs(30)));
+        },
+        |server| {
+            config_set(server, "dir", server.dir().to_str().unwrap());
+            assert!(server.cli(&["BGSAVE"]).contains("Background saving started"));
+            assert!(server.logged("Background saving terminated with success", Duration::from_secs(30)));
+        },
+        "MISCONF",
+        true,
+    )
+    .await;
 }
