@@ -14,10 +14,11 @@
 #
 # Both builds call one mock, this tree's. STORE=durable runs the durable
 # ledger instead, and COMMIT=write acknowledges its settles after the log
-# write rather than the fsync. For a baseline from an older commit: BASE_POLICY=path is
-# the budget-guard component that build can load, and BASE_NO_ADMIN=1
-# leaves out the admin listener it did not have. DIRECT=1 adds a run
-# straight at the mock each round ("direct"), the base of added latency.
+# write rather than the fsync. For a baseline from an older commit:
+# BASE_POLICY=path is the budget-guard component that build can load, and
+# BASE_NO_ADMIN=1 leaves out the admin listener it did not have. DIRECT=1
+# adds a run straight at the mock each round ("direct"), the base of added
+# latency.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 BASELINE NEW [rounds] [seconds]" >&2; exit 2; }
 base=$(realpath "$1"); new=$(realpath "$2"); rounds="${3:-6}"; secs="${4:-6}"
