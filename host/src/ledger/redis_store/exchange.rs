@@ -26,12 +26,7 @@ impl Inner {
     pub(super) fn failed(&self, e: &RedisError) -> StoreError {
         let detail = e.to_string();
         if unanswered(e) {
-            self.up.store(false, Ordering::Release);
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
-            StoreError::Unavailable {
-                store: self.name.clone(),
-                detail,
-            }
+            self.away(detail)
         } else if refused_unrun(e) {
             // Kept and tried again like an outage: nothing was applied.
             StoreError::Unavailable {
@@ -105,8 +100,9 @@ impl Inner {
         checked
     }
 
-    /// Redis answers but cannot take a charge: counted as away until the
-    /// probe finds it writable again, with `detail` as readiness' reason.
+    /// Redis is away, or answers but cannot take a charge: counted as away
+    /// until it answers again as a writable primary, with `detail` as
+    /// readiness' reason.
     fn away(&self, detail: String) -> StoreError {
         self.up.store(false, Ordering::Release);
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = detail.clone();
