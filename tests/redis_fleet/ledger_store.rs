@@ -487,9 +487,10 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
 }
 
 /// A settle Redis refuses, without running it, once `refuse` has run: kept,
-/// with `said` in its reason, and no new hold taken; written once, and only
+/// with one of `said`'s `|`-separated words in its reason, and no new hold
+/// taken; written once, and only
 /// once, after `undo`. A Redis that refuses even the health check's `PING`
-/// (`ping_refused`) counts as away, and readiness says it refuses writes.
+/// (`ping_refused`) counts as away, and readiness says it refuses commands.
 async fn a_refused_settle_is_kept_and_written_once(
     prefix: &str,
     refuse: impl FnOnce(&RedisServer),
@@ -497,6 +498,7 @@ async fn a_refused_settle_is_kept_and_written_once(
     said: &str,
     ping_refused: bool,
 ) {
+    let says = |detail: &str| said.split('|').any(|word| detail.contains(word));
     let server = RedisServer::start();
     let redis = store(&server, prefix);
     let remote = redis.remote().unwrap();
@@ -522,17 +524,18 @@ async fn a_refused_settle_is_kept_and_written_once(
     let kept = remote.settle(&tenant, &limits, held.id, actual, later).await;
     assert!(
         matches!(&kept, Err(LedgerError::Deferred { charge, detail, .. })
-            if *charge == NanoUsd::from_cents(3) && detail.contains(said)),
+            if *charge == NanoUsd::from_cents(3) && says(detail)),
         "{kept:?}"
     );
     assert_eq!(redis.deferred(), 1);
     let (checked, health) = (redis.ping().await, redis.health());
     let unready = if ping_refused {
         assert!(
-            matches!(&checked, Err(StoreError::Unavailable { detail, .. }) if detail.contains("refuses writes")),
+            matches!(&checked, Err(StoreError::Unavailable { detail, .. })
+                if detail.contains("refuses this gateway's commands") && says(detail)),
             "{checked:?}"
         );
-        "refuses writes"
+        "refuses this gateway's commands"
     } else {
         checked.expect("it answers the health check");
         "1 charge it was away for, or refused"
@@ -544,7 +547,7 @@ async fn a_refused_settle_is_kept_and_written_once(
     // No new hold while Redis cannot write one, and a clear reason.
     let refused = remote.reserve(&tenant, &limits, request(later), 600_000).await;
     assert!(
-        matches!(&refused, Err(ReserveError::Store(StoreError::Unavailable { detail, .. })) if detail.contains(said)),
+        matches!(&refused, Err(ReserveError::Store(StoreError::Unavailable { detail, .. })) if says(detail)),
         "{refused:?}"
     );
 
@@ -614,6 +617,46 @@ async fn a_charge_outlives_a_redis_that_cannot_save() {
             assert!(server.logged("Background saving terminated with success", Duration::from_secs(30)));
         },
         "MISCONF",
+        true,
+    )
+    .await;
+}
+
+/// An ACL user made read-only on the ledger's keys: Redis checks the keys a
+/// script declares before it runs it, and refuses it whole.
+#[tokio::test]
+async fn a_charge_outlives_an_acl_that_denies_the_ledger() {
+    a_refused_settle_is_kept_and_written_once(
+        "noperm",
+        |server| assert_eq!(server.cli(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]), "OK"),
+        |server| assert_eq!(server.cli(&["ACL", "SETUSER", "default", "allkeys"]), "OK"),
+        "no permissions",
+        false,
+    )
+    .await;
+}
+
+/// Redis given a password the gateway lacks, its connections then dropped
+/// (as by a restart): every command is refused until the password is
+/// mended, the `PING` with `NOAUTH`, a script as a protocol error before it
+/// is read.
+#[tokio::test]
+async fn a_charge_outlives_a_redis_that_asks_for_a_password() {
+    a_refused_settle_is_kept_and_written_once(
+        "noauth",
+        |server| {
+            config_set(server, "requirepass", "rotated");
+            assert_ne!(
+                server.cli(&["-a", "rotated", "--no-auth-warning", "CLIENT", "KILL", "TYPE", "normal"]),
+                "0"
+            );
+        },
+        |server| {
+            let cleared = server.cli(&["-a", "rotated", "--no-auth-warning", "CONFIG", "SET", "requirepass", ""]);
+            assert_eq!(cleared, "OK");
+        },
+        // The settle's last try may meet the connection Redis hung up on.
+        "NOAUTH|unauthenticated|broken pipe|reset by peer",
         true,
     )
     .await;

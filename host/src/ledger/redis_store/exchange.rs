@@ -84,8 +84,9 @@ impl Inner {
         let answer: Result<String, RedisError> = redis::cmd("PING").query_async(&mut conn).await;
         let checked = match answer {
             // Redis answers a PING with MISCONF while it refuses writes for
-            // a failed save: it is there, and cannot keep a charge.
-            Err(e) if refused_unrun(&e) => Err(self.away(format!("it refuses writes for now ({e})"))),
+            // a failed save, and with NOAUTH to a connection it no longer
+            // knows: it is there, and cannot keep a charge.
+            Err(e) if refused_unrun(&e) => Err(self.away(format!("it refuses this gateway's commands for now ({e})"))),
             answer => match self.outcome(answer.map(drop)) {
                 Ok(()) => match read_only_role(&mut conn).await {
                     Some(role) => Err(self.away(format!(
@@ -213,7 +214,20 @@ fn unanswered(e: &RedisError) -> bool {
 /// `OOM` is safe to retry: Redis refuses a script's write for memory only
 /// while the script has written nothing yet, so the refusal aborts it
 /// whole. `MISCONF` and `NOREPLICAS` refuse every write, so a script's first.
+/// A connection that lost its authentication (`NOAUTH`: Redis restarted with
+/// a password this gateway lacks) or a user the ACL no longer lets run the
+/// script or touch its keys (`NOPERM`) is refused before the script starts:
+/// every key a ledger script touches is declared, and Redis checks declared
+/// keys and the command itself up front. A denial met inside a script comes
+/// back as `ERR`, may follow earlier writes, and is not retried. To a
+/// connection not yet let in, Redis refuses a command of many arguments
+/// (a script's) as a protocol error before reading it, and hangs up.
 fn refused_unrun(e: &RedisError) -> bool {
+    if e.code() == Some("ERR") {
+        return e
+            .detail()
+            .is_some_and(|detail| detail.starts_with("Protocol error: unauthenticated"));
+    }
     matches!(
         e.code(),
         Some(
@@ -226,6 +240,8 @@ fn refused_unrun(e: &RedisError) -> bool {
                 | "OOM"
                 | "MISCONF"
                 | "NOREPLICAS"
+                | "NOAUTH"
+                | "NOPERM"
         )
     )
 }
