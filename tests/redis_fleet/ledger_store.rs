@@ -486,17 +486,25 @@ async fn a_charge_outlives_a_redis_that_refuses_writes() {
     assert_eq!(state.open_reservations, 0);
 }
 
+/// How the health check's `PING` fares while Redis refuses the settle.
+enum Ping {
+    Answers,
+    /// Refused: Redis counts as away, and readiness says it refuses commands.
+    Refused,
+    /// Hung up on: away, as in an outage.
+    HungUp,
+}
+
 /// A settle Redis refuses, without running it, once `refuse` has run: kept,
 /// with one of `said`'s `|`-separated words in its reason, and no new hold
-/// taken; written once, and only
-/// once, after `undo`. A Redis that refuses even the health check's `PING`
-/// (`ping_refused`) counts as away, and readiness says it refuses commands.
+/// taken; written once, and only once, after `undo`. Readiness follows
+/// `ping`.
 async fn a_refused_settle_is_kept_and_written_once(
     prefix: &str,
     refuse: impl FnOnce(&RedisServer),
     undo: impl FnOnce(&RedisServer),
     said: &str,
-    ping_refused: bool,
+    ping: Ping,
 ) {
     let says = |detail: &str| said.split('|').any(|word| detail.contains(word));
     let server = RedisServer::start();
@@ -529,16 +537,24 @@ async fn a_refused_settle_is_kept_and_written_once(
     );
     assert_eq!(redis.deferred(), 1);
     let (checked, health) = (redis.ping().await, redis.health());
-    let unready = if ping_refused {
-        assert!(
-            matches!(&checked, Err(StoreError::Unavailable { detail, .. })
-                if detail.contains("refuses this gateway's commands") && says(detail)),
-            "{checked:?}"
-        );
-        "refuses this gateway's commands"
-    } else {
-        checked.expect("it answers the health check");
-        "1 charge it was away for, or refused"
+    let unready = match ping {
+        Ping::Answers => {
+            checked.expect("it answers the health check");
+            "1 charge it was away for, or refused"
+        }
+        Ping::Refused => {
+            assert!(
+                matches!(&checked, Err(StoreError::Unavailable { detail, .. })
+                    if detail.contains("refuses this gateway's commands") && says(detail)),
+                "{checked:?}"
+            );
+            "refuses this gateway's commands"
+        }
+        // Readiness gives the reason the health check met.
+        Ping::HungUp => match &checked {
+            Err(StoreError::Unavailable { detail, .. }) if says(detail) => detail,
+            _ => panic!("{checked:?}"),
+        },
     };
     assert!(
         matches!(&health, Err(StoreError::Unavailable { detail, .. }) if detail.contains(unready)),
@@ -577,7 +593,7 @@ async fn a_charge_outlives_a_redis_out_of_memory() {
         },
         |server| config_set(server, "maxmemory", "0"),
         "maxmemory",
-        false,
+        Ping::Answers,
     )
     .await;
 }
@@ -591,7 +607,7 @@ async fn a_charge_outlives_a_redis_without_its_replicas() {
         |server| config_set(server, "min-replicas-to-write", "1"),
         |server| config_set(server, "min-replicas-to-write", "0"),
         "NOREPLICAS",
-        false,
+        Ping::Answers,
     )
     .await;
 }
@@ -617,7 +633,7 @@ async fn a_charge_outlives_a_redis_that_cannot_save() {
             assert!(server.logged("Background saving terminated with success", Duration::from_secs(30)));
         },
         "MISCONF",
-        true,
+        Ping::Refused,
     )
     .await;
 }
@@ -631,7 +647,7 @@ async fn a_charge_outlives_an_acl_that_denies_the_ledger() {
         |server| assert_eq!(server.cli(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]), "OK"),
         |server| assert_eq!(server.cli(&["ACL", "SETUSER", "default", "allkeys"]), "OK"),
         "no permissions",
-        false,
+        Ping::Answers,
     )
     .await;
 }
@@ -657,7 +673,52 @@ async fn a_charge_outlives_a_redis_that_asks_for_a_password() {
         },
         // The settle's last try may meet the connection Redis hung up on.
         "NOAUTH|unauthenticated|broken pipe|reset by peer",
-        true,
+        Ping::Refused,
     )
     .await;
+}
+
+/// Redis at its `maxclients`, the gateway's connections dropped: each new
+/// one is told "max number of clients reached" and hung up on. The test's
+/// own connection holds the last slot, and lifts the cap again.
+#[tokio::test]
+async fn a_charge_outlives_a_redis_full_of_clients() {
+    let holder: Arc<std::sync::Mutex<Option<RawClient>>> = Arc::default();
+    let (held, freed) = (holder.clone(), holder);
+    a_refused_settle_is_kept_and_written_once(
+        "maxclients",
+        move |server| {
+            let mut slot = RawClient::connect(server);
+            assert_eq!(slot.ask("CONFIG SET maxclients 1"), "+OK");
+            assert_ne!(slot.ask("CLIENT KILL TYPE normal SKIPME yes"), ":0");
+            *held.lock().unwrap() = Some(slot);
+        },
+        move |_| {
+            let mut slot = freed.lock().unwrap().take().unwrap();
+            assert_eq!(slot.ask("CONFIG SET maxclients 10000"), "+OK");
+        },
+        // Redis hangs up as it answers, so the refusal is seldom read.
+        "max number of clients|reset by peer|broken pipe",
+        Ping::HungUp,
+    )
+    .await;
+}
+
+/// One connection to Redis, for commands whose answer is one line.
+struct RawClient(std::io::BufReader<std::net::TcpStream>);
+
+impl RawClient {
+    fn connect(server: &RedisServer) -> Self {
+        Self(std::io::BufReader::new(
+            std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap(),
+        ))
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        self.0.get_mut().write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        self.0.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
 }

@@ -221,12 +221,13 @@ fn unanswered(e: &RedisError) -> bool {
 /// keys and the command itself up front. A denial met inside a script comes
 /// back as `ERR`, may follow earlier writes, and is not retried. To a
 /// connection not yet let in, Redis refuses a command of many arguments
-/// (a script's) as a protocol error before reading it, and hangs up.
+/// (a script's) as a protocol error before reading it, and hangs up; so it
+/// does to a new connection past `maxclients`, before reading anything.
 fn refused_unrun(e: &RedisError) -> bool {
     if e.code() == Some("ERR") {
-        return e
-            .detail()
-            .is_some_and(|detail| detail.starts_with("Protocol error: unauthenticated"));
+        return e.detail().is_some_and(|detail| {
+            detail.starts_with("Protocol error: unauthenticated") || detail.starts_with("max number of clients reached")
+        });
     }
     matches!(
         e.code(),
@@ -244,4 +245,39 @@ fn refused_unrun(e: &RedisError) -> bool {
                 | "NOPERM"
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_unrun;
+
+    /// Redis' reply, as the client parses it off the wire.
+    fn reply(wire: &str) -> redis::RedisError {
+        match redis::parse_redis_value(wire.as_bytes()).expect("a reply") {
+            redis::Value::ServerError(e) => e.into(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_before_anything_ran_are_told_from_failures_that_may_follow_writes() {
+        for unrun in [
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+            "-NOAUTH Authentication required.\r\n",
+            "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n",
+            "-ERR Protocol error: unauthenticated multibulk length\r\n",
+            "-ERR max number of clients reached\r\n",
+        ] {
+            assert!(refused_unrun(&reply(unrun)), "{unrun}");
+        }
+        for ran in [
+            // An ACL denial met inside a script: earlier writes stand.
+            "-ERR The user executing the script can't run this command or subcommand script: 45c4, on @user_script:1.\r\n",
+            "-ERR Error running script (call to f_45c4): @user_script:3: a failure\r\n",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ] {
+            assert!(!refused_unrun(&reply(ran)), "{ran}");
+        }
+    }
 }
