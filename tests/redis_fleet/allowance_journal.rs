@@ -110,3 +110,74 @@ async fn a_call_at_bedrock_when_a_replica_is_killed_during_an_outage_is_charged_
     assert_eq!(spent(&gw).await, (charged, 1), "charged once");
     assert_eq!(gw.records().len(), 1);
 }
+
+/// A call Redis held, answered while Redis is away: its charge is kept for
+/// Redis, and in the journal. The replica is killed before Redis is back;
+/// at its next start the call is charged its usage, not its hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_kept_for_a_hold_redis_took_is_written_at_usage_after_a_kill() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let (url, arrived, answer, answered) = upstream::gated(upstream::CONVERSE_OK).await;
+    let mut gw = TestGateway::start(fail_open(&server, std::slice::from_ref(&acme), Some(url))).await;
+    let client = gw.sigv4_client(&acme);
+    let caller = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream, its hold in Redis");
+    server.kill();
+    answer.send(()).expect("the upstream waits");
+    caller.await.expect("join").expect("served: the charge is kept");
+    answered.await.expect("the upstream answered");
+    let records = gw.wait_for_records(1).await;
+    let usage = records[0].tollgate.cost_nano_usd;
+    assert!(
+        0 < usage && usage < records[0].tollgate.reserved_nano_usd,
+        "{:?}",
+        records[0].tollgate
+    );
+
+    gw.kill();
+    server.restart();
+    gw.start_again().await;
+    let (status, text) = gw.readyz_within(10_000).await;
+    assert_eq!((status, text.as_str()), (200, "ready\n"), "the kept charge was written");
+    assert_eq!(spent(&gw).await, (usage, 1), "charged its usage, once, not its hold");
+    assert_eq!(gw.records().len(), 1, "no restored charge of its hold");
+    gw.reconcile().await;
+}
+
+/// A call Redis held that Bedrock throttled, so never ran, while Redis is
+/// away: its release is kept for Redis, and in the journal. The replica is
+/// killed before Redis is back; at its next start the hold is released, not
+/// adopted and charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_kept_for_a_hold_redis_took_is_written_after_a_kill() {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let (url, arrived, answer, answered) = upstream::gated(upstream::THROTTLED).await;
+    let mut gw = TestGateway::start(fail_open(&server, std::slice::from_ref(&acme), Some(url))).await;
+    let client = gw.sigv4_client(&acme);
+    let caller = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream, its hold in Redis");
+    server.kill();
+    answer.send(()).expect("the upstream waits");
+    let refused = caller.await.expect("join").expect_err("throttled");
+    assert_eq!(refused.0, 429, "{refused:?}");
+    answered.await.expect("the upstream answered");
+    let records = gw.wait_for_records(1).await;
+    assert_eq!(records[0].tollgate.cost_nano_usd, 0, "{:?}", records[0].tollgate);
+
+    gw.kill();
+    server.restart();
+    gw.start_again().await;
+    let (status, text) = gw.readyz_within(10_000).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ready\n"),
+        "the kept release was written"
+    );
+    let tenant = gw.tenant_state("acme").await;
+    assert_eq!(tenant["open-reservations"], 0, "{tenant}");
+    assert_eq!(tenant["reserved-nano-usd"], 0, "{tenant}");
+    assert_eq!(spent(&gw).await, (0, 0), "nothing charged");
+    assert_eq!(gw.records().len(), 1, "no restored charge of its hold");
+}

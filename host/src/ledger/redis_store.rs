@@ -305,6 +305,17 @@ impl Inner {
                     actual,
                     now_ms,
                 });
+                // Kept past this process when a journal is kept: lost, the
+                // hold would be adopted and charged in full.
+                let kept = journal::Entry::HoldSettled {
+                    id: id.0,
+                    tenant: tenant.as_str().to_owned(),
+                    limits: *limits,
+                    cost: actual.cost.get(),
+                    tokens: actual.tokens,
+                    at_ms: now_ms,
+                };
+                self.journal(Some(kept)).await;
                 Err(LedgerError::Deferred {
                     tenant: tenant.clone(),
                     id,
@@ -373,6 +384,14 @@ impl Inner {
                     id,
                     now_ms,
                 });
+                // Lost, the hold of a call that never ran would be adopted and charged.
+                let kept = journal::Entry::HoldReleased {
+                    id: id.0,
+                    tenant: tenant.as_str().to_owned(),
+                    limits: *limits,
+                    at_ms: now_ms,
+                };
+                self.journal(Some(kept)).await;
                 Err(LedgerError::Store(StoreError::Unavailable {
                     store: self.name.clone(),
                     detail,

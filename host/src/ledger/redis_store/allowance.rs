@@ -283,6 +283,11 @@ impl Inner {
     /// What a killed process's journal still owes: its kept charges go to
     /// the outbox, its unfinished calls are handed out to be charged their holds.
     pub(super) fn owed(&self, owed: journal::Owed) {
+        for pending in owed.kept {
+            // Written at the first flush, which comes before any adoption.
+            tracing::warn!(?pending, "an outcome an earlier process kept for Redis is written now");
+            self.outbox.keep(pending);
+        }
         for (charge_id, tenant, limits, actual, now_ms) in owed.charges {
             tracing::warn!(tenant = %tenant, charge = %charge_id, "a charge admitted on the allowance by an earlier process is written now");
             self.outbox.keep(Pending::Charge {

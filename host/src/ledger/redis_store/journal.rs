@@ -6,6 +6,13 @@
 //! it once), and every call let through that never finished is charged its
 //! hold. The file is emptied once nothing is open or kept.
 //!
+//! A call that Redis held, whose settle or release could not reach Redis,
+//! is kept here too: otherwise, lost with its process, its hold would be
+//! adopted and charged in full, and a call that never ran would be charged.
+//! At the next start it is written under the hold's id before this replica
+//! adopts anything; another replica that adopts the hold first charges it
+//! in full, and the write then finds it closed and changes nothing.
+//!
 //! What it cannot cover, stated plainly: a replica whose disk is lost with
 //! it (an ephemeral container's) loses the outage's charges. Give the
 //! journal a volume that outlives the process.
@@ -21,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::TenantId;
 use crate::ledger::error::StoreError;
 use crate::ledger::limits::TenantLimits;
-use crate::ledger::reservation::Actual;
+use crate::ledger::reservation::{Actual, ReservationId};
 use crate::money::NanoUsd;
+
+use super::outbox::Pending;
 
 /// One line of the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +55,30 @@ pub(super) enum Entry {
     },
     /// The call provably never ran: nothing to charge.
     Released { charge: String },
-    /// Redis has the charge.
+    /// Redis has the charge (or, for a hold Redis took, the hold's outcome).
     Written { charge: String },
+    /// A hold Redis took, whose call ran: its settle, kept for Redis.
+    HoldSettled {
+        id: u64,
+        tenant: String,
+        limits: TenantLimits,
+        cost: u64,
+        tokens: u64,
+        at_ms: u64,
+    },
+    /// A hold Redis took, whose call never ran: its release, kept for Redis.
+    HoldReleased {
+        id: u64,
+        tenant: String,
+        limits: TenantLimits,
+        at_ms: u64,
+    },
+}
+
+/// The `charge` a [`Entry::Written`] names for a hold Redis took: apart
+/// from the allowance's charge ids, which never contain a colon.
+pub(super) fn hold_key(id: ReservationId) -> String {
+    format!("hold:{}", id.0)
 }
 
 /// What a journal left by an earlier process still owes Redis.
@@ -57,6 +88,8 @@ pub(super) struct Owed {
     pub(super) charges: Vec<(String, TenantId, TenantLimits, Actual, u64)>,
     /// Calls let through that never finished: `(charge id, tenant, hold)`.
     pub(super) open: Vec<(String, TenantId, Actual)>,
+    /// Settles and releases of holds Redis took, never written.
+    pub(super) kept: Vec<Pending>,
 }
 
 pub(super) struct Journal {
@@ -139,7 +172,8 @@ pub(super) fn refuse_if_owed(path: &Path) -> Result<(), StoreError> {
         })?,
         Err(_) => return Ok(()),
     };
-    let (charges, open) = (owed.charges.len(), owed.open.len());
+    // Kept settles and releases of holds Redis took count with the charges.
+    let (charges, open) = (owed.charges.len() + owed.kept.len(), owed.open.len());
     if charges + open == 0 {
         return Ok(());
     }
@@ -147,8 +181,8 @@ pub(super) fn refuse_if_owed(path: &Path) -> Result<(), StoreError> {
         store: "the allowance journal".into(),
         action: "opening it",
         detail: format!(
-            "{} lists {charges} charge(s) and {open} unfinished call(s) admitted on the allowance that Redis does not \
-             have yet; start with failure-mode = \"fail-open-with-allowance\" until they are written (`/readyz` says \
+            "{} lists {charges} charge(s) or release(s) and {open} unfinished call(s) that Redis does not have yet; \
+             start with failure-mode = \"fail-open-with-allowance\" until they are written (`/readyz` says \
              ready, not degraded), then change it",
             path.display()
         ),
@@ -163,6 +197,7 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
     let mut settled: HashMap<String, (TenantId, TenantLimits, Actual, u64)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut kept: HashMap<String, Pending> = HashMap::new();
     let lines: Vec<String> = reader
         .lines()
         .collect::<Result<_, _>>()
@@ -220,6 +255,42 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
             Entry::Written { charge } => {
                 done.insert(charge);
             }
+            Entry::HoldSettled {
+                id,
+                tenant,
+                limits,
+                cost,
+                tokens,
+                at_ms,
+            } => {
+                let pending = Pending::Settle {
+                    tenant: tenant_of(&tenant)?,
+                    limits,
+                    id: ReservationId(id),
+                    actual: Actual {
+                        cost: NanoUsd(cost),
+                        tokens,
+                    },
+                    now_ms: at_ms,
+                };
+                kept.insert(hold_key(ReservationId(id)), pending);
+                order.push(hold_key(ReservationId(id)));
+            }
+            Entry::HoldReleased {
+                id,
+                tenant,
+                limits,
+                at_ms,
+            } => {
+                let pending = Pending::Release {
+                    tenant: tenant_of(&tenant)?,
+                    limits,
+                    id: ReservationId(id),
+                    now_ms: at_ms,
+                };
+                kept.insert(hold_key(ReservationId(id)), pending);
+                order.push(hold_key(ReservationId(id)));
+            }
         }
     }
     let mut owed = Owed::default();
@@ -228,7 +299,9 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
         if done.contains(&charge) || !seen.insert(charge.clone()) {
             continue;
         }
-        if let Some((tenant, limits, actual, at)) = settled.remove(&charge) {
+        if let Some(pending) = kept.remove(&charge) {
+            owed.kept.push(pending);
+        } else if let Some((tenant, limits, actual, at)) = settled.remove(&charge) {
             owed.charges.push((charge, tenant, limits, actual, at));
         } else if let Some((tenant, hold)) = open.remove(&charge) {
             owed.open.push((charge, tenant, hold));
@@ -318,6 +391,53 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn owes_the_unwritten_outcomes_of_holds_redis_took() {
+        let hold_released = |id, at_ms| Entry::HoldReleased {
+            id,
+            tenant: "acme".into(),
+            limits: limits(),
+            at_ms,
+        };
+        let text = lines(&[
+            Entry::HoldSettled {
+                id: 41,
+                tenant: "acme".into(),
+                limits: limits(),
+                cost: 60,
+                tokens: 7,
+                at_ms: 5,
+            },
+            hold_released(42, 6),
+            hold_released(43, 7),
+            Entry::Written {
+                charge: hold_key(ReservationId(43)),
+            },
+            // An allowance charge id is never taken for a hold's.
+            Entry::Written { charge: "41".into() },
+        ]);
+        let owed = owed(text.as_bytes()).expect("reads");
+        let acme = TenantId::new("acme").expect("id");
+        let settle = Pending::Settle {
+            tenant: acme.clone(),
+            limits: limits(),
+            id: ReservationId(41),
+            actual: Actual {
+                cost: NanoUsd(60),
+                tokens: 7,
+            },
+            now_ms: 5,
+        };
+        let release = Pending::Release {
+            tenant: acme,
+            limits: limits(),
+            id: ReservationId(42),
+            now_ms: 6,
+        };
+        assert_eq!(owed.kept, vec![settle, release]);
+        assert!(owed.charges.is_empty() && owed.open.is_empty());
     }
 
     #[test]

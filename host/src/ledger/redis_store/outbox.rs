@@ -12,7 +12,7 @@ use crate::ledger::error::StoreError;
 use crate::ledger::limits::TenantLimits;
 use crate::ledger::reservation::{Actual, ReservationId};
 
-use super::{Inner, reply};
+use super::{Inner, journal, reply};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Pending {
@@ -138,17 +138,7 @@ impl Inner {
                         }
                     }
                     self.outbox.pop(&pending);
-                    if let Pending::Charge { charge_id, .. } = &pending
-                        && let Some(journal) = self.allowance.as_ref().and_then(|a| a.journal())
-                    {
-                        // Unsynced: if it is lost, the charge is written again and Redis says "again".
-                        let written = super::journal::Entry::Written {
-                            charge: charge_id.clone(),
-                        };
-                        if let Err(why) = journal.append(&written, false) {
-                            tracing::warn!(error = %why, "could not note a written charge in the allowance journal");
-                        }
-                    }
+                    self.note_written(&pending);
                     if self.outbox.len() == 0
                         && let Some(allowance) = &self.allowance
                     {
@@ -161,6 +151,22 @@ impl Inner {
                     self.outbox.pop(&pending);
                 }
             }
+        }
+    }
+
+    /// Notes in the journal, if one is kept, that Redis has answered
+    /// `pending`. Unsynced: if the note is lost, the change is written
+    /// again at the next start, and Redis, which remembers it, says "again".
+    fn note_written(&self, pending: &Pending) {
+        let Some(journal) = self.allowance.as_ref().and_then(|a| a.journal()) else {
+            return;
+        };
+        let charge = match pending {
+            Pending::Charge { charge_id, .. } => charge_id.clone(),
+            Pending::Settle { id, .. } | Pending::Release { id, .. } => journal::hold_key(*id),
+        };
+        if let Err(why) = journal.append(&journal::Entry::Written { charge }, false) {
+            tracing::warn!(error = %why, "could not note a written change in the allowance journal");
         }
     }
 }
