@@ -187,8 +187,9 @@ impl Allowance {
     }
 
     /// Everything kept is written: a new outage starts with a whole
-    /// allowance, and with no hold open the journal owes nothing.
-    pub(super) fn renew(&self) {
+    /// allowance, and with no hold open the journal owes nothing, unless
+    /// `kept` says a change was kept meanwhile.
+    pub(super) fn renew(&self, kept: impl Fn() -> bool) {
         let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
         tenants.retain(|_, local| !local.open.is_empty());
         for local in tenants.values_mut() {
@@ -198,7 +199,7 @@ impl Allowance {
         if tenants.is_empty()
             && let Some(journal) = &self.journal
         {
-            journal.clear();
+            journal.clear_unless(kept);
         }
     }
 }

@@ -152,9 +152,15 @@ impl Journal {
             .unwrap_or_else(|e| Err(format!("the allowance journal's writer stopped: {e}")))
     }
 
-    /// Empties the journal: nothing in it is owed any more.
-    pub(super) fn clear(&self) {
+    /// Empties the journal: nothing in it is owed any more, unless `kept`
+    /// says a change was kept since. Asked under the file's lock, and every
+    /// change is kept before it is journalled, so an entry is never emptied
+    /// away while its change waits for Redis.
+    pub(super) fn clear_unless(&self, kept: impl Fn() -> bool) {
         let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept() {
+            return;
+        }
         if let Err(e) = file.set_len(0) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not empty the allowance journal");
         }
@@ -457,8 +463,10 @@ mod tests {
         let (journal, owed_at_start) = Journal::open(&path).expect("open");
         assert_eq!(owed_at_start, Owed::default());
         journal.append(&open("a", 1), true).expect("append");
-        journal.clear();
+        journal.clear_unless(|| false);
         journal.append(&open("b", 2), true).expect("append");
+        // A change kept while the journal was about to be emptied keeps it.
+        journal.clear_unless(|| true);
         drop(journal);
         let (_, owed) = Journal::open(&path).expect("reopen");
         assert_eq!(owed.open.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), ["b"]);

@@ -142,7 +142,7 @@ impl Inner {
                     if self.outbox.len() == 0
                         && let Some(allowance) = &self.allowance
                     {
-                        allowance.renew();
+                        allowance.renew(|| self.outbox.len() > 0);
                     }
                 }
                 Err(StoreError::Unavailable { .. }) => return,
