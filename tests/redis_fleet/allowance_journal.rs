@@ -1,7 +1,9 @@
 //! `fail-open-with-allowance`, and the replica is killed during the outage:
 //! the calls it let through on its allowance are in its journal, and at its
 //! next start each is charged once: a finished call at its usage, a call
-//! still at Bedrock at its hold. Redis' ledger then equals the logs.
+//! still at Bedrock at its hold. Redis' ledger then equals the logs. The
+//! journal also keeps the outcomes of calls Redis held that could not be
+//! written, failing open or closed.
 
 use aws_sdk_bedrockruntime::Client;
 
@@ -11,12 +13,16 @@ use crate::support::redis::RedisServer;
 use crate::support::upstream;
 
 fn fail_open(server: &RedisServer, tenants: &[TenantSpec], upstream_url: Option<String>) -> Options {
+    on_redis(server, tenants, upstream_url, "fail-open-with-allowance")
+}
+
+fn on_redis(server: &RedisServer, tenants: &[TenantSpec], upstream_url: Option<String>, mode: &str) -> Options {
     Options {
         tenants: tenants.to_vec(),
         upstream_url,
         ledger_extra: format!(
             "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"journal\"\nretry-ms = 100\n\
-             failure-mode = \"fail-open-with-allowance\"\nallowance-usd = \"0.01\"\n",
+             failure-mode = \"{mode}\"\nallowance-usd = \"0.01\"\n",
             server.url()
         ),
         ..Options::default()
@@ -116,10 +122,21 @@ async fn a_call_at_bedrock_when_a_replica_is_killed_during_an_outage_is_charged_
 /// at its next start the call is charged its usage, not its hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_kept_for_a_hold_redis_took_is_written_at_usage_after_a_kill() {
+    a_kept_charge_is_written_at_usage_after_a_kill("fail-open-with-allowance").await;
+}
+
+/// As above, failing closed: no call is admitted while Redis is away, and
+/// the journal still keeps what calls already at Bedrock owe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_kept_while_failing_closed_is_written_at_usage_after_a_kill() {
+    a_kept_charge_is_written_at_usage_after_a_kill("fail-closed").await;
+}
+
+async fn a_kept_charge_is_written_at_usage_after_a_kill(mode: &str) {
     let mut server = RedisServer::start();
     let acme = TenantSpec::new("acme", "allow-all");
     let (url, arrived, answer, answered) = upstream::gated(upstream::CONVERSE_OK).await;
-    let mut gw = TestGateway::start(fail_open(&server, std::slice::from_ref(&acme), Some(url))).await;
+    let mut gw = TestGateway::start(on_redis(&server, std::slice::from_ref(&acme), Some(url), mode)).await;
     let client = gw.sigv4_client(&acme);
     let caller = tokio::spawn(async move { timed_call(&client).await });
     arrived.await.expect("the call reached the upstream, its hold in Redis");

@@ -49,10 +49,11 @@ pub struct RedisConfig {
     /// With `fail-open-with-allowance`: what each tenant may spend per
     /// replica and outage, in US dollars as a decimal string.
     pub allowance_usd: String,
-    /// With `fail-open-with-allowance`: the local file that keeps the calls
-    /// admitted on the allowance until Redis has them, so that a replica
-    /// killed during an outage charges them when it starts again. One per
-    /// replica, on a volume that outlives the process. Relative to
+    /// The local file that keeps, until Redis has them, the calls admitted
+    /// on the allowance (`fail-open-with-allowance`) and, in either mode,
+    /// the outcomes of calls Redis held that could not be written, so that
+    /// a replica killed during an outage charges them when it starts again.
+    /// One per replica, on a volume that outlives the process. Relative to
     /// `tollgate.toml`.
     pub journal: PathBuf,
     /// How long a replica that stops renewing its lease (killed, lost, cut

@@ -71,8 +71,9 @@ pub struct RedisSettings {
     /// `None`: fail closed while Redis does not answer. `Some`: admit each
     /// tenant's calls up to this much per replica and outage (see `allowance`).
     pub allowance: Option<NanoUsd>,
-    /// With an allowance: the local file that keeps its calls until Redis
-    /// has them, so a replica killed during an outage charges them at its
+    /// The local file that keeps, until Redis has them, the calls admitted
+    /// on the allowance and the outcomes of calls Redis held that could not
+    /// be written, so a replica killed during an outage charges them at its
     /// next start (see `journal`). `None` keeps them in memory only.
     pub journal: Option<std::path::PathBuf>,
 }
@@ -121,6 +122,8 @@ struct Inner {
     last_error: Mutex<String>,
     outbox: Outbox,
     allowance: Option<Allowance>,
+    /// Where kept changes outlive this process (see `journal`).
+    journal: Option<Arc<Journal>>,
     lease: Lease,
     /// Calls a killed process let through on its allowance and never
     /// finished, found in its journal: charged their holds like adopted ones.
@@ -158,18 +161,17 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| bad(e.to_string()))?;
-        let (journal, owed) = match (&settings.journal, settings.allowance) {
-            (Some(path), Some(_)) => {
+        let (journal, owed) = match &settings.journal {
+            Some(path) => {
                 let (journal, owed) = Journal::open(path)?;
+                if settings.allowance.is_none() {
+                    journal::refuse_allowance_owed(path, &owed)?;
+                }
                 (Some(journal), owed)
             }
-            (Some(path), None) => {
-                journal::refuse_if_owed(path)?;
-                (None, journal::Owed::default())
-            }
-            (None, _) => (None, journal::Owed::default()),
+            None => (None, journal::Owed::default()),
         };
-        let allowance = settings.allowance.map(|limit| Allowance::new(limit, journal));
+        let allowance = settings.allowance.map(|limit| Allowance::new(limit, journal.clone()));
         let settings_lease = settings.lease;
         let inner = Arc::new(Inner {
             name,
@@ -186,6 +188,7 @@ impl RedisStore {
             last_error: Mutex::new("it has not answered since this process started".into()),
             outbox: Outbox::default(),
             allowance,
+            journal,
             lease: Lease::new(settings_lease),
             recovered: Mutex::new(Vec::new()),
         });

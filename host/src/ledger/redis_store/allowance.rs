@@ -278,7 +278,7 @@ impl Inner {
     }
 
     fn journal_with(&self, entry: Option<Entry>) -> Option<(&Arc<Journal>, Entry)> {
-        Some((self.allowance.as_ref()?.journal()?, entry?))
+        Some((self.journal.as_ref()?, entry?))
     }
 
     /// What a killed process's journal still owes: its kept charges go to

@@ -167,19 +167,12 @@ impl Journal {
     }
 }
 
-/// With no allowance configured nothing would write what a journal left by
-/// an earlier process still owes: refuse to start rather than lose it.
-pub(super) fn refuse_if_owed(path: &Path) -> Result<(), StoreError> {
-    let owed = match File::open(path) {
-        Ok(file) => owed(BufReader::new(file)).map_err(|detail| StoreError::Remote {
-            store: "the allowance journal".into(),
-            action: "reading it",
-            detail: format!("{}: {detail}", path.display()),
-        })?,
-        Err(_) => return Ok(()),
-    };
-    // Kept settles and releases of holds Redis took count with the charges.
-    let (charges, open) = (owed.charges.len() + owed.kept.len(), owed.open.len());
+/// With no allowance configured nothing would charge the calls a journal
+/// left by an earlier process admitted on its allowance: refuse to start
+/// rather than lose them. Kept outcomes of holds Redis took need no
+/// allowance: they are written as the process runs.
+pub(super) fn refuse_allowance_owed(path: &Path, owed: &Owed) -> Result<(), StoreError> {
+    let (charges, open) = (owed.charges.len(), owed.open.len());
     if charges + open == 0 {
         return Ok(());
     }
@@ -187,8 +180,8 @@ pub(super) fn refuse_if_owed(path: &Path) -> Result<(), StoreError> {
         store: "the allowance journal".into(),
         action: "opening it",
         detail: format!(
-            "{} lists {charges} charge(s) or release(s) and {open} unfinished call(s) that Redis does not have yet; \
-             start with failure-mode = \"fail-open-with-allowance\" until they are written (`/readyz` says \
+            "{} lists {charges} charge(s) and {open} unfinished call(s) admitted on the allowance that Redis does not \
+             have yet; start with failure-mode = \"fail-open-with-allowance\" until they are written (`/readyz` says \
              ready, not degraded), then change it",
             path.display()
         ),
@@ -444,6 +437,22 @@ mod tests {
         };
         assert_eq!(owed.kept, vec![settle, release]);
         assert!(owed.charges.is_empty() && owed.open.is_empty());
+    }
+
+    #[test]
+    fn failing_closed_starts_with_kept_outcomes_but_not_with_calls_admitted_on_an_allowance() {
+        let path = Path::new("journal.jsonl");
+        let kept = lines(&[Entry::HoldReleased {
+            id: 42,
+            tenant: "acme".into(),
+            limits: limits(),
+            at_ms: 6,
+        }]);
+        let owed_kept = owed(kept.as_bytes()).expect("reads");
+        assert!(refuse_allowance_owed(path, &owed_kept).is_ok());
+        let admitted = owed(lines(&[open("a", 100)]).as_bytes()).expect("reads");
+        let refused = refuse_allowance_owed(path, &admitted).expect_err("owes an allowance call");
+        assert!(refused.to_string().contains("fail-open-with-allowance"), "{refused}");
     }
 
     #[test]

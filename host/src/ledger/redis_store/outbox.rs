@@ -139,10 +139,13 @@ impl Inner {
                     }
                     self.outbox.pop(&pending);
                     self.note_written(&pending);
-                    if self.outbox.len() == 0
-                        && let Some(allowance) = &self.allowance
-                    {
-                        allowance.renew(|| self.outbox.len() > 0);
+                    if self.outbox.len() == 0 {
+                        let kept = || self.outbox.len() > 0;
+                        match (&self.allowance, &self.journal) {
+                            (Some(allowance), _) => allowance.renew(kept),
+                            (None, Some(journal)) => journal.clear_unless(kept),
+                            (None, None) => {}
+                        }
                     }
                 }
                 Err(StoreError::Unavailable { .. }) => return,
@@ -158,7 +161,7 @@ impl Inner {
     /// `pending`. Unsynced: if the note is lost, the change is written
     /// again at the next start, and Redis, which remembers it, says "again".
     fn note_written(&self, pending: &Pending) {
-        let Some(journal) = self.allowance.as_ref().and_then(|a| a.journal()) else {
+        let Some(journal) = &self.journal else {
             return;
         };
         let charge = match pending {
