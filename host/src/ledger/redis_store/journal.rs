@@ -262,18 +262,20 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                 tokens,
                 at_ms,
             } => {
+                let actual = Actual {
+                    cost: NanoUsd(cost),
+                    tokens,
+                };
+                let id = ReservationId(id);
                 let pending = Pending::Settle {
                     tenant: tenant_of(&tenant)?,
                     limits,
-                    id: ReservationId(id),
-                    actual: Actual {
-                        cost: NanoUsd(cost),
-                        tokens,
-                    },
+                    id,
+                    actual,
                     now_ms: at_ms,
                 };
-                kept.insert(hold_key(ReservationId(id)), pending);
-                order.push(hold_key(ReservationId(id)));
+                kept.insert(hold_key(id), pending);
+                order.push(hold_key(id));
             }
             Entry::HoldReleased {
                 id,
@@ -281,14 +283,18 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                 limits,
                 at_ms,
             } => {
-                let pending = Pending::Release {
-                    tenant: tenant_of(&tenant)?,
-                    limits,
-                    id: ReservationId(id),
-                    now_ms: at_ms,
-                };
-                kept.insert(hold_key(ReservationId(id)), pending);
-                order.push(hold_key(ReservationId(id)));
+                let id = ReservationId(id);
+                let tenant = tenant_of(&tenant)?;
+                kept.insert(
+                    hold_key(id),
+                    Pending::Release {
+                        tenant,
+                        limits,
+                        id,
+                        now_ms: at_ms,
+                    },
+                );
+                order.push(hold_key(id));
             }
         }
     }
