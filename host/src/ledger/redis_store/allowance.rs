@@ -315,7 +315,7 @@ impl Inner {
 
 fn journal_failed(written: Result<(), String>) {
     if let Err(why) = written {
-        tracing::error!(error = %why, "a local charge is kept in memory only");
+        tracing::error!(error = %why, "a charge or release is kept in memory only; lost with this process, its hold is charged in full");
     }
 }
 

@@ -1,10 +1,11 @@
-//! The allowance's journal: a local file that keeps what a replica admitted
-//! on its allowance until Redis has it. A hold is synced here before its
-//! call is sent, a charge or a release before it is acknowledged. A replica
-//! killed during an outage reads it at its next start: every charge Redis
-//! never got is written (under the charge id it always had, so Redis counts
-//! it once), and every call let through that never finished is charged its
-//! hold. The file is emptied once nothing is open or kept.
+//! The ledger's journal: a local file that keeps what Redis does not have
+//! yet. First, what a replica admitted on its allowance: a hold is synced
+//! here before its call is sent, a charge or a release before it is
+//! acknowledged. A replica killed during an outage reads it at its next
+//! start: every charge Redis never got is written (under the charge id it
+//! always had, so Redis counts it once), and every call let through that
+//! never finished is charged its hold. The file is emptied once nothing is
+//! open or kept.
 //!
 //! A call that Redis held, whose settle or release could not reach Redis,
 //! is kept here too: otherwise, lost with its process, its hold would be
@@ -101,7 +102,7 @@ impl Journal {
     /// Opens (or creates) the journal and reads what it still owes.
     pub(super) fn open(path: &Path) -> Result<(Arc<Journal>, Owed), StoreError> {
         let bad = |detail: String| StoreError::Remote {
-            store: "the allowance journal".into(),
+            store: "the ledger journal".into(),
             action: "opening it",
             detail: format!("{}: {detail}", path.display()),
         };
@@ -141,7 +142,7 @@ impl Journal {
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         file.write_all(&line)
             .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
-            .map_err(|e| format!("cannot write the allowance journal {}: {e}", self.path.display()))
+            .map_err(|e| format!("cannot write the ledger journal {}: {e}", self.path.display()))
     }
 
     /// Appends and syncs `entry` off the async workers.
@@ -149,7 +150,7 @@ impl Journal {
         let journal = Arc::clone(self);
         tokio::task::spawn_blocking(move || journal.append(&entry, true))
             .await
-            .unwrap_or_else(|e| Err(format!("the allowance journal's writer stopped: {e}")))
+            .unwrap_or_else(|e| Err(format!("the ledger journal's writer stopped: {e}")))
     }
 
     /// Empties the journal: nothing in it is owed any more, unless `kept`
@@ -162,7 +163,7 @@ impl Journal {
             return;
         }
         if let Err(e) = file.set_len(0) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not empty the allowance journal");
+            tracing::warn!(path = %self.path.display(), error = %e, "could not empty the ledger journal");
         }
     }
 }
@@ -177,7 +178,7 @@ pub(super) fn refuse_allowance_owed(path: &Path, owed: &Owed) -> Result<(), Stor
         return Ok(());
     }
     Err(StoreError::Remote {
-        store: "the allowance journal".into(),
+        store: "the ledger journal".into(),
         action: "opening it",
         detail: format!(
             "{} lists {charges} charge(s) and {open} unfinished call(s) admitted on the allowance that Redis does not \

@@ -169,7 +169,7 @@ impl Inner {
             Pending::Settle { id, .. } | Pending::Release { id, .. } => journal::hold_key(*id),
         };
         if let Err(why) = journal.append(&journal::Entry::Written { charge }, false) {
-            tracing::warn!(error = %why, "could not note a written change in the allowance journal");
+            tracing::warn!(error = %why, "could not note a written change in the ledger journal");
         }
     }
 }
