@@ -301,24 +301,14 @@ impl Inner {
         match self.closing(tenant, limits, "settle", now_ms, args).await? {
             Closing::Answer(answer) => reply::settled(&self.name, tenant, id, &answer),
             Closing::GaveUp(detail) => {
-                self.outbox.keep(Pending::Settle {
+                self.keep_journalled(Pending::Settle {
                     tenant: tenant.clone(),
                     limits: *limits,
                     id,
                     actual,
                     now_ms,
-                });
-                // Kept past this process when a journal is kept: lost, the
-                // hold would be adopted and charged in full.
-                let kept = journal::Entry::HoldSettled {
-                    id: id.0,
-                    tenant: tenant.as_str().to_owned(),
-                    limits: *limits,
-                    cost: actual.cost.get(),
-                    tokens: actual.tokens,
-                    at_ms: now_ms,
-                };
-                self.journal(Some(kept)).await;
+                })
+                .await;
                 Err(LedgerError::Deferred {
                     tenant: tenant.clone(),
                     id,
@@ -381,20 +371,13 @@ impl Inner {
             Closing::Answer(answer) => reply::released(&self.name, tenant, id, &answer),
             Closing::GaveUp(detail) => {
                 // Kept too: until it is written the hold only lowers what the tenant may spend.
-                self.outbox.keep(Pending::Release {
+                self.keep_journalled(Pending::Release {
                     tenant: tenant.clone(),
                     limits: *limits,
                     id,
                     now_ms,
-                });
-                // Lost, the hold of a call that never ran would be adopted and charged.
-                let kept = journal::Entry::HoldReleased {
-                    id: id.0,
-                    tenant: tenant.as_str().to_owned(),
-                    limits: *limits,
-                    at_ms: now_ms,
-                };
-                self.journal(Some(kept)).await;
+                })
+                .await;
                 Err(LedgerError::Store(StoreError::Unavailable {
                     store: self.name.clone(),
                     detail,

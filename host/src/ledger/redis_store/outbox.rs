@@ -46,6 +46,41 @@ pub(super) struct Outbox {
     empty: Notify,
 }
 
+impl Pending {
+    /// The journal's entry for a kept settle or release of a hold Redis
+    /// took; an allowance charge is journalled by the allowance.
+    fn journal_entry(&self) -> Option<journal::Entry> {
+        match self {
+            Pending::Settle {
+                tenant,
+                limits,
+                id,
+                actual,
+                now_ms,
+            } => Some(journal::Entry::HoldSettled {
+                id: id.0,
+                tenant: tenant.as_str().to_owned(),
+                limits: *limits,
+                cost: actual.cost.get(),
+                tokens: actual.tokens,
+                at_ms: *now_ms,
+            }),
+            Pending::Release {
+                tenant,
+                limits,
+                id,
+                now_ms,
+            } => Some(journal::Entry::HoldReleased {
+                id: id.0,
+                tenant: tenant.as_str().to_owned(),
+                limits: *limits,
+                at_ms: *now_ms,
+            }),
+            Pending::Charge { .. } => None,
+        }
+    }
+}
+
 impl Outbox {
     pub(super) fn keep(&self, pending: Pending) {
         self.lock().push_back(pending);
@@ -91,6 +126,16 @@ impl Outbox {
 }
 
 impl Inner {
+    /// Keeps a change for Redis, and past this process when a journal is
+    /// kept: lost, its hold would be adopted and charged in full, a call
+    /// that never ran included. Kept before it is journalled, so emptying
+    /// the journal never drops its entry (see `Journal::clear_unless`).
+    pub(super) async fn keep_journalled(&self, pending: Pending) {
+        let entry = pending.journal_entry();
+        self.outbox.keep(pending);
+        self.journal(entry).await;
+    }
+
     /// Writes what was kept, oldest first; stops at the first that cannot be.
     pub(super) async fn flush(&self) {
         while let Some(pending) = self.outbox.front() {
