@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tollgate_host::gateway::invocation_log::{InvocationLog, InvocationRecord};
 
+use crate::admin_api::spent;
 use crate::support::gateway::{Options, TenantSpec, TestGateway, the_restored_charge, timed_call};
 use crate::support::redis::RedisServer;
 use crate::support::upstream;
@@ -157,4 +158,73 @@ async fn a_tenant_whose_data_cannot_be_read_does_not_keep_another_tenants_hold_f
     // Mended, so that `reconcile` can read every tenant's ledger.
     assert_eq!(server.cli(&["DEL", "adopt:{aaa}:open"]), "1");
     charged_once(&survivor, "acme").await;
+}
+
+/// A call Redis held is answered while Redis is away, so its settle is kept
+/// in its replica's journal, and that replica is killed. Its lease lapses;
+/// another replica adopts the hold and charges it in full. When the first
+/// replica starts again, its kept settle replaces that charge: the call is
+/// charged its usage, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_holds_charge_is_replaced_by_its_owners_kept_usage() {
+    let usage = an_adopted_hold_meets_its_owners_kept_outcome(upstream::CONVERSE_OK).await;
+    assert!(usage > 0);
+}
+
+/// As above, for a call Bedrock throttled: it never ran, and the adopter's
+/// charge of its hold is undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_holds_charge_is_undone_by_its_owners_kept_release() {
+    let usage = an_adopted_hold_meets_its_owners_kept_outcome(upstream::THROTTLED).await;
+    assert_eq!(usage, 0);
+}
+
+/// The shared body; returns what the call cost by its owner's record.
+async fn an_adopted_hold_meets_its_owners_kept_outcome(reply: (u16, &'static str)) -> u64 {
+    let mut server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let tenants = std::slice::from_ref(&acme);
+    let adopter = TestGateway::start(replica_options(&server, tenants, None)).await;
+    let (url, arrived, answer, answered) = upstream::gated(reply).await;
+    let mut owner = TestGateway::start(replica_options(&server, tenants, Some(url))).await;
+    let client = owner.sigv4_client(&acme);
+    let call = tokio::spawn(async move { timed_call(&client).await });
+    arrived.await.expect("the call reached the upstream, its hold in Redis");
+    server.kill();
+    answer.send(()).expect("the upstream waits");
+    let served = call.await.expect("join");
+    answered.await.expect("the upstream answered");
+    let records = owner.wait_for_records(1).await;
+    let call_record = records[0].tollgate.clone();
+    assert_eq!(served.is_ok(), reply.0 == 200, "{served:?}");
+    owner.kill();
+
+    server.restart();
+    let adopted = the_restored_charge(&the_adopted_record(&adopter).await);
+    assert_eq!(adopted, call_record.reserved_nano_usd);
+    assert_eq!(spent(&adopter).await, (adopted, 1), "the adopter charged the hold");
+
+    owner.start_again().await;
+    let (status, text) = owner.readyz_within(10_000).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ready\n"),
+        "the kept outcome was written"
+    );
+    let usage = call_record.cost_nano_usd;
+    let calls = u64::from(usage > 0);
+    assert_eq!(spent(&owner).await, (usage, calls), "charged what the call cost, once");
+    assert_eq!(spent(&adopter).await, (usage, calls));
+    let stderr = std::fs::read_to_string(owner.dir().join("stderr.log")).expect("stderr");
+    assert!(stderr.contains("replaced that charge"), "{stderr}");
+    // The owner's log and the ledger agree; the adopter's record is superseded.
+    owner.reconcile().await;
+
+    // Once: the owner's next start and the adopter's view change nothing.
+    owner.restart().await;
+    let (status, _) = owner.readyz_within(10_000).await;
+    assert_eq!(status, 200);
+    assert_eq!(spent(&owner).await, (usage, calls));
+    assert_eq!(adopter.healthz().await, 200);
+    usage
 }

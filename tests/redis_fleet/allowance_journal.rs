@@ -182,6 +182,7 @@ async fn a_release_kept_for_a_hold_redis_took_is_written_after_a_kill() {
     answered.await.expect("the upstream answered");
     let records = gw.wait_for_records(1).await;
     assert_eq!(records[0].tollgate.cost_nano_usd, 0, "{:?}", records[0].tollgate);
+    assert_eq!(records[0].tollgate.charged_from, "released", "kept, not failed");
 
     gw.kill();
     server.restart();

@@ -8,6 +8,7 @@ mod support;
 mod admin_api;
 mod adoption;
 mod allowance_journal;
+mod amend;
 mod dashboard_sessions;
 mod fleet_alerts;
 mod fleet_registry;

@@ -96,6 +96,10 @@ impl Hold {
         };
         trace.charged_from = match released {
             Ok(Ok(_)) => "released".into(),
+            Ok(Err(LedgerError::ReleaseDeferred { .. })) => {
+                tracing::warn!(tenant = %self.tenant, "the ledger did not answer; the release is kept and written when it does");
+                "released".into()
+            }
             Ok(Err(e)) => format!("failed: {e}"),
             Err(e) => format!("failed: {e}"),
         };

@@ -87,6 +87,19 @@ pub enum LedgerError {
         detail: String,
     },
 
+    /// The store did not answer a release; it is kept in this process (and
+    /// its journal) and written as soon as the store answers again. Nothing
+    /// is charged: until then the hold only lowers what the tenant may spend.
+    #[error(
+        "reservation {id} of tenant {tenant}: the ledger store did not answer ({detail}); its release is kept and \
+         will be written when it answers, and nothing is charged"
+    )]
+    ReleaseDeferred {
+        tenant: TenantId,
+        id: ReservationId,
+        detail: String,
+    },
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }

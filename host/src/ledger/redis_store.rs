@@ -14,7 +14,9 @@
 //!   [`outbox`] and written when Redis answers again.
 //! * Each hold names the replica that took it; a replica whose lease
 //!   lapses (it died during its calls) has its holds adopted and charged by
-//!   another ([`lease`]).
+//!   another ([`lease`]). Each settle and release names its replica, so the
+//!   script can tell the first owner's outcome, which then amends the
+//!   adopter's charge, from the adopter's own retry.
 //! * Every command's outcome feeds the health view, and a half-second
 //!   probe follows Redis both ways ([`exchange`]).
 //! * The request path uses the async form (a multiplexed connection that
@@ -335,7 +337,7 @@ impl Inner {
         loop {
             let mut invocation = self.invocation(tenant, op, Some(limits), now_ms);
             args(&mut invocation);
-            invocation.arg(if retry { "1" } else { "0" });
+            invocation.arg(if retry { "1" } else { "0" }).arg(&self.lease.owner);
             match self.run_async::<Vec<String>>(invocation).await {
                 Ok(answer) => return Ok(Closing::Answer(answer)),
                 Err(StoreError::Unavailable { detail, .. }) => {
@@ -378,10 +380,11 @@ impl Inner {
                     now_ms,
                 })
                 .await;
-                Err(LedgerError::Store(StoreError::Unavailable {
-                    store: self.name.clone(),
+                Err(LedgerError::ReleaseDeferred {
+                    tenant: tenant.clone(),
+                    id,
                     detail,
-                }))
+                })
             }
         }
     }
@@ -448,7 +451,12 @@ impl LedgerStore for RedisStore {
             return Err(deferred);
         }
         let mut invocation = inner.invocation(tenant, "settle", Some(limits), now_ms);
-        invocation.arg(id.0).arg(actual.cost.get()).arg(actual.tokens).arg("0");
+        invocation
+            .arg(id.0)
+            .arg(actual.cost.get())
+            .arg(actual.tokens)
+            .arg("0")
+            .arg(&inner.lease.owner);
         let answer: Vec<String> = inner.run_blocking(invocation)?;
         reply::settled(&inner.name, tenant, id, &answer)
     }
@@ -468,7 +476,7 @@ impl LedgerStore for RedisStore {
             return Ok(released);
         }
         let mut invocation = inner.invocation(tenant, "release", Some(limits), now_ms);
-        invocation.arg(id.0).arg("0");
+        invocation.arg(id.0).arg("0").arg(&inner.lease.owner);
         let answer: Vec<String> = inner.run_blocking(invocation)?;
         reply::released(&inner.name, tenant, id, &answer)
     }

@@ -12,7 +12,7 @@
 //! adopted and charged in full, and a call that never ran would be charged.
 //! At the next start it is written under the hold's id before this replica
 //! adopts anything; another replica that adopts the hold first charges it
-//! in full, and the write then finds it closed and changes nothing.
+//! in full, and the write then amends that charge to the call's outcome.
 //!
 //! What it cannot cover, stated plainly: a replica whose disk is lost with
 //! it (an ephemeral container's) loses the outage's charges. Give the

@@ -22,6 +22,10 @@
 -- When an owner stops renewing its lease, another replica adopts its holds
 -- ('adopt') and charges them: the calls may have run, and no settle will
 -- come. Holds written before owners existed have none and are never adopted.
+-- An adopted hold is marked in the state hash ("adopted:<id>" -> adopter).
+-- Its first owner may yet be alive (cut off from Redis past its lease) or
+-- restart with the call's outcome in its journal: that outcome, the only
+-- one that knows the usage, then amends the adopter's charge, once.
 --
 -- Money is never a Lua number (a double): amounts stay decimal strings,
 -- change with HINCRBY (exact 64-bit integers), and are compared as two
@@ -98,13 +102,17 @@ local function owner(f)
   return nil
 end
 
--- Keeps `index` (and its hash) to `cap` members, dropping the oldest.
+-- Keeps `index` (and its hash) to `cap` members, dropping the oldest, and
+-- any adoption mark of theirs (an expired hold dropped before it was charged).
 local function bound(hash, index, cap)
   local extra = redis.call('ZCARD', index) - cap
   if extra > 0 then
     local old = redis.call('ZPOPMIN', index, extra)
     for i = 1, #old, 2 do
       redis.call('HDEL', hash, old[i])
+      if hash == EXPIRED then
+        redis.call('HDEL', STATE, 'adopted:' .. old[i])
+      end
     end
   end
 end
@@ -199,6 +207,65 @@ local function remember(id, outcome)
   bound(DONE, DONEIDX, DONE_MEMORY)
 end
 
+-- The adopter of a hold, if it was adopted; forgotten as the hold closes.
+local function adopter(id)
+  local key = 'adopted:' .. id
+  local who = redis.call('HGET', STATE, key)
+  if who then
+    redis.call('HDEL', STATE, key)
+  end
+  return who
+end
+
+-- Moves `field` from `old` to `new`, exactly (two integer steps, no Lua number).
+local function shift(key, field, old, new)
+  incr(key, field, new)
+  decr(key, field, old)
+end
+
+-- A charge the adopter made of a hold, replaced by the first owner's outcome:
+-- `cost` and `tokens` for a settle, nothing (and one call fewer) for a release.
+-- The adopter's outcome is "settled held late cost pstart pspent r adopter tokens minute".
+local function amend(id, d, cost, tokens)
+  local p, minute = d[5], d[10]
+  -- A period no longer kept keeps its figures: there is nothing left to correct.
+  if redis.call('HEXISTS', PERIODS, p .. ':end') == 1 then
+    shift(PERIODS, p .. ':spent', d[4], cost or '0')
+    shift(PERIODS, p .. ':tokens', d[9], tokens or '0')
+    if not cost then
+      redis.call('HINCRBY', PERIODS, p .. ':calls', -1)
+    end
+  end
+  local hour = int(math.floor(tonumber(minute) / 60))
+  for _, bucket in ipairs({ { BURNM, minute }, { BURNH, hour } }) do
+    if redis.call('HEXISTS', bucket[1], bucket[2]) == 1 then
+      shift(bucket[1], bucket[2], d[4], cost or '0')
+    end
+  end
+  local outcome
+  if cost then
+    local pspent = redis.call('HGET', PERIODS, p .. ':spent') or '0'
+    outcome = table.concat({ 'settled', d[2], d[3], cost, p, pspent, 'amended', d[4] }, ' ')
+  else
+    outcome = table.concat({ 'released', d[2], 'amended', d[4] }, ' ')
+  end
+  remember(id, outcome)
+  return { 'ok', outcome }
+end
+
+-- The outcome an adopter's charge left that the first owner may amend, if any.
+local function amendable(id, caller)
+  local done = redis.call('HGET', DONE, id)
+  if not done then
+    return nil
+  end
+  local d = fields(done)
+  if d[1] == 'settled' and d[7] == 'r' and d[8] ~= caller then
+    return d
+  end
+  return nil
+end
+
 if op == 'reserve' then
   -- ARGV[6..14]: cost, over (ceiling - cost), tokens, ttl, budget, rpm, tpm ('' for none),
   -- a random first id for a tenant's first hold, and the owner
@@ -234,8 +301,9 @@ if op == 'reserve' then
 end
 
 if op == 'settle' then
-  -- ARGV[6..9]: id, cost, tokens, retry ('1' when an earlier attempt's answer was lost)
-  local id, cost, tokens, retry = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  -- ARGV[6..10]: id, cost, tokens, retry ('1' when an earlier attempt's
+  -- answer was lost), and the settling replica's owner id
+  local id, cost, tokens, retry, caller = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] or ''
   catch_up()
   local rec = redis.call('HGET', OPEN, id)
   local late = '0'
@@ -244,6 +312,10 @@ if op == 'settle' then
     f = fields(rec)
     close(id, f)
   else
+    local adopted = amendable(id, caller)
+    if adopted then
+      return amend(id, adopted, cost, tokens)
+    end
     local done = redis.call('HGET', DONE, id)
     if done and retry == '1' then
       return { 'again', done }
@@ -276,6 +348,10 @@ if op == 'settle' then
     held = '0'
   end
   local outcome = table.concat({ 'settled', held, late, cost, p, pspent }, ' ')
+  if adopter(id) == caller then
+    -- The adopter's charge of the hold: the first owner's outcome may amend it.
+    outcome = table.concat({ outcome, 'r', caller, tokens, int(math.floor(now / MINUTE_MS)) }, ' ')
+  end
   remember(id, outcome)
   return { 'ok', outcome }
 end
@@ -301,11 +377,16 @@ if op == 'charge' then
 end
 
 if op == 'release' then
-  -- ARGV[6..7]: id, retry
-  local id, retry = ARGV[6], ARGV[7]
+  -- ARGV[6..8]: id, retry, and the releasing replica's owner id
+  local id, retry, caller = ARGV[6], ARGV[7], ARGV[8] or ''
   catch_up()
   local rec = redis.call('HGET', OPEN, id)
   if not rec then
+    -- The call never ran, yet its hold was adopted and charged: that charge is undone.
+    local adopted = amendable(id, caller)
+    if adopted then
+      return amend(id, adopted, nil, nil)
+    end
     local done = redis.call('HGET', DONE, id)
     if done and retry == '1' then
       return { 'again', done }
@@ -314,6 +395,7 @@ if op == 'release' then
     if expired then
       -- The call provably never ran: nothing may charge it later (a late settle, an adoption).
       redis.call('HDEL', EXPIRED, id)
+      adopter(id)
       redis.call('ZREM', EXPIDX, id)
       local e = fields(expired)
       return { 'expired', e[#e] }
@@ -322,6 +404,7 @@ if op == 'release' then
   end
   local f = fields(rec)
   close(id, f)
+  adopter(id)
   correct(f[4], f[3], '0')
   local outcome = 'released ' .. f[1]
   remember(id, outcome)
@@ -373,6 +456,7 @@ if op == 'adopt' then
       if o and dead[o] then
         f[7] = ARGV[6]
         redis.call('HSET', hash, flat[i], table.concat(f, ' '))
+        redis.call('HSET', STATE, 'adopted:' .. flat[i], ARGV[6])
         out[#out + 1] = table.concat({ flat[i], f[1], f[3] }, ' ')
       end
     end

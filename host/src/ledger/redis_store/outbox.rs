@@ -167,7 +167,7 @@ impl Inner {
                 invocation.arg(actual.cost.get()).arg(actual.tokens);
             }
             // Always a retry: the first attempt's answer was lost, not necessarily its effect.
-            invocation.arg("1");
+            invocation.arg("1").arg(&self.lease.owner);
             let id = ReservationId(key.parse().unwrap_or(0));
             let id = &id;
             match self.run_async::<Vec<String>>(invocation).await {

@@ -69,7 +69,23 @@ pub(super) fn reserved(
     }
 }
 
-/// `ok`/`again` carry "settled held late charged pstart pspent".
+/// Logs an outcome that has just amended an adopter's charge of the same
+/// hold (not a retry's `again`, which only repeats it).
+fn note_amended(tenant: &TenantId, id: ReservationId, answer: &[String], outcome: &[String], index: usize) {
+    let fresh = answer.first().map(String::as_str) == Some("ok");
+    if fresh && outcome.get(index).map(String::as_str) == Some("amended") {
+        tracing::warn!(
+            tenant = %tenant,
+            reservation = %id,
+            adopter_charged_nano_usd = outcome.get(index + 1).map_or("", String::as_str),
+            "this call's hold had been adopted and charged in full by another replica; its own outcome \
+             replaced that charge in the ledger (the adopter's record of it, tollgate-restored-{id}, is superseded)"
+        );
+    }
+}
+
+/// `ok`/`again` carry "settled held late charged pstart pspent", then
+/// "amended <adopter's charge>" when it replaced an adopter's charge.
 pub(super) fn settled(
     store: &str,
     tenant: &TenantId,
@@ -86,6 +102,7 @@ pub(super) fn settled(
                     id,
                 });
             }
+            note_amended(tenant, id, answer, &outcome, 6);
             Ok(Settled {
                 id,
                 held: NanoUsd(num(store, &outcome, 1)?),
@@ -112,6 +129,7 @@ pub(super) fn released(
     match answer.first().map(String::as_str) {
         Some("ok" | "again") => {
             let outcome = words(answer.get(1).map_or("", String::as_str));
+            note_amended(tenant, id, answer, &outcome, 2);
             match outcome.first().map(String::as_str) {
                 Some("released") => Ok(Released {
                     id,
