@@ -16,6 +16,10 @@ use tollgate_host::money::NanoUsd;
 use crate::support::redis::RedisServer;
 
 fn replica(url: String) -> RedisStore {
+    replica_with(url, None)
+}
+
+fn replica_with(url: String, journal: Option<std::path::PathBuf>) -> RedisStore {
     RedisStore::connect(RedisSettings {
         url,
         key_prefix: "amend".into(),
@@ -23,9 +27,20 @@ fn replica(url: String) -> RedisStore {
         retry_for: Duration::from_millis(300),
         lease: Duration::from_millis(600),
         allowance: None,
-        journal: None,
+        journal,
     })
     .expect("connect")
+}
+
+/// The wall clock in milliseconds, as the leases and burn series read it.
+fn wall_now() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("in range")
 }
 
 fn acl(server: &RedisServer, rules: &[&str]) {
@@ -62,13 +77,7 @@ async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usa
     let tenant = TenantId::new("acme").unwrap();
     adopter.track(&tenant);
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
-    let now = u64::try_from(
-        std::time::SystemTime::UNIX_EPOCH
-            .elapsed()
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("in range");
+    let now = wall_now();
     let request = ReserveRequest {
         cost: NanoUsd::from_cents(5),
         ceiling: None,
@@ -151,4 +160,85 @@ async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usa
         "{again:?}"
     );
     assert_eq!(remote.load(&tenant, &limits, now + 8).await.unwrap().spent, usage.cost);
+}
+
+/// A replica restarts with two outcomes its earlier process kept, and Redis
+/// refuses it the keys of the tenant kept first (bbb). Its first flush stops
+/// at that refusal, and its adoption pass, which takes aaa first, adopts
+/// aaa's hold (its earlier process's lease has lapsed) and charges it in
+/// full before aaa's outcome is written. Written under the earlier process's id, the outcome still
+/// amends the charge: each call is charged its usage, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_that_adopts_its_own_earlier_hold_is_amended_by_its_journal() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let journal = |name: &str| dir.path().join(name);
+    for user in ["earlier", "later"] {
+        assert_eq!(
+            server.cli(&["ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all"]),
+            "OK"
+        );
+    }
+    let as_user = |user: &str| server.url().replacen("redis://", &format!("redis://{user}:secret@"), 1);
+    let earlier = replica_with(as_user("earlier"), Some(journal("earlier.jsonl")));
+    let (aaa, bbb) = (TenantId::new("aaa").unwrap(), TenantId::new("bbb").unwrap());
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = wall_now();
+    let request = ReserveRequest {
+        cost: NanoUsd::from_cents(5),
+        ceiling: None,
+        tokens: 100,
+        now_ms: now,
+    };
+    let remote = earlier.remote().unwrap();
+    let held_a = remote.reserve(&aaa, &limits, request, 600_000).await.unwrap();
+    let held_b = remote.reserve(&bbb, &limits, request, 600_000).await.unwrap();
+
+    // Cut off, the earlier process keeps both settles in its journal, and is killed.
+    assert_eq!(server.cli(&["ACL", "SETUSER", "earlier", "-@all"]), "OK");
+    let usage = |cents| Actual {
+        cost: NanoUsd::from_cents(cents),
+        tokens: 90,
+    };
+    for (tenant, held, cents) in [(&bbb, &held_b, 2), (&aaa, &held_a, 3)] {
+        let kept = remote.settle(tenant, &limits, held.id, usage(cents), now + 1).await;
+        assert!(matches!(kept, Err(LedgerError::Deferred { .. })), "{kept:?}");
+    }
+    drop(earlier);
+    std::fs::copy(journal("earlier.jsonl"), journal("later.jsonl")).expect("the journal outlives it");
+
+    // The next process may not touch bbb's keys for now.
+    let only_aaa = ["resetkeys", "~amend:{aaa}:*", "~amend:replica:*"];
+    assert_eq!(
+        server.cli(&[&["ACL", "SETUSER", "later"][..], &only_aaa].concat()),
+        "OK"
+    );
+    let later = replica_with(as_user("later"), Some(journal("later.jsonl")));
+    later.track(&aaa);
+    later.track(&bbb);
+    let holds = adopted(&later).await;
+    assert_eq!(
+        holds.iter().map(|h| (&h.tenant, h.id)).collect::<Vec<_>>(),
+        vec![(&aaa, held_a.id)],
+        "bbb's keys are refused; aaa's hold is adopted"
+    );
+    let remote = later.remote().unwrap();
+    let hold = Actual {
+        cost: holds[0].cost,
+        tokens: holds[0].tokens,
+    };
+    let charged = remote.settle(&aaa, &limits, held_a.id, hold, now + 2).await.unwrap();
+    assert_eq!(charged.charged, request.cost, "charged its hold, as adopted");
+
+    assert_eq!(server.cli(&["ACL", "SETUSER", "later", "allkeys"]), "OK");
+    later.drained().await;
+    for (tenant, cents) in [(&aaa, 3), (&bbb, 2)] {
+        let state = remote.load(tenant, &limits, now + 3).await.unwrap();
+        assert_eq!(state.spent, usage(cents).cost, "{tenant}: its usage, once");
+        assert_eq!(
+            (state.reserved, state.open_reservations),
+            (NanoUsd::ZERO, 0),
+            "{tenant}"
+        );
+    }
 }

@@ -309,6 +309,7 @@ impl Inner {
                     id,
                     actual,
                     now_ms,
+                    owner: None,
                 })
                 .await;
                 Err(LedgerError::Deferred {
@@ -378,6 +379,7 @@ impl Inner {
                     limits: *limits,
                     id,
                     now_ms,
+                    owner: None,
                 })
                 .await;
                 Err(LedgerError::ReleaseDeferred {

@@ -285,7 +285,8 @@ impl Inner {
     /// the outbox, its unfinished calls are handed out to be charged their holds.
     pub(super) fn owed(&self, owed: journal::Owed) {
         for pending in owed.kept {
-            // Written at the first flush, which comes before any adoption.
+            // Written at the first flush, before any adoption; under the earlier
+            // process's owner id, so it amends a charge this one made of its hold.
             tracing::warn!(?pending, "an outcome an earlier process kept for Redis is written now");
             self.outbox.keep(pending);
         }

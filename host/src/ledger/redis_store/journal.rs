@@ -66,6 +66,9 @@ pub(super) enum Entry {
         cost: u64,
         tokens: u64,
         at_ms: u64,
+        /// The owner id of the process that kept it ("" in older journals).
+        #[serde(default)]
+        owner: String,
     },
     /// A hold Redis took, whose call never ran: its release, kept for Redis.
     HoldReleased {
@@ -73,6 +76,8 @@ pub(super) enum Entry {
         tenant: String,
         limits: TenantLimits,
         at_ms: u64,
+        #[serde(default)]
+        owner: String,
     },
 }
 
@@ -262,6 +267,7 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                 cost,
                 tokens,
                 at_ms,
+                owner,
             } => {
                 let actual = Actual {
                     cost: NanoUsd(cost),
@@ -274,6 +280,7 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                     id,
                     actual,
                     now_ms: at_ms,
+                    owner: Some(owner),
                 };
                 kept.insert(hold_key(id), pending);
                 order.push(hold_key(id));
@@ -283,6 +290,7 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                 tenant,
                 limits,
                 at_ms,
+                owner,
             } => {
                 let id = ReservationId(id);
                 let tenant = tenant_of(&tenant)?;
@@ -293,6 +301,7 @@ fn owed(reader: impl BufRead) -> Result<Owed, String> {
                         limits,
                         id,
                         now_ms: at_ms,
+                        owner: Some(owner),
                     },
                 );
                 order.push(hold_key(id));
@@ -406,6 +415,7 @@ mod tests {
             tenant: "acme".into(),
             limits: limits(),
             at_ms,
+            owner: String::new(),
         };
         let text = lines(&[
             Entry::HoldSettled {
@@ -415,6 +425,7 @@ mod tests {
                 cost: 60,
                 tokens: 7,
                 at_ms: 5,
+                owner: "r1".into(),
             },
             hold_released(42, 6),
             hold_released(43, 7),
@@ -424,7 +435,10 @@ mod tests {
             // An allowance charge id is never taken for a hold's.
             Entry::Written { charge: "41".into() },
         ]);
-        let owed = owed(text.as_bytes()).expect("reads");
+        // The releases as a journal written before entries named their owner.
+        let older = text.replace(",\"owner\":\"\"", "");
+        assert_ne!(older, text);
+        let owed = owed(older.as_bytes()).expect("reads");
         let acme = TenantId::new("acme").expect("id");
         let settle = Pending::Settle {
             tenant: acme.clone(),
@@ -435,12 +449,14 @@ mod tests {
                 tokens: 7,
             },
             now_ms: 5,
+            owner: Some("r1".into()),
         };
         let release = Pending::Release {
             tenant: acme,
             limits: limits(),
             id: ReservationId(42),
             now_ms: 6,
+            owner: Some(String::new()),
         };
         assert_eq!(owed.kept, vec![settle, release]);
         assert!(owed.charges.is_empty() && owed.open.is_empty());
@@ -454,6 +470,7 @@ mod tests {
             tenant: "acme".into(),
             limits: limits(),
             at_ms: 6,
+            owner: String::new(),
         }]);
         let owed_kept = owed(kept.as_bytes()).expect("reads");
         assert!(refuse_allowance_owed(path, &owed_kept).is_ok());

@@ -14,6 +14,11 @@ use crate::ledger::reservation::{Actual, ReservationId};
 
 use super::{Inner, journal, reply};
 
+/// `owner` on a settle or release: the owner id of the process that kept it,
+/// when an earlier process of this replica did (read from its journal);
+/// `None` for this process. Written under that id, so Redis tells the
+/// call's own outcome, which amends an adopter's charge of its hold, from an
+/// adopter's retry of that charge (see `ledger.lua`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Pending {
     Settle {
@@ -22,12 +27,14 @@ pub(super) enum Pending {
         id: ReservationId,
         actual: Actual,
         now_ms: u64,
+        owner: Option<String>,
     },
     Release {
         tenant: TenantId,
         limits: TenantLimits,
         id: ReservationId,
         now_ms: u64,
+        owner: Option<String>,
     },
     /// A call admitted on the local allowance: charged under its own id.
     Charge {
@@ -49,7 +56,7 @@ pub(super) struct Outbox {
 impl Pending {
     /// The journal's entry for a kept settle or release of a hold Redis
     /// took; an allowance charge is journalled by the allowance.
-    fn journal_entry(&self) -> Option<journal::Entry> {
+    fn journal_entry(&self, this_owner: &str) -> Option<journal::Entry> {
         match self {
             Pending::Settle {
                 tenant,
@@ -57,6 +64,7 @@ impl Pending {
                 id,
                 actual,
                 now_ms,
+                owner,
             } => Some(journal::Entry::HoldSettled {
                 id: id.0,
                 tenant: tenant.as_str().to_owned(),
@@ -64,17 +72,20 @@ impl Pending {
                 cost: actual.cost.get(),
                 tokens: actual.tokens,
                 at_ms: *now_ms,
+                owner: owner.as_deref().unwrap_or(this_owner).to_owned(),
             }),
             Pending::Release {
                 tenant,
                 limits,
                 id,
                 now_ms,
+                owner,
             } => Some(journal::Entry::HoldReleased {
                 id: id.0,
                 tenant: tenant.as_str().to_owned(),
                 limits: *limits,
                 at_ms: *now_ms,
+                owner: owner.as_deref().unwrap_or(this_owner).to_owned(),
             }),
             Pending::Charge { .. } => None,
         }
@@ -131,7 +142,7 @@ impl Inner {
     /// that never ran included. Kept before it is journalled, so emptying
     /// the journal never drops its entry (see `Journal::clear_unless`).
     pub(super) async fn keep_journalled(&self, pending: Pending) {
-        let entry = pending.journal_entry();
+        let entry = pending.journal_entry(&self.lease.owner);
         self.outbox.keep(pending);
         self.journal(entry).await;
     }
@@ -146,12 +157,14 @@ impl Inner {
                     id,
                     actual,
                     now_ms,
+                    ..
                 } => (tenant, limits, "settle", id.0.to_string(), *now_ms, Some(*actual)),
                 Pending::Release {
                     tenant,
                     limits,
                     id,
                     now_ms,
+                    ..
                 } => (tenant, limits, "release", id.0.to_string(), *now_ms, None),
                 Pending::Charge {
                     tenant,
@@ -167,7 +180,11 @@ impl Inner {
                 invocation.arg(actual.cost.get()).arg(actual.tokens);
             }
             // Always a retry: the first attempt's answer was lost, not necessarily its effect.
-            invocation.arg("1").arg(&self.lease.owner);
+            let kept_by = match &pending {
+                Pending::Settle { owner, .. } | Pending::Release { owner, .. } => owner.as_deref(),
+                Pending::Charge { .. } => None,
+            };
+            invocation.arg("1").arg(kept_by.unwrap_or(&self.lease.owner));
             let id = ReservationId(key.parse().unwrap_or(0));
             let id = &id;
             match self.run_async::<Vec<String>>(invocation).await {
