@@ -141,6 +141,13 @@ pub fn reconcile_cmd(
         catalog.version(),
         rec.other_price_books
     );
+    if rec.superseded > 0 {
+        println!(
+            "left out {} restored charges of holds whose calls' own records are here: their outcomes replaced those \
+             charges in the ledger",
+            rec.superseded
+        );
+    }
     for m in &rec.mismatches {
         match &m.recomputed {
             Ok(cost) => println!(

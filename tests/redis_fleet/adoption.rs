@@ -217,8 +217,11 @@ async fn an_adopted_hold_meets_its_owners_kept_outcome(reply: (u16, &'static str
     assert_eq!(spent(&adopter).await, (usage, calls));
     let stderr = std::fs::read_to_string(owner.dir().join("stderr.log")).expect("stderr");
     assert!(stderr.contains("replaced that charge"), "{stderr}");
-    // The owner's log and the ledger agree; the adopter's record is superseded.
+    // The owner's log and the ledger agree; over both replicas' logs, the
+    // adopter's record of the hold is superseded by the call's own.
     owner.reconcile().await;
+    let report = owner.reconcile_with(&[owner.log_path(), adopter.log_path()]).await;
+    assert!(report.contains("left out 1 restored charges"), "{report}");
 
     // Once: the owner's next start and the adopter's view change nothing.
     owner.restart().await;

@@ -93,6 +93,10 @@ pub struct TollgateFields {
     pub asked: ServedAs,
     /// What was held while the call ran.
     pub reserved_nano_usd: u64,
+    /// The ledger's id of that hold, when one was taken: it joins a call's
+    /// record to a restored charge of the same hold (see `reconcile`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reservation: Option<u64>,
     /// What was charged (0 when nothing reached the model).
     pub cost_nano_usd: u64,
     /// `usage` (the response's figures), `reservation` (none were reported:

@@ -5,9 +5,11 @@
 //! tier, latency mode and every token count) with the price book given; a
 //! record charged its hold must show the hold; a released one, nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::invocation_log::InvocationRecord;
+use super::restored::REQUEST_PREFIX;
+use crate::ledger::ReservationId;
 use crate::pricing::{Catalog, Metered, RegionalCatalogs, ServedAs};
 
 /// One record whose logged cost is not what it recomputes to.
@@ -39,6 +41,9 @@ pub struct Reconciliation {
     /// Records priced with another price book than the one given (prices
     /// may have changed since; their recomputed cost still has to match).
     pub other_price_books: usize,
+    /// Restored charges of holds whose calls' own records are in the logs
+    /// too: left out of the totals (see [`reconcile`]).
+    pub superseded: usize,
     pub tenants: BTreeMap<String, TenantTotals>,
 }
 
@@ -85,15 +90,48 @@ pub fn reprice(catalog: &Catalog, record: &InvocationRecord) -> Result<u64, Stri
     }
 }
 
-/// Reprices every record of a log.
+/// A restored charge (a hold charged in full when its call's process was
+/// gone) and a record of the call itself, for the same tenant and hold:
+/// only a Redis fleet writes both, when the call's own replica wrote its
+/// outcome after another had adopted and charged the hold. That outcome
+/// replaced the charge in the ledger, so the restored record is superseded.
+/// Allowance ids are unique within one process only and join nothing.
+fn superseded(records: &[InvocationRecord]) -> HashSet<(&str, u64)> {
+    let calls: HashSet<(&str, u64)> = records
+        .iter()
+        .filter(|r| !is_restored(r))
+        .filter_map(|r| Some((r.tollgate.tenant.as_str(), r.tollgate.reservation?)))
+        .filter(|(_, id)| !ReservationId(*id).is_local())
+        .collect();
+    records
+        .iter()
+        .filter(|r| is_restored(r))
+        .filter_map(|r| Some((r.tollgate.tenant.as_str(), r.tollgate.reservation?)))
+        .filter(|key| calls.contains(key))
+        .collect()
+}
+
+fn is_restored(record: &InvocationRecord) -> bool {
+    record.tollgate.request_id.starts_with(REQUEST_PREFIX)
+}
+
+/// Reprices every record of the logs given (every replica's, for a fleet).
 pub fn reconcile(catalog: &Catalog, records: &[InvocationRecord]) -> Reconciliation {
     let mut out = Reconciliation {
         records: records.len(),
         ..Reconciliation::default()
     };
+    let superseded = superseded(records);
     let mut regional = RegionalCatalogs::new(catalog.clone());
     for record in records {
         let t = &record.tollgate;
+        if is_restored(record)
+            && t.reservation
+                .is_some_and(|id| superseded.contains(&(t.tenant.as_str(), id)))
+        {
+            out.superseded += 1;
+            continue;
+        }
         let recomputed = match regional.get(t.billing.as_ref().map(|b| b.region.as_str())) {
             Ok(book) => {
                 if t.billing.as_ref().is_some_and(|b| b.price_book != book.version()) {
@@ -121,4 +159,56 @@ pub fn reconcile(catalog: &Catalog, records: &[InvocationRecord]) -> Reconciliat
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::invocation_log::TollgateFields;
+    use crate::ledger::reservation::LOCAL_BIT;
+
+    fn record(request_id: String, reservation: u64, charged: u64) -> InvocationRecord {
+        let restored = request_id.starts_with(REQUEST_PREFIX);
+        InvocationRecord {
+            schema_type: String::new(),
+            schema_version: String::new(),
+            timestamp: String::new(),
+            request_id: request_id.clone(),
+            operation: String::new(),
+            model_id: String::new(),
+            input: Default::default(),
+            output: Default::default(),
+            request_metadata: Default::default(),
+            tollgate: TollgateFields {
+                request_id,
+                tenant: "acme".into(),
+                reserved_nano_usd: 50,
+                reservation: Some(reservation),
+                cost_nano_usd: charged,
+                charged_from: if restored { "reservation" } else { "released" }.into(),
+                ..TollgateFields::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_restored_charge_is_superseded_only_by_its_own_calls_record() {
+        let restored = |id: u64| record(format!("{REQUEST_PREFIX}{id}"), id, 50);
+        let local = LOCAL_BIT | 1;
+        let records = [
+            // Adopted, then amended by the call's own outcome: only the call counts.
+            restored(7),
+            record("call-7".into(), 7, 0),
+            // Adopted, and no record of the call: the charge stands.
+            restored(8),
+            // An allowance id, unique within one process only: joins nothing.
+            restored(local),
+            record("call-local".into(), local, 0),
+        ];
+        let rec = reconcile(&Catalog::embedded(), &records);
+        assert_eq!(rec.superseded, 1);
+        assert!(rec.is_exact(), "{:?}", rec.mismatches);
+        assert_eq!(rec.tenants["acme"].logged, 100);
+        assert_eq!(rec.tenants["acme"].charged_calls, 2);
+    }
 }

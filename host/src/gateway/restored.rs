@@ -3,7 +3,9 @@
 //! lease lapsed. Each call was forwarded only once its hold was durable,
 //! Bedrock may have run and billed it, and no usage will ever come for it.
 //! So each is charged its hold, exactly once (a settle under its id), and
-//! logged like any call charged its hold: `reconcile` then matches.
+//! logged like any call charged its hold: `reconcile` then matches. On a
+//! Redis fleet the call's own replica may yet write its outcome, which then
+//! replaces that charge in the ledger; its record supersedes this one.
 
 use std::sync::Arc;
 
@@ -11,6 +13,9 @@ use super::invocation_log::{InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSI
 use super::settlement::{GatewayAccounting, Hold, Settlement};
 use super::trace::now_ms;
 use crate::ledger::{LedgerError, RestoredHold};
+
+/// How a restored hold's record's request id begins.
+pub const REQUEST_PREFIX: &str = "tollgate-restored-";
 
 /// What a restored hold's record says of the call it covered, which the
 /// ledger does not keep: only its tenant, hold and tokens survive.
@@ -59,7 +64,7 @@ pub(super) async fn charge(accounting: &Arc<GatewayAccounting>, settlement: &Set
 
 /// The record of a restored hold's charge, in the shape of every call's.
 fn record(hold: &RestoredHold, charged: u64, now: u64) -> InvocationRecord {
-    let request_id = format!("tollgate-restored-{}", hold.id.0);
+    let request_id = format!("{REQUEST_PREFIX}{}", hold.id.0);
     InvocationRecord {
         schema_type: SCHEMA_TYPE.into(),
         schema_version: SCHEMA_VERSION.into(),
@@ -81,6 +86,7 @@ fn record(hold: &RestoredHold, charged: u64, now: u64) -> InvocationRecord {
             ),
             requested_model_id: UNKNOWN.into(),
             reserved_nano_usd: hold.cost.get(),
+            reservation: Some(hold.id.0),
             cost_nano_usd: charged,
             charged_from: "reservation".into(),
             // No answer was ever sent.

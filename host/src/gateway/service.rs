@@ -586,6 +586,7 @@ impl Gateway {
                 refused
             })?;
         trace.reserved_nano_usd = reservation.cost.get();
+        trace.reservation = Some(reservation.id.0);
         let hold = Hold {
             accounting: Arc::clone(&parts.accounting),
             tenant: tenant.clone(),

@@ -14,6 +14,18 @@ use crate::money::NanoUsd;
 #[serde(transparent)]
 pub struct ReservationId(pub u64);
 
+/// The bit of ids a replica's local allowance issues (see the Redis store);
+/// the ledger's own ids never reach it.
+pub(crate) const LOCAL_BIT: u64 = 1 << 63;
+
+impl ReservationId {
+    /// Issued by a replica's local allowance while its shared ledger was
+    /// away: unique within that process only, so it names no hold elsewhere.
+    pub fn is_local(self) -> bool {
+        self.0 & LOCAL_BIT != 0
+    }
+}
+
 impl fmt::Display for ReservationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)

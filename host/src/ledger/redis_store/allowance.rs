@@ -24,7 +24,7 @@ use super::journal::{self, Entry, Journal};
 use super::outbox::Pending;
 
 /// Ids of local holds have this bit set; Redis' own ids never reach it.
-const LOCAL: u64 = 1 << 63;
+const LOCAL: u64 = crate::ledger::reservation::LOCAL_BIT;
 
 #[derive(Default)]
 struct Local {
@@ -80,7 +80,7 @@ impl Allowance {
     }
 
     pub(super) fn is_local(id: ReservationId) -> bool {
-        id.0 & LOCAL != 0
+        id.is_local()
     }
 
     /// Keeps the figures Redis last gave.
