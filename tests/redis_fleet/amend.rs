@@ -32,6 +32,21 @@ fn replica_with(url: String, journal: Option<std::path::PathBuf>) -> RedisStore 
     .expect("connect")
 }
 
+/// A hold of 5 cents and 100 tokens.
+fn five_cents(now_ms: u64) -> ReserveRequest {
+    ReserveRequest {
+        cost: NanoUsd::from_cents(5),
+        ceiling: None,
+        tokens: 100,
+        now_ms,
+    }
+}
+
+/// `server`'s URL, logged in as `user` (password "secret").
+fn as_user(server: &RedisServer, user: &str) -> String {
+    server.url().replacen("redis://", &format!("redis://{user}:secret@"), 1)
+}
+
 /// The wall clock in milliseconds, as the leases and burn series read it.
 fn wall_now() -> u64 {
     u64::try_from(
@@ -72,18 +87,13 @@ async fn adopted(store: &RedisStore) -> Vec<RestoredHold> {
 async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usage() {
     let server = RedisServer::start();
     acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
-    let owner = replica(server.url().replacen("redis://", "redis://owner:secret@", 1));
+    let owner = replica(as_user(&server, "owner"));
     let adopter = replica(server.url());
     let tenant = TenantId::new("acme").unwrap();
     adopter.track(&tenant);
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
     let now = wall_now();
-    let request = ReserveRequest {
-        cost: NanoUsd::from_cents(5),
-        ceiling: None,
-        tokens: 100,
-        now_ms: now,
-    };
+    let request = five_cents(now);
     let held = owner
         .remote()
         .unwrap()
@@ -179,17 +189,11 @@ async fn a_restarted_replica_that_adopts_its_own_earlier_hold_is_amended_by_its_
             "OK"
         );
     }
-    let as_user = |user: &str| server.url().replacen("redis://", &format!("redis://{user}:secret@"), 1);
-    let earlier = replica_with(as_user("earlier"), Some(journal("earlier.jsonl")));
+    let earlier = replica_with(as_user(&server, "earlier"), Some(journal("earlier.jsonl")));
     let (aaa, bbb) = (TenantId::new("aaa").unwrap(), TenantId::new("bbb").unwrap());
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
     let now = wall_now();
-    let request = ReserveRequest {
-        cost: NanoUsd::from_cents(5),
-        ceiling: None,
-        tokens: 100,
-        now_ms: now,
-    };
+    let request = five_cents(now);
     let remote = earlier.remote().unwrap();
     let held_a = remote.reserve(&aaa, &limits, request, 600_000).await.unwrap();
     let held_b = remote.reserve(&bbb, &limits, request, 600_000).await.unwrap();
@@ -213,7 +217,7 @@ async fn a_restarted_replica_that_adopts_its_own_earlier_hold_is_amended_by_its_
         server.cli(&[&["ACL", "SETUSER", "later"][..], &only_aaa].concat()),
         "OK"
     );
-    let later = replica_with(as_user("later"), Some(journal("later.jsonl")));
+    let later = replica_with(as_user(&server, "later"), Some(journal("later.jsonl")));
     later.track(&aaa);
     later.track(&bbb);
     let holds = adopted(&later).await;

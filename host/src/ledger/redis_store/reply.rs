@@ -78,8 +78,9 @@ fn note_amended(tenant: &TenantId, id: ReservationId, answer: &[String], outcome
             tenant = %tenant,
             reservation = %id,
             adopter_charged_nano_usd = outcome.get(index + 1).map_or("", String::as_str),
-            "this call's hold had been adopted and charged in full by another replica; its own outcome \
-             replaced that charge in the ledger (the adopter's record of it, tollgate-restored-{id}, is superseded)"
+            "this call's hold had been adopted and charged in full once its replica's lease lapsed; the call's own \
+             outcome replaced that charge in the ledger (the adopter's record tollgate-restored-{} is superseded)",
+            id.0
         );
     }
 }
