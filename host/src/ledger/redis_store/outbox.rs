@@ -54,9 +54,19 @@ pub(super) struct Outbox {
 }
 
 impl Pending {
+    /// The owner id of the earlier process that kept a settle or release;
+    /// `None` when this process did (or for an allowance charge).
+    fn kept_by(&self) -> Option<&str> {
+        match self {
+            Pending::Settle { owner, .. } | Pending::Release { owner, .. } => owner.as_deref(),
+            Pending::Charge { .. } => None,
+        }
+    }
+
     /// The journal's entry for a kept settle or release of a hold Redis
     /// took; an allowance charge is journalled by the allowance.
     fn journal_entry(&self, this_owner: &str) -> Option<journal::Entry> {
+        let owner = self.kept_by().unwrap_or(this_owner).to_owned();
         match self {
             Pending::Settle {
                 tenant,
@@ -64,7 +74,7 @@ impl Pending {
                 id,
                 actual,
                 now_ms,
-                owner,
+                ..
             } => Some(journal::Entry::HoldSettled {
                 id: id.0,
                 tenant: tenant.as_str().to_owned(),
@@ -72,20 +82,20 @@ impl Pending {
                 cost: actual.cost.get(),
                 tokens: actual.tokens,
                 at_ms: *now_ms,
-                owner: owner.as_deref().unwrap_or(this_owner).to_owned(),
+                owner,
             }),
             Pending::Release {
                 tenant,
                 limits,
                 id,
                 now_ms,
-                owner,
+                ..
             } => Some(journal::Entry::HoldReleased {
                 id: id.0,
                 tenant: tenant.as_str().to_owned(),
                 limits: *limits,
                 at_ms: *now_ms,
-                owner: owner.as_deref().unwrap_or(this_owner).to_owned(),
+                owner,
             }),
             Pending::Charge { .. } => None,
         }
@@ -180,11 +190,7 @@ impl Inner {
                 invocation.arg(actual.cost.get()).arg(actual.tokens);
             }
             // Always a retry: the first attempt's answer was lost, not necessarily its effect.
-            let kept_by = match &pending {
-                Pending::Settle { owner, .. } | Pending::Release { owner, .. } => owner.as_deref(),
-                Pending::Charge { .. } => None,
-            };
-            invocation.arg("1").arg(kept_by.unwrap_or(&self.lease.owner));
+            invocation.arg("1").arg(pending.kept_by().unwrap_or(&self.lease.owner));
             let id = ReservationId(key.parse().unwrap_or(0));
             let id = &id;
             match self.run_async::<Vec<String>>(invocation).await {
