@@ -14,6 +14,7 @@ mod group;
 mod prices;
 mod problems;
 mod render;
+mod restored;
 mod sources;
 mod tollgate_log;
 
@@ -30,7 +31,9 @@ use group::{Dimension, Groups};
 use prices::Prices;
 use problems::Problems;
 use render::{Budget, Context, OutputFormat};
+use restored::HeldBack;
 use sources::{Format, Source};
+use tollgate_log::Joined;
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -108,6 +111,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
 
     let mut groups = Groups::new(dims);
     let mut problems = Problems::default();
+    let mut held_back = HeldBack::default();
     let (mut counted, mut filtered_out) = (0u64, 0u64);
     let bar = sources::progress(&files);
     for file in &files {
@@ -121,6 +125,10 @@ pub fn run(args: ReportArgs) -> Result<()> {
             let mut unpriced = None;
             let outcome = match file.format {
                 Format::Tollgate => tollgate_log::parse(line).and_then(|record| {
+                    if let Joined::Restored(tenant, hold) = record.joined() {
+                        held_back.hold(tenant, hold, line);
+                        return Ok(());
+                    }
                     record.call(&mut prices).map(|call| {
                         fold(&call, &filter, &mut groups, &mut counted, &mut filtered_out);
                     })
@@ -144,6 +152,15 @@ pub fn run(args: ReportArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    let superseded = held_back.supersede(&files);
+    for line in held_back.into_lines() {
+        // Each parsed once already.
+        if let Ok(record) = tollgate_log::parse(&line)
+            && let Ok(call) = record.call(&mut prices)
+        {
+            fold(&call, &filter, &mut groups, &mut counted, &mut filtered_out);
+        }
+    }
 
     let cx = Context {
         groups: &groups,
@@ -152,6 +169,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         files: files.len(),
         counted,
         filtered_out,
+        superseded,
         since: filter.since.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
         until: filter.until.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
     };

@@ -22,7 +22,7 @@ pub mod policy_watch;
 pub mod reconcile;
 mod refusal;
 mod request_body;
-mod restored;
+pub mod restored;
 pub mod server;
 pub mod service;
 mod settlement;

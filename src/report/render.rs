@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub counted: u64,
     /// Records read but left out by --since, --until or --tenant.
     pub filtered_out: u64,
+    /// Restored charges left out: their calls' own records replaced them.
+    pub superseded: u64,
     pub since: Option<String>,
     pub until: Option<String>,
 }
@@ -156,8 +158,16 @@ fn headline(cx: &Context) -> String {
     } else {
         String::new()
     };
+    let superseded = if cx.superseded > 0 {
+        format!(
+            "; {} restored charges left out, replaced by their calls' own records",
+            cx.superseded
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} calls from {} file{}{window}{left_out}",
+        "{} calls from {} file{}{window}{left_out}{superseded}",
         cx.counted,
         cx.files,
         if cx.files == 1 { "" } else { "s" }
@@ -240,6 +250,7 @@ struct Document<'a> {
     files: usize,
     calls: u64,
     filtered_out: u64,
+    superseded_restored: u64,
     groups: GroupsJson<'a>,
     total: TotalsJson<'a>,
     problems: &'a Problems,
@@ -253,6 +264,7 @@ fn document<'a>(cx: &'a Context<'a>) -> Document<'a> {
         files: cx.files,
         calls: cx.counted,
         filtered_out: cx.filtered_out,
+        superseded_restored: cx.superseded,
         groups: GroupsJson {
             cx,
             rows: cx.groups.rows(),

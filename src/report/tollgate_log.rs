@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use tollgate_host::gateway::invocation_log::{Billing, TokenCounts};
+use tollgate_host::gateway::restored::{is_restored, joining_hold};
 use tollgate_host::pricing::{Metered, ServedAs};
 
 use super::filter::parse_timestamp;
@@ -51,6 +52,8 @@ pub struct Pairs<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Fields<'a> {
+    #[serde(default, borrow)]
+    request_id: Cow<'a, str>,
     #[serde(borrow)]
     tenant: Cow<'a, str>,
     /// The caller's user and use case, logged for refused calls too (whose
@@ -65,9 +68,24 @@ struct Fields<'a> {
     requested_model_id: Cow<'a, str>,
     #[serde(default, borrow)]
     served_model_id: Option<Cow<'a, str>>,
+    /// The ledger's id of the call's hold.
+    #[serde(default)]
+    reservation: Option<u64>,
     cost_nano_usd: u64,
     #[serde(default)]
     billing: Option<Billing>,
+}
+
+/// A record's place among the restored charges and the calls that may
+/// supersede them (see `restored`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined<'a> {
+    /// A restored charge of this tenant's fleet hold.
+    Restored(&'a str, u64),
+    /// A call's own record, of this tenant's fleet hold.
+    Call(&'a str, u64),
+    /// A record that joins nothing.
+    Alone,
 }
 
 /// Parses one line; the error says what is wrong with it.
@@ -82,6 +100,16 @@ pub fn parse(line: &str) -> Result<Line<'_>, String> {
 }
 
 impl<'a> Line<'a> {
+    /// How the record joins a restored charge, if it does.
+    pub fn joined(&self) -> Joined<'_> {
+        let t = &self.tollgate;
+        match joining_hold(t.reservation) {
+            Some(id) if is_restored(&t.request_id) => Joined::Restored(&t.tenant, id),
+            Some(id) => Joined::Call(&t.tenant, id),
+            None => Joined::Alone,
+        }
+    }
+
     /// The call the line records.
     pub fn call(&'a self, prices: &mut Prices) -> Result<Call<'a>, String> {
         let t = &self.tollgate;

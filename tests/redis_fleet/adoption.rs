@@ -222,6 +222,23 @@ async fn an_adopted_hold_meets_its_owners_kept_outcome(reply: (u16, &'static str
     owner.reconcile().await;
     let report = owner.reconcile_with(&[owner.log_path(), adopter.log_path()]).await;
     assert!(report.contains("left out 1 restored charges"), "{report}");
+    // So does the report: the tenant spent what the ledger says, in one call.
+    for logs in [
+        [owner.log_path(), adopter.log_path()],
+        [adopter.log_path(), owner.log_path()],
+    ] {
+        let report = owner.report_with(&logs).await;
+        let total = &report["total"];
+        assert_eq!(
+            (
+                &total["spend_nano_usd"],
+                &total["calls"],
+                &report["superseded_restored"]
+            ),
+            (&serde_json::json!(usage), &serde_json::json!(1), &serde_json::json!(1)),
+            "{report:#}"
+        );
+    }
 
     // Once: the owner's next start and the adopter's view change nothing.
     owner.restart().await;

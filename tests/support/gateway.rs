@@ -467,6 +467,22 @@ impl TestGateway {
         );
         report
     }
+
+    /// `tollgate report --format json --strict` over `logs`, by tenant.
+    pub async fn report_with(&self, logs: &[PathBuf]) -> Value {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command.args(["report", "--format", "json", "--strict"]);
+        for log in logs {
+            command.arg("--log").arg(log);
+        }
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("run tollgate report");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "tollgate report failed: {stderr}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+    }
 }
 
 /// Starts `tollgate serve` on the config in `dir`; returns it and its two URLs.

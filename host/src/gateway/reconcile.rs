@@ -8,8 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::invocation_log::InvocationRecord;
-use super::restored::REQUEST_PREFIX;
-use crate::ledger::ReservationId;
+use super::restored::{self, joining_hold};
 use crate::pricing::{Catalog, Metered, RegionalCatalogs, ServedAs};
 
 /// One record whose logged cost is not what it recomputes to.
@@ -97,22 +96,18 @@ pub fn reprice(catalog: &Catalog, record: &InvocationRecord) -> Result<u64, Stri
 /// replaced the charge in the ledger, so the restored record is superseded.
 /// Allowance ids are unique within one process only and join nothing.
 fn superseded(records: &[InvocationRecord]) -> HashSet<(&str, u64)> {
-    let calls: HashSet<(&str, u64)> = records
-        .iter()
-        .filter(|r| !is_restored(r))
-        .filter_map(|r| Some((r.tollgate.tenant.as_str(), r.tollgate.reservation?)))
-        .filter(|(_, id)| !ReservationId(*id).is_local())
-        .collect();
-    records
-        .iter()
-        .filter(|r| is_restored(r))
-        .filter_map(|r| Some((r.tollgate.tenant.as_str(), r.tollgate.reservation?)))
-        .filter(|key| calls.contains(key))
-        .collect()
+    let joined = |restored: bool| {
+        records
+            .iter()
+            .filter(move |r| is_restored(r) == restored)
+            .filter_map(|r| Some((r.tollgate.tenant.as_str(), joining_hold(r.tollgate.reservation)?)))
+    };
+    let calls: HashSet<(&str, u64)> = joined(false).collect();
+    joined(true).filter(|key| calls.contains(key)).collect()
 }
 
 fn is_restored(record: &InvocationRecord) -> bool {
-    record.tollgate.request_id.starts_with(REQUEST_PREFIX)
+    restored::is_restored(&record.tollgate.request_id)
 }
 
 /// Reprices every record of the logs given (every replica's, for a fleet).
@@ -165,6 +160,7 @@ pub fn reconcile(catalog: &Catalog, records: &[InvocationRecord]) -> Reconciliat
 mod tests {
     use super::*;
     use crate::gateway::invocation_log::TollgateFields;
+    use crate::gateway::restored::REQUEST_PREFIX;
     use crate::ledger::reservation::LOCAL_BIT;
 
     fn record(request_id: String, reservation: u64, charged: u64) -> InvocationRecord {

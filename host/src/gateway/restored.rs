@@ -12,10 +12,22 @@ use std::sync::Arc;
 use super::invocation_log::{InvocationRecord, Latency, SCHEMA_TYPE, SCHEMA_VERSION, TollgateFields, timestamp};
 use super::settlement::{GatewayAccounting, Hold, Settlement};
 use super::trace::now_ms;
-use crate::ledger::{LedgerError, RestoredHold};
+use crate::ledger::{LedgerError, ReservationId, RestoredHold};
 
 /// How a restored hold's record's request id begins.
 pub const REQUEST_PREFIX: &str = "tollgate-restored-";
+
+/// Whether a record with this request id is a restored charge.
+pub fn is_restored(request_id: &str) -> bool {
+    request_id.starts_with(REQUEST_PREFIX)
+}
+
+/// The hold that joins a restored charge to its call's own record, which
+/// only a Redis fleet writes both of (see the module's comment). Allowance
+/// ids are unique within one process only and join nothing.
+pub fn joining_hold(reservation: Option<u64>) -> Option<u64> {
+    reservation.filter(|id| !ReservationId(*id).is_local())
+}
 
 /// What a restored hold's record says of the call it covered, which the
 /// ledger does not keep: only its tenant, hold and tokens survive.
