@@ -246,3 +246,99 @@ async fn a_restarted_replica_that_adopts_its_own_earlier_hold_is_amended_by_its_
         );
     }
 }
+
+/// The owner's call outlives its hold's TTL while the owner is cut off: the
+/// hold expires (its money back in the budget), is adopted while expired,
+/// and the adopter charges it late, in full. The owner's kept usage then
+/// replaces that late charge, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_then_adopted_holds_late_charge_is_amended_by_its_owners_usage() {
+    let usage = Actual {
+        cost: NanoUsd::from_cents(3),
+        tokens: 90,
+    };
+    an_expired_then_adopted_hold_meets_its_owners_outcome(Some(usage)).await;
+}
+
+/// As above, for a call that never ran: the late charge is undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_then_adopted_holds_late_charge_is_undone_by_its_owners_release() {
+    an_expired_then_adopted_hold_meets_its_owners_outcome(None).await;
+}
+
+async fn an_expired_then_adopted_hold_meets_its_owners_outcome(outcome: Option<Actual>) {
+    let server = RedisServer::start();
+    acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
+    let owner = replica(as_user(&server, "owner"));
+    let adopter = replica(server.url());
+    let tenant = TenantId::new("acme").unwrap();
+    adopter.track(&tenant);
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let request = five_cents(wall_now());
+    // A TTL of 1 ms: the hold has expired by the time anything looks at it.
+    let held = owner
+        .remote()
+        .unwrap()
+        .reserve(&tenant, &limits, request, 1)
+        .await
+        .unwrap();
+
+    acl(&server, &["-@all"]);
+    let holds = adopted(&adopter).await;
+    assert_eq!(holds.iter().map(|h| h.id).collect::<Vec<_>>(), vec![held.id]);
+    let remote = adopter.remote().unwrap();
+    let state = remote.load(&tenant, &limits, wall_now()).await.unwrap();
+    assert_eq!(
+        (state.reserved, state.open_reservations),
+        (NanoUsd::ZERO, 0),
+        "expired: its hold is back in the budget"
+    );
+    assert_eq!(server.cli(&["HLEN", "amend:{acme}:expired"]), "1");
+    let hold = Actual {
+        cost: holds[0].cost,
+        tokens: holds[0].tokens,
+    };
+    let charged = remote
+        .settle(&tenant, &limits, held.id, hold, wall_now())
+        .await
+        .unwrap();
+    assert_eq!((charged.charged, charged.late), (request.cost, true), "{charged:?}");
+
+    let owners = owner.remote().unwrap();
+    let kept = match outcome {
+        Some(usage) => owners.settle(&tenant, &limits, held.id, usage, wall_now()).await.err(),
+        None => owners.release(&tenant, &limits, held.id, wall_now()).await.err(),
+    };
+    assert!(
+        matches!(
+            kept,
+            Some(LedgerError::Deferred { .. } | LedgerError::ReleaseDeferred { .. })
+        ),
+        "{kept:?}"
+    );
+    acl(&server, &["+@all"]);
+    owner.drained().await;
+
+    let expected = outcome.unwrap_or(Actual {
+        cost: NanoUsd::ZERO,
+        tokens: 0,
+    });
+    let state = remote.load(&tenant, &limits, wall_now()).await.unwrap();
+    assert_eq!(
+        (state.spent, state.used_tokens),
+        (expected.cost, expected.tokens),
+        "the owner's outcome, not the late charge"
+    );
+    assert_eq!((state.reserved, state.open_reservations), (NanoUsd::ZERO, 0));
+    assert_eq!(server.cli(&["HLEN", "amend:{acme}:expired"]), "0");
+    let keep = SeriesKeep { minutes: 60, hours: 48 };
+    let series = remote
+        .spend_series(&tenant, wall_now(), keep)
+        .await
+        .unwrap()
+        .expect("kept");
+    for buckets in [&series.minutes, &series.hours] {
+        let burned: u64 = buckets.iter().map(|(_, spent)| spent).sum();
+        assert_eq!(burned, expected.cost.get(), "{series:?}");
+    }
+}
