@@ -342,3 +342,75 @@ async fn an_expired_then_adopted_hold_meets_its_owners_outcome(outcome: Option<A
         assert_eq!(burned, expected.cost.get(), "{series:?}");
     }
 }
+
+/// While the owner is cut off, the tenant's traffic goes on through the
+/// other replica: more closed holds than Redis keeps for retries. The
+/// adopter's charge is kept apart from them, and the owner's usage still
+/// replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopters_charge_outlasts_the_tenants_next_calls_until_its_owner_amends_it() {
+    let server = RedisServer::start();
+    acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
+    let owner = replica(as_user(&server, "owner"));
+    let adopter = replica(server.url());
+    let tenant = TenantId::new("acme").unwrap();
+    adopter.track(&tenant);
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let request = five_cents(wall_now());
+    let held = owner
+        .remote()
+        .unwrap()
+        .reserve(&tenant, &limits, request, 600_000)
+        .await
+        .unwrap();
+    acl(&server, &["-@all"]);
+    let holds = adopted(&adopter).await;
+    let remote = adopter.remote().unwrap();
+    let hold = Actual {
+        cost: holds[0].cost,
+        tokens: holds[0].tokens,
+    };
+    remote
+        .settle(&tenant, &limits, held.id, hold, wall_now())
+        .await
+        .unwrap();
+
+    // More calls than the 2,048 closed holds Redis remembers for retries.
+    let calls = 2_100u64;
+    let one = Actual {
+        cost: NanoUsd(1),
+        tokens: 1,
+    };
+    for _ in 0..calls {
+        let small = ReserveRequest {
+            cost: one.cost,
+            ceiling: None,
+            tokens: 1,
+            now_ms: wall_now(),
+        };
+        let other = remote.reserve(&tenant, &limits, small, 600_000).await.unwrap();
+        remote
+            .settle(&tenant, &limits, other.id, one, wall_now())
+            .await
+            .unwrap();
+    }
+
+    let usage = Actual {
+        cost: NanoUsd::from_cents(3),
+        tokens: 90,
+    };
+    let kept = owner
+        .remote()
+        .unwrap()
+        .settle(&tenant, &limits, held.id, usage, wall_now())
+        .await;
+    assert!(matches!(kept, Err(LedgerError::Deferred { .. })), "{kept:?}");
+    acl(&server, &["+@all"]);
+    owner.drained().await;
+    let state = remote.load(&tenant, &limits, wall_now()).await.unwrap();
+    assert_eq!(
+        (state.spent.get(), state.used_tokens),
+        (usage.cost.get() + calls, usage.tokens + calls),
+        "the owner's usage replaced the hold's charge"
+    );
+}

@@ -221,6 +221,7 @@ impl Inner {
         let base = format!("{}:{{{}}}:", self.prefix, tenant.as_str());
         for part in [
             "state", "open", "exp", "periods", "pidx", "expired", "expidx", "done", "doneidx", "burnm", "burnh",
+            "amendidx",
         ] {
             invocation.key(format!("{base}{part}"));
         }

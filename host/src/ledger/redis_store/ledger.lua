@@ -16,6 +16,8 @@
 --   KEYS[9] doneidx ZSET  id by close time (bounds the memory)
 --   KEYS[10] burnm  HASH  minute -> spend settled in it (the burn rates)
 --   KEYS[11] burnh  HASH  hour -> spend settled in it (the baseline)
+--   KEYS[12] amendidx ZSET  id by charge time, of adopters' charges a first
+--                          owner may amend (in done, bounded apart from it)
 -- ARGV: op, now_ms, basis, period start, period end, then the op's own.
 --
 -- A hold names the replica that took it (its owner, 'r' and hex digits).
@@ -31,14 +33,18 @@
 -- change with HINCRBY (exact 64-bit integers), and are compared as two
 -- exact halves.
 
-local STATE, OPEN, EXP, PERIODS, PIDX, EXPIRED, EXPIDX, DONE, DONEIDX, BURNM, BURNH =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local STATE, OPEN, EXP, PERIODS, PIDX, EXPIRED, EXPIDX, DONE, DONEIDX, BURNM, BURNH, AMENDIDX =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local op = ARGV[1]
 local now = tonumber(ARGV[2])
 
 local HISTORY_CAP = 400
 local EXPIRED_MEMORY = 1024
 local DONE_MEMORY = 2048
+-- Adopters' charges wait for their first owners apart from the other
+-- outcomes: a busy tenant's next 2048 calls must not push one out, or the
+-- owner's usage, when it comes, could no longer replace the hold's charge.
+local AMEND_MEMORY = 1024
 local MINUTE_MS = 60000
 
 local function int(n)
@@ -207,6 +213,13 @@ local function remember(id, outcome)
   bound(DONE, DONEIDX, DONE_MEMORY)
 end
 
+-- An adopter's charge of a hold, kept for its first owner's outcome.
+local function remember_amendable(id, outcome)
+  redis.call('HSET', DONE, id, outcome)
+  redis.call('ZADD', AMENDIDX, now, id)
+  bound(DONE, AMENDIDX, AMEND_MEMORY)
+end
+
 -- The adopter of a hold, if it was adopted; forgotten as the hold closes.
 local function adopter(id)
   local key = 'adopted:' .. id
@@ -249,6 +262,7 @@ local function amend(id, d, cost, tokens)
   else
     outcome = table.concat({ 'released', d[2], 'amended', d[4] }, ' ')
   end
+  redis.call('ZREM', AMENDIDX, id)
   remember(id, outcome)
   return { 'ok', outcome }
 end
@@ -351,8 +365,10 @@ if op == 'settle' then
   if adopter(id) == caller then
     -- The adopter's charge of the hold: the first owner's outcome may amend it.
     outcome = table.concat({ outcome, 'r', caller, tokens, int(math.floor(now / MINUTE_MS)) }, ' ')
+    remember_amendable(id, outcome)
+  else
+    remember(id, outcome)
   end
-  remember(id, outcome)
   return { 'ok', outcome }
 end
 
