@@ -12,6 +12,7 @@ mod amend;
 mod dashboard_sessions;
 mod fleet_alerts;
 mod fleet_registry;
+mod journal_disk;
 mod ledger_store;
 mod replicas;
 mod start_on_copy;

@@ -126,6 +126,8 @@ struct Inner {
     allowance: Option<Allowance>,
     /// Where kept changes outlive this process (see `journal`).
     journal: Option<Arc<Journal>>,
+    /// Why the journal refused a change kept since the outbox was last empty.
+    journal_failure: Mutex<Option<String>>,
     lease: Lease,
     /// Calls a killed process let through on its allowance and never
     /// finished, found in its journal: charged their holds like adopted ones.
@@ -191,6 +193,7 @@ impl RedisStore {
             outbox: Outbox::default(),
             allowance,
             journal,
+            journal_failure: Mutex::new(None),
             lease: Lease::new(settings_lease),
             recovered: Mutex::new(Vec::new()),
         });
@@ -523,10 +526,17 @@ impl LedgerStore for RedisStore {
         let detail = if !inner.up.load(Ordering::Acquire) {
             inner.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
-            match inner.outbox.len() {
+            let kept = match inner.outbox.len() {
                 0 => return Ok(()),
                 1 => "1 charge it was away for, or refused, is kept here and not written yet".to_owned(),
                 kept => format!("{kept} charges it was away for, or refused, are kept here and not written yet"),
+            };
+            match &*inner.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) {
+                Some(why) => format!(
+                    "{kept}; its journal could not keep them ({why}), so they are lost if this process stops \
+                     before Redis has them"
+                ),
+                None => kept,
             }
         };
         Err(StoreError::Unavailable {

@@ -267,18 +267,27 @@ impl Inner {
     /// would charge the hold and a lost `released` a call that never ran.
     pub(super) fn journal_blocking(&self, entry: Option<Entry>) {
         if let Some((journal, entry)) = self.journal_with(entry) {
-            journal_failed(journal.append(&entry, true));
+            self.journal_failed(journal.append(&entry, true));
         }
     }
 
     pub(super) async fn journal(&self, entry: Option<Entry>) {
         if let Some((journal, entry)) = self.journal_with(entry) {
-            journal_failed(journal.append_synced(entry).await);
+            self.journal_failed(journal.append_synced(entry).await);
         }
     }
 
     fn journal_with(&self, entry: Option<Entry>) -> Option<(&Arc<Journal>, Entry)> {
         Some((self.journal.as_ref()?, entry?))
+    }
+
+    /// A change the journal could not take is kept in memory only: said
+    /// in the log, and in the store's health until what is kept is written.
+    fn journal_failed(&self, written: Result<(), String>) {
+        if let Err(why) = written {
+            tracing::error!(error = %why, "a charge or release is kept in memory only; lost with this process, its hold is charged in full");
+            *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        }
     }
 
     /// What a killed process's journal still owes: its kept charges go to
@@ -311,12 +320,6 @@ impl Inner {
                 tokens: hold.tokens,
             });
         }
-    }
-}
-
-fn journal_failed(written: Result<(), String>) {
-    if let Err(why) = written {
-        tracing::error!(error = %why, "a charge or release is kept in memory only; lost with this process, its hold is charged in full");
     }
 }
 

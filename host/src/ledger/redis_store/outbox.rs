@@ -208,6 +208,7 @@ impl Inner {
                     self.outbox.pop(&pending);
                     self.note_written(&pending);
                     if self.outbox.len() == 0 {
+                        *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
                         let kept = || self.outbox.len() > 0;
                         match (&self.allowance, &self.journal) {
                             (Some(allowance), _) => allowance.renew(kept),
@@ -220,6 +221,9 @@ impl Inner {
                 Err(e) => {
                     tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused");
                     self.outbox.pop(&pending);
+                    if self.outbox.len() == 0 {
+                        *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    }
                 }
             }
         }
