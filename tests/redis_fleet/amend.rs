@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tollgate_host::ids::TenantId;
 use tollgate_host::ledger::{
-    Actual, LedgerError, LedgerStore, RedisSettings, RedisStore, ReserveRequest, RestoredHold, SeriesKeep, TenantLimits,
+    Actual, LedgerError, LedgerStore, RedisSettings, RedisStore, Reservation, ReserveRequest, RestoredHold, SeriesKeep,
+    TenantLimits,
 };
 use tollgate_host::money::NanoUsd;
 
@@ -48,7 +49,7 @@ fn as_user(server: &RedisServer, user: &str) -> String {
 }
 
 /// The wall clock in milliseconds, as the leases and burn series read it.
-fn wall_now() -> u64 {
+pub(crate) fn wall_now() -> u64 {
     u64::try_from(
         std::time::SystemTime::UNIX_EPOCH
             .elapsed()
@@ -83,8 +84,22 @@ async fn adopted(store: &RedisStore) -> Vec<RestoredHold> {
     .expect("the hold is adopted once the owner's lease lapses")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usage() {
+/// An owner and an adopter on one Redis, the owner holding five cents of
+/// acme's budget for `ttl_ms`, then cut off: Redis refuses its every
+/// command, its lease lapses, and the adopter takes its hold.
+struct CutOff {
+    server: RedisServer,
+    owner: RedisStore,
+    adopter: RedisStore,
+    tenant: TenantId,
+    limits: TenantLimits,
+    request: ReserveRequest,
+    held: Reservation,
+    /// The adopted hold, as the adopter charges it.
+    hold: Actual,
+}
+
+async fn cut_off_with_a_hold(ttl_ms: u64) -> CutOff {
     let server = RedisServer::start();
     acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
     let owner = replica(as_user(&server, "owner"));
@@ -92,17 +107,13 @@ async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usa
     let tenant = TenantId::new("acme").unwrap();
     adopter.track(&tenant);
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
-    let now = wall_now();
-    let request = five_cents(now);
+    let request = five_cents(wall_now());
     let held = owner
         .remote()
         .unwrap()
-        .reserve(&tenant, &limits, request, 600_000)
+        .reserve(&tenant, &limits, request, ttl_ms)
         .await
         .unwrap();
-
-    // Redis refuses the owner's every command: its lease lapses, and the
-    // adopter takes its hold and charges it in full, as a restored hold is.
     acl(&server, &["-@all"]);
     let holds = adopted(&adopter).await;
     assert_eq!(holds.len(), 1, "{holds:?}");
@@ -114,6 +125,32 @@ async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usa
         cost: holds[0].cost,
         tokens: holds[0].tokens,
     };
+    CutOff {
+        server,
+        owner,
+        adopter,
+        tenant,
+        limits,
+        request,
+        held,
+        hold,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_cut_off_past_its_lease_amends_the_adopters_charge_with_its_usage() {
+    // The adopter charges the owner's hold in full, as a restored hold is.
+    let CutOff {
+        server,
+        owner,
+        adopter,
+        tenant,
+        limits,
+        request,
+        held,
+        hold,
+    } = cut_off_with_a_hold(600_000).await;
+    let now = wall_now();
     let remote = adopter.remote().unwrap();
     let charged = remote.settle(&tenant, &limits, held.id, hold, now + 1).await.unwrap();
     assert_eq!(charged.charged, request.cost);
@@ -267,25 +304,17 @@ async fn an_expired_then_adopted_holds_late_charge_is_undone_by_its_owners_relea
 }
 
 async fn an_expired_then_adopted_hold_meets_its_owners_outcome(outcome: Option<Actual>) {
-    let server = RedisServer::start();
-    acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
-    let owner = replica(as_user(&server, "owner"));
-    let adopter = replica(server.url());
-    let tenant = TenantId::new("acme").unwrap();
-    adopter.track(&tenant);
-    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
-    let request = five_cents(wall_now());
     // A TTL of 1 ms: the hold has expired by the time anything looks at it.
-    let held = owner
-        .remote()
-        .unwrap()
-        .reserve(&tenant, &limits, request, 1)
-        .await
-        .unwrap();
-
-    acl(&server, &["-@all"]);
-    let holds = adopted(&adopter).await;
-    assert_eq!(holds.iter().map(|h| h.id).collect::<Vec<_>>(), vec![held.id]);
+    let CutOff {
+        server,
+        owner,
+        adopter,
+        tenant,
+        limits,
+        request,
+        held,
+        hold,
+    } = cut_off_with_a_hold(1).await;
     let remote = adopter.remote().unwrap();
     let state = remote.load(&tenant, &limits, wall_now()).await.unwrap();
     assert_eq!(
@@ -294,10 +323,6 @@ async fn an_expired_then_adopted_hold_meets_its_owners_outcome(outcome: Option<A
         "expired: its hold is back in the budget"
     );
     assert_eq!(server.cli(&["HLEN", "amend:{acme}:expired"]), "1");
-    let hold = Actual {
-        cost: holds[0].cost,
-        tokens: holds[0].tokens,
-    };
     let charged = remote
         .settle(&tenant, &limits, held.id, hold, wall_now())
         .await
@@ -349,27 +374,17 @@ async fn an_expired_then_adopted_hold_meets_its_owners_outcome(outcome: Option<A
 /// replaces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopters_charge_outlasts_the_tenants_next_calls_until_its_owner_amends_it() {
-    let server = RedisServer::start();
-    acl(&server, &["on", ">secret", "~*", "&*", "+@all"]);
-    let owner = replica(as_user(&server, "owner"));
-    let adopter = replica(server.url());
-    let tenant = TenantId::new("acme").unwrap();
-    adopter.track(&tenant);
-    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
-    let request = five_cents(wall_now());
-    let held = owner
-        .remote()
-        .unwrap()
-        .reserve(&tenant, &limits, request, 600_000)
-        .await
-        .unwrap();
-    acl(&server, &["-@all"]);
-    let holds = adopted(&adopter).await;
+    let CutOff {
+        server,
+        owner,
+        adopter,
+        tenant,
+        limits,
+        held,
+        hold,
+        ..
+    } = cut_off_with_a_hold(600_000).await;
     let remote = adopter.remote().unwrap();
-    let hold = Actual {
-        cost: holds[0].cost,
-        tokens: holds[0].tokens,
-    };
     remote
         .settle(&tenant, &limits, held.id, hold, wall_now())
         .await

@@ -16,6 +16,7 @@ use tollgate_host::ledger::{
 };
 use tollgate_host::money::NanoUsd;
 
+use crate::amend::wall_now;
 use crate::support::redis::RedisServer;
 
 /// The Redis URL the parent hands to its child.
@@ -126,16 +127,6 @@ fn five_cents() -> ReserveRequest {
         tokens: 100,
         now_ms: wall_now(),
     }
-}
-
-fn wall_now() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::UNIX_EPOCH
-            .elapsed()
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("in range")
 }
 
 /// A settle Redis refuses is kept; its journal entry cannot be written, so
