@@ -62,7 +62,7 @@ pub use limits::TenantLimits;
 pub use memory::MemoryStore;
 pub use period::{Period, PeriodBounds, PeriodTotals};
 #[cfg(feature = "redis")]
-pub use redis_store::{RedisSettings, RedisStore, redacted};
+pub use redis_store::{RedisMemory, RedisSettings, RedisStore, redacted};
 pub use reservation::{Actual, Released, Reservation, ReservationId, ReserveRequest, Settled};
 pub use store::{
     AsyncLedgerStore, Durable, LedgerStore, RestoredHold, SeriesKeep, SpendSeries, StoreFuture, TenantLedgerState,

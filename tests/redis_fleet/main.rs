@@ -14,6 +14,7 @@ mod fleet_alerts;
 mod fleet_registry;
 mod journal_disk;
 mod ledger_store;
+mod memory;
 mod replicas;
 mod start_on_copy;
 mod watched_dir;

@@ -46,12 +46,15 @@ mod allowance;
 mod exchange;
 mod journal;
 mod lease;
+mod memory;
 mod outbox;
 mod reply;
 
 use allowance::Allowance;
 use journal::Journal;
 use lease::Lease;
+use memory::MemoryWatch;
+pub use memory::RedisMemory;
 use outbox::{Outbox, Pending};
 
 const LEDGER_LUA: &str = include_str!("redis_store/ledger.lua");
@@ -128,6 +131,8 @@ struct Inner {
     journal: Option<Arc<Journal>>,
     /// Why the journal refused a change kept since the outbox was last empty.
     journal_failure: Mutex<Option<String>>,
+    /// Redis' memory as the probe last read it.
+    memory: MemoryWatch,
     lease: Lease,
     /// Calls a killed process let through on its allowance and never
     /// finished, found in its journal: charged their holds like adopted ones.
@@ -194,6 +199,7 @@ impl RedisStore {
             allowance,
             journal,
             journal_failure: Mutex::new(None),
+            memory: MemoryWatch::default(),
             lease: Lease::new(settings_lease),
             recovered: Mutex::new(Vec::new()),
         });
@@ -210,6 +216,12 @@ impl RedisStore {
     /// Resolves once every kept charge has been written.
     pub async fn drained(&self) {
         self.inner.outbox.drained().await;
+    }
+
+    /// Redis' memory against its `maxmemory`, as the probe last read it;
+    /// `None` before the first read, or where `INFO` is refused.
+    pub fn memory(&self) -> Option<RedisMemory> {
+        self.inner.memory.last()
     }
 
     /// One health check (`PING`, then `ROLE`): `Ok` when Redis answered as

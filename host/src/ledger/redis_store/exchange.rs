@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::{RedisError, ScriptInvocation};
 
-use super::{Inner, lease};
+use super::{Inner, RedisMemory, lease};
 use crate::ledger::error::StoreError;
 
 impl Inner {
@@ -101,6 +101,18 @@ impl Inner {
         checked
     }
 
+    /// Reads `INFO memory` for the memory watch. A Redis that refuses
+    /// `INFO` (an ACL, a managed service) is simply not watched.
+    async fn read_memory(&self) {
+        let mut conn = self.conn.clone();
+        let info: Result<String, RedisError> = redis::cmd("INFO").arg("memory").query_async(&mut conn).await;
+        match info.map(|text| RedisMemory::parse(&text)) {
+            Ok(Some(memory)) => self.memory.seen(memory, &self.name, lease::now_ms()),
+            Ok(None) => tracing::debug!("INFO memory named no used_memory and maxmemory"),
+            Err(e) => tracing::debug!(error = %e, "Redis did not answer INFO memory"),
+        }
+    }
+
     /// Redis is away, or answers but cannot take a charge: counted as away
     /// until it answers again as a writable primary, with `detail` as
     /// readiness' reason.
@@ -169,6 +181,7 @@ pub(super) async fn probe(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let answered = inner.check().await.is_ok();
         if answered {
+            inner.read_memory().await;
             inner.flush().await;
             if let Err(e) = inner.renew_lease().await {
                 tracing::warn!(error = %e, "could not renew this replica's lease");

@@ -1,0 +1,106 @@
+//! A Redis near its `maxmemory`: the replica's probe reads `INFO memory`
+//! and says so (a warning in the log, and `RedisStore::memory`) before a
+//! full Redis refuses new holds; readiness does not change.
+
+use std::time::Duration;
+
+use tollgate_host::ledger::{LedgerStore, RedisMemory, RedisSettings, RedisStore};
+
+use crate::support::gateway::{Options, TenantSpec, TestGateway, timed_call};
+use crate::support::redis::RedisServer;
+use crate::support::watch::until_files;
+
+/// Waits, probe by probe, until the store's view of Redis' memory satisfies `wanted`.
+async fn memory_until(store: &RedisStore, wanted: impl Fn(&RedisMemory) -> bool) -> RedisMemory {
+    let signal = store.health_signal().expect("the Redis store signals each probe");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let probed = signal.notified();
+            tokio::pin!(probed);
+            probed.as_mut().enable();
+            if let Some(memory) = store.memory().filter(|m| wanted(m)) {
+                return memory;
+            }
+            probed.await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the probe did not see it; last: {:?}", store.memory()))
+}
+
+/// Sets `maxmemory` just above what Redis uses, once about 10 MB of
+/// padding make that steady: a connection's buffers coming and going then
+/// move it by a few percent, never below nine tenths of the limit.
+fn nearly_full(server: &RedisServer) {
+    let pad = "for i = 1, 100000 do redis.call('SET', 'pad:' .. i, string.rep('x', 100)) end return 1";
+    assert_eq!(server.cli(&["EVAL", pad, "0"]), "1");
+    let info = server.cli(&["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    let max = used * 103 / 100;
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", &max.to_string()]), "OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_near_its_maxmemory_is_seen_before_it_is_full_and_readiness_holds() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(RedisSettings {
+        url: server.url(),
+        key_prefix: "memory".into(),
+        ..RedisSettings::default()
+    })
+    .expect("connect");
+    let calm = memory_until(&store, |m| m.max == 0).await;
+    assert!(!calm.pressed() && calm.used > 0, "{calm:?}");
+
+    nearly_full(&server);
+    let pressed = memory_until(&store, |m| m.max > 0).await;
+    assert!(pressed.pressed(), "{pressed:?}");
+    store.health().expect("still ready: nothing is refused yet");
+
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let calm = memory_until(&store, |m| m.max == 0).await;
+    assert!(!calm.pressed(), "{calm:?}");
+}
+
+/// Through `tollgate serve`: the warning reaches the operator's log, and
+/// the replica stays ready and keeps serving calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_warns_in_its_log_when_redis_nears_its_maxmemory() {
+    let server = RedisServer::start();
+    let acme = TenantSpec::new("acme", "allow-all");
+    let replica = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        ledger_extra: format!(
+            "store = \"redis\"\n[ledger.redis]\nurl = \"{}\"\nkey-prefix = \"memory\"\n",
+            server.url()
+        ),
+        ..Options::default()
+    })
+    .await;
+    nearly_full(&server);
+    let stderr = replica.dir().join("stderr.log");
+    let line = until_files(
+        vec![stderr.clone()],
+        Duration::from_secs(30),
+        "the replica warns of Redis' memory",
+        move || {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            log.lines()
+                .find(|l| l.contains("near its maxmemory"))
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(
+        line.contains("maxmemory_bytes") && line.contains("raise maxmemory"),
+        "{line}"
+    );
+    assert_eq!(server.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let (status, text) = replica.readyz_within(10_000).await;
+    assert_eq!((status, text.as_str()), (200, "ready\n"));
+    timed_call(&replica.sigv4_client(&acme)).await.expect("served");
+}
