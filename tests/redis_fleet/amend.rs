@@ -15,6 +15,7 @@ use tollgate_host::ledger::{
 use tollgate_host::money::NanoUsd;
 
 use crate::support::redis::RedisServer;
+use crate::support::watch::until_notified;
 
 fn replica(url: String) -> RedisStore {
     replica_with(url, None)
@@ -68,20 +69,13 @@ fn acl(server: &RedisServer, rules: &[&str]) {
 /// The holds `store` adopts, once it has adopted some (woken by its signal).
 async fn adopted(store: &RedisStore) -> Vec<RestoredHold> {
     let signal = store.restored_signal().expect("the Redis store adopts");
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let woken = signal.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let holds = store.take_restored();
-            if !holds.is_empty() {
-                return holds;
-            }
-            woken.await;
-        }
-    })
+    until_notified(
+        signal,
+        Duration::from_secs(30),
+        "the hold is adopted once the owner's lease lapses",
+        || Some(store.take_restored()).filter(|holds| !holds.is_empty()),
+    )
     .await
-    .expect("the hold is adopted once the owner's lease lapses")
 }
 
 /// An owner and an adopter on one Redis, the owner holding five cents of

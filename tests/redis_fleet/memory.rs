@@ -8,24 +8,18 @@ use tollgate_host::ledger::{LedgerStore, RedisMemory, RedisSettings, RedisStore}
 
 use crate::support::gateway::{Options, TenantSpec, TestGateway, timed_call};
 use crate::support::redis::RedisServer;
-use crate::support::watch::until_files;
+use crate::support::watch::{until_files, until_notified};
 
 /// Waits, probe by probe, until the store's view of Redis' memory satisfies `wanted`.
 async fn memory_until(store: &RedisStore, wanted: impl Fn(&RedisMemory) -> bool) -> RedisMemory {
     let signal = store.health_signal().expect("the Redis store signals each probe");
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let probed = signal.notified();
-            tokio::pin!(probed);
-            probed.as_mut().enable();
-            if let Some(memory) = store.memory().filter(|m| wanted(m)) {
-                return memory;
-            }
-            probed.await;
-        }
-    })
+    until_notified(
+        signal,
+        Duration::from_secs(30),
+        "the probe sees Redis' memory so",
+        || store.memory().filter(|m| wanted(m)),
+    )
     .await
-    .unwrap_or_else(|_| panic!("the probe did not see it; last: {:?}", store.memory()))
 }
 
 /// Sets `maxmemory` just above what Redis uses, once about 10 MB of

@@ -1,5 +1,6 @@
 //! Waiting on files another process writes: re-checks a condition each
 //! time one of them changes (inotify through `notify`), never on a timer.
+//! And waiting on a store's signal the same way, for what happens in process.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -43,4 +44,28 @@ pub async fn until_files<T: Send + 'static>(
     })
     .await
     .expect("the watching task")
+}
+
+/// Returns `check`'s first `Some`, checked now and after every wake of
+/// `signal` (registered before each check, so no wake is missed); panics
+/// with `what` after `limit`.
+pub async fn until_notified<T>(
+    signal: &tokio::sync::Notify,
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let waited = tokio::time::timeout(limit, async {
+        loop {
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(found) = check() {
+                return found;
+            }
+            woken.await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{what} within {limit:?}"))
 }
