@@ -303,7 +303,7 @@ impl Inner {
         now_ms: u64,
     ) -> Result<Settled, LedgerError> {
         self.seen(tenant);
-        if Allowance::is_local(id) {
+        if id.is_local() {
             let (deferred, settled) = self.settle_local(tenant, limits, id, actual, now_ms);
             self.journal(settled).await;
             // Redis may be back (a killed process's call, charged at the next
@@ -378,7 +378,7 @@ impl Inner {
         now_ms: u64,
     ) -> Result<Released, LedgerError> {
         self.seen(tenant);
-        if Allowance::is_local(id) {
+        if id.is_local() {
             let (released, entry) = self.release_local(tenant, id)?;
             self.journal(Some(entry)).await;
             return Ok(released);
@@ -463,7 +463,7 @@ impl LedgerStore for RedisStore {
     ) -> Result<Settled, LedgerError> {
         let inner = &self.inner;
         inner.seen(tenant);
-        if Allowance::is_local(id) {
+        if id.is_local() {
             let (deferred, settled) = inner.settle_local(tenant, limits, id, actual, now_ms);
             inner.journal_blocking(settled);
             return Err(deferred);
@@ -488,7 +488,7 @@ impl LedgerStore for RedisStore {
     ) -> Result<Released, LedgerError> {
         let inner = &self.inner;
         inner.seen(tenant);
-        if Allowance::is_local(id) {
+        if id.is_local() {
             let (released, entry) = inner.release_local(tenant, id)?;
             inner.journal_blocking(Some(entry));
             return Ok(released);

@@ -79,10 +79,6 @@ impl Allowance {
         self.journal.as_ref()
     }
 
-    pub(super) fn is_local(id: ReservationId) -> bool {
-        id.is_local()
-    }
-
     /// Keeps the figures Redis last gave.
     pub(super) fn remember(&self, tenant: &TenantId, state: &TenantLedgerState) {
         self.last

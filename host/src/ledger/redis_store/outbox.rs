@@ -208,7 +208,7 @@ impl Inner {
                     self.outbox.pop(&pending);
                     self.note_written(&pending);
                     if self.outbox.len() == 0 {
-                        *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                        self.forget_journal_failure();
                         let kept = || self.outbox.len() > 0;
                         match (&self.allowance, &self.journal) {
                             (Some(allowance), _) => allowance.renew(kept),
@@ -222,11 +222,16 @@ impl Inner {
                     tracing::error!(tenant = %tenant, id = %id, op, error = %e, "a kept ledger change was refused");
                     self.outbox.pop(&pending);
                     if self.outbox.len() == 0 {
-                        *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                        self.forget_journal_failure();
                     }
                 }
             }
         }
+    }
+
+    /// Nothing is kept any more: a journal failure no longer puts anything at risk.
+    fn forget_journal_failure(&self) {
+        *self.journal_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Notes in the journal, if one is kept, that Redis has answered
