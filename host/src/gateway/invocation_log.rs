@@ -289,12 +289,25 @@ impl InvocationLog {
 
 /// RFC 3339 UTC with milliseconds, as Bedrock's log writes it.
 pub fn timestamp(now_ms: u64) -> String {
-    let Ok(ms) = i64::try_from(now_ms) else {
+    use chrono::{Datelike, Timelike};
+    let Some(t) = i64::try_from(now_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+    else {
         return String::new();
     };
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
+    // Field by field: a strftime pattern is parsed again on every call, which
+    // showed in the request path's profile.
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_millis()
+    )
 }
 
 #[cfg(test)]
@@ -343,6 +356,13 @@ mod tests {
         assert!(line.contains("\"schemaType\":\"ModelInvocationLog\""), "{line}");
         assert!(line.contains("\"inputTokenCount\":12"), "{line}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn timestamps_pad_every_field_and_keep_the_milliseconds() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_709_251_199_007), "2024-02-29T23:59:59.007Z");
+        assert_eq!(timestamp(u64::MAX), "");
     }
 
     /// A process killed while writing leaves part of a line; the next start
