@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use tollgate_host::ledger::{LedgerStore, RedisMemory, RedisSettings, RedisStore};
+use tollgate_host::ids::TenantId;
+use tollgate_host::ledger::{
+    Actual, LedgerStore, RedisMemory, RedisSettings, RedisStore, ReserveRequest, TenantLimits,
+};
+use tollgate_host::money::NanoUsd;
 
 use crate::support::gateway::{Options, TenantSpec, TestGateway, timed_call};
 use crate::support::redis::RedisServer;
@@ -97,4 +101,61 @@ async fn a_replica_warns_in_its_log_when_redis_nears_its_maxmemory() {
     let (status, text) = replica.readyz_within(10_000).await;
     assert_eq!((status, text.as_str()), (200, "ready\n"));
     timed_call(&replica.sigv4_client(&acme)).await.expect("served");
+}
+
+/// A managed Redis may refuse `INFO` and `ROLE` to the gateway's user: the
+/// store is then not watched for memory, stays ready, and keeps the books.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_info_and_role_is_not_watched_and_keeps_the_books() {
+    let server = RedisServer::start();
+    assert_eq!(server.cli(&["ACL", "SETUSER", "default", "-info", "-role"]), "OK");
+    assert!(
+        server.cli(&["INFO", "memory"]).contains("NOPERM"),
+        "the ACL refuses INFO"
+    );
+    let store = RedisStore::connect(RedisSettings {
+        url: server.url(),
+        key_prefix: "no-info".into(),
+        ..RedisSettings::default()
+    })
+    .expect("connect");
+    // Three probes: each asks for INFO and ROLE and is refused both.
+    let signal = store.health_signal().expect("the Redis store signals each probe");
+    let mut probes = 0;
+    until_notified(signal, Duration::from_secs(30), "three probes", || {
+        probes += 1;
+        (probes > 3).then_some(())
+    })
+    .await;
+    assert_eq!(store.memory(), None, "nothing was read, so nothing is claimed");
+    store.health().expect("ready: a refused INFO or ROLE is no outage");
+
+    let remote = store.remote().expect("a remote store");
+    let tenant = TenantId::new("acme").unwrap();
+    let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
+    let now = 1_760_000_000_000;
+    let held = remote
+        .reserve(
+            &tenant,
+            &limits,
+            ReserveRequest {
+                cost: NanoUsd::from_cents(2),
+                ceiling: None,
+                tokens: 10,
+                now_ms: now,
+            },
+            600_000,
+        )
+        .await
+        .expect("held");
+    let actual = Actual {
+        cost: NanoUsd::from_cents(1),
+        tokens: 5,
+    };
+    remote
+        .settle(&tenant, &limits, held.id, actual, now)
+        .await
+        .expect("settled");
+    let state = remote.load(&tenant, &limits, now).await.expect("read");
+    assert_eq!((state.spent, state.reserved), (NanoUsd::from_cents(1), NanoUsd::ZERO));
 }
