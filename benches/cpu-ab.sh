@@ -18,7 +18,9 @@
 # BASE_POLICY=path is the budget-guard component that build can load, and
 # BASE_NO_ADMIN=1 leaves out the admin listener it did not have. DIRECT=1
 # adds a run straight at the mock each round ("direct"), the base of added
-# latency.
+# latency. FLOOR=1 adds a run of benches/bare_proxy.rs each round ("floor"):
+# the same HTTP stacks forwarding with nothing in between, the CPU per call
+# two hops cost on this machine before tollgate does any work.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 BASELINE NEW [rounds] [seconds]" >&2; exit 2; }
 base=$(realpath "$1"); new=$(realpath "$2"); rounds="${3:-6}"; secs="${4:-6}"
@@ -45,6 +47,11 @@ run_build() {
     if [ "$name" = direct ]; then
       # The mock alone: no gateway process, so no CPU figures.
       gw=$mock gw_pid=0
+    elif [ "$name" = floor ]; then
+      "$here/target/release/examples/bare_proxy" 127.0.0.1:0 "$mock" >"$work/floor.out" &
+      gw_pid=$!
+      until grep -q "listening on" "$work/floor.out" 2>/dev/null; do sleep 0.05; done
+      gw=$(sed -n 's/^bare proxy listening on \(.*\)$/\1/p' "$work/floor.out")
     else
       start_gateway
     fi
@@ -71,16 +78,18 @@ run_build() {
 
 cd "$here"
 cargo build --release --quiet
+[ -z "${FLOOR:-}" ] || cargo build --release --quiet --example bare_proxy
 echo "build c req/s p50-ms cpu-us/call log-thread-us/call"
 for r in $(seq "$rounds"); do
   [ -z "${DIRECT:-}" ] || run_build direct ""
+  [ -z "${FLOOR:-}" ] || run_build floor ""
   if (( r % 2 )); then run_build baseline "$base"; run_build new "$new"
   else run_build new "$new"; run_build baseline "$base"; fi
 done
 echo
 echo "medians over $rounds rounds:"
 for c in 1 64; do
-  for name in ${DIRECT:+direct} baseline new; do
+  for name in ${DIRECT:+direct} ${FLOOR:+floor} baseline new; do
     awk -v name="$name" -v c="$c" 'BEGIN { n = 0 } $1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
       function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
