@@ -134,20 +134,13 @@ async fn a_redis_that_refuses_info_and_role_is_not_watched_and_keeps_the_books()
     let tenant = TenantId::new("acme").unwrap();
     let limits = TenantLimits::monthly(NanoUsd::from_usd(10));
     let now = 1_760_000_000_000;
-    let held = remote
-        .reserve(
-            &tenant,
-            &limits,
-            ReserveRequest {
-                cost: NanoUsd::from_cents(2),
-                ceiling: None,
-                tokens: 10,
-                now_ms: now,
-            },
-            600_000,
-        )
-        .await
-        .expect("held");
+    let request = ReserveRequest {
+        cost: NanoUsd::from_cents(2),
+        ceiling: None,
+        tokens: 10,
+        now_ms: now,
+    };
+    let held = remote.reserve(&tenant, &limits, request, 600_000).await.expect("held");
     let actual = Actual {
         cost: NanoUsd::from_cents(1),
         tokens: 5,

@@ -624,12 +624,13 @@ impl Gateway {
             .iter()
             .map(|d| format!("{}: {}", d.key, d.reason))
             .collect();
-        let forwarded_metadata = merged.to_json();
-        if let Value::Object(map) = &forwarded_metadata {
-            trace.request_metadata = map.clone();
+        body.insert("requestMetadata".into(), merged.to_json());
+        let forward_body = serde_json::to_vec(&body);
+        // Moved, not cloned, into the log record once the body is written.
+        if let Some(Value::Object(map)) = body.remove("requestMetadata") {
+            trace.request_metadata = map;
         }
-        body.insert("requestMetadata".into(), forwarded_metadata);
-        let forward_body = match serde_json::to_vec(&body) {
+        let forward_body = match forward_body {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {
                 hold.release(trace).await;
