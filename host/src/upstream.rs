@@ -6,3 +6,5 @@ pub mod error;
 pub mod eventstream;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "bedrock")]
+mod sigv4;

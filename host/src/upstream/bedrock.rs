@@ -22,8 +22,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
@@ -34,6 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::sigv4::Signer;
 pub use crate::config::upstream::{UpstreamAuthKind, UpstreamSettings};
 use crate::contract::Operation;
 
@@ -182,7 +181,7 @@ enum Auth {
     None,
     Bearer(HeaderValue),
     Sigv4 {
-        region: String,
+        signer: Signer,
         credentials: CredentialsCache,
     },
 }
@@ -255,7 +254,7 @@ impl Upstream {
                     .credentials_provider()
                     .ok_or_else(|| UpstreamError::Credentials("the AWS config chain has no provider".into()))?;
                 Auth::Sigv4 {
-                    region: region.clone(),
+                    signer: Signer::new(&region, SERVICE),
                     credentials: CredentialsCache::new(provider),
                 }
             }
@@ -322,14 +321,14 @@ impl Upstream {
             self.endpoint,
             utf8_percent_encode(model_id, PATH_SEGMENT)
         );
-        // Parsed once for every attempt; the signer reads the same string.
+        // Parsed once for every attempt.
         let uri = Uri::try_from(url.as_str()).map_err(|e| UpstreamError::Signing(format!("{url}: {e}")))?;
         let attempts = self.settings.max_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            match self.send_once(operation, &url, &uri, body.clone()).await {
+            match self.send_once(operation, &uri, body.clone()).await {
                 Ok(mut response) => {
                     if !last && retryable_status(response.status) {
                         tokio::time::sleep(self.backoff(attempt, retry_after(&response.headers))).await;
@@ -347,13 +346,7 @@ impl Upstream {
         }
     }
 
-    async fn send_once(
-        &self,
-        operation: Operation,
-        url: &str,
-        uri: &Uri,
-        body: Bytes,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+    async fn send_once(&self, operation: Operation, uri: &Uri, body: Bytes) -> Result<UpstreamResponse, UpstreamError> {
         let mut request = Request::post(uri.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, accept(operation))
@@ -364,28 +357,11 @@ impl Upstream {
             Auth::Bearer(value) => {
                 request.headers_mut().insert(header::AUTHORIZATION, value.clone());
             }
-            Auth::Sigv4 { region, credentials } => {
+            Auth::Sigv4 { signer, credentials } => {
                 let identity = credentials.get().await?;
-                let params = v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region(region)
-                    .name(SERVICE)
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()
-                    .map_err(|e| UpstreamError::Signing(e.to_string()))?
-                    .into();
-                let headers: Vec<(&str, &str)> = request
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-                    .collect();
-                let signable = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(&body))
-                    .map_err(|e| UpstreamError::Signing(e.to_string()))?;
-                let (instructions, _) = sign(signable, &params)
-                    .map_err(|e| UpstreamError::Signing(e.to_string()))?
-                    .into_parts();
-                instructions.apply_to_request_http1x(&mut request);
+                signer
+                    .sign(&mut request, &body, &identity, SystemTime::now())
+                    .map_err(UpstreamError::Signing)?;
             }
         }
         let timeout = Duration::from_millis(self.settings.timeout_ms);
