@@ -340,7 +340,7 @@ impl Gateway {
                     if trace.reason.is_empty() {
                         trace.reason = err.message.clone();
                     }
-                    this.inner.settlement.finish(&trace).await;
+                    this.inner.settlement.finish(&mut trace).await;
                     Err(err)
                 }
             }
@@ -720,9 +720,7 @@ impl Gateway {
         match response.body {
             UpstreamBody::Full(bytes) => {
                 trace.upstream_ms = millis(upstream_started.elapsed());
-                let metered = serde_json::from_slice::<Value>(&bytes)
-                    .map_err(|e| format!("the response is not JSON: {e}"))
-                    .and_then(|v| Metered::from_response(&v, asked));
+                let metered = Metered::from_response_bytes(&bytes, asked);
                 self.inner.settlement.charge(&hold, metered, &call_basis, trace).await;
                 self.inner.settlement.finish(trace).await;
                 Ok(CallResponse {

@@ -251,20 +251,20 @@ impl Settlement {
 
     /// Step 10: the invocation record and the metrics. A call with a shadow
     /// decision is counted out once that is compared and in its record.
-    pub(super) async fn finish(self: &Arc<Self>, trace: &Trace) {
+    pub(super) async fn finish(self: &Arc<Self>, trace: &mut Trace) {
         if trace.logged {
             return;
         }
         self.metrics.tenant_verdict(&trace.tenant, &trace.decision);
         self.metrics.response(operation_name(trace.operation), trace.status);
         if let Some(pending) = trace.shadow.as_ref().and_then(shadowing::take) {
-            let mut record = trace.record();
             let ran = matches!(trace.charged_from.as_str(), "usage" | "reservation");
             let usage = trace.usage;
             let served_as = trace.billing.as_ref().map(|b| ServedAs {
                 tier: b.service_tier,
                 latency: b.latency,
             });
+            let mut record = trace.take_record();
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 let served_model = record
@@ -285,7 +285,7 @@ impl Settlement {
             });
             return;
         }
-        self.written(trace.record()).await;
+        self.written(trace.take_record()).await;
     }
 
     /// Writes a finished call's record and counts the call out. While the

@@ -140,7 +140,7 @@ impl StreamPump {
                         .charge(&self.hold, metered, &self.call, &mut self.trace)
                         .await;
                     self.trace.logged = false;
-                    self.settlement.finish(&self.trace).await;
+                    self.settlement.finish(&mut self.trace).await;
                     // Whether or not the caller is still there, the call is done.
                     self.send_last(&mut tx, raw).await;
                     break 'pump StreamEnd::Complete;
@@ -213,7 +213,7 @@ impl StreamPump {
                     .charge(&self.hold, Err(why), &self.call, &mut self.trace)
                     .await;
                 self.trace.logged = false;
-                self.settlement.finish(&self.trace).await;
+                self.settlement.finish(&mut self.trace).await;
                 if let Some(frame) = final_frame {
                     self.send_last(&mut tx, frame).await;
                 }

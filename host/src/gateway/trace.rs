@@ -103,7 +103,11 @@ impl Trace {
         }
     }
 
-    pub(super) fn record(&self) -> InvocationRecord {
+    /// The call's record, its text moved out rather than copied: a trace is
+    /// recorded once, and is marked logged here.
+    pub(super) fn take_record(&mut self) -> InvocationRecord {
+        use std::mem::take;
+        self.logged = true;
         let usage = self.usage.unwrap_or_default();
         let counted = self.usage.is_some();
         let some = |n: u64| counted.then_some(n);
@@ -113,10 +117,10 @@ impl Trace {
             timestamp: timestamp(self.started_ms),
             request_id: self
                 .upstream_request_id
-                .clone()
+                .take()
                 .unwrap_or_else(|| self.request_id.clone()),
             operation: operation_name(self.operation).into(),
-            model_id: self.model_id.clone(),
+            model_id: take(&mut self.model_id),
             input: TokenCounts {
                 input_token_count: some(usage.input_tokens),
                 cache_read_input_token_count: some(usage.cache_read_input_tokens),
@@ -128,35 +132,35 @@ impl Trace {
                 output_token_count: some(usage.output_tokens),
                 ..TokenCounts::default()
             },
-            request_metadata: self.request_metadata.clone(),
+            request_metadata: take(&mut self.request_metadata),
             tollgate: TollgateFields {
-                request_id: self.request_id.clone(),
-                tenant: self.tenant.clone(),
-                user: self.user.clone(),
-                use_case: self.use_case.clone(),
-                decision: self.decision.clone(),
-                reason: self.reason.clone(),
-                policy_version: self.policy_version.clone(),
-                policy_failure: self.policy_failure.clone(),
-                requested_model_id: self.requested_model.clone(),
-                served_model_id: self.served_model.clone(),
+                request_id: take(&mut self.request_id),
+                tenant: take(&mut self.tenant),
+                user: take(&mut self.user),
+                use_case: take(&mut self.use_case),
+                decision: take(&mut self.decision),
+                reason: take(&mut self.reason),
+                policy_version: take(&mut self.policy_version),
+                policy_failure: take(&mut self.policy_failure),
+                requested_model_id: take(&mut self.requested_model),
+                served_model_id: take(&mut self.served_model),
                 estimated_input_tokens: self.estimated_input_tokens,
                 max_output_tokens: self.max_output_tokens,
-                cache_points: self.cache_points.clone(),
+                cache_points: take(&mut self.cache_points),
                 asked: self.asked,
                 reserved_nano_usd: self.reserved_nano_usd,
                 reservation: self.reservation,
                 cost_nano_usd: self.cost_nano_usd,
-                charged_from: self.charged_from.clone(),
+                charged_from: take(&mut self.charged_from),
                 hold_expired: self.hold_expired,
                 status: self.status,
-                error_type: self.error_type.clone(),
-                dropped_metadata: self.dropped_metadata.clone(),
-                billing: self.billing.clone().map(|b| Billing {
+                error_type: take(&mut self.error_type),
+                dropped_metadata: take(&mut self.dropped_metadata),
+                billing: self.billing.take().map(|b| Billing {
                     usage: self.usage.map(Into::into),
                     ..b
                 }),
-                billing_note: self.billing_note.clone(),
+                billing_note: take(&mut self.billing_note),
                 shadow: None,
                 latency: Latency {
                     decision_us: self.decision_us,

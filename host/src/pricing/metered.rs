@@ -143,6 +143,47 @@ impl Metered {
         let served_as = ServedAs::read(response, asked)?;
         Ok(Metered { usage, served_as })
     }
+
+    /// As [`Self::from_response`], from a Converse response's bytes. Only
+    /// the three billed fields are built; the output message, most of a
+    /// response, is checked as JSON and skipped.
+    pub fn from_response_bytes(bytes: &[u8], asked: ServedAs) -> Result<Metered, String> {
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            // Not an object (which a struct would also read from an array):
+            // read whole, for the same answer as any other response.
+            let whole: Value = serde_json::from_slice(bytes).map_err(|e| format!("the response is not JSON: {e}"))?;
+            return Metered::from_response(&whole, asked);
+        }
+        let billed: BilledFields =
+            serde_json::from_slice(bytes).map_err(|e| format!("the response is not JSON: {e}"))?;
+        let mut fields = serde_json::Map::new();
+        for (name, value) in [
+            ("usage", billed.usage),
+            ("serviceTier", billed.service_tier),
+            ("performanceConfig", billed.performance_config),
+        ] {
+            if let Some(value) = value {
+                fields.insert(name.to_owned(), value);
+            }
+        }
+        Metered::from_response(&Value::Object(fields), asked)
+    }
+}
+
+/// The fields of a response a charge is read from; a field present as
+/// `null` stays present, as it is in the whole response.
+#[derive(Deserialize)]
+struct BilledFields {
+    #[serde(default, deserialize_with = "present")]
+    usage: Option<Value>,
+    #[serde(default, rename = "serviceTier", deserialize_with = "present")]
+    service_tier: Option<Value>,
+    #[serde(default, rename = "performanceConfig", deserialize_with = "present")]
+    performance_config: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[cfg(test)]
@@ -188,6 +229,37 @@ mod tests {
             json!({"usage": {"inputTokens": 1, "outputTokens": 7}, "performanceConfig": {"latency": "ludicrous"}}),
         ] {
             assert!(Metered::from_response(&bad, ServedAs::default()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_bytes_read_as_the_whole_response_does() {
+        let asked = ServedAs {
+            tier: ServiceTier::Flex,
+            latency: LatencyMode::Standard,
+        };
+        for text in [
+            r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi \"there\""}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":20,"totalTokens":30},"metrics":{"latencyMs":5}}"#,
+            r#"{"usage":{"inputTokens":1,"outputTokens":2,"cacheWriteInputTokens":3,"cacheDetails":[{"ttl":"1h","inputTokens":3}]},"serviceTier":{"type":"priority"},"performanceConfig":{"latency":"optimized"}}"#,
+            r#"{"usage":{"inputTokens":1,"outputTokens":2},"serviceTier":null}"#,
+            r#"{"usage":{"inputTokens":1,"outputTokens":2},"performanceConfig":{"latency":"ludicrous"}}"#,
+            r#"{"usage":null}"#,
+            r#"{"output":{}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"[{"inputTokens":1,"outputTokens":2}]"#,
+            r#"7"#,
+            r#"{"usage":{"inputTokens":1,"outputTokens":2}"#,
+            "",
+        ] {
+            let whole = serde_json::from_slice::<Value>(text.as_bytes())
+                .map_err(|e| format!("the response is not JSON: {e}"))
+                .and_then(|v| Metered::from_response(&v, asked));
+            let lean = Metered::from_response_bytes(text.as_bytes(), asked);
+            assert_eq!(lean.is_ok(), whole.is_ok(), "{text}: {lean:?} against {whole:?}");
+            if let (Ok(lean), Ok(whole)) = (lean, whole) {
+                assert_eq!(lean, whole, "{text}");
+            }
         }
     }
 }
