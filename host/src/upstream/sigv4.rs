@@ -257,14 +257,14 @@ fn port_is_default(uri: &http::Uri) -> bool {
 
 /// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ`, in UTC.
 fn format_times(now: SystemTime) -> Result<(String, String), String> {
-    use chrono::{Datelike, Timelike};
-    let t: chrono::DateTime<chrono::Utc> = now.into();
-    let date = format!("{:04}{:02}{:02}", t.year(), t.month(), t.day());
-    if date.len() != 8 {
-        return Err(format!("the clock reads a year SigV4 cannot name ({})", t.year()));
-    }
-    let date_time = format!("{date}T{:02}{:02}{:02}Z", t.hour(), t.minute(), t.second());
-    Ok((date, date_time))
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    let date_time = secs
+        .and_then(crate::wall_clock::amz_date_time)
+        .ok_or_else(|| format!("the clock reads {now:?}, a time SigV4 cannot name"))?;
+    Ok((date_time[..8].to_owned(), date_time))
 }
 
 #[cfg(test)]

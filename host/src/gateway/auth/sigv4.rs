@@ -340,8 +340,8 @@ fn parse_amz_date(s: &str) -> Option<u64> {
 fn format_amz_date(secs: u64) -> String {
     i64::try_from(secs)
         .ok()
-        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-        .map_or_else(|| secs.to_string(), |at| at.format("%Y%m%dT%H%M%SZ").to_string())
+        .and_then(crate::wall_clock::amz_date_time)
+        .unwrap_or_else(|| secs.to_string())
 }
 
 #[cfg(test)]
