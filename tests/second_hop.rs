@@ -3,8 +3,9 @@
 //! Over TLS: a private CA trusted through `ca-bundle`, an untrusted
 //! certificate, and an endpoint that accepts TCP and then stalls the
 //! handshake. A call that never reached the upstream is released, never
-//! charged; an answer past the size limit is cut, and its call charged its
-//! hold. Through the real `tollgate serve` and the AWS SDK.
+//! charged; an answer past the size limit, or one whose usage cannot be
+//! read, is charged its hold. Through the real `tollgate serve` and the AWS
+//! SDK.
 
 mod support;
 
@@ -328,4 +329,57 @@ async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_a
     assert_eq!(gw.settled("acme").await["spent-nano-usd"], charged);
     assert_eq!(gw.wait_for_records(1).await.len(), 1);
     assert_eq!(gw.healthz().await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_whose_usage_cannot_be_read_is_charged_its_hold_once() {
+    // An upstream that answers each call 200 with a body tollgate cannot bill
+    // by: no usage, a usage of the wrong shape, and JSON cut short.
+    let bodies = [
+        r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn"}"#,
+        r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":"many","outputTokens":2}}"#,
+        r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"usage":{"inputTok"#,
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let answering = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for body in bodies {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            read_request(&mut stream).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-amzn-requestid: unbillable\r\n\
+                 connection: close\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.expect("head");
+            stream.write_all(body.as_bytes()).await.expect("body");
+        }
+    });
+    let (gw, acme) = gateway_before(format!("http://127.0.0.1:{port}"), "").await;
+    let client = gw.sigv4_client(&acme);
+    for _ in bodies {
+        // The caller gets Bedrock's answer as it came, whatever its SDK makes of it.
+        if let Err((status, message)) = timed_call(&client).await {
+            assert!(status < 500, "tollgate answered {status}: {message}");
+        }
+    }
+    answering.await.expect("the upstream answered every call");
+
+    // Each call reached Bedrock and may be billed: its hold is the charge,
+    // once, and the record says why.
+    let records = gw.wait_for_records(bodies.len()).await;
+    let mut charged = 0;
+    for record in &records {
+        let record = &record.tollgate;
+        assert_eq!(record.status, 200, "{record:?}");
+        assert_eq!(record.charged_from, "reservation", "{record:?}");
+        assert!(record.cost_nano_usd > 0);
+        assert_eq!(record.cost_nano_usd, record.reserved_nano_usd);
+        assert!(record.billing_note.is_some(), "{record:?}");
+        charged += record.cost_nano_usd;
+    }
+    assert_eq!(gw.settled("acme").await["spent-nano-usd"], charged);
+    assert_eq!(gw.healthz().await, 200, "the gateway still serves");
+    gw.reconcile().await;
 }
