@@ -32,7 +32,7 @@ pub trait Journal: Send + Sync {
 
     /// Queues one operation's entries, in order; called under the book's
     /// lock so a tenant's entries never reorder.
-    fn enqueue(&self, entries: Vec<Self::Entry>, wait: bool) -> Result<Self::Ticket, StoreError>;
+    fn enqueue(&self, entries: Vec<Self::Entry>, waiter: Waiter) -> Result<Self::Ticket, StoreError>;
 
     /// Waits until the entries of `ticket` are durable.
     fn wait(&self, ticket: Self::Ticket) -> Result<(), StoreError>;
@@ -43,6 +43,17 @@ pub trait Journal: Send + Sync {
     /// Whether [`Journal::wait`] can block on I/O (a journal that keeps
     /// nothing returns at once).
     const WAITS: bool = true;
+}
+
+/// Who waits for queued entries to be durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiter {
+    /// Nobody: they are written with the next batch.
+    Nobody,
+    /// The calling thread, in [`Journal::wait`] next.
+    Thread,
+    /// A task, awaiting [`Journal::durable`] next.
+    Task,
 }
 
 /// Tenants' books in memory, written through to a [`Journal`].
@@ -81,10 +92,12 @@ impl<J: Journal> BookStore<J> {
     /// Runs `op` on the tenant's book and journals its changes. A ticket
     /// comes back when `durable(&result)`: the caller must wait for it, and
     /// does so outside the book's lock, so the tenant's other calls go on.
+    /// `waiter` is who waits then.
     fn with_book<R>(
         &self,
         tenant: &TenantId,
         durable: fn(&R) -> bool,
+        waiter: Waiter,
         op: impl FnOnce(&mut TenantBook, &mut dyn FnMut(Change<'_>)) -> R,
     ) -> Result<(R, Option<J::Ticket>), StoreError> {
         self.journal.check()?;
@@ -96,7 +109,9 @@ impl<J: Journal> BookStore<J> {
             return Ok((result, None));
         }
         let wait = durable(&result);
-        let ticket = self.journal.enqueue(entries, wait)?;
+        let ticket = self
+            .journal
+            .enqueue(entries, if wait { waiter } else { Waiter::Nobody })?;
         Ok((result, wait.then_some(ticket)))
     }
 }
@@ -110,9 +125,10 @@ impl<J: Journal> BookStore<J> {
         limits: &TenantLimits,
         request: ReserveRequest,
         ttl_ms: u64,
+        waiter: Waiter,
     ) -> Result<(Reservation, Option<J::Ticket>), ReserveError> {
         let id = ReservationId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (open, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+        let (open, ticket) = self.with_book(tenant, Result::is_ok, waiter, |book, sink| {
             book.reserve(limits, request, id, ttl_ms, sink)
         })?;
         Ok((Reservation::from(&open?), ticket))
@@ -127,7 +143,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         request: ReserveRequest,
         ttl_ms: u64,
     ) -> Result<Reservation, ReserveError> {
-        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms)?;
+        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms, Waiter::Thread)?;
         if let Some(ticket) = ticket {
             self.journal.wait(ticket)?;
         }
@@ -141,7 +157,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         request: ReserveRequest,
         ttl_ms: u64,
     ) -> Result<(Reservation, Durable), ReserveError> {
-        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms)?;
+        let (reservation, ticket) = self.hold(tenant, limits, request, ttl_ms, Waiter::Task)?;
         Ok((
             reservation,
             ticket.map_or_else(Durable::ready, |t| self.journal.durable(t)),
@@ -160,7 +176,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         actual: Actual,
         now_ms: u64,
     ) -> Result<Settled, LedgerError> {
-        let (settled, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+        let (settled, ticket) = self.with_book(tenant, Result::is_ok, Waiter::Thread, |book, sink| {
             book.settle(limits, id, actual, now_ms, sink)
         })?;
         let settled = settled?;
@@ -178,7 +194,7 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         actual: Actual,
         now_ms: u64,
     ) -> Result<(Settled, Durable), LedgerError> {
-        let (settled, ticket) = self.with_book(tenant, Result::is_ok, |book, sink| {
+        let (settled, ticket) = self.with_book(tenant, Result::is_ok, Waiter::Task, |book, sink| {
             book.settle(limits, id, actual, now_ms, sink)
         })?;
         let settled = settled?;
@@ -197,7 +213,12 @@ impl<J: Journal> LedgerStore for BookStore<J> {
         id: ReservationId,
         now_ms: u64,
     ) -> Result<Released, LedgerError> {
-        let (released, _) = self.with_book(tenant, |_| false, |book, sink| book.release(limits, id, now_ms, sink))?;
+        let (released, _) = self.with_book(
+            tenant,
+            |_| false,
+            Waiter::Nobody,
+            |book, sink| book.release(limits, id, now_ms, sink),
+        )?;
         released
     }
 
@@ -215,14 +236,19 @@ impl<J: Journal> LedgerStore for BookStore<J> {
                 }
             });
             if !entries.is_empty() {
-                self.journal.enqueue(entries, false)?;
+                self.journal.enqueue(entries, Waiter::Nobody)?;
             }
         }
         Ok(expired)
     }
 
     fn load(&self, tenant: &TenantId, limits: &TenantLimits, now_ms: u64) -> Result<TenantLedgerState, StoreError> {
-        let (state, _) = self.with_book(tenant, |_| false, |book, sink| book.state(limits, now_ms, sink))?;
+        let (state, _) = self.with_book(
+            tenant,
+            |_| false,
+            Waiter::Nobody,
+            |book, sink| book.state(limits, now_ms, sink),
+        )?;
         Ok(state)
     }
 
@@ -259,7 +285,7 @@ mod tests {
             Err(StoreError::Stopped("disk full".into()))
         }
 
-        fn enqueue(&self, _: Vec<()>, _: bool) -> Result<(), StoreError> {
+        fn enqueue(&self, _: Vec<()>, _: Waiter) -> Result<(), StoreError> {
             self.check()
         }
 

@@ -28,7 +28,7 @@ use crate::ids::TenantId;
 use crate::money::NanoUsd;
 
 use super::book::{Books, Change, lock};
-use super::book_store::{BookStore, Journal};
+use super::book_store::{BookStore, Journal, Waiter};
 use super::error::StoreError;
 use super::group_commit::{CommitBatch, GroupCommit, Ticket};
 use super::period::PeriodTotals;
@@ -86,8 +86,8 @@ impl Journal for Redb {
         self.committer.check()
     }
 
-    fn enqueue(&self, entries: Vec<Write>, wait: bool) -> Result<Ticket, StoreError> {
-        self.committer.enqueue(entries, wait)
+    fn enqueue(&self, entries: Vec<Write>, waiter: Waiter) -> Result<Ticket, StoreError> {
+        self.committer.enqueue(entries, waiter)
     }
 
     fn wait(&self, ticket: Ticket) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
+use super::book_store::Waiter;
 use super::error::StoreError;
 use super::store::Durable;
 
@@ -47,6 +48,10 @@ struct Queue<W> {
     enqueued: Ticket,
     failure: Option<StoreError>,
     shutting_down: bool,
+    /// The committer sleeps on `pending` and has not been woken since.
+    /// Only then does a caller signal it: a busy committer looks at the
+    /// queue again before it sleeps, and a signal is a system call.
+    idle: bool,
 }
 
 struct Shared<W> {
@@ -61,6 +66,14 @@ struct Shared<W> {
 impl<W> Shared<W> {
     fn lock(&self) -> MutexGuard<'_, Queue<W>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the committer if it sleeps; called with the queue locked.
+    fn signal(&self, q: &mut Queue<W>) {
+        if q.idle {
+            q.idle = false;
+            self.pending.notify_one();
+        }
     }
 
     fn stopped_error(&self) -> StoreError {
@@ -86,6 +99,7 @@ impl<W: Send + 'static> GroupCommit<W> {
                 enqueued: 0,
                 failure: None,
                 shutting_down: false,
+                idle: false,
             }),
             pending: Condvar::new(),
             committed: AtomicU64::new(0),
@@ -100,24 +114,30 @@ impl<W: Send + 'static> GroupCommit<W> {
                     while q.waiters.is_empty() && q.tasks.is_empty() && !q.shutting_down {
                         if q.writes.is_empty() {
                             if !dirty {
+                                q.idle = true;
                                 q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
+                                q.idle = false;
                                 continue;
                             }
+                            q.idle = true;
                             let (guard, waited) = worker
                                 .pending
                                 .wait_timeout(q, checkpoint)
                                 .unwrap_or_else(PoisonError::into_inner);
                             q = guard;
+                            q.idle = false;
                             if waited.timed_out() && q.writes.is_empty() {
                                 break;
                             }
                             continue;
                         }
+                        q.idle = true;
                         let (guard, waited) = worker
                             .pending
                             .wait_timeout(q, LAZY_FLUSH)
                             .unwrap_or_else(PoisonError::into_inner);
                         q = guard;
+                        q.idle = false;
                         if waited.timed_out() && !q.writes.is_empty() {
                             break;
                         }
@@ -180,9 +200,11 @@ impl<W: Send + 'static> GroupCommit<W> {
         Ok(())
     }
 
-    /// Queue writes; returns the ticket they are durable at. With `wait`, the
-    /// calling thread must then call [`wait`](Self::wait) with that ticket.
-    pub(crate) fn enqueue(&self, writes: impl IntoIterator<Item = W>, wait: bool) -> Result<Ticket, StoreError> {
+    /// Queue writes; returns the ticket they are durable at. With
+    /// [`Waiter::Thread`], the calling thread must then call
+    /// [`wait`](Self::wait) with that ticket; with [`Waiter::Task`], a task
+    /// must await [`durable`](Self::durable).
+    pub(crate) fn enqueue(&self, writes: impl IntoIterator<Item = W>, waiter: Waiter) -> Result<Ticket, StoreError> {
         let mut q = self.shared.lock();
         if q.failure.is_some() {
             drop(q);
@@ -191,12 +213,15 @@ impl<W: Send + 'static> GroupCommit<W> {
         let before = q.writes.len();
         q.writes.extend(writes);
         q.enqueued += (q.writes.len() - before) as u64;
-        // Wake the committer for the first waiter, or to start the lazy
-        // flush clock for the first write.
-        if (wait && q.waiters.is_empty()) || before == 0 {
-            self.shared.pending.notify_one();
+        // Wake the committer for the first waiting thread, or to start the
+        // lazy flush clock for the first write (a task that is dropped
+        // before it polls still has its writes flushed). A task wakes it
+        // again when it first polls.
+        let first_thread = waiter == Waiter::Thread && q.waiters.is_empty();
+        if first_thread || before == 0 {
+            self.shared.signal(&mut q);
         }
-        if wait {
+        if waiter == Waiter::Thread {
             q.waiters.push(std::thread::current());
         }
         Ok(q.enqueued)
@@ -240,6 +265,9 @@ impl<W> Future for Committed<W> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let shared = &self.shared;
+        if shared.committed.load(Ordering::Acquire) >= self.ticket {
+            return Poll::Ready(Ok(()));
+        }
         // Checked again under the lock: the committer publishes `committed`
         // before it takes the lock to wake the tasks of that batch.
         let mut q = shared.lock();
@@ -259,7 +287,7 @@ impl<W> Future for Committed<W> {
             None => q.tasks.push((self.ticket, cx.waker().clone())),
         }
         // Wake the committer: a task waiting is as urgent as a parked thread.
-        shared.pending.notify_one();
+        shared.signal(&mut q);
         Poll::Pending
     }
 }
@@ -267,8 +295,10 @@ impl<W> Future for Committed<W> {
 impl<W> Drop for GroupCommit<W> {
     /// Commit what is queued, then stop the committer.
     fn drop(&mut self) {
-        self.shared.lock().shutting_down = true;
-        self.shared.pending.notify_one();
+        let mut q = self.shared.lock();
+        q.shutting_down = true;
+        self.shared.signal(&mut q);
+        drop(q);
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
         }
@@ -295,18 +325,62 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_task_waits_for_its_batch_without_a_thread() {
         let (gc, seen) = committer(false);
-        let first = gc.enqueue([1, 2], false).unwrap();
-        let second = gc.enqueue([3], false).unwrap();
+        let first = gc.enqueue([1, 2], Waiter::Nobody).unwrap();
+        let second = gc.enqueue([3], Waiter::Task).unwrap();
         // Resolves only once the committer wrote the writes up to the ticket.
         gc.durable(second).wait().await.unwrap();
         assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
         gc.durable(first).wait().await.unwrap();
     }
 
+    /// The committer is signalled only while it sleeps: threads and tasks
+    /// that queue while it commits must still have their writes committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_write_is_stranded_while_the_committer_is_busy() {
+        let (gc, seen) = committer(false);
+        let gc = Arc::new(gc);
+        let (done, finished) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..3u32)
+            .map(|t| {
+                let (gc, done) = (Arc::clone(&gc), done.clone());
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let ticket = gc.enqueue([t * 1_000_000 + i], Waiter::Thread).unwrap();
+                        gc.wait(ticket).unwrap();
+                    }
+                    done.send(()).unwrap();
+                })
+            })
+            .collect();
+        let tasks: Vec<_> = (0..8u32)
+            .map(|t| {
+                let gc = Arc::clone(&gc);
+                tokio::spawn(async move {
+                    for i in 0..500 {
+                        let ticket = gc.enqueue([(10 + t) * 1_000_000 + i], Waiter::Task).unwrap();
+                        gc.durable(ticket).wait().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let limit = Duration::from_secs(60);
+        for task in tasks {
+            tokio::time::timeout(limit, task)
+                .await
+                .expect("a task was stranded")
+                .unwrap();
+        }
+        for _ in 0..threads.len() {
+            finished.recv_timeout(limit).expect("a thread was stranded");
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(seen.lock().unwrap().len(), 3 * 2_000 + 8 * 500);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_failed_commit_fails_its_waiting_tasks() {
         let (gc, _) = committer(true);
-        let ticket = gc.enqueue([1], false).unwrap();
+        let ticket = gc.enqueue([1], Waiter::Task).unwrap();
         let err = gc.durable(ticket).wait().await.unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
         assert!(gc.check().is_err());

@@ -4,7 +4,7 @@
 use crate::ids::TenantId;
 
 use super::book::{Books, Change};
-use super::book_store::{BookStore, Journal};
+use super::book_store::{BookStore, Journal, Waiter};
 use super::error::StoreError;
 use super::store::Durable;
 
@@ -26,7 +26,7 @@ impl Journal for Forget {
         Ok(())
     }
 
-    fn enqueue(&self, _: Vec<()>, _: bool) -> Result<(), StoreError> {
+    fn enqueue(&self, _: Vec<()>, _: Waiter) -> Result<(), StoreError> {
         Ok(())
     }
 
