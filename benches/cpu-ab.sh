@@ -16,7 +16,9 @@
 # ledger instead, and COMMIT=write acknowledges its settles after the log
 # write rather than the fsync. For a baseline from an older commit:
 # BASE_POLICY=path is the budget-guard component that build can load, and
-# BASE_NO_ADMIN=1 leaves out the admin listener it did not have. DIRECT=1
+# BASE_NO_ADMIN=1 leaves out the admin listener it did not have. To set one
+# ledger against another in one run, BASE_STORE=memory runs the baseline on
+# that store (pass the same build twice). DIRECT=1
 # adds a run straight at the mock each round ("direct"), the base of added
 # latency. FLOOR=1 adds a run of benches/bare_proxy.rs each round ("floor"):
 # the same HTTP stacks forwarding with nothing in between, the CPU per call
@@ -37,6 +39,7 @@ run_build() {
     if [ "$name" = baseline ]; then
       [ -z "${BASE_POLICY:-}" ] || export POLICY=$BASE_POLICY
       [ -z "${BASE_NO_ADMIN:-}" ] || export NO_ADMIN=1
+      [ -z "${BASE_STORE:-}" ] || STORE=$BASE_STORE COMMIT=
     fi
     set -euo pipefail
     . "$here/benches/common.sh"

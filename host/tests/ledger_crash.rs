@@ -3,7 +3,8 @@
 //! reopens the database and finds every acknowledged charge, and every
 //! acknowledged hold open, to be charged once. In each commit
 //! mode: fsync per batch, and the write-ahead log with checkpoints far apart
-//! (everything replayed from the log) or close together.
+//! (everything replayed from the log) or close together; on the log, both
+//! from threads and from async tasks that commit their own batches.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +15,8 @@ use std::time::Duration;
 
 use tollgate_host::ids::TenantId;
 use tollgate_host::ledger::{
-    Actual, Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, ReservationId, ReserveRequest, TenantLimits,
+    Actual, Commit, DurableStore, Ledger, LedgerSettings, LedgerStore, Reservation, ReservationId, ReserveRequest,
+    TenantLimits,
 };
 use tollgate_host::money::NanoUsd;
 
@@ -30,6 +32,8 @@ fn commit(mode: &str) -> Commit {
         _ => Commit::Fsync,
     }
 }
+/// Set when the child writes from async tasks rather than threads.
+const TASKS_ENV: &str = "TOLLGATE_LEDGER_CRASH_TASKS";
 /// The child's clock starts here and advances one millisecond per call.
 const T0: u64 = 1_749_988_800_000;
 const TTL: u64 = 60_000;
@@ -59,46 +63,22 @@ fn child_writer() {
         ledger.set_limits(&tenant(i), limits());
     }
     let clock = Arc::new(AtomicU64::new(T0));
+    if std::env::var(TASKS_ENV).is_ok() {
+        return tasks_writer(ledger, clock);
+    }
     let threads: Vec<_> = (0..8u64)
         .map(|w| {
             let (ledger, clock) = (ledger.clone(), clock.clone());
             std::thread::spawn(move || {
                 for n in 0u64.. {
-                    let t = tenant(n % 4);
-                    let cost = 1_000 + (n * 7 + w) % 5_000;
-                    let now_ms = clock.fetch_add(1, Ordering::Relaxed);
-                    let r = ledger
-                        .reserve(
-                            &t,
-                            ReserveRequest {
-                                cost: NanoUsd(cost),
-                                tokens: 100,
-                                now_ms,
-                                ceiling: None,
-                            },
-                        )
-                        .unwrap();
-                    if n % 5 == 4 {
-                        // Left open, as by a call in flight at the crash: reserve has
-                        // returned, so the hold is durable and must come back to be charged.
-                        writeln!(std::io::stdout().lock(), "OPEN {} {} {}", t, r.id.0, r.expires_at_ms).unwrap();
+                    let call = Call::new(n, w, &clock);
+                    let r = ledger.reserve(&call.tenant, call.request()).unwrap();
+                    if call.left_open(&r) {
                         continue;
                     }
-                    let charge = cost - n % 100;
                     let now_ms = clock.fetch_add(1, Ordering::Relaxed);
-                    ledger
-                        .settle(
-                            &t,
-                            r.id,
-                            Actual {
-                                cost: NanoUsd(charge),
-                                tokens: 90,
-                            },
-                            now_ms,
-                        )
-                        .unwrap();
-                    // Printed only once settle has returned: the charge is durable.
-                    writeln!(std::io::stdout().lock(), "ACK {} {} {}", t, r.id.0, charge).unwrap();
+                    ledger.settle(&call.tenant, r.id, call.actual(), now_ms).unwrap();
+                    call.acknowledge(&r);
                 }
             })
         })
@@ -108,26 +88,129 @@ fn child_writer() {
     }
 }
 
+/// The child as the gateway drives the store: tasks on async workers that
+/// await their holds and charges, which commit their own batches when no
+/// one else is committing.
+fn tasks_writer(ledger: Arc<Ledger<DurableStore>>, clock: Arc<AtomicU64>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let tasks: Vec<_> = (0..32u64)
+            .map(|w| {
+                let (ledger, clock) = (ledger.clone(), clock.clone());
+                tokio::spawn(async move {
+                    for n in 0u64.. {
+                        let call = Call::new(n, w, &clock);
+                        let r = ledger.reserve_async(&call.tenant, call.request()).await.unwrap();
+                        if call.left_open(&r) {
+                            continue;
+                        }
+                        let now_ms = clock.fetch_add(1, Ordering::Relaxed);
+                        let (_, durable) = ledger.settle_queued(&call.tenant, r.id, call.actual(), now_ms).unwrap();
+                        durable.wait().await.unwrap();
+                        call.acknowledge(&r);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+}
+
+/// One call of a child writer: its tenant, hold and charge.
+struct Call {
+    n: u64,
+    tenant: TenantId,
+    cost: u64,
+    now_ms: u64,
+}
+
+impl Call {
+    fn new(n: u64, w: u64, clock: &AtomicU64) -> Call {
+        Call {
+            n,
+            tenant: tenant(n % 4),
+            cost: 1_000 + (n * 7 + w) % 5_000,
+            now_ms: clock.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn request(&self) -> ReserveRequest {
+        ReserveRequest {
+            cost: NanoUsd(self.cost),
+            tokens: 100,
+            now_ms: self.now_ms,
+            ceiling: None,
+        }
+    }
+
+    /// Every fifth hold is left open, as by a call in flight at the crash:
+    /// reserve has returned, so the hold is durable and must come back to
+    /// be charged.
+    fn left_open(&self, r: &Reservation) -> bool {
+        if self.n % 5 != 4 {
+            return false;
+        }
+        writeln!(
+            std::io::stdout().lock(),
+            "OPEN {} {} {}",
+            self.tenant,
+            r.id.0,
+            r.expires_at_ms
+        )
+        .unwrap();
+        true
+    }
+
+    fn actual(&self) -> Actual {
+        Actual {
+            cost: NanoUsd(self.cost - self.n % 100),
+            tokens: 90,
+        }
+    }
+
+    /// Printed only once settle has returned: the charge is durable.
+    fn acknowledge(&self, r: &Reservation) {
+        let charge = self.cost - self.n % 100;
+        writeln!(std::io::stdout().lock(), "ACK {} {} {}", self.tenant, r.id.0, charge).unwrap();
+    }
+}
+
 #[test]
 fn a_killed_writer_loses_no_acknowledged_settle() {
-    killed_writer("fsync");
+    killed_writer("fsync", false);
 }
 
 #[test]
 fn a_killed_writer_on_the_log_loses_no_acknowledged_settle() {
-    killed_writer("write:3600000");
+    killed_writer("write:3600000", false);
 }
 
 #[test]
 fn a_killed_writer_checkpointing_often_loses_no_acknowledged_settle() {
-    killed_writer("write:2");
+    killed_writer("write:2", false);
 }
 
-fn killed_writer(mode: &str) {
+#[test]
+fn killed_tasks_committing_their_own_batches_lose_no_acknowledged_settle() {
+    killed_writer("write:2", true);
+}
+
+#[test]
+fn killed_tasks_on_the_log_alone_lose_no_acknowledged_settle() {
+    killed_writer("write:3600000", true);
+}
+
+fn killed_writer(mode: &str, tasks: bool) {
     let dir = std::env::temp_dir().join(format!(
-        "tollgate-ledger-crash-{}-{}",
+        "tollgate-ledger-crash-{}-{}-{}",
         std::process::id(),
-        mode.replace(':', "-")
+        mode.replace(':', "-"),
+        if tasks { "tasks" } else { "threads" }
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -143,6 +226,7 @@ fn killed_writer(mode: &str) {
         ])
         .env(DB_ENV, &db)
         .env(COMMIT_ENV, mode)
+        .envs(tasks.then_some((TASKS_ENV, "1")))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -30,7 +30,7 @@ use crate::money::NanoUsd;
 use super::book::{Books, Change, lock};
 use super::book_store::{BookStore, Journal, Waiter};
 use super::error::StoreError;
-use super::group_commit::{CommitBatch, GroupCommit, Ticket};
+use super::group_commit::{CommitBatch, GroupCommit, Ticket, Writer};
 use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
 use super::store::{Durable, RestoredHold};
@@ -198,14 +198,17 @@ impl BookStore<Redb> {
         txn.commit().map_err(|e| err("committing the load")(&e))?;
 
         let id_ceiling = next_id.saturating_add(ID_BLOCK);
-        let (batches, checkpoint) = match (commit, wal) {
+        // An append to the log is short enough for a waiting task to make
+        // itself; an fsync is not.
+        let (batches, checkpoint, tasks_commit) = match (commit, wal) {
             (Commit::Write { checkpoint }, Some(wal)) => (
                 logged_batches(db, wal, id_ceiling, checkpoint, err("committing")),
                 checkpoint,
+                true,
             ),
-            _ => (fsynced_batches(db, id_ceiling, err("committing")), Duration::MAX),
+            _ => (fsynced_batches(db, id_ceiling, err("committing")), Duration::MAX, false),
         };
-        let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, batches)
+        let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, tasks_commit, batches)
             .map_err(|e| err("starting the committer")(&e))?;
         if !restored.is_empty() {
             tracing::warn!(
@@ -227,7 +230,7 @@ fn fsynced_batches(
     mut id_ceiling: u64,
     error: impl Fn(&dyn std::fmt::Display) -> StoreError + Send + 'static,
 ) -> CommitBatch<Write> {
-    Box::new(move |batch: Vec<Write>| {
+    Box::new(move |batch: Vec<Write>, _| {
         if !batch.is_empty() {
             write_batch(&db, batch, &mut id_ceiling).map_err(|e| error(&e))?;
         }
@@ -246,9 +249,13 @@ fn logged_batches(
 ) -> CommitBatch<Write> {
     let mut logged: Vec<Write> = Vec::new();
     let mut last_checkpoint = Instant::now();
-    Box::new(move |batch: Vec<Write>| {
-        // An empty batch is the committer asking for a checkpoint.
-        let due = batch.is_empty() || last_checkpoint.elapsed() >= checkpoint;
+    Box::new(move |batch: Vec<Write>, writer| {
+        let due = match writer {
+            // A task on an async worker never waits for the disk.
+            Writer::Task => false,
+            Writer::Committer => last_checkpoint.elapsed() >= checkpoint,
+            Writer::Idle => true,
+        };
         if !batch.is_empty() {
             wal.append(&batch).map_err(|e| error(&e))?;
             logged.extend(batch);

@@ -8,27 +8,42 @@
 //! not a condvar broadcast: hundreds of waiters waking at once would take
 //! turns at one mutex and stall the next batch. Async callers wait on a
 //! [`Committed`] future instead, and no thread waits for them.
+//!
+//! When a commit is only an append (no fsync), a waiting task writes the
+//! queued batch itself if no one else is writing: waking the committer
+//! thread and being woken back cost more than the append. The committer
+//! still writes when that path is busy, and alone takes checkpoints.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::book_store::Waiter;
 use super::error::StoreError;
 use super::store::Durable;
 
 /// Commits one batch, in order, as durably as the store acknowledges. It
-/// returns whether it left work for a checkpoint (`Dirty`); the committer
-/// then calls it with an empty batch once writes pause for the checkpoint
-/// interval, and at shutdown.
-pub(crate) type CommitBatch<W> = Box<dyn FnMut(Vec<W>) -> Result<Dirty, StoreError> + Send>;
+/// returns whether it left work for a checkpoint (`Dirty`).
+pub(crate) type CommitBatch<W> = Box<dyn FnMut(Vec<W>, Writer) -> Result<Dirty, StoreError> + Send>;
 
 /// Whether a commit left changes only in the write-ahead log.
 pub(crate) type Dirty = bool;
+
+/// Who commits a batch, which decides what the commit may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// A waiting task, on an async worker: it must not wait on the disk.
+    Task,
+    /// The committer thread: it may take a checkpoint when one is due.
+    Committer,
+    /// The committer thread once writes paused for the checkpoint
+    /// interval, or at shutdown: take the checkpoint now.
+    Idle,
+}
 
 /// How long a write nobody waits for may stay queued alone. Not committing it
 /// at once keeps it from delaying the urgent write that usually follows
@@ -61,6 +76,13 @@ struct Shared<W> {
     /// Every write up to this ticket is durable.
     committed: AtomicU64,
     stopped: AtomicBool,
+    /// Commits batches. Held from taking a batch to publishing its ticket,
+    /// so batches are committed in ticket order whoever commits them.
+    commit: Mutex<CommitBatch<W>>,
+    /// Whether a waiting task may commit the queued batch itself.
+    tasks_commit: bool,
+    /// The last commit left work for a checkpoint.
+    dirty: AtomicBool,
 }
 
 impl<W> Shared<W> {
@@ -80,6 +102,52 @@ impl<W> Shared<W> {
         let failure = self.lock().failure.clone();
         StoreError::Stopped(failure.map_or_else(|| "the store was closed".to_string(), |e| e.to_string()))
     }
+
+    /// Commits everything queued with `commit` (held by the caller), then
+    /// publishes its ticket and wakes whoever waited for it. After a failure
+    /// the store stops: every waiter is woken to see it.
+    fn commit_queued(&self, commit: &mut CommitBatch<W>, writer: Writer) -> Result<(), StoreError> {
+        let (batch, waiters, ticket) = {
+            let mut q = self.lock();
+            let capacity = q.writes.capacity();
+            let batch = std::mem::replace(&mut q.writes, Vec::with_capacity(capacity));
+            (batch, std::mem::take(&mut q.waiters), q.enqueued)
+        };
+        let dirty = match commit(batch, writer) {
+            Ok(dirty) => dirty,
+            Err(e) => {
+                tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
+                let mut q = self.lock();
+                q.failure = Some(e.clone());
+                q.shutting_down = true;
+                self.stopped.store(true, Ordering::Release);
+                self.signal(&mut q);
+                let stranded = std::mem::take(&mut q.waiters);
+                let tasks = std::mem::take(&mut q.tasks);
+                drop(q);
+                waiters.iter().chain(&stranded).for_each(Thread::unpark);
+                tasks.into_iter().for_each(|(_, task)| task.wake());
+                return Err(e);
+            }
+        };
+        let was_dirty = self.dirty.swap(dirty, Ordering::AcqRel);
+        self.committed.store(ticket, Ordering::Release);
+        waiters.iter().for_each(Thread::unpark);
+        let done: Vec<Waker> = {
+            let mut q = self.lock();
+            // A sleeping committer learns here that a checkpoint is owed.
+            if dirty && !was_dirty {
+                self.signal(&mut q);
+            }
+            let (done, waiting) = std::mem::take(&mut q.tasks)
+                .into_iter()
+                .partition(|(t, _)| *t <= ticket);
+            q.tasks = waiting;
+            done.into_iter().map(|(_, task)| task).collect()
+        };
+        done.into_iter().for_each(Waker::wake);
+        Ok(())
+    }
 }
 
 pub(crate) struct GroupCommit<W> {
@@ -89,8 +157,14 @@ pub(crate) struct GroupCommit<W> {
 
 impl<W: Send + 'static> GroupCommit<W> {
     /// `checkpoint` is how long a dirty committer waits for more writes
-    /// before it asks for a checkpoint.
-    pub(crate) fn start(name: &str, checkpoint: Duration, mut commit: CommitBatch<W>) -> Result<Self, std::io::Error> {
+    /// before it asks for a checkpoint. With `tasks_commit`, a waiting task
+    /// may call `commit` itself, with [`Writer::Task`].
+    pub(crate) fn start(
+        name: &str,
+        checkpoint: Duration,
+        tasks_commit: bool,
+        commit: CommitBatch<W>,
+    ) -> Result<Self, std::io::Error> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 writes: Vec::new(),
@@ -104,88 +178,14 @@ impl<W: Send + 'static> GroupCommit<W> {
             pending: Condvar::new(),
             committed: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            commit: Mutex::new(commit),
+            tasks_commit,
+            dirty: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
-        let committer = std::thread::Builder::new().name(name.to_string()).spawn(move || {
-            let mut dirty = false;
-            loop {
-                let (batch, waiters, ticket) = {
-                    let mut q = worker.lock();
-                    while q.waiters.is_empty() && q.tasks.is_empty() && !q.shutting_down {
-                        if q.writes.is_empty() {
-                            if !dirty {
-                                q.idle = true;
-                                q = worker.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
-                                q.idle = false;
-                                continue;
-                            }
-                            q.idle = true;
-                            let (guard, waited) = worker
-                                .pending
-                                .wait_timeout(q, checkpoint)
-                                .unwrap_or_else(PoisonError::into_inner);
-                            q = guard;
-                            q.idle = false;
-                            if waited.timed_out() && q.writes.is_empty() {
-                                break;
-                            }
-                            continue;
-                        }
-                        q.idle = true;
-                        let (guard, waited) = worker
-                            .pending
-                            .wait_timeout(q, LAZY_FLUSH)
-                            .unwrap_or_else(PoisonError::into_inner);
-                        q = guard;
-                        q.idle = false;
-                        if waited.timed_out() && !q.writes.is_empty() {
-                            break;
-                        }
-                    }
-                    if q.writes.is_empty() && !dirty {
-                        // A task waits only for a write still queued or just
-                        // committed; wake any other so none is stranded.
-                        q.tasks.drain(..).for_each(|(_, task)| task.wake());
-                        if q.shutting_down {
-                            return;
-                        }
-                        continue;
-                    }
-                    let capacity = q.writes.capacity();
-                    let batch = std::mem::replace(&mut q.writes, Vec::with_capacity(capacity));
-                    (batch, std::mem::take(&mut q.waiters), q.enqueued)
-                };
-                // Commit outside the lock: callers keep queueing the next batch meanwhile.
-                let result = commit(batch);
-                if let Ok(left) = result {
-                    dirty = left;
-                }
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
-                    let mut q = worker.lock();
-                    q.failure = Some(e);
-                    q.shutting_down = true;
-                    worker.stopped.store(true, Ordering::Release);
-                    let stranded = std::mem::take(&mut q.waiters);
-                    let tasks = std::mem::take(&mut q.tasks);
-                    drop(q);
-                    waiters.iter().chain(&stranded).for_each(Thread::unpark);
-                    tasks.into_iter().for_each(|(_, task)| task.wake());
-                    return;
-                }
-                worker.committed.store(ticket, Ordering::Release);
-                waiters.iter().for_each(Thread::unpark);
-                let done: Vec<Waker> = {
-                    let mut q = worker.lock();
-                    let (done, waiting) = std::mem::take(&mut q.tasks)
-                        .into_iter()
-                        .partition(|(t, _)| *t <= ticket);
-                    q.tasks = waiting;
-                    done.into_iter().map(|(_, task)| task).collect()
-                };
-                done.into_iter().for_each(Waker::wake);
-            }
-        })?;
+        let committer = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || run_committer(&worker, checkpoint))?;
         Ok(GroupCommit {
             shared,
             committer: Some(committer),
@@ -214,15 +214,17 @@ impl<W: Send + 'static> GroupCommit<W> {
         q.writes.extend(writes);
         q.enqueued += (q.writes.len() - before) as u64;
         // Wake the committer for the first waiting thread, or to start the
-        // lazy flush clock for the first write (a task that is dropped
-        // before it polls still has its writes flushed). A task wakes it
-        // again when it first polls.
-        let first_thread = waiter == Waiter::Thread && q.waiters.is_empty();
-        if first_thread || before == 0 {
-            self.shared.signal(&mut q);
-        }
-        if waiter == Waiter::Thread {
-            q.waiters.push(std::thread::current());
+        // lazy flush clock for the first write. A task commits or signals
+        // when it polls, or signals when it is dropped before its commit.
+        match waiter {
+            Waiter::Thread => {
+                if q.waiters.is_empty() {
+                    self.shared.signal(&mut q);
+                }
+                q.waiters.push(std::thread::current());
+            }
+            Waiter::Nobody if before == 0 => self.shared.signal(&mut q),
+            Waiter::Nobody | Waiter::Task => {}
         }
         Ok(q.enqueued)
     }
@@ -268,6 +270,27 @@ impl<W> Future for Committed<W> {
         if shared.committed.load(Ordering::Acquire) >= self.ticket {
             return Poll::Ready(Ok(()));
         }
+        if shared.tasks_commit {
+            let commit = match shared.commit.try_lock() {
+                Ok(commit) => Some(commit),
+                Err(TryLockError::Poisoned(commit)) => Some(commit.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            // Nobody else is committing: commit the queue, this task's
+            // writes with it, here.
+            if let Some(mut commit) = commit {
+                if shared.committed.load(Ordering::Acquire) >= self.ticket {
+                    return Poll::Ready(Ok(()));
+                }
+                if shared.stopped.load(Ordering::Acquire) {
+                    drop(commit);
+                    return Poll::Ready(Err(shared.stopped_error()));
+                }
+                let committed = shared.commit_queued(&mut commit, Writer::Task);
+                drop(commit);
+                return Poll::Ready(committed.map_err(|_| shared.stopped_error()));
+            }
+        }
         // Checked again under the lock: the committer publishes `committed`
         // before it takes the lock to wake the tasks of that batch.
         let mut q = shared.lock();
@@ -292,6 +315,91 @@ impl<W> Future for Committed<W> {
     }
 }
 
+impl<W> Drop for Committed<W> {
+    /// A task that stops waiting before its commit leaves its writes to
+    /// the committer's lazy flush.
+    fn drop(&mut self) {
+        if self.shared.committed.load(Ordering::Acquire) < self.ticket {
+            let mut q = self.shared.lock();
+            self.shared.signal(&mut q);
+        }
+    }
+}
+
+/// The committer thread: sleeps until a write is owed or a checkpoint is
+/// due, then commits everything queued.
+fn run_committer<W>(shared: &Shared<W>, checkpoint: Duration) {
+    // When a checkpoint is owed: `checkpoint` after the log became dirty.
+    let mut due: Option<Instant> = None;
+    loop {
+        let mut q = shared.lock();
+        let mut checkpoint_now = false;
+        while q.waiters.is_empty() && q.tasks.is_empty() && !q.shutting_down {
+            let wait = if !q.writes.is_empty() {
+                Some(LAZY_FLUSH)
+            } else if shared.dirty.load(Ordering::Acquire) {
+                let at = *due.get_or_insert_with(|| Instant::now().checked_add(checkpoint).unwrap_or(far_future()));
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    checkpoint_now = true;
+                    break;
+                }
+                Some(left)
+            } else {
+                due = None;
+                None
+            };
+            q.idle = true;
+            let timed_out = match wait {
+                None => {
+                    q = shared.pending.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    false
+                }
+                Some(wait) => {
+                    let (guard, waited) = shared
+                        .pending
+                        .wait_timeout(q, wait)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    q = guard;
+                    waited.timed_out()
+                }
+            };
+            q.idle = false;
+            if timed_out && !q.writes.is_empty() {
+                break;
+            }
+        }
+        if q.failure.is_some() {
+            return;
+        }
+        if q.writes.is_empty() && !shared.dirty.load(Ordering::Acquire) {
+            // A task waits only for a write still queued or just
+            // committed; wake any other so none is stranded.
+            q.tasks.drain(..).for_each(|(_, task)| task.wake());
+            if q.shutting_down {
+                return;
+            }
+            continue;
+        }
+        let writer = if checkpoint_now || q.shutting_down {
+            due = None;
+            Writer::Idle
+        } else {
+            Writer::Committer
+        };
+        drop(q);
+        let mut commit = shared.commit.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.commit_queued(&mut commit, writer).is_err() {
+            return;
+        }
+    }
+}
+
+/// A deadline that never comes, for a checkpoint interval too long to add.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
 impl<W> Drop for GroupCommit<W> {
     /// Commit what is queued, then stop the committer.
     fn drop(&mut self) {
@@ -309,35 +417,67 @@ impl<W> Drop for GroupCommit<W> {
 mod tests {
     use super::*;
 
-    fn committer(fail: bool) -> (GroupCommit<u32>, Arc<Mutex<Vec<u32>>>) {
+    fn committer(fail: bool, tasks_commit: bool) -> (GroupCommit<u32>, Arc<Mutex<Vec<u32>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        let commit: CommitBatch<u32> = Box::new(move |batch| {
+        let commit: CommitBatch<u32> = Box::new(move |batch, _| {
             if fail && !batch.is_empty() {
                 return Err(StoreError::Stopped("disk gone".into()));
             }
             log.lock().unwrap().extend(batch);
             Ok(false)
         });
-        (GroupCommit::start("test-commit", Duration::MAX, commit).unwrap(), seen)
+        let gc = GroupCommit::start("test-commit", Duration::MAX, tasks_commit, commit).unwrap();
+        (gc, seen)
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_task_waits_for_its_batch_without_a_thread() {
-        let (gc, seen) = committer(false);
-        let first = gc.enqueue([1, 2], Waiter::Nobody).unwrap();
-        let second = gc.enqueue([3], Waiter::Task).unwrap();
-        // Resolves only once the committer wrote the writes up to the ticket.
-        gc.durable(second).wait().await.unwrap();
-        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
-        gc.durable(first).wait().await.unwrap();
+        for tasks_commit in [false, true] {
+            let (gc, seen) = committer(false, tasks_commit);
+            let first = gc.enqueue([1, 2], Waiter::Nobody).unwrap();
+            let second = gc.enqueue([3], Waiter::Task).unwrap();
+            // Resolves only once the writes up to the ticket are committed.
+            gc.durable(second).wait().await.unwrap();
+            assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+            gc.durable(first).wait().await.unwrap();
+        }
+    }
+
+    /// A task that commits its own batch leaves the checkpoint to the
+    /// committer, which takes it once writes pause.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_task_commits_alone_and_the_committer_checkpoints_after() {
+        let (checkpointed, checkpoint) = std::sync::mpsc::channel();
+        let writers = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&writers);
+        let commit: CommitBatch<u32> = Box::new(move |batch, writer| {
+            seen.lock().unwrap().push((batch, writer));
+            if writer == Writer::Idle {
+                checkpointed.send(()).unwrap();
+            }
+            Ok(writer != Writer::Idle)
+        });
+        let gc = GroupCommit::start("test-commit", Duration::from_millis(1), true, commit).unwrap();
+        let ticket = gc.enqueue([7], Waiter::Task).unwrap();
+        gc.durable(ticket).wait().await.unwrap();
+        checkpoint.recv_timeout(Duration::from_secs(60)).expect("no checkpoint");
+        let writers = writers.lock().unwrap();
+        assert_eq!(writers[0], (vec![7], Writer::Task));
+        assert_eq!(writers.last().unwrap().1, Writer::Idle);
     }
 
     /// The committer is signalled only while it sleeps: threads and tasks
     /// that queue while it commits must still have their writes committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_write_is_stranded_while_the_committer_is_busy() {
-        let (gc, seen) = committer(false);
+        for tasks_commit in [false, true] {
+            no_write_is_stranded(tasks_commit).await;
+        }
+    }
+
+    async fn no_write_is_stranded(tasks_commit: bool) {
+        let (gc, seen) = committer(false, tasks_commit);
         let gc = Arc::new(gc);
         let (done, finished) = std::sync::mpsc::channel();
         let threads: Vec<_> = (0..3u32)
@@ -379,10 +519,12 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_failed_commit_fails_its_waiting_tasks() {
-        let (gc, _) = committer(true);
-        let ticket = gc.enqueue([1], Waiter::Task).unwrap();
-        let err = gc.durable(ticket).wait().await.unwrap_err();
-        assert!(err.to_string().contains("disk gone"), "{err}");
-        assert!(gc.check().is_err());
+        for tasks_commit in [false, true] {
+            let (gc, _) = committer(true, tasks_commit);
+            let ticket = gc.enqueue([1], Waiter::Task).unwrap();
+            let err = gc.durable(ticket).wait().await.unwrap_err();
+            assert!(err.to_string().contains("disk gone"), "{err}");
+            assert!(gc.check().is_err());
+        }
     }
 }
