@@ -10,13 +10,17 @@
 //! ([`take_restored`](super::LedgerStore::take_restored)). When a write is
 //! acknowledged depends on [`Commit`]:
 //!
-//! - `Fsync`: once the database commit holding it is on disk (one fsync per
-//!   batch). It survives `kill -9`, an OS crash and a power cut.
-//! - `Write`: once its batch is appended to the write-ahead log
-//!   ([`super::wal`]) with one `write`, no fsync. It survives `kill -9` and
-//!   any crash of the process; an OS crash or power cut can lose the
-//!   settles of the last checkpoint interval. A checkpoint (one database
-//!   commit and fsync) runs at most that interval apart while writes come.
+//! Either way a batch is appended to the write-ahead log ([`super::wal`]),
+//! and a checkpoint (one database commit and fsync) copies the log into the
+//! database now and then:
+//!
+//! - `Fsync`: once its batch is appended and flushed to disk (one
+//!   `fdatasync` per batch, far cheaper than a database commit). It
+//!   survives `kill -9`, an OS crash and a power cut.
+//! - `Write`: once its batch is appended with one `write`, no flush. It
+//!   survives `kill -9` and any crash of the process; an OS crash or power
+//!   cut can lose the settles of the last checkpoint interval. A checkpoint
+//!   runs at most that interval apart while writes come.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +39,7 @@ use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
 use super::store::{Durable, RestoredHold};
 pub use super::wal::Write;
-use super::wal::{Wal, wal_path};
+use super::wal::Wal;
 
 /// "next_id": a ceiling above every reservation id issued and persisted.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -44,6 +48,10 @@ const PERIODS: TableDefinition<(&str, u64), (u64, u64, u64, u64)> = TableDefinit
 /// id → (tenant, cost, tokens, minute, period start, expires at).
 const OPEN: TableDefinition<u64, (&str, u64, u64, u64, u64, u64)> = TableDefinition::new("open_reservations");
 
+/// How often the database takes the log with `Commit::Fsync`: the log is
+/// already on disk, so this bounds only its length and the replay.
+pub const FSYNC_CHECKPOINT: Duration = Duration::from_secs(1);
+
 /// Ids are persisted as a ceiling raised a block at a time, so most commits
 /// need not touch the meta table.
 const ID_BLOCK: u64 = 1 << 20;
@@ -51,7 +59,8 @@ const ID_BLOCK: u64 = 1 << 20;
 /// When a settle is acknowledged; see the module's documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
-    /// After the fsync of the database commit holding it.
+    /// After its batch is written to the write-ahead log and flushed to
+    /// disk; the database takes the log every [`FSYNC_CHECKPOINT`].
     Fsync,
     /// After its batch is written to the write-ahead log; the database
     /// takes the log in a checkpoint at most `checkpoint` apart.
@@ -124,15 +133,7 @@ impl BookStore<Redb> {
             }
         };
         let db = Database::create(&path).map_err(|e| err("opening")(&e))?;
-        let wal = match commit {
-            Commit::Write { .. } => Some(replay_wal(&db, &path).map_err(|e| err("replaying the write-ahead log")(&e))?),
-            Commit::Fsync if wal_path(&path).exists() => {
-                let wal = replay_wal(&db, &path).map_err(|e| err("replaying the write-ahead log")(&e))?;
-                std::fs::remove_file(wal.path()).map_err(|e| err("removing the replayed write-ahead log")(&e))?;
-                None
-            }
-            Commit::Fsync => None,
-        };
+        let wal = replay_wal(&db, &path).map_err(|e| err("replaying the write-ahead log")(&e))?;
         let books = Books::default();
         let mut restored = Vec::new();
         let mut next_id = 1;
@@ -199,16 +200,13 @@ impl BookStore<Redb> {
 
         let id_ceiling = next_id.saturating_add(ID_BLOCK);
         // An append to the log is short enough for a waiting task to make
-        // itself; an fsync is not.
-        let (batches, checkpoint, tasks_commit) = match (commit, wal) {
-            (Commit::Write { checkpoint }, Some(wal)) => (
-                logged_batches(db, wal, id_ceiling, checkpoint, err("committing")),
-                checkpoint,
-                true,
-            ),
-            _ => (fsynced_batches(db, id_ceiling, err("committing")), Duration::MAX, false),
+        // itself; a flush is not.
+        let (checkpoint, flush) = match commit {
+            Commit::Write { checkpoint } => (checkpoint, false),
+            Commit::Fsync => (FSYNC_CHECKPOINT, true),
         };
-        let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, tasks_commit, batches)
+        let batches = logged_batches(db, wal, id_ceiling, checkpoint, flush, err("committing"));
+        let committer = GroupCommit::start("tollgate-ledger-commit", checkpoint, !flush, batches)
             .map_err(|e| err("starting the committer")(&e))?;
         if !restored.is_empty() {
             tracing::warn!(
@@ -224,27 +222,15 @@ impl BookStore<Redb> {
     }
 }
 
-/// `Commit::Fsync`: each batch is one database commit.
-fn fsynced_batches(
-    db: Database,
-    mut id_ceiling: u64,
-    error: impl Fn(&dyn std::fmt::Display) -> StoreError + Send + 'static,
-) -> CommitBatch<Write> {
-    Box::new(move |batch: Vec<Write>, _| {
-        if !batch.is_empty() {
-            write_batch(&db, batch, &mut id_ceiling).map_err(|e| error(&e))?;
-        }
-        Ok(false)
-    })
-}
-
-/// `Commit::Write`: each batch is appended to the log; a checkpoint writes
-/// what the log holds to the database, then starts the log over.
+/// Each batch is appended to the log, and with `flush` flushed to disk; a
+/// checkpoint writes what the log holds to the database, then starts the
+/// log over.
 fn logged_batches(
     db: Database,
     mut wal: Wal,
     mut id_ceiling: u64,
     checkpoint: Duration,
+    flush: bool,
     error: impl Fn(&dyn std::fmt::Display) -> StoreError + Send + 'static,
 ) -> CommitBatch<Write> {
     let mut logged: Vec<Write> = Vec::new();
@@ -258,6 +244,9 @@ fn logged_batches(
         };
         if !batch.is_empty() {
             wal.append(&batch).map_err(|e| error(&e))?;
+            if flush {
+                wal.flush().map_err(|e| error(&e))?;
+            }
             logged.extend(batch);
         }
         if due && !logged.is_empty() {

@@ -1,8 +1,9 @@
-//! The durable store's write-ahead log, for `commit = "write"`: each batch
-//! of changes is appended with one `write` and acknowledged without an
-//! fsync; the database takes them in a checkpoint (one fsync) now and then,
-//! and the log starts over. After a crash the log is replayed into the
-//! database before anything else reads it.
+//! The durable store's write-ahead log: each batch of changes is appended
+//! with one `write`, and flushed with one `fdatasync` when the store
+//! acknowledges after the flush (`commit = "fsync"`); the database takes
+//! them in a checkpoint (one commit) now and then, and the log starts over.
+//! After a crash the log is replayed into the database before anything
+//! else reads it.
 //!
 //! A record is `length (u32 LE) | crc32 (u32 LE) | payload`, the payload one
 //! batch of [`Write`]s. Replaying stops at the first record that is short or
@@ -55,6 +56,10 @@ impl Wal {
         if valid < bytes.len() {
             file.set_len(valid as u64)?;
         }
+        // A log just created must still be found after a power cut.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
         let wal = Wal {
             file,
             path,
@@ -80,6 +85,12 @@ impl Wal {
         self.file.write_all(&self.buf)?;
         self.len += self.buf.len() as u64;
         Ok(())
+    }
+
+    /// Flushes what was appended to disk: once it returns, it survives a
+    /// power cut.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Starts the log over, once the database holds everything in it durably.
