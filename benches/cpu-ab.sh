@@ -39,7 +39,7 @@ run_build() {
     if [ "$name" = baseline ]; then
       [ -z "${BASE_POLICY:-}" ] || export POLICY=$BASE_POLICY
       [ -z "${BASE_NO_ADMIN:-}" ] || export NO_ADMIN=1
-      [ -z "${BASE_STORE:-}" ] || STORE=$BASE_STORE COMMIT=
+      [ -z "${BASE_STORE:-}" ] || STORE=$BASE_STORE COMMIT=${BASE_COMMIT:-}
     fi
     set -euo pipefail
     . "$here/benches/common.sh"

@@ -38,8 +38,8 @@ use super::group_commit::{CommitBatch, GroupCommit, Ticket, Writer};
 use super::period::PeriodTotals;
 use super::reservation::{OpenReservation, ReservationId};
 use super::store::{Durable, RestoredHold};
-pub use super::wal::Write;
 use super::wal::Wal;
+pub use super::wal::Write;
 
 /// "next_id": a ceiling above every reservation id issued and persisted.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

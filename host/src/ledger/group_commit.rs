@@ -50,6 +50,10 @@ pub(crate) enum Writer {
 /// (a reservation is followed by its settle).
 pub(crate) const LAZY_FLUSH: Duration = Duration::from_millis(5);
 
+/// How many more batches a task that commits its own makes for tasks that
+/// queued behind it, before it hands them to the committer thread.
+const LEAD_ROUNDS: usize = 4;
+
 /// Position of a write in the queue; durable once the committed ticket reaches it.
 pub(crate) type Ticket = u64;
 
@@ -67,6 +71,8 @@ struct Queue<W> {
     /// Only then does a caller signal it: a busy committer looks at the
     /// queue again before it sleeps, and a signal is a system call.
     idle: bool,
+    /// A task is committing, and commits for the tasks that wait meanwhile.
+    leading: bool,
 }
 
 struct Shared<W> {
@@ -174,6 +180,7 @@ impl<W: Send + 'static> GroupCommit<W> {
                 failure: None,
                 shutting_down: false,
                 idle: false,
+                leading: false,
             }),
             pending: Condvar::new(),
             committed: AtomicU64::new(0),
@@ -286,7 +293,26 @@ impl<W> Future for Committed<W> {
                     drop(commit);
                     return Poll::Ready(Err(shared.stopped_error()));
                 }
-                let committed = shared.commit_queued(&mut commit, Writer::Task);
+                shared.lock().leading = true;
+                let mut committed = shared.commit_queued(&mut commit, Writer::Task);
+                // Tasks that found the commit taken wait for this one:
+                // commit for them too, for a few batches.
+                let mut rounds = 0;
+                loop {
+                    let mut q = shared.lock();
+                    let waiting = !q.tasks.is_empty() && !q.writes.is_empty();
+                    if committed.is_ok() && waiting && rounds < LEAD_ROUNDS {
+                        drop(q);
+                        rounds += 1;
+                        committed = shared.commit_queued(&mut commit, Writer::Task);
+                        continue;
+                    }
+                    q.leading = false;
+                    if waiting {
+                        shared.signal(&mut q);
+                    }
+                    break;
+                }
                 drop(commit);
                 return Poll::Ready(committed.map_err(|_| shared.stopped_error()));
             }
@@ -309,8 +335,11 @@ impl<W> Future for Committed<W> {
             Some(_) => {}
             None => q.tasks.push((self.ticket, cx.waker().clone())),
         }
-        // Wake the committer: a task waiting is as urgent as a parked thread.
-        shared.signal(&mut q);
+        // Wake the committer: a task waiting is as urgent as a parked
+        // thread. A task committing will commit this one's writes too.
+        if !q.leading {
+            shared.signal(&mut q);
+        }
         Poll::Pending
     }
 }
