@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError, TryLockResult};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -109,6 +109,40 @@ impl<W> Shared<W> {
         StoreError::Stopped(failure.map_or_else(|| "the store was closed".to_string(), |e| e.to_string()))
     }
 
+    /// Stops the store after a failed commit and wakes every waiter, and
+    /// `waiters` (those of the failed batch), to see it.
+    fn fail(&self, e: StoreError, waiters: Vec<Thread>) {
+        tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
+        let mut q = self.lock();
+        q.failure = Some(e);
+        q.shutting_down = true;
+        self.stopped.store(true, Ordering::Release);
+        self.signal(&mut q);
+        let stranded = std::mem::take(&mut q.waiters);
+        let tasks = std::mem::take(&mut q.tasks);
+        drop(q);
+        waiters.iter().chain(&stranded).for_each(Thread::unpark);
+        tasks.into_iter().for_each(|(_, task)| task.wake());
+    }
+
+    /// Takes the commit for a batch. `None` once a commit panicked midway:
+    /// the log may end in a torn record, so nothing more may follow it.
+    fn take_commit<'a>(
+        &self,
+        commit: TryLockResult<MutexGuard<'a, CommitBatch<W>>>,
+    ) -> Option<MutexGuard<'a, CommitBatch<W>>> {
+        match commit {
+            Ok(commit) => Some(commit),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(_)) => {
+                if !self.stopped.load(Ordering::Acquire) {
+                    self.fail(StoreError::Stopped("a ledger commit panicked".into()), Vec::new());
+                }
+                None
+            }
+        }
+    }
+
     /// Commits everything queued with `commit` (held by the caller), then
     /// publishes its ticket and wakes whoever waited for it. After a failure
     /// the store stops: every waiter is woken to see it.
@@ -122,17 +156,7 @@ impl<W> Shared<W> {
         let dirty = match commit(batch, writer) {
             Ok(dirty) => dirty,
             Err(e) => {
-                tracing::error!(error = %e, "ledger commit failed; the store stops accepting writes");
-                let mut q = self.lock();
-                q.failure = Some(e.clone());
-                q.shutting_down = true;
-                self.stopped.store(true, Ordering::Release);
-                self.signal(&mut q);
-                let stranded = std::mem::take(&mut q.waiters);
-                let tasks = std::mem::take(&mut q.tasks);
-                drop(q);
-                waiters.iter().chain(&stranded).for_each(Thread::unpark);
-                tasks.into_iter().for_each(|(_, task)| task.wake());
+                self.fail(e.clone(), waiters);
                 return Err(e);
             }
         };
@@ -278,11 +302,7 @@ impl<W> Future for Committed<W> {
             return Poll::Ready(Ok(()));
         }
         if shared.tasks_commit {
-            let commit = match shared.commit.try_lock() {
-                Ok(commit) => Some(commit),
-                Err(TryLockError::Poisoned(commit)) => Some(commit.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
+            let commit = shared.take_commit(shared.commit.try_lock());
             // Nobody else is committing: commit the queue, this task's
             // writes with it, here.
             if let Some(mut commit) = commit {
@@ -417,7 +437,10 @@ fn run_committer<W>(shared: &Shared<W>, checkpoint: Duration) {
             Writer::Committer
         };
         drop(q);
-        let mut commit = shared.commit.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = shared.commit.lock().map_err(TryLockError::Poisoned);
+        let Some(mut commit) = shared.take_commit(taken) else {
+            return;
+        };
         if shared.commit_queued(&mut commit, writer).is_err() {
             return;
         }
@@ -544,6 +567,25 @@ mod tests {
         }
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(seen.lock().unwrap().len(), 3 * 2_000 + 8 * 500);
+    }
+
+    /// A commit that panicked may have left a torn record: nothing is
+    /// committed after it, and the store stops.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_that_panicked_stops_the_store() {
+        let commit: CommitBatch<u32> = Box::new(|batch, _| {
+            assert!(!batch.contains(&13), "a commit that panics");
+            Ok(false)
+        });
+        let gc = Arc::new(GroupCommit::start("test-commit", Duration::MAX, true, commit).unwrap());
+        let ticket = gc.enqueue([13], Waiter::Task).unwrap();
+        let panicking = Arc::clone(&gc);
+        let joined = tokio::spawn(async move { panicking.durable(ticket).wait().await }).await;
+        assert!(joined.unwrap_err().is_panic());
+        let ticket = gc.enqueue([1], Waiter::Task).unwrap();
+        let err = gc.durable(ticket).wait().await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert!(gc.check().is_err());
     }
 
     #[tokio::test(flavor = "current_thread")]
