@@ -569,6 +569,21 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 3 * 2_000 + 8 * 500);
     }
 
+    /// A task dropped before it polled (its call cancelled) still has its
+    /// writes committed, by the committer's lazy flush.
+    #[test]
+    fn a_task_dropped_before_it_polls_still_has_its_writes_committed() {
+        let (committed, seen) = std::sync::mpsc::channel();
+        let commit: CommitBatch<u32> = Box::new(move |batch, _| {
+            batch.into_iter().for_each(|w| committed.send(w).unwrap());
+            Ok(false)
+        });
+        let gc = GroupCommit::start("test-commit", Duration::MAX, true, commit).unwrap();
+        let ticket = gc.enqueue([5], Waiter::Task).unwrap();
+        drop(gc.durable(ticket));
+        assert_eq!(seen.recv_timeout(Duration::from_secs(60)), Ok(5));
+    }
+
     /// A commit that panicked may have left a torn record: nothing is
     /// committed after it, and the store stops.
     #[tokio::test(flavor = "current_thread")]
