@@ -54,9 +54,9 @@ mod wal;
 pub mod window;
 
 pub use book::Change;
-pub use book_store::{BookStore, Journal};
+pub use book_store::{BookStore, Journal, Waiter};
 #[cfg(feature = "durable")]
-pub use durable::{Commit, DurableStore};
+pub use durable::{Commit, DurableStore, FSYNC_CHECKPOINT};
 pub use error::{LedgerError, ReserveError, StoreError};
 pub use limits::TenantLimits;
 pub use memory::MemoryStore;
