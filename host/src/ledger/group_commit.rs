@@ -149,6 +149,8 @@ impl<W> Shared<W> {
     fn commit_queued(&self, commit: &mut CommitBatch<W>, writer: Writer) -> Result<(), StoreError> {
         let (batch, waiters, ticket) = {
             let mut q = self.lock();
+            // A task committing commits for those that queue meanwhile.
+            q.leading |= writer == Writer::Task;
             let capacity = q.writes.capacity();
             let batch = std::mem::replace(&mut q.writes, Vec::with_capacity(capacity));
             (batch, std::mem::take(&mut q.waiters), q.enqueued)
@@ -313,7 +315,6 @@ impl<W> Future for Committed<W> {
                     drop(commit);
                     return Poll::Ready(Err(shared.stopped_error()));
                 }
-                shared.lock().leading = true;
                 let mut committed = shared.commit_queued(&mut commit, Writer::Task);
                 // Tasks that found the commit taken wait for this one:
                 // commit for them too, for a few batches.
