@@ -304,8 +304,26 @@ async fn an_endless_answer_is_cut_at_the_limit_and_the_call_charged_its_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_at_restart() {
+    killed_at_the_upstream("").await;
+}
+
+/// As above, with the ledger acknowledging after the log's write, where the
+/// call's own task appended its hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_at_the_upstream_when_the_gateway_is_killed_is_charged_its_hold_at_restart_on_the_log() {
+    killed_at_the_upstream("commit = \"write\"\ncheckpoint-ms = 60000").await;
+}
+
+async fn killed_at_the_upstream(ledger_extra: &str) {
     let (url, arrived, silent) = upstream::silent().await;
-    let (mut gw, acme) = gateway_before(url, "").await;
+    let acme = TenantSpec::new("acme", "allow-all");
+    let mut gw = TestGateway::start(Options {
+        tenants: vec![acme.clone()],
+        upstream_url: Some(url),
+        ledger_extra: ledger_extra.to_owned(),
+        ..Options::default()
+    })
+    .await;
     let client = gw.sigv4_client(&acme);
     let caller = tokio::spawn(async move { timed_call(&client).await });
     arrived.await.expect("the call reached the upstream");
