@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 mod call_options;
+mod detach;
 pub mod directory;
 mod fleet;
 mod fleet_alerts;

@@ -317,9 +317,10 @@ impl Gateway {
     /// answer (a refused request or a verdict); upstream errors come back as
     /// a [`CallResponse`] with their status, as Bedrock sent them.
     ///
-    /// The call runs in a task of its own: a caller that goes away (a closed
-    /// connection, a dropped future) does not stop it, so a call the
-    /// upstream ran is still settled from its usage, logged, and counted out.
+    /// A caller that goes away (a closed connection, a dropped future) does
+    /// not stop the call: it goes on in a task of its own
+    /// ([`super::detach`]), so a call the upstream ran is still settled from
+    /// its usage, logged, and counted out.
     pub async fn call(&self, tenant: &TenantId, call: Call) -> Result<CallResponse, BedrockError> {
         let started = Instant::now();
         let request_id = format!(
@@ -331,7 +332,7 @@ impl Gateway {
         let mut trace = Trace::new(tenant, call.operation, &call.model_id, request_id, started);
         let this = self.clone();
         let tenant = tenant.clone();
-        let task = tokio::spawn(async move {
+        let call = super::detach::Detachable::new(async move {
             match this.run(&tenant, call, &mut trace).await {
                 Ok(response) => Ok(response),
                 Err(err) => {
@@ -345,8 +346,13 @@ impl Gateway {
                 }
             }
         });
-        task.await
-            .unwrap_or_else(|e| Err(BedrockError::internal(format!("tollgate's call task failed: {e}"))))
+        call.await.unwrap_or_else(|panic| {
+            Err(BedrockError::internal(format!(
+                "tollgate hit a bug handling this call ({}); retry it, and report the bug with the gateway's \
+                 standard error",
+                super::detach::panic_message(panic.as_ref())
+            )))
+        })
     }
 
     async fn run(&self, tenant: &TenantId, call: Call, trace: &mut Trace) -> Result<CallResponse, BedrockError> {
