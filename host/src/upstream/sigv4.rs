@@ -129,7 +129,7 @@ impl Signer {
         canonical.push('\n');
         canonical.push_str(&signed_headers);
         canonical.push('\n');
-        canonical.push_str(&hex::encode(Sha256::digest(body)));
+        push_hex(&mut canonical, &Sha256::digest(body));
 
         let mut string_to_sign = String::with_capacity(160);
         string_to_sign.push_str(ALGORITHM);
@@ -138,7 +138,7 @@ impl Signer {
         string_to_sign.push('\n');
         string_to_sign.push_str(&scope);
         string_to_sign.push('\n');
-        string_to_sign.push_str(&hex::encode(Sha256::digest(canonical.as_bytes())));
+        push_hex(&mut string_to_sign, &Sha256::digest(canonical.as_bytes()));
         let key = self.day_key(&date, creds, now);
         let signature = v4::calculate_signature(&key.key, string_to_sign.as_bytes());
         let authorization = format!(
@@ -265,6 +265,21 @@ fn format_times(now: SystemTime) -> Result<(String, String), String> {
         .and_then(crate::wall_clock::amz_date_time)
         .ok_or_else(|| format!("the clock reads {now:?}, a time SigV4 cannot name"))?;
     Ok((date_time[..8].to_owned(), date_time))
+}
+
+/// Appends a SHA-256 digest in lowercase hex, through a buffer on the
+/// stack rather than a `String` built a character at a time.
+fn push_hex(out: &mut String, digest: &[u8]) {
+    let mut buf = [0u8; 64];
+    let Some(buf) = buf.get_mut(..digest.len() * 2) else {
+        out.push_str(&hex::encode(digest));
+        return;
+    };
+    if hex::encode_to_slice(digest, buf).is_ok()
+        && let Ok(text) = std::str::from_utf8(buf)
+    {
+        out.push_str(text);
+    }
 }
 
 #[cfg(test)]
