@@ -25,6 +25,26 @@ pub(crate) struct CallClock {
     started: Instant,
     cpu_started: Option<Duration>,
     deadline: Duration,
+    /// What the clocks read when the call was stopped, for its failure.
+    stopped: Option<Stopped>,
+}
+
+/// The clocks of a call stopped at its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stopped {
+    /// CPU time the call's thread used, where the platform tells it.
+    pub(crate) cpu: Option<Duration>,
+    pub(crate) wall: Duration,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match self.cpu {
+            Some(cpu) => write!(f, "{:.1} ms of CPU in {:.1} ms", ms(cpu), ms(self.wall)),
+            None => write!(f, "{:.1} ms", ms(self.wall)),
+        }
+    }
 }
 
 impl CallClock {
@@ -41,22 +61,36 @@ impl CallClock {
             started: Instant::now(),
             cpu_started: cpu_now,
             deadline: Duration::from_millis(deadline_ticks),
+            stopped: None,
         }
     }
 
     /// At the deadline on the wall clock: the ticks to grant when the
     /// thread used less CPU than the deadline and the wall clock is under
-    /// its cap; `None` stops the call. Runs on the call's thread.
-    pub(crate) fn ticks_left(&self) -> Option<u64> {
-        let cap_left = wall_cap(self.deadline).checked_sub(self.started.elapsed())?;
-        let used = thread_cpu_time()?.checked_sub(self.cpu_started?)?;
-        let cpu_left = self.deadline.checked_sub(used)?;
-        let left = cpu_left.min(cap_left);
+    /// its cap; `None` stops the call, and [`Self::stopped`] then tells the
+    /// clocks. Runs on the call's thread.
+    pub(crate) fn ticks_left(&mut self) -> Option<u64> {
+        let wall = self.started.elapsed();
+        let used = thread_cpu_time()
+            .zip(self.cpu_started)
+            .map(|(now, started)| now.saturating_sub(started));
+        let left = match used {
+            Some(used) => wall_cap(self.deadline)
+                .saturating_sub(wall)
+                .min(self.deadline.saturating_sub(used)),
+            None => Duration::ZERO,
+        };
         if left.is_zero() {
+            self.stopped = Some(Stopped { cpu: used, wall });
             return None;
         }
         // Whole ticks, rounded up: a tick is a millisecond.
         Some(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+    }
+
+    /// The clocks when the call was stopped; `None` while it was not.
+    pub(crate) fn stopped(&self) -> Option<Stopped> {
+        self.stopped
     }
 }
 
@@ -128,18 +162,24 @@ mod tests {
 
     #[test]
     fn a_call_that_used_its_cpu_gets_nothing_more() {
-        let clock = CallClock::start(1);
+        let mut clock = CallClock::start(1);
         let start = thread_cpu_time().expect("a thread CPU clock");
         let mut x = 1u64;
         while thread_cpu_time().expect("clock") - start < Duration::from_millis(2) {
             x = std::hint::black_box(x.wrapping_mul(3));
         }
         assert_eq!(clock.ticks_left(), None);
+        let stopped = clock.stopped().expect("stopped");
+        assert!(
+            stopped.cpu.expect("a thread CPU clock") >= Duration::from_millis(2),
+            "{stopped}"
+        );
+        assert!(stopped.to_string().contains("ms of CPU in"), "{stopped}");
     }
 
     #[test]
     fn a_call_that_waited_gets_its_unused_cpu() {
-        let clock = CallClock::start(20);
+        let mut clock = CallClock::start(20);
         // Waiting (as for a core) uses no CPU.
         std::thread::sleep(Duration::from_millis(5));
         let left = clock.ticks_left().expect("CPU left");

@@ -298,9 +298,12 @@ impl Instances {
             }
         };
         warm.store.data_mut().end_call();
-        result
-            .map(|(verdict,)| verdict)
-            .map_err(|err| self.classify(err, &warm.store, || format!("ran past its {deadline} ms deadline")))
+        result.map(|(verdict,)| verdict).map_err(|err| {
+            self.classify(err, &warm.store, || match warm.store.data().clock.stopped() {
+                Some(stopped) => format!("ran past its {deadline} ms deadline ({stopped})"),
+                None => format!("ran past its {deadline} ms deadline"),
+            })
+        })
     }
 
     /// Calls `validate-config` in a fresh instance; `Ok` when the policy has
@@ -390,7 +393,7 @@ impl Instances {
         store.epoch_deadline_callback(|mut cx| {
             let rest = std::mem::take(&mut cx.data_mut().ticks_after_slice);
             if rest == 0 {
-                return Ok(match cx.data().clock.ticks_left() {
+                return Ok(match cx.data_mut().clock.ticks_left() {
                     Some(more) => UpdateDeadline::Continue(more),
                     None => UpdateDeadline::Interrupt,
                 });
