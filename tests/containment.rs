@@ -569,3 +569,92 @@ fn a_policy_that_waited_for_a_core_is_not_timed_out_for_it() {
     // Twice the deadline, and at least 50 ms more, on the wall clock; then a margin.
     assert!(spun.elapsed < Duration::from_millis(57) + MARGIN, "{:?}", spun.elapsed);
 }
+
+/// Settings for the scripted policy that spins from its instance's
+/// `from`-th decision on; see [`decision_number`].
+fn spinning_from(from: u64) -> PolicySettings {
+    PolicySettings {
+        config: format!("{{\"spin-from-decision\": {from}}}"),
+        deadline_ms: 5,
+        ..PolicySettings::default()
+    }
+}
+
+/// Which decision of its instance the scripted policy answered with.
+fn decision_number(d: &tollgate_host::Decision) -> u64 {
+    let tail = d.reason.rsplit("(decision ").next().unwrap_or_default();
+    tail.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no decision number in {d:?}"))
+}
+
+/// One way to decide a tenant's call.
+type Decide<'a> = dyn Fn(&tollgate_host::TenantId) -> tollgate_host::Decision + 'a;
+
+/// One timeout of a light version (its calls were quick) is decided once
+/// more, since a host that stopped the thread's CPU can time out any call;
+/// a heavy version's is not, so a policy that spins is not run twice per
+/// call. The policy here times out on its instance's second real call
+/// only, and a timed-out instance is discarded, so the second try, on a new
+/// instance, answers. Through the embedder's synchronous path and through
+/// the gateway's decision pool (inline, then on a decision thread).
+#[test]
+fn a_light_policys_one_timeout_is_decided_once_more_and_a_heavy_ones_is_not() {
+    let registry = tollgate_host::Registry::new(cached_engine());
+    let pool = tollgate_host::registry::DecisionPool::start(tollgate_host::registry::PoolSettings::default())
+        .expect("decision pool");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sync_path =
+        |tenant: &tollgate_host::TenantId| registry.decide(tenant, &mut request(), &state()).expect("tenant");
+    let pool_path = |tenant: &tollgate_host::TenantId| {
+        let version = registry.active(tenant).expect("active");
+        runtime.block_on(pool.decide(version, request(), state(), |_| Ok(())))
+    };
+    let paths: [(&str, &Decide<'_>); 2] = [("sync", &sync_path), ("pool", &pool_path)];
+    for (path, decide) in paths {
+        let tenant = tenant(&format!("flaky-{path}"));
+        // Which decision of an instance the first call is (a new instance
+        // rehearses a made-up call first).
+        registry
+            .register(&tenant, &wasm("scripted"), spinning_from(u64::MAX), "scripted", None)
+            .expect("register");
+        let first = decision_number(&decide(&tenant));
+        registry
+            .register(&tenant, &wasm("scripted"), spinning_from(first + 1), "scripted", None)
+            .expect("register");
+        let version = registry.active(&tenant).expect("active");
+
+        let quick = decide(&tenant);
+        assert!(quick.failure.is_none(), "{path}: {quick:?}");
+        assert_eq!(decision_number(&quick), first, "{path}");
+        assert!(!version.is_heavy(), "{path}");
+        // Its instance's next call spins to the deadline; the second try answers.
+        let rescued = decide(&tenant);
+        assert!(rescued.failure.is_none(), "{path}: not decided once more: {rescued:?}");
+        assert_eq!(rescued.action, Action::Admit, "{path}");
+        assert_eq!(decision_number(&rescued), first, "{path}: answered by a new instance");
+        assert!(rescued.elapsed >= Duration::from_millis(5), "{path}: {rescued:?}");
+
+        // Heavy now (it burned its deadline): the next timeout is final. A
+        // host so busy that the wall-clock cap stopped the spin first
+        // leaves it light, and then it is decided once more again.
+        let heavy = version.is_heavy();
+        let next = decide(&tenant);
+        if heavy {
+            assert_eq!(
+                next.failure.as_ref().map(|f| f.kind),
+                Some(FailureKind::Timeout),
+                "{path}: {next:?}"
+            );
+            assert_eq!(next.action, Action::Reject(RejectKind::Denied), "{path}: fail-closed");
+        } else {
+            assert!(next.failure.is_none(), "{path}: {next:?}");
+        }
+        let after = decide(&tenant);
+        assert!(after.failure.is_none(), "{path}: {after:?}");
+    }
+}

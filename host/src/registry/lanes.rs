@@ -44,6 +44,9 @@ pub(crate) struct Job {
     pub(crate) _permit: OwnedSemaphorePermit,
     pub(crate) started: Instant,
     pub(crate) timeout: Duration,
+    /// Whether a timeout may be decided once more
+    /// ([`PolicyVersion::decides_again`]); not when the job is that second try.
+    pub(crate) may_retry: bool,
 }
 
 impl Job {
@@ -58,7 +61,11 @@ impl Job {
             }));
             return;
         }
-        let run = self.version.run(&self.request, &self.state);
+        let run = if self.may_retry {
+            self.version.run_retrying(&self.request, &self.state)
+        } else {
+            self.version.run(&self.request, &self.state)
+        };
         let _ = self.reply.send(run);
     }
 }

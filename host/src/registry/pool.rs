@@ -17,6 +17,8 @@
 //!   decided on the caller's task, as the thread hop costs more than such a
 //!   policy (measured: about 40% of the gateway's throughput at c=64). The
 //!   most it can hold a worker is that deadline, once, before it is heavy.
+//!   A light version's timeout is decided once more, on a thread
+//!   ([`PolicyVersion::decides_again`]).
 //! - The threads form two lanes, normal and low priority (see `lanes`).
 
 use std::collections::HashMap;
@@ -132,15 +134,21 @@ impl DecisionPool {
             return skipped;
         }
         let run = if !version.is_heavy() && version.deadline() <= INLINE_MAX_DEADLINE {
-            version.run(&request, &state)
+            let run = version.run(&request, &state);
+            if version.decides_again(true, &run) {
+                // Once more on a decision thread, so no worker is held for a second deadline.
+                self.run(Arc::clone(&version), request, state, false).await.after(&run)
+            } else {
+                run
+            }
         } else {
-            self.run(Arc::clone(&version), request, state).await
+            self.run(Arc::clone(&version), request, state, true).await
         };
         let check: &VerdictCheck<'_> = &host_check;
         version.conclude(run, check)
     }
 
-    async fn run(&self, version: Arc<PolicyVersion>, request: Request, state: TenantState) -> Run {
+    async fn run(&self, version: Arc<PolicyVersion>, request: Request, state: TenantState, may_retry: bool) -> Run {
         let started = Instant::now();
         let timeout = self.inner.queue_timeout;
         let share = self.share(&version.id().tenant);
@@ -167,6 +175,7 @@ impl DecisionPool {
             _permit: permit,
             started,
             timeout,
+            may_retry,
         };
         if !self.inner.lanes.send(job) {
             return busy("the decision pool has stopped; no thread started it");

@@ -1,7 +1,7 @@
 //! Returns the verdict its config describes, unchecked, so the host's own
 //! checks of policy output can be tried with any value a policy could send.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Deserialize;
 use tollgate_policy::*;
@@ -22,10 +22,15 @@ struct Script {
     /// Rounds of busy work on its instance's first decision only, as an
     /// interpreter's first run costs (its heap's pages copied on first write).
     first_burn: u64,
+    /// From this decision of its instance on (1 is its first; 0 never),
+    /// spin until stopped, and number each decision before in its reason:
+    /// a policy that times out on a later call of an instance only.
+    spin_from_decision: u64,
 }
 
 /// Per instance: each has its own linear memory.
 static DECIDED: AtomicBool = AtomicBool::new(false);
+static DECISIONS: AtomicU64 = AtomicU64::new(0);
 
 struct Scripted;
 
@@ -41,6 +46,12 @@ impl Policy for Scripted {
         // Depends on the input, so the optimiser can neither fold nor drop it.
         let mut x = request.now_ms | 1;
         let first = !DECIDED.swap(true, Ordering::Relaxed);
+        let decision = DECISIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        if script.spin_from_decision != 0 && decision >= script.spin_from_decision {
+            while x != 0 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(2);
+            }
+        }
         let rounds = script.burn + if first { script.first_burn } else { 0 };
         for _ in 0..rounds {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -51,6 +62,9 @@ impl Policy for Scripted {
             "reject" => Verdict::reject(RejectKind::Denied, script.reason),
             _ => Verdict::admit(script.reason),
         };
+        if script.spin_from_decision != 0 {
+            verdict.reason = format!("{} (decision {decision} of its instance)", verdict.reason);
+        }
         verdict.metadata = script.metadata;
         verdict.max_output_tokens = script.max_output_tokens;
         if x == 0 {
