@@ -10,7 +10,9 @@
 # the calls served; the log thread's share is its own /proc task line. The
 # builds alternate, and which goes first alternates by round, since on a
 # shared machine the second of two back-to-back runs tends to be slower.
-# Prints one line per run and the medians per build. Needs wrk.
+# Prints one line per run and the medians per build. Needs wrk. A run with
+# non-2xx answers is kept, and its count printed, only if they are at most
+# one in a thousand calls (a policy timed out on a busy host).
 #
 # Both builds call one mock, this tree's. STORE=durable runs the durable
 # ledger instead, and COMMIT=write acknowledges its settles after the log
@@ -66,15 +68,22 @@ run_build() {
       local before log_before
       before=$(ticks /proc/"$gw_pid"/stat); log_before=$(ticks "$log_task/stat")
       wrk -t$(( c < 2 ? 1 : 2 )) -c"$c" -d"${secs}s" --latency -s "$work/post.lua" "$gw$path" >"$work/wrk.out"
-      # A refused call is cheaper than a served one: such a run measures nothing.
-      if grep -q "Non-2xx" "$work/wrk.out"; then
-        echo "$name: non-2xx answers at c=$c:" >&2; cat "$work/wrk.out" "$work/gw.err" >&2; exit 1
+      # A refused call is cheaper than a served one: a run with more than one
+      # in a thousand measures something else. Fewer are reported and kept.
+      local refused calls
+      refused=$(awk '/Non-2xx/ { print $NF }' "$work/wrk.out"); refused=${refused:-0}
+      calls=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+      if (( refused * 1000 > calls )); then
+        echo "$name: $refused non-2xx answers in $calls at c=$c:" >&2; cat "$work/wrk.out" "$work/gw.err" >&2; exit 1
+      elif (( refused > 0 )); then
+        echo "$name: $refused non-2xx answers in $calls at c=$c, kept; the gateway warned:" >&2
+        grep -a WARN "$work/gw.err" | tail -3 >&2
       fi
       awk -v name="$name" -v c="$c" -v b="$before" -v a="$(ticks /proc/"$gw_pid"/stat)" \
-        -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" '
+        -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" -v refused="$refused" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
         /^ +50%/ { p50 = ms($2) } /^Requests\/sec/ { rps = $2 } /requests in/ { n = $1 }
-        END { printf "%s %s %.0f %.3f %.0f %.1f\n", name, c, rps, p50, (a-b)/hz*1e6/n, (la-lb)/hz*1e6/n }' "$work/wrk.out"
+        END { printf "%s %s %.0f %.3f %.0f %.1f %d\n", name, c, rps, p50, (a-b)/hz*1e6/n, (la-lb)/hz*1e6/n, refused }' "$work/wrk.out"
     done
   ) | tee -a "$results"
 }
@@ -82,7 +91,7 @@ run_build() {
 cd "$here"
 cargo build --release --quiet
 [ -z "${FLOOR:-}" ] || cargo build --release --quiet --example bare_proxy
-echo "build c req/s p50-ms cpu-us/call log-thread-us/call"
+echo "build c req/s p50-ms cpu-us/call log-thread-us/call non-2xx"
 for r in $(seq "$rounds"); do
   [ -z "${DIRECT:-}" ] || run_build direct ""
   [ -z "${FLOOR:-}" ] || run_build floor ""
