@@ -10,9 +10,11 @@
 # the calls served; the log thread's share is its own /proc task line. The
 # builds alternate, and which goes first alternates by round, since on a
 # shared machine the second of two back-to-back runs tends to be slower.
-# Prints one line per run and the medians per build. Needs wrk. A run with
-# non-2xx answers is kept, and its count printed, only if they are at most
-# one in a thousand calls (a policy timed out on a busy host).
+# Prints one line per run and the medians per build, each with the share of
+# the machine's CPU the hypervisor stole during it (steal %, /proc/stat),
+# one sign of a busy host. Needs wrk. A run with non-2xx answers is kept,
+# and its count printed, only if they are at most one in a thousand calls
+# (a policy timed out on a busy host).
 #
 # Both builds call one mock, this tree's. STORE=durable runs the durable
 # ledger instead, and COMMIT=write acknowledges its settles after the log
@@ -64,9 +66,12 @@ run_build() {
     # A build from before the log had its own thread has no such task.
     log_task=$(dirname "$(grep -l tollgate-log /proc/"$gw_pid"/task/*/comm 2>/dev/null | head -1)")
     ticks() { if [ -r "$1" ]; then awk '{ print $14 + $15 }' "$1"; else echo 0; fi; }
+    # The machine's stolen and total CPU ticks (/proc/stat): how much of the
+    # run the hypervisor gave to other guests.
+    host_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
     for c in 1 64; do
       local before log_before
-      before=$(ticks /proc/"$gw_pid"/stat); log_before=$(ticks "$log_task/stat")
+      before=$(ticks /proc/"$gw_pid"/stat); log_before=$(ticks "$log_task/stat"); host_before=$(host_ticks)
       wrk -t$(( c < 2 ? 1 : 2 )) -c"$c" -d"${secs}s" --latency -s "$work/post.lua" "$gw$path" >"$work/wrk.out"
       # A refused call is cheaper than a served one: a run with more than one
       # in a thousand measures something else. Fewer are reported and kept.
@@ -80,10 +85,13 @@ run_build() {
         grep -a WARN "$work/gw.err" | tail -3 >&2
       fi
       awk -v name="$name" -v c="$c" -v b="$before" -v a="$(ticks /proc/"$gw_pid"/stat)" \
-        -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" -v refused="$refused" '
+        -v lb="$log_before" -v la="$(ticks "$log_task/stat")" -v hz="$(getconf CLK_TCK)" -v refused="$refused" \
+        -v hb="$host_before" -v ha="$(host_ticks)" '
         function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
         /^ +50%/ { p50 = ms($2) } /^Requests\/sec/ { rps = $2 } /requests in/ { n = $1 }
-        END { printf "%s %s %.0f %.3f %.0f %.1f %d\n", name, c, rps, p50, (a-b)/hz*1e6/n, (la-lb)/hz*1e6/n, refused }' "$work/wrk.out"
+        END { split(hb, h0, " "); split(ha, h1, " "); total = h1[2] - h0[2]
+          printf "%s %s %.0f %.3f %.0f %.1f %d %.1f\n", name, c, rps, p50, (a-b)/hz*1e6/n, (la-lb)/hz*1e6/n, refused,
+            (total > 0 ? 100 * (h1[1] - h0[1]) / total : 0) }' "$work/wrk.out"
     done
   ) | tee -a "$results"
 }
@@ -91,7 +99,7 @@ run_build() {
 cd "$here"
 cargo build --release --quiet
 [ -z "${FLOOR:-}" ] || cargo build --release --quiet --example bare_proxy
-echo "build c req/s p50-ms cpu-us/call log-thread-us/call non-2xx"
+echo "build c req/s p50-ms cpu-us/call log-thread-us/call non-2xx steal-%"
 for r in $(seq "$rounds"); do
   [ -z "${DIRECT:-}" ] || run_build direct ""
   [ -z "${FLOOR:-}" ] || run_build floor ""
@@ -102,9 +110,9 @@ echo
 echo "medians over $rounds rounds:"
 for c in 1 64; do
   for name in ${DIRECT:+direct} ${FLOOR:+floor} baseline new; do
-    awk -v name="$name" -v c="$c" 'BEGIN { n = 0 } $1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; n++ }
+    awk -v name="$name" -v c="$c" 'BEGIN { n = 0 } $1 == name && $2 == c { rps[n] = $3; p50[n] = $4; cpu[n] = $5; log_[n] = $6; steal[n] = $8; n++ }
       function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
-      END { printf "c=%s %-8s req/s %.0f  p50 %.3f ms  CPU %.0f us/call  log thread %.1f us/call\n", c, name, med(rps, n), med(p50, n), med(cpu, n), med(log_, n) }' "$results"
+      END { printf "c=%s %-8s req/s %.0f  p50 %.3f ms  CPU %.0f us/call  log thread %.1f us/call  steal %.1f%%\n", c, name, med(rps, n), med(p50, n), med(cpu, n), med(log_, n), med(steal, n) }' "$results"
   done
 done
